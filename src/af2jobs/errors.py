@@ -1,0 +1,95 @@
+"""Typed errors. Each maps to one HTTP status and one exit code in a single place (API / CLI)."""
+
+from __future__ import annotations
+
+
+class Af2JobsError(Exception):
+    """Base of every error af2jobs raises on purpose."""
+
+    http_status = 500
+    exit_code = 1
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"error": type(self).__name__, "message": self.message, "field": self.field}
+
+
+class ValidationError(Af2JobsError):
+    """The caller's input is wrong; nothing was stored."""
+
+    http_status = 422
+    exit_code = 2
+
+
+class FastaError(ValidationError):
+    """A FASTA input is malformed. Names the record, line and column where known."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        record: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+        field: str | None = "fasta",
+    ) -> None:
+        where = []
+        if record is not None:
+            where.append(f"record '{record}'")
+        if line is not None:
+            where.append(f"line {line}" + (f", column {column}" if column is not None else ""))
+        full = f"FASTA {', '.join(where)}: {message}" if where else f"FASTA: {message}"
+        super().__init__(full, field=field)
+        self.record = record
+        self.line = line
+        self.column = column
+
+
+class PayloadTooLargeError(ValidationError):
+    http_status = 413
+
+
+class AuthError(Af2JobsError):
+    http_status = 401
+    exit_code = 1
+
+
+class ForbiddenError(Af2JobsError):
+    http_status = 403
+    exit_code = 1
+
+
+class NotFoundError(Af2JobsError):
+    http_status = 404
+    exit_code = 1
+
+
+class ConflictError(Af2JobsError):
+    """The request conflicts with the current state (e.g. deleting a running job, a lost race)."""
+
+    http_status = 409
+    exit_code = 1
+
+
+class ConfigurationError(Af2JobsError):
+    """Settings are missing or inconsistent; raised at start-up, naming the variable."""
+
+
+class DatabaseError(Af2JobsError):
+    """A sequence database is missing, unreadable or could not be fetched."""
+
+
+class StageError(Af2JobsError):
+    """A pipeline stage failed. Carries the stage so jobs and notifications can say where."""
+
+    def __init__(self, message: str, *, stage: str) -> None:
+        super().__init__(f"{stage}: {message}")
+        self.stage = stage
+
+
+class CancelledError(Af2JobsError):
+    """A running stage noticed that its job was cancelled."""
