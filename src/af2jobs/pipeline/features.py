@@ -1,0 +1,68 @@
+"""Features stage: AlphaFold's own feature code over the sequence and the msas/ files, written as features.pkl.
+
+Templates are off (no pdb70/mmCIF search is configured), so every model runs without template features.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+from alphafold.data import parsers, pipeline
+
+from af2jobs.pipeline.msa import OUTPUT_NAMES
+
+# AlphaFold's order of MSAs in the features: uniref90, bfd, mgnify.
+_ORDER = ("uniref90", "bfd_uniref", "small_bfd", "mgnify")
+
+
+def read_msas(msa_dir: Path) -> list[tuple[str, parsers.Msa]]:
+    msas = []
+    for name in _ORDER:
+        path = msa_dir / OUTPUT_NAMES[name]
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        msa = parsers.parse_a3m(text) if path.suffix == ".a3m" else parsers.parse_stockholm(text)
+        msas.append((name, msa))
+    return msas
+
+
+def _deduplicate(msas: list[parsers.Msa], query: str) -> list[parsers.Msa]:
+    """Drop repeated aligned sequences across all MSAs (AlphaFold does this in make_msa_features)."""
+    seen: set[str] = set()
+    out = []
+    for msa in msas:
+        keep = [i for i, s in enumerate(msa.sequences) if not (s in seen or seen.add(s))]
+        if keep:
+            out.append(parsers.Msa(
+                sequences=[msa.sequences[i] for i in keep],
+                deletion_matrix=[msa.deletion_matrix[i] for i in keep],
+                descriptions=[msa.descriptions[i] for i in keep],
+            ))
+    if not out:  # no database at all: the query alone is a valid single-sequence MSA
+        out = [parsers.Msa([query], [[0] * len(query)], ["query"])]
+    return out
+
+
+def build_features(sequence: str, description: str, msa_dir: Path) -> dict[str, np.ndarray]:
+    msas = [m for _, m in read_msas(msa_dir)]
+    for msa in msas:
+        if msa.sequences and msa.sequences[0] != sequence:
+            raise ValueError("an MSA's first row is not the query sequence")
+    return {
+        **pipeline.make_sequence_features(sequence=sequence, description=description, num_res=len(sequence)),
+        **pipeline.make_msa_features(_deduplicate(msas, sequence)),
+    }
+
+
+def msa_depth(features: dict[str, np.ndarray]) -> list[int]:
+    """Number of aligned (non-gap) sequences at each position: the coverage plot of ColabFold."""
+    gap = 21  # HHBLITS_AA_TO_ID['-']
+    return (features["msa"] != gap).sum(axis=0).astype(int).tolist()
+
+
+def write_features(features: dict[str, np.ndarray], path: Path) -> None:
+    with open(path, "wb") as fh:
+        pickle.dump(features, fh, protocol=4)

@@ -1,0 +1,212 @@
+"""MSA stage: jackhmmer (pyhmmer, in-process) per database, HHblits when present, concurrently, with a cache.
+
+Output is AlphaFold's `msas/` layout, so AlphaFold's own parsers read it:
+uniref90_hits.sto, mgnify_hits.sto, small_bfd_hits.sto, bfd_uniref_hits.a3m.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from af2jobs.errors import StageError
+from af2jobs.pipeline.databases import Database
+
+# AlphaFold's jackhmmer settings (alphafold/data/tools/jackhmmer.py) and hit limits (alphafold/data/pipeline.py).
+JACKHMMER_OPTIONS = {"max_iterations": 1, "E": 1e-4, "incE": 1e-4, "F1": 5e-4, "F2": 5e-5, "F3": 5e-7}
+HIT_LIMITS = {"uniref90": 10_000, "mgnify": 501, "small_bfd": None}
+OUTPUT_NAMES = {
+    "uniref90": "uniref90_hits.sto",
+    "mgnify": "mgnify_hits.sto",
+    "small_bfd": "small_bfd_hits.sto",
+    "bfd_uniref": "bfd_uniref_hits.a3m",
+}
+CACHE_FORMAT = 1
+# Databases up to this size are held in memory (several threads search them); larger ones are streamed.
+IN_MEMORY_LIMIT = 2 << 30
+
+Progress = Callable[[str, str, dict], None]  # (database, event, details)
+
+
+@dataclass
+class SearchReport:
+    database: str
+    output: str
+    hits: int
+    seconds: float
+
+
+@dataclass
+class MsaReport:
+    searches: list[SearchReport]
+    cache: str  # "hit" | "miss" | "off"
+    cache_key: str
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"searches": [asdict(s) for s in self.searches], "cache": self.cache,
+                "cache_key": self.cache_key, "seconds": round(self.seconds, 3)}
+
+
+def cache_key(sequence: str, databases: list[Database]) -> str:
+    payload = json.dumps({
+        "format": CACHE_FORMAT, "sequence": sequence, "options": JACKHMMER_OPTIONS, "limits": HIT_LIMITS,
+        "databases": sorted(db.identity for db in databases),
+    }, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+_blocks: dict[tuple, object] = {}
+_blocks_lock = threading.Lock()
+
+
+def _targets(db: Database):
+    """A digital sequence block kept in memory for small databases (reused across jobs), else a streamed file."""
+    import pyhmmer
+
+    alphabet = pyhmmer.easel.Alphabet.amino()
+    if db.size_bytes > IN_MEMORY_LIMIT:
+        return pyhmmer.easel.SequenceFile(str(db.path), digital=True, alphabet=alphabet)
+    key = (str(db.path), db.size_bytes, db.version)
+    with _blocks_lock:
+        if key not in _blocks:
+            with pyhmmer.easel.SequenceFile(str(db.path), digital=True, alphabet=alphabet) as fh:
+                _blocks[key] = fh.read_block()
+        return _blocks[key]
+
+
+def _stockholm(query_name: str, sequence: str, msa, limit: int | None) -> tuple[str, int]:
+    """Stockholm text whose first row is the query, as AlphaFold's parsers expect.
+
+    pyhmmer's TopHits.to_msa() leaves the query out; its reference (RF) line marks the match columns,
+    which for a single-sequence HMM are exactly the query's residues.
+    """
+    reference = msa.reference.decode() if isinstance(msa.reference, bytes) else msa.reference
+    residues = iter(sequence)
+    query_row = "".join(next(residues) if c.lower() == "x" else "-" for c in reference)
+    names = [n.decode() if isinstance(n, bytes) else n for n in msa.names]
+    rows = list(msa.alignment)
+    if limit is not None:
+        names, rows = names[: limit - 1], rows[: limit - 1]
+    width = max([len(query_name)] + [len(n) for n in names]) + 1
+    lines = ["# STOCKHOLM 1.0", ""]
+    lines.append(f"{query_name:<{width}} {query_row}")
+    lines += [f"{n:<{width}} {r}" for n, r in zip(names, rows)]
+    lines += [f"{'#=GC RF':<{width}} {reference}", "//", ""]
+    return "\n".join(lines), len(rows)
+
+
+def _query_only(query_name: str, sequence: str) -> str:
+    return f"# STOCKHOLM 1.0\n\n{query_name} {sequence}\n#=GC RF {'x' * len(sequence)}\n//\n"
+
+
+def _jackhmmer(sequence: str, db: Database, out: Path, cpus: int) -> int:
+    import pyhmmer
+
+    alphabet = pyhmmer.easel.Alphabet.amino()
+    query = pyhmmer.easel.TextSequence(name=b"query", sequence=sequence).digitize(alphabet)
+    targets = _targets(db)
+    result = next(iter(pyhmmer.hmmer.jackhmmer([query], targets, cpus=cpus, checkpoints=False, **JACKHMMER_OPTIONS)))
+    included = [h for h in result.hits if h.included]
+    if not included:
+        out.write_text(_query_only("query", sequence))
+        return 0
+    msa = result.hits.to_msa(alphabet, trim=True, all_consensus_cols=True)
+    text, n = _stockholm("query", sequence, msa, HIT_LIMITS.get(db.name))
+    out.write_text(text)
+    return n
+
+
+def _hhblits(sequence: str, dbs: list[Database], out: Path, cpus: int) -> int:
+    from alphafold.data.tools import hhblits
+
+    runner = hhblits.HHBlits(binary_path=shutil.which("hhblits"), databases=[str(d.path) for d in dbs], n_cpu=cpus)
+    with tempfile.TemporaryDirectory() as tmp:
+        fasta = Path(tmp) / "query.fasta"
+        fasta.write_text(f">query\n{sequence}\n")
+        a3m = runner.query(str(fasta))[0]["a3m"]
+    out.write_text(a3m)
+    return max(0, a3m.count(">") - 1)
+
+
+def _restore(cache_dir: Path, msa_dir: Path) -> list[SearchReport] | None:
+    meta = cache_dir / "report.json"
+    if not meta.is_file():
+        return None
+    searches = [SearchReport(**s) for s in json.loads(meta.read_text())]
+    for s in searches:
+        shutil.copyfile(cache_dir / s.output, msa_dir / s.output)
+    return searches
+
+
+def _store(cache_dir: Path, msa_dir: Path, searches: list[SearchReport]) -> None:
+    """Write the cache entry into a temporary sibling and rename it, so a reader never sees half of one."""
+    cache_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir.parent))
+    try:
+        for s in searches:
+            shutil.copyfile(msa_dir / s.output, tmp / s.output)
+        (tmp / "report.json").write_text(json.dumps([asdict(s) for s in searches]))
+        os.replace(tmp, cache_dir)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process stored the same entry first: theirs is as good
+
+
+def run_msa(
+    sequence: str,
+    databases: list[Database],
+    msa_dir: Path,
+    *,
+    cpus: int,
+    cache_root: Path | None = None,
+    progress: Progress | None = None,
+) -> MsaReport:
+    """Search every database (concurrently) and write AlphaFold's msas/ files into msa_dir."""
+    start = time.perf_counter()
+    notify = progress or (lambda db, event, details: None)
+    msa_dir.mkdir(parents=True, exist_ok=True)
+    key = cache_key(sequence, databases)
+    entry = cache_root / key[:2] / key if cache_root is not None else None
+    if entry is not None:
+        cached = _restore(entry, msa_dir)
+        if cached is not None:
+            for s in cached:
+                notify(s.database, "cached", {"hits": s.hits})
+            return MsaReport(cached, "hit", key, time.perf_counter() - start)
+
+    jack = [db for db in databases if db.tool == "jackhmmer"]
+    hh = [db for db in databases if db.tool == "hhblits"]
+    tasks: list[tuple[str, Callable[[int], int]]] = [
+        (db.name, lambda c, db=db: _jackhmmer(sequence, db, msa_dir / OUTPUT_NAMES[db.name], c)) for db in jack
+    ]
+    if hh:
+        tasks.append(("bfd_uniref", lambda c: _hhblits(sequence, hh, msa_dir / OUTPUT_NAMES["bfd_uniref"], c)))
+    if not tasks:
+        raise StageError("no sequence database is configured (run 'af2 db fetch-demo' or set AF2_DB_ROOT)", stage="msa")
+    cpus_each = max(1, cpus // len(tasks))
+
+    def run_one(name: str, fn: Callable[[int], int]) -> SearchReport:
+        notify(name, "start", {})
+        t0 = time.perf_counter()
+        try:
+            hits = fn(cpus_each)
+        except Exception as exc:  # a broken database names itself in the job's error
+            raise StageError(f"search against {name} failed: {exc}", stage="msa") from exc
+        report = SearchReport(name, OUTPUT_NAMES[name], hits, round(time.perf_counter() - t0, 3))
+        notify(name, "done", {"hits": hits, "seconds": report.seconds})
+        return report
+
+    with ThreadPoolExecutor(max_workers=len(tasks)) as pool:
+        searches = list(pool.map(lambda t: run_one(*t), tasks))
+    if entry is not None:
+        _store(entry, msa_dir, searches)
+    return MsaReport(searches, "miss" if entry is not None else "off", key, time.perf_counter() - start)

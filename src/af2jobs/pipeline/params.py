@@ -1,0 +1,240 @@
+"""Model configurations and their parameters: official npz files, or deterministic UNTRAINED ones.
+
+Official parameters are `params_model_{1..5}[_ptm].npz` (flat keys `module/path//name`, triangle multiplication
+weights un-fused). When a params directory holds none, parameters of the official shapes are generated from a
+seeded numpy generator (shapes from `jax.eval_shape` of the model's init, not haiku's slow init), cached in the
+same npz format, and every output says UNTRAINED.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+from alphafold.data import pipeline as af_pipeline
+from alphafold.data import parsers
+from alphafold.model import config as af_config
+from alphafold.model import model as af_model
+from alphafold.model import utils as af_utils
+
+from af2jobs.runconfig import RunConfig
+
+UNTRAINED = "UNTRAINED"
+_STACKED = ("evoformer_iteration", "extra_msa_stack", "__layer_stack")
+
+
+def variant(model_name: str, use_ptm: bool) -> str:
+    return f"{model_name}_ptm" if use_ptm else model_name
+
+
+def official_config(name: str, profile: str) -> ml_collections.ConfigDict:
+    """The published configuration of a model (templates as published), shrunk for the 'tiny' profile."""
+    cfg = af_config.model_config(name)
+    cfg.data.eval.num_ensemble = 1
+    if profile == "tiny":
+        evo = cfg.model.embeddings_and_evoformer
+        evo.evoformer_num_block = 1
+        evo.extra_msa_stack_num_block = 1
+        cfg.model.heads.structure_module.num_layer = 2
+        evo.template.template_pair_stack.num_block = 1
+    return cfg
+
+
+def runtime_config(name: str, run: RunConfig) -> ml_collections.ConfigDict:
+    """The configuration a prediction runs with: no templates, the run's MSA caps and recycles.
+
+    Models 1-5 then differ only in their parameters, so they share one compiled function.
+    """
+    cfg = official_config(variant(name, run.use_ptm), run.profile)
+    cfg.data.common.use_templates = False
+    cfg.data.common.reduce_msa_clusters_by_max_templates = False
+    cfg.model.embeddings_and_evoformer.template.enabled = False
+    cfg.model.embeddings_and_evoformer.template.embed_torsion_angles = False  # only read with templates on
+    cfg.data.common.max_extra_msa = run.max_extra_msa
+    cfg.data.eval.max_msa_clusters = run.max_msa_clusters
+    cfg.data.common.num_recycle = run.num_recycle
+    cfg.model.num_recycle = run.num_recycle
+    cfg.model.rank_by = run.rank_by if run.use_ptm else "plddt"
+    return cfg
+
+
+def config_fingerprint(cfg: ml_collections.ConfigDict) -> str:
+    return hashlib.sha256(cfg.to_json(sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _dummy_features(cfg: ml_collections.ConfigDict, length: int = 16) -> dict:
+    seq = "A" * length
+    raw = {
+        **af_pipeline.make_sequence_features(seq, "shape", length),
+        **af_pipeline.make_msa_features([parsers.Msa([seq], [[0] * length], ["shape"])]),
+    }
+    if cfg.data.common.use_templates:
+        raw.update({
+            "template_aatype": np.zeros((1, length, 22), np.float32),
+            "template_all_atom_masks": np.zeros((1, length, 37), np.float32),
+            "template_all_atom_positions": np.zeros((1, length, 37, 3), np.float32),
+            "template_domain_names": np.array([b"none"], dtype=object),
+            "template_sequence": np.array([b"none"], dtype=object),
+            "template_sum_probs": np.zeros((1, 1), np.float32),
+        })
+    return raw
+
+
+def param_shapes(cfg: ml_collections.ConfigDict) -> dict[str, dict[str, jax.ShapeDtypeStruct]]:
+    runner = af_model.RunModel(cfg)
+    feat = runner.process_features(_dummy_features(cfg), random_seed=0)
+    return jax.eval_shape(runner.init, jax.random.PRNGKey(0), feat)
+
+
+def _init_value(rng: np.random.Generator, scope: str, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Values in the spirit of haiku's initialisers: unit scales, zero offsets, fan-in scaled weights."""
+    if name == "scale":
+        return np.ones(shape, np.float32)
+    if name in ("offset", "bias") or name.endswith("_bias"):
+        return np.zeros(shape, np.float32)
+    dims = shape[1:] if any(s in scope for s in _STACKED) and len(shape) > 1 else shape
+    fan_in = dims[0] if len(dims) > 1 else 1
+    return (rng.standard_normal(shape, dtype=np.float32) / np.sqrt(fan_in)).astype(np.float32)
+
+
+def untrained_params(cfg: ml_collections.ConfigDict, seed_name: str) -> dict[str, dict[str, np.ndarray]]:
+    """Deterministic parameters of the model's shapes (haiku layout, fused as the model code uses them)."""
+    seed = int.from_bytes(hashlib.sha256(seed_name.encode()).digest()[:8], "little")
+    rng = np.random.default_rng(seed)
+    shapes = param_shapes(cfg)
+    return {
+        scope: {name: _init_value(rng, scope, name, tuple(s.shape)) for name, s in sorted(shapes[scope].items())}
+        for scope in sorted(shapes)
+    }
+
+
+def save_npz(params: dict[str, dict[str, np.ndarray]], path: Path) -> None:
+    """Write haiku params in the official npz format (flat keys, triangle multiplication un-fused), atomically."""
+    flat = {f"{scope}//{name}": arr for scope, d in params.items() for name, arr in d.items()}
+    unfused = af_utils.flat_params_to_haiku(flat, fuse=False, to_jnp=False)
+    flat = {f"{scope}//{name}": np.asarray(arr) for scope, d in unfused.items() for name, arr in d.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".params-", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez(tmp, **flat)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_npz(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Read official-format npz as the official loader does (fusing triangle multiplication weights)."""
+    with np.load(path, allow_pickle=False) as npz:
+        flat = {k: npz[k] for k in npz.files}
+    return af_utils.flat_params_to_haiku(flat, fuse=True, to_jnp=False)
+
+
+def sha256_file(path: Path) -> str:
+    """Checksum of a params file, remembered beside it (keyed by size and mtime): hashing 370 MB is not free."""
+    st = path.stat()
+    side = path.with_name(path.name + ".sha256.json")
+    try:
+        meta = json.loads(side.read_text())
+        if meta["size"] == st.st_size and meta["mtime"] == st.st_mtime:
+            return meta["sha256"]
+    except (OSError, ValueError, KeyError):
+        pass
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
+    try:
+        side.write_text(json.dumps({"size": st.st_size, "mtime": st.st_mtime, "sha256": digest}))
+    except OSError:
+        pass
+    return digest
+
+
+@dataclass(frozen=True)
+class ParamsIdentity:
+    model: str  # e.g. model_1_ptm
+    source: str  # "official" | "UNTRAINED"
+    release: str
+    sha256: str
+    path: str
+
+    @property
+    def untrained(self) -> bool:
+        return self.source == UNTRAINED
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "source": self.source, "release": self.release,
+                "sha256": self.sha256, "path": self.path}
+
+
+def _release(params_dir: Path) -> str:
+    for name in ("RELEASE", "VERSION"):
+        f = params_dir / name
+        if f.is_file():
+            return f.read_text().strip().splitlines()[0]
+    return "official (release not recorded)"
+
+
+def official_path(params_dir: Path, model: str) -> Path | None:
+    """AlphaFold's own layout is data_dir/params/params_X.npz; accept the npz directly in params_dir too."""
+    for candidate in (params_dir / f"params_{model}.npz", params_dir / "params" / f"params_{model}.npz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+class ParamsProvider:
+    """Parameters for each model: official from params_dir when present, else generated UNTRAINED and cached."""
+
+    def __init__(self, params_dir: Path, cache_dir: Path) -> None:
+        self.params_dir = params_dir
+        self.cache_dir = cache_dir
+        self._loaded: dict[tuple[str, str], tuple[dict, ParamsIdentity]] = {}
+
+    def get(self, model: str, profile: str) -> tuple[dict[str, dict[str, np.ndarray]], ParamsIdentity]:
+        key = (model, profile)
+        if key not in self._loaded:
+            self._loaded[key] = self._load(model, profile)
+        return self._loaded[key]
+
+    def _load(self, model: str, profile: str):
+        official = official_path(self.params_dir, model) if profile == "full" else None
+        if official is not None:
+            identity = ParamsIdentity(model, "official", _release(official.parent), sha256_file(official), str(official))
+            return load_npz(official), identity
+        suffix = "" if profile == "full" else f"_{profile}"
+        path = self.cache_dir / f"params_{model}{suffix}.npz"
+        if not path.is_file():
+            save_npz(untrained_params(official_config(model, profile), f"af2jobs-untrained:{model}:{profile}"), path)
+        identity = ParamsIdentity(model, UNTRAINED, f"af2jobs untrained (seeded numpy, {profile} config)",
+                                  sha256_file(path), str(path))
+        return load_npz(path), identity
+
+
+def select(params: dict[str, dict[str, np.ndarray]], shapes: dict) -> dict[str, dict[str, np.ndarray]]:
+    """The subset the runtime model uses (e.g. model_1's template weights when templates are off)."""
+    missing = [f"{s}//{n}" for s in shapes for n in shapes[s] if n not in params.get(s, {})]
+    if missing:
+        raise ValueError(f"parameters lack {len(missing)} entries, e.g. {missing[0]}")
+    return {s: {n: params[s][n] for n in shapes[s]} for s in shapes}
+
+
+_shape_cache: dict[str, dict] = {}
+
+
+def param_shapes_for(cfg: ml_collections.ConfigDict) -> dict:
+    """param_shapes, remembered per configuration (eval_shape of the init takes seconds)."""
+    fp = config_fingerprint(cfg)
+    if fp not in _shape_cache:
+        _shape_cache[fp] = param_shapes(cfg)
+    return _shape_cache[fp]

@@ -1,0 +1,199 @@
+"""Inference stage: the AlphaFold2 model (alphafold-colabfold, JAX, haiku) under a selection strategy.
+
+Models whose runtime configuration is the same (all five, with templates off) share one compiled function:
+parameters are arguments of the jitted apply, not constants baked into it. The compile is done ahead of time so
+its cost is measured apart from the run; JAX's persistent compilation cache makes a new process pay it once.
+
+Strategies:
+  all               every requested model with full recycling, ranked (AlphaFold's and the seed's default)
+  best              every model screened without recycling, then only the winner with full recycling
+  stop-at-score:X   models in order with full recycling until one reaches score X
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import jax
+import numpy as np
+from alphafold.model import model as af_model
+
+from af2jobs.errors import CancelledError
+from af2jobs.pipeline import params as params_mod
+from af2jobs.runconfig import RunConfig
+
+Progress = Callable[[str, dict], None]
+
+
+def enable_compilation_cache(directory: Path) -> None:
+    """A compile done once is reused by every later process (a new Batch job, a restarted server)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def device_kind() -> str:
+    dev = jax.devices()[0]
+    return f"{dev.platform}:{getattr(dev, 'device_kind', '')}"
+
+
+def default_msa_caps() -> tuple[int, int]:
+    """ColabFold's max-msa: full depth on a GPU; a CPU keeps the demo quick."""
+    return (512, 5120) if jax.default_backend() == "gpu" else (64, 128)
+
+
+@dataclass(eq=False)
+class ModelRun:
+    model: str
+    phase: str  # "screen" (no recycling) | "full"
+    recycles: int
+    compile_s: float
+    run_s: float
+    ranking_confidence: float
+    mean_plddt: float
+    ptm: float | None
+    params: params_mod.ParamsIdentity
+    result: dict = field(repr=False)
+
+    def summary(self) -> dict:
+        return {
+            "model": self.model, "phase": self.phase, "recycles": self.recycles,
+            "compile_s": round(self.compile_s, 3), "run_s": round(self.run_s, 3),
+            "ranking_confidence": round(self.ranking_confidence, 4), "mean_plddt": round(self.mean_plddt, 4),
+            "ptm": None if self.ptm is None else round(self.ptm, 4), "params": self.params.source,
+        }
+
+
+@dataclass
+class Prediction:
+    ranked: list[ModelRun]  # best first: the models run with full recycling
+    runs: list[ModelRun]  # every run in order, screens included
+    features: dict  # processed features of the ranked models' configuration
+    strategy: str
+    config_fingerprint: str
+
+
+class _Compiled:
+    """One runner and its compiled apply per (configuration, feature shapes), shared across models and jobs."""
+
+    _cache: dict[tuple, "_Compiled"] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, runner: af_model.RunModel, compiled, compile_s: float) -> None:
+        self.runner = runner
+        self.compiled = compiled
+        self.compile_s = compile_s
+        self.lock = threading.Lock()  # one prediction at a time per runner (it holds the params being used)
+
+    @classmethod
+    def get(cls, cfg, fingerprint: str, feat: dict, params: dict) -> tuple["_Compiled", float]:
+        shapes = tuple(sorted((k, v.shape, str(v.dtype)) for k, v in feat.items()))
+        key = (fingerprint, shapes)
+        with cls._lock:
+            hit = cls._cache.get(key)
+            if hit is not None:
+                return hit, 0.0
+            runner = af_model.RunModel(copy.deepcopy(cfg))  # RunModel writes into its config
+            t0 = time.perf_counter()
+            compiled = runner.apply.lower(params, jax.random.PRNGKey(0), _first_batch(cfg, feat)).compile()
+            entry = cls(runner, compiled, time.perf_counter() - t0)
+            runner.apply = compiled
+            cls._cache[key] = entry
+            return entry, entry.compile_s
+
+
+def _first_batch(cfg, feat: dict) -> dict:
+    """The arguments apply sees in the first recycle: one ensemble slice plus the zero recycling state."""
+    n = cfg.data.eval.num_ensemble
+    length = feat["aatype"].shape[1]
+    prev = {
+        "prev_msa_first_row": np.zeros([length, 256], np.float16),
+        "prev_pair": np.zeros([length, length, 128], np.float16),
+        "prev_pos": np.zeros([length, 37, 3], np.float16),
+    }
+    return {**{k: v[:n] for k, v in feat.items()}, "prev": prev}
+
+
+class Predictor:
+    def __init__(
+        self,
+        run: RunConfig,
+        provider: params_mod.ParamsProvider,
+        progress: Progress | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> None:
+        self.run = run
+        self.provider = provider
+        self.progress = progress or (lambda event, details: None)
+        self.should_cancel = should_cancel or (lambda: False)
+        self._features: dict[str, dict] = {}
+
+    def _check_cancel(self) -> None:
+        if self.should_cancel():
+            raise CancelledError("the job was cancelled during prediction")
+
+    def _features_for(self, cfg, fingerprint: str, raw: dict) -> dict:
+        if fingerprint not in self._features:
+            runner = af_model.RunModel(copy.deepcopy(cfg))
+            self._features[fingerprint] = runner.process_features(raw, random_seed=self.run.random_seed)
+        return self._features[fingerprint]
+
+    def run_model(self, name: str, raw: dict, phase: str) -> ModelRun:
+        self._check_cancel()
+        cfg = params_mod.runtime_config(name, self.run)
+        fingerprint = params_mod.config_fingerprint(cfg)
+        feat = self._features_for(cfg, fingerprint, raw)
+        all_params, identity = self.provider.get(params_mod.variant(name, self.run.use_ptm), self.run.profile)
+        shapes = params_mod.param_shapes_for(cfg)
+        params = params_mod.select(all_params, shapes)
+        entry, compile_s = _Compiled.get(cfg, fingerprint, feat, params)
+        self.progress("model_start", {"model": name, "phase": phase, "compile_s": compile_s})
+
+        def on_recycle(result, r):
+            self.progress("recycle", {"model": name, "phase": phase, "recycle": r})
+            self._check_cancel()
+
+        with entry.lock:
+            runner = entry.runner
+            runner.params = params
+            runner.config.model.num_recycle = 0 if phase == "screen" else self.run.num_recycle
+            t0 = time.perf_counter()
+            result, recycles = runner.predict(feat, random_seed=self.run.random_seed, callback=on_recycle)
+            run_s = time.perf_counter() - t0
+        ptm = float(result["ptm"]) if "ptm" in result else None
+        model_run = ModelRun(
+            model=name, phase=phase, recycles=int(recycles), compile_s=compile_s, run_s=run_s,
+            ranking_confidence=float(result["ranking_confidence"]), mean_plddt=float(result["mean_plddt"]),
+            ptm=ptm, params=identity, result=result,
+        )
+        self.progress("model_done", model_run.summary())
+        return model_run
+
+    def predict(self, raw: dict) -> Prediction:
+        kind, threshold = self.run.strategy_kind, self.run.stop_threshold
+        models = list(self.run.model_names)
+        runs: list[ModelRun] = []
+        full: list[ModelRun] = []
+        if kind == "best" and len(models) > 1:
+            runs = [self.run_model(m, raw, "screen") for m in models]
+            winner = max(runs, key=lambda r: r.ranking_confidence)
+            # Without recycling the screen already is the full run.
+            full = [winner] if self.run.num_recycle == 0 else [self.run_model(winner.model, raw, "full")]
+        else:
+            for m in models:
+                full.append(self.run_model(m, raw, "full"))
+                if kind == "stop-at-score" and full[-1].ranking_confidence >= threshold:
+                    break
+        runs += [r for r in full if r not in runs]
+        ranked = sorted(full, key=lambda r: r.ranking_confidence, reverse=True)
+        cfg = params_mod.runtime_config(ranked[0].model, self.run)
+        fingerprint = params_mod.config_fingerprint(cfg)
+        return Prediction(
+            ranked=ranked, runs=runs, features=self._features_for(cfg, fingerprint, raw),
+            strategy=self.run.strategy, config_fingerprint=fingerprint,
+        )

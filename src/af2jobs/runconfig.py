@@ -1,0 +1,71 @@
+"""One typed run configuration for a prediction, validated once (no flag sprawl). Light: no jax here."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MODEL_NAMES = ("model_1", "model_2", "model_3", "model_4", "model_5")
+_STOP_AT = re.compile(r"^stop-at-score:(\d+(?:\.\d+)?)$")
+
+
+def parse_strategy(value: str) -> tuple[str, float | None]:
+    """'best' | 'all' | 'stop-at-score:X' (0 < X <= 100) -> (kind, threshold)."""
+    value = value.strip().lower()
+    if value in ("best", "all"):
+        return value, None
+    match = _STOP_AT.match(value)
+    if match:
+        threshold = float(match.group(1))
+        if 0 < threshold <= 100:
+            return "stop-at-score", threshold
+    raise ValueError(f"strategy must be 'best', 'all' or 'stop-at-score:X' with 0 < X <= 100, not {value!r}")
+
+
+class RunConfig(BaseModel):
+    """What to run for one prediction. Presets are data: see `profile`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_names: tuple[str, ...] = MODEL_NAMES
+    strategy: str = "all"
+    num_recycle: int = Field(3, ge=0, le=48)
+    # pTM heads give pTM and the predicted aligned error; rank by pTM when present, as AlphaFold's ranking does.
+    use_ptm: bool = True
+    rank_by: Literal["plddt", "ptm"] = "plddt"
+    max_msa_clusters: int = Field(512, ge=1)
+    max_extra_msa: int = Field(5120, ge=1)
+    # "full": AlphaFold2's published architecture. "tiny": 1 Evoformer block, 1 extra-MSA block, 2 structure layers,
+    # same code path; for tests and smoke checks on a CPU. Outputs say which ran.
+    profile: Literal["full", "tiny"] = "full"
+    random_seed: int = 0
+
+    @field_validator("model_names", mode="before")
+    @classmethod
+    def _models(cls, v):
+        names = tuple(v.split(",")) if isinstance(v, str) else tuple(v)
+        names = tuple(n.strip() for n in names if n.strip())
+        if not names:
+            raise ValueError("at least one model is needed")
+        for n in names:
+            if n not in MODEL_NAMES:
+                raise ValueError(f"unknown model {n!r}; choose from {', '.join(MODEL_NAMES)}")
+        if len(set(names)) != len(names):
+            raise ValueError("a model is named twice")
+        return names
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, v: str) -> str:
+        kind, threshold = parse_strategy(v)
+        return kind if threshold is None else f"stop-at-score:{threshold:g}"
+
+    @property
+    def strategy_kind(self) -> str:
+        return parse_strategy(self.strategy)[0]
+
+    @property
+    def stop_threshold(self) -> float | None:
+        return parse_strategy(self.strategy)[1]
