@@ -1,0 +1,1 @@
+"""Adapters for running on one machine: SQLite records, a directory of artifacts."""

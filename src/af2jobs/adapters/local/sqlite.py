@@ -1,0 +1,391 @@
+"""Job records and API keys in one SQLite file: the local JobRepository and ApiKeyStore.
+
+Every write is a `BEGIN IMMEDIATE` transaction (it takes the write lock before reading), so read-check-write is
+atomic across threads and processes; WAL mode lets readers carry on meanwhile.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import sqlite3
+import threading
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from af2jobs import errors
+from af2jobs.models import TERMINAL, Job, JobState, Phase, Principal, can_move, utc_now
+from af2jobs.ports import ApiKeyInfo, StateFilter
+
+BUSY_TIMEOUT_MS = 10_000
+MAX_PAGE = 1000
+# Fields a transition or update may change; the rest (owner, request, ...) are fixed once a job exists.
+MUTABLE_FIELDS = frozenset({"progress", "error", "artifacts", "cost"})
+# Dict fields merged key by key, so writers adding different artifacts never erase each other's.
+MERGED_FIELDS = frozenset({"artifacts", "cost"})
+
+
+class _SqliteFile:
+    """One connection per thread to one database file, and the write transaction both stores use."""
+
+    def __init__(self, path: str | Path, schema: list[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        # WAL is a property of the file: set it once, outside any transaction.
+        self._conn().execute("PRAGMA journal_mode=WAL")
+        with self.write() as conn:
+            for statement in schema:
+                conn.execute(statement)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            # isolation_level=None: no implicit transactions; we issue BEGIN IMMEDIATE ourselves.
+            # check_same_thread=False only so that close() may close other threads' connections: a connection is
+            # otherwise used by the thread that opened it alone.
+            conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps the file consistent
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def read(self) -> sqlite3.Connection:
+        return self._conn()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close every thread's connection; call only once no thread uses this store any more."""
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Jobs
+
+_JOB_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS jobs (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        idempotency_key TEXT,
+        version INTEGER NOT NULL,
+        request TEXT NOT NULL,
+        phases TEXT NOT NULL,
+        progress TEXT,
+        error TEXT,
+        artifacts TEXT NOT NULL,
+        cost TEXT
+    )""",
+    # Partial index: jobs without a key never collide.
+    """CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
+        ON jobs(owner, idempotency_key) WHERE idempotency_key IS NOT NULL""",
+    "CREATE INDEX IF NOT EXISTS jobs_owner_created ON jobs(owner, created_at DESC, id DESC)",
+    "CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at DESC, id DESC)",
+]
+_JSON_COLUMNS = ("request", "phases", "progress", "error", "artifacts", "cost")
+_COLUMNS = ("id", "owner", "state", "created_at", "updated_at", "idempotency_key", "version", *_JSON_COLUMNS)
+
+
+def _to_row(job: Job) -> tuple[Any, ...]:
+    data = job.model_dump(mode="json")
+    return tuple(
+        json.dumps(data[c], sort_keys=True) if c in _JSON_COLUMNS and data[c] is not None else data[c] for c in _COLUMNS
+    )
+
+
+def _from_row(row: sqlite3.Row) -> Job:
+    data = {c: row[c] for c in _COLUMNS}
+    for c in _JSON_COLUMNS:
+        if data[c] is not None:
+            data[c] = json.loads(data[c])
+    return Job.model_validate(data)
+
+
+def _states(state: StateFilter) -> frozenset[JobState] | None:
+    if state is None:
+        return None
+    if isinstance(state, str):  # a JobState is a str too
+        return frozenset({JobState(state)})
+    return frozenset(JobState(s) for s in state)
+
+
+def _encode_token(job: Job) -> str:
+    raw = json.dumps([job.created_at, job.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_token(token: str) -> tuple[str, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        created_at, job_id = json.loads(raw)
+        if not isinstance(created_at, str) or not isinstance(job_id, str):
+            raise ValueError("not two strings")
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        raise errors.ValidationError("token is not a page token from a previous listing", field="token") from None
+    return created_at, job_id
+
+
+def _changed(job: Job, changes: dict[str, Any], *, to: JobState | None = None) -> Job:
+    """`job` with `changes` applied, the phase times of a move to `to`, a new updated_at and version."""
+    unknown = set(changes) - MUTABLE_FIELDS
+    if unknown:
+        raise TypeError(f"cannot change {sorted(unknown)}; only {sorted(MUTABLE_FIELDS)}")
+    now = utc_now()
+    data = job.model_dump()
+    for name, value in changes.items():
+        if name in MERGED_FIELDS and value is not None:
+            data[name] = {**(data[name] or {}), **dict(value)}
+        else:
+            data[name] = value
+    if to is not None:
+        phases = {k: Phase.model_validate(v) for k, v in data["phases"].items()}
+        current = phases.get(job.state.value)
+        if current is not None and current.ended_at is None:
+            current.ended_at = now
+        phases[to.value] = Phase(started_at=now, ended_at=now if to in TERMINAL else None)
+        data["phases"] = phases
+        data["state"] = to
+    data["updated_at"] = now
+    data["version"] = job.version + 1
+    return Job.model_validate(data)
+
+
+class SqliteJobRepository:
+    """JobRepository on a SQLite file. Safe to share between threads; several processes may open one file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._db = _SqliteFile(path, _JOB_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def create(self, job: Job) -> Job:
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        try:
+            with self._db.write() as conn:
+                conn.execute(f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({placeholders})", _to_row(job))
+        except sqlite3.IntegrityError:
+            if job.idempotency_key is not None:
+                existing = self._by_key(job.owner, job.idempotency_key)
+                if existing is not None:
+                    return existing
+            raise errors.ConflictError(f"job {job.id} already exists") from None
+        return job
+
+    def _by_key(self, owner: str, key: str) -> Job | None:
+        row = (
+            self._db.read()
+            .execute("SELECT * FROM jobs WHERE owner = ? AND idempotency_key = ?", (owner, key))
+            .fetchone()
+        )
+        return _from_row(row) if row is not None else None
+
+    def get(self, job_id: str) -> Job:
+        return self._get(self._db.read(), job_id)
+
+    @staticmethod
+    def _get(conn: sqlite3.Connection, job_id: str) -> Job:
+        row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise errors.NotFoundError(f"no job {job_id}", field="id")
+        return _from_row(row)
+
+    def list(
+        self,
+        owner: str | None,
+        state: StateFilter = None,
+        limit: int = 50,
+        token: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        if not 1 <= limit <= MAX_PAGE:
+            raise errors.ValidationError(f"limit must be from 1 to {MAX_PAGE}", field="limit")
+        where: list[str] = []
+        args: list[Any] = []
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
+        states = _states(state)
+        if states is not None:
+            where.append(f"state IN ({', '.join('?' for _ in states)})")
+            args.extend(s.value for s in states)
+        if token is not None:
+            # Keyset pagination: rows strictly after the last one shown, so inserts between pages (which sort
+            # first, being newer) neither repeat nor hide a row.
+            where.append("(created_at, id) < (?, ?)")
+            args.extend(_decode_token(token))
+        sql = "SELECT * FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        rows = self._db.read().execute(sql, (*args, limit + 1)).fetchall()
+        jobs = [_from_row(r) for r in rows[:limit]]
+        return jobs, (_encode_token(jobs[-1]) if len(rows) > limit else None)
+
+    def transition(self, job_id: str, expected_from: Collection[JobState], to: JobState, **changes: Any) -> Job:
+        to = JobState(to)
+        expected = frozenset(JobState(s) for s in expected_from)
+        illegal = sorted(s.value for s in expected if not can_move(s, to))
+        if not expected or illegal:
+            # A caller bug, not a race: the graph never allows these moves.
+            raise ValueError(f"cannot transition {illegal or 'from no state'} to {to.value}")
+        with self._db.write() as conn:
+            job = self._get(conn, job_id)
+            if job.state not in expected:
+                raise errors.ConflictError(
+                    f"job {job_id} is {job.state.value}, not {'/'.join(sorted(s.value for s in expected))}; "
+                    f"it cannot move to {to.value}"
+                )
+            moved = _changed(job, changes, to=to)
+            self._write_back(conn, job, moved, expected)
+        return moved
+
+    def update(self, job_id: str, *, expected_from: Collection[JobState] | None = None, **changes: Any) -> Job:
+        expected = frozenset(JobState(s) for s in expected_from) if expected_from is not None else None
+        with self._db.write() as conn:
+            job = self._get(conn, job_id)
+            if expected is not None and job.state not in expected:
+                raise errors.ConflictError(f"job {job_id} is {job.state.value}; not updated")
+            changed = _changed(job, changes)
+            self._write_back(conn, job, changed, expected or frozenset({job.state}))
+        return changed
+
+    @staticmethod
+    def _write_back(conn: sqlite3.Connection, old: Job, new: Job, expected: frozenset[JobState]) -> None:
+        row = dict(zip(_COLUMNS, _to_row(new), strict=True))
+        assignments = ", ".join(f"{c} = ?" for c in ("state", "updated_at", "version", *_JSON_COLUMNS[1:]))
+        values = [row[c] for c in ("state", "updated_at", "version", *_JSON_COLUMNS[1:])]
+        # The write lock is already held, so this cannot miss; the conditions are kept so that the statement is
+        # correct on its own (and a rowcount of 0 can never pass silently).
+        cur = conn.execute(
+            f"UPDATE jobs SET {assignments} WHERE id = ? AND version = ? "
+            f"AND state IN ({', '.join('?' for _ in expected)})",
+            (*values, old.id, old.version, *(s.value for s in expected)),
+        )
+        if cur.rowcount != 1:
+            raise errors.ConflictError(f"job {old.id} changed while it was being written")
+
+    def delete(self, job_id: str) -> None:
+        with self._db.write() as conn:
+            cur = conn.execute(
+                f"DELETE FROM jobs WHERE id = ? AND state IN ({', '.join('?' for _ in TERMINAL)})",
+                (job_id, *(s.value for s in TERMINAL)),
+            )
+            if cur.rowcount == 1:
+                return
+            job = self._get(conn, job_id)  # NotFoundError if absent
+        raise errors.ConflictError(f"job {job_id} is {job.state.value}; only finished jobs can be deleted")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# API keys
+
+_KEY_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS api_keys (
+        key_id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        admin INTEGER NOT NULL,
+        kdf TEXT NOT NULL,
+        salt BLOB NOT NULL,
+        hash BLOB NOT NULL,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    )""",
+]
+KEY_PREFIX = "af2"
+# scrypt's interactive-login cost. The secret is 256 random bits, so this guards a leaked database against
+# nothing a fast hash would not; it is kept because it costs little (~tens of ms) and ages well. Stored per key
+# so it can be raised later without invalidating existing keys.
+_KDF = "scrypt:16384:8:1"
+_KEY_RE = re.compile(rf"{KEY_PREFIX}_([0-9a-f]{{16}})_([A-Za-z0-9_-]{{20,200}})")
+_OWNER_RE = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
+
+
+def _hash_secret(secret: str, salt: bytes, kdf: str) -> bytes:
+    name, n, r, p = kdf.split(":")
+    if name != "scrypt":
+        raise errors.ConfigurationError(f"unknown key hash {name!r} in the key store")
+    return hashlib.scrypt(secret.encode(), salt=salt, n=int(n), r=int(r), p=int(p), dklen=32)
+
+
+class SqliteApiKeyStore:
+    """ApiKeyStore on a SQLite file: keys `af2_<id>_<secret>`, stored as a salted scrypt hash of the secret."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._db = _SqliteFile(path, _KEY_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def create(self, owner: str, admin: bool = False) -> str:
+        if not isinstance(owner, str) or not _OWNER_RE.fullmatch(owner):
+            raise errors.ValidationError("owner must be 1-200 characters without control characters", field="owner")
+        key_id = secrets.token_hex(8)
+        secret = secrets.token_urlsafe(32)
+        salt = secrets.token_bytes(16)
+        with self._db.write() as conn:
+            conn.execute(
+                "INSERT INTO api_keys (key_id, owner, admin, kdf, salt, hash, created_at) VALUES (?,?,?,?,?,?,?)",
+                (key_id, owner, int(admin), _KDF, salt, _hash_secret(secret, salt, _KDF), utc_now()),
+            )
+        return f"{KEY_PREFIX}_{key_id}_{secret}"
+
+    def verify(self, key: str) -> Principal | None:
+        match = _KEY_RE.fullmatch(key) if isinstance(key, str) else None
+        if match is None:
+            return None
+        key_id, secret = match.groups()
+        row = self._db.read().execute("SELECT * FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
+        if row is None:
+            # Spend the same time as a real check so response times do not tell which key ids exist.
+            _hash_secret(secret, b"\0" * 16, _KDF)
+            return None
+        ok = hmac.compare_digest(_hash_secret(secret, row["salt"], row["kdf"]), row["hash"])
+        if not ok or row["revoked_at"] is not None:
+            return None
+        return Principal(owner=row["owner"], admin=bool(row["admin"]))
+
+    def list(self, owner: str | None = None) -> list[ApiKeyInfo]:
+        sql = "SELECT key_id, owner, admin, created_at, revoked_at FROM api_keys"
+        args: tuple[Any, ...] = ()
+        if owner is not None:
+            sql, args = sql + " WHERE owner = ?", (owner,)
+        rows = self._db.read().execute(sql + " ORDER BY created_at, key_id", args).fetchall()
+        return [ApiKeyInfo(r["key_id"], r["owner"], bool(r["admin"]), r["created_at"], r["revoked_at"]) for r in rows]
+
+    def revoke(self, key_id: str) -> None:
+        with self._db.write() as conn:
+            cur = conn.execute(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE key_id = ?", (utc_now(), key_id)
+            )
+            if cur.rowcount != 1:
+                raise errors.NotFoundError(f"no API key {key_id}", field="key_id")

@@ -1,0 +1,1 @@
+"""The `af2` command line."""

@@ -1,0 +1,132 @@
+"""Outputs in AlphaFold's layout: ranked_*.pdb/.cif, ranking_debug.json, timings.json, versions.json,
+per-model confidence JSON, features.pkl and msas/.
+
+Every file that carries a structure or a score says plainly when the parameters were UNTRAINED.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import platform
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+from alphafold.common import protein
+
+import af2jobs
+from af2jobs.pipeline.predict import ModelRun, Prediction
+
+UNTRAINED_NOTE = (
+    "UNTRAINED PARAMETERS: deterministic random weights of the official AlphaFold2 shapes, not the published "
+    "weights. This structure and its confidence scores carry no biological meaning."
+)
+_PACKAGES = ("alphafold-colabfold", "jax", "jaxlib", "dm-haiku", "pyhmmer", "numpy")
+
+
+def _round(values, digits: int = 2) -> list:
+    return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
+
+
+def write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _protein(run: ModelRun, features: dict) -> protein.Protein:
+    plddt = np.asarray(run.result["plddt"], dtype=np.float64)
+    mask = run.result["structure_module"]["final_atom_mask"]
+    return protein.from_prediction(
+        features=features, result=run.result, b_factors=plddt[:, None] * mask,
+        remove_leading_feature_dimension=True,
+    )
+
+
+def _remarks(name: str, run: ModelRun, strategy: str) -> list[str]:
+    lines = [
+        f"af2jobs {af2jobs.__version__} prediction of {name}",
+        f"model {run.params.model}, {run.recycles} recycles, strategy {strategy}",
+        f"mean pLDDT {run.mean_plddt:.2f}" + (f", pTM {run.ptm:.3f}" if run.ptm is not None else ""),
+        "B-factor column holds per-residue pLDDT (0-100)",
+        f"parameters: {run.params.source}, {run.params.release}, sha256 {run.params.sha256[:16]}",
+    ]
+    if run.params.untrained:
+        lines += ["UNTRAINED PARAMETERS: random weights of the official shapes,",
+                  "not the published weights. This structure carries no biological meaning."]
+    return lines
+
+
+def pdb_text(name: str, run: ModelRun, features: dict, strategy: str) -> str:
+    wrapped = [part for line in _remarks(name, run, strategy) for part in textwrap.wrap(line, 69)]
+    remarks = "".join(f"REMARK   1 {part}\n" for part in wrapped)
+    return remarks + protein.to_pdb(_protein(run, features))
+
+
+def cif_text(name: str, run: ModelRun, features: dict, strategy: str) -> str:
+    body = protein.to_mmcif(_protein(run, features), file_id=name, model_type="Monomer")
+    comments = "".join(f"# {line}\n" for line in _remarks(name, run, strategy))
+    return comments + body
+
+
+def confidence(run: ModelRun) -> dict:
+    r = run.result
+    out = {
+        "model": run.params.model, "phase": run.phase, "recycles": run.recycles,
+        "untrained": run.params.untrained,
+        "mean_plddt": round(run.mean_plddt, 3), "plddt": _round(r["plddt"]),
+        "ranking_confidence": round(run.ranking_confidence, 3),
+    }
+    if run.ptm is not None:
+        out["ptm"] = round(run.ptm, 4)
+    if "predicted_aligned_error" in r and run.phase == "full":  # a screen's PAE is not worth keeping
+        out["max_predicted_aligned_error"] = float(r["max_predicted_aligned_error"])
+        out["predicted_aligned_error"] = _round(r["predicted_aligned_error"], 2)
+    return out
+
+
+def ranking_debug(prediction: Prediction, rank_by: str) -> dict:
+    metric = "ptms" if rank_by == "ptm" else "plddts"
+    return {
+        metric: {r.model: round(r.ranking_confidence, 4) for r in prediction.ranked},
+        "order": [r.model for r in prediction.ranked],
+        "strategy": prediction.strategy,
+        "screen": {r.model: round(r.ranking_confidence, 4) for r in prediction.runs if r.phase == "screen"},
+        "untrained": any(r.params.untrained for r in prediction.runs),
+    }
+
+
+def versions(prediction: Prediction, databases: list[dict], run_config: dict, device: str) -> dict:
+    pkgs = {}
+    for pkg in _PACKAGES:
+        try:
+            pkgs[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pkgs[pkg] = None
+    params = {}
+    for r in prediction.runs:
+        params[r.params.model] = r.params.to_dict()
+    untrained = any(p["source"] == "UNTRAINED" for p in params.values())
+    return {
+        "af2jobs": af2jobs.__version__,
+        "alphafold": pkgs.pop("alphafold-colabfold"),
+        "packages": pkgs,
+        "python": platform.python_version(),
+        "device": device,
+        "params": params,
+        "params_status": "UNTRAINED" if untrained else "official",
+        "note": UNTRAINED_NOTE if untrained else None,
+        "databases": databases,
+        "msa_depth_caps": {"max_msa_clusters": run_config["max_msa_clusters"],
+                           "max_extra_msa": run_config["max_extra_msa"]},
+        "run_config": run_config,
+        "model_config_fingerprint": prediction.config_fingerprint,
+    }
+
+
+def write_structures(out: Path, name: str, prediction: Prediction, rank_by: str) -> None:
+    for i, run in enumerate(prediction.ranked):
+        (out / f"ranked_{i}.pdb").write_text(pdb_text(name, run, prediction.features, prediction.strategy))
+        (out / f"ranked_{i}.cif").write_text(cif_text(name, run, prediction.features, prediction.strategy))
+    for run in prediction.runs:
+        write_json(out / f"confidence_{run.model}_{run.phase}.json", confidence(run))
+    write_json(out / "ranking_debug.json", ranking_debug(prediction, rank_by))

@@ -1,0 +1,185 @@
+"""The stages of one prediction, as separate steps with a file contract (as MSA and GPU jobs run them):
+
+    msa_stage      record -> workdir/msas/*, workdir/features.pkl           (CPU)
+    predict_stage  workdir/features.pkl -> ranked_*.pdb/.cif, JSON outputs   (GPU when JAX sees one)
+
+`predict_record` runs both into a hidden staging directory and renames it into place at the end, so a failed or
+cancelled prediction never leaves half-written results where finished ones are expected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from af2jobs.errors import Af2JobsError, CancelledError, StageError
+from af2jobs.fasta import FastaRecord
+from af2jobs.pipeline import databases as db_mod
+from af2jobs.pipeline import features as features_mod
+from af2jobs.pipeline import msa as msa_mod
+from af2jobs.pipeline import outputs
+from af2jobs.pipeline import params as params_mod
+from af2jobs.pipeline import predict as predict_mod
+from af2jobs.runconfig import RunConfig
+from af2jobs.settings import Settings
+
+StageProgress = Callable[[str, str, dict], None]  # (stage, event, details)
+
+
+@dataclass
+class Context:
+    settings: Settings
+    run: RunConfig
+    progress: StageProgress = lambda stage, event, details: None
+    should_cancel: Callable[[], bool] = lambda: False
+    provider: params_mod.ParamsProvider | None = None
+    databases: list[db_mod.Database] | None = None
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        if self.provider is None:
+            self.provider = params_mod.ParamsProvider(s.params_root, s.cache_dir / "params-untrained")
+        if self.databases is None:
+            self.databases = db_mod.discover(s.database_root)
+        predict_mod.enable_compilation_cache(s.cache_dir / "jax")
+
+
+def resolve_run_config(settings: Settings, **overrides) -> RunConfig:
+    """Settings and the caller's choices into one RunConfig; MSA caps default by device (ColabFold's max-msa)."""
+    clusters, extra = predict_mod.default_msa_caps()
+    values = {
+        "num_recycle": settings.num_recycle,
+        "max_msa_clusters": settings.max_msa_clusters or clusters,
+        "max_extra_msa": settings.max_extra_msa or extra,
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return RunConfig(**values)
+
+
+def _read_timings(workdir: Path) -> dict:
+    path = workdir / "timings.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def msa_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
+    timings = _read_timings(workdir)
+    ctx.progress("msa", "start", {"databases": [d.name for d in ctx.databases]})
+    cache_root = ctx.settings.cache_dir / "msa" if ctx.settings.msa_cache else None
+    report = msa_mod.run_msa(
+        record.sequence, ctx.databases, workdir / "msas", cpus=ctx.settings.cpus, cache_root=cache_root,
+        progress=lambda db, event, details: ctx.progress("msa", f"database_{event}", {"database": db, **details}),
+    )
+    search_s = 0.0 if report.cache == "hit" else round(report.seconds, 3)
+    timings["msa"] = {**report.to_dict(), "search_s": search_s}
+    outputs.write_json(workdir / "msas" / "databases.json", [d.to_dict() for d in ctx.databases])
+    ctx.progress("msa", "done", {"cache": report.cache, "seconds": report.seconds})
+    if ctx.should_cancel():
+        raise CancelledError("the job was cancelled after the MSA stage")
+
+    ctx.progress("features", "start", {})
+    t0 = time.perf_counter()
+    try:
+        feats = features_mod.build_features(record.sequence, record.name, workdir / "msas")
+    except ValueError as exc:
+        raise StageError(str(exc), stage="features") from exc
+    features_mod.write_features(feats, workdir / "features.pkl")
+    timings["features"] = {"seconds": round(time.perf_counter() - t0, 3), "msa_rows": int(feats["msa"].shape[0])}
+    outputs.write_json(workdir / "timings.json", timings)
+    ctx.progress("features", "done", {"msa_rows": int(feats["msa"].shape[0])})
+    return timings
+
+
+def predict_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
+    timings = _read_timings(workdir)
+    with open(workdir / "features.pkl", "rb") as fh:
+        feats = pickle.load(fh)
+    ctx.progress("predict", "start", {"models": list(ctx.run.model_names), "strategy": ctx.run.strategy})
+    t0 = time.perf_counter()
+    predictor = predict_mod.Predictor(
+        ctx.run, ctx.provider, progress=lambda event, details: ctx.progress("predict", event, details),
+        should_cancel=ctx.should_cancel,
+    )
+    prediction = predictor.predict(feats)
+    timings["predict"] = {"seconds": round(time.perf_counter() - t0, 3),
+                          "models": [r.summary() for r in prediction.runs]}
+    ctx.progress("predict", "done", {"best": prediction.ranked[0].summary()})
+
+    t0 = time.perf_counter()
+    outputs.write_structures(workdir, record.name, prediction, ctx.run.rank_by)
+    dbs_file = workdir / "msas" / "databases.json"
+    dbs = json.loads(dbs_file.read_text()) if dbs_file.is_file() else []
+    outputs.write_json(workdir / "versions.json", outputs.versions(
+        prediction, dbs, ctx.run.model_dump(mode="json"), predict_mod.device_kind()))
+    timings["outputs"] = {"seconds": round(time.perf_counter() - t0, 3)}
+    outputs.write_json(workdir / "timings.json", timings)
+    return {"timings": timings, "best": prediction.ranked[0].summary(),
+            "untrained": prediction.ranked[0].params.untrained}
+
+
+@dataclass
+class RecordResult:
+    record: FastaRecord
+    out_dir: Path
+    best: dict
+    timings: dict
+    untrained: bool
+    extra: dict = field(default_factory=dict)
+
+
+def _swap_into_place(staging: Path, final: Path) -> None:
+    """Replace final by staging with renames only; the old results are removed once the new ones are in place."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(final, old)
+    os.replace(staging, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def predict_record(record: FastaRecord, out_root: Path, ctx: Context) -> RecordResult:
+    out_root.mkdir(parents=True, exist_ok=True)
+    staging = out_root / f".{record.slug}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    t0 = time.perf_counter()
+    try:
+        (staging / "input.fasta").write_text(f">{record.name} {record.description}".rstrip() + f"\n{record.sequence}\n")
+        msa_stage(record, staging, ctx)
+        result = predict_stage(record, staging, ctx)
+        timings = result["timings"]
+        timings["total_s"] = round(time.perf_counter() - t0, 3)
+        outputs.write_json(staging / "timings.json", timings)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    final = out_root / record.slug
+    _swap_into_place(staging, final)
+    return RecordResult(record, final, result["best"], timings, result["untrained"])
+
+
+def predict_records(records: list[FastaRecord], out_root: Path, ctx: Context) -> list[RecordResult]:
+    """Each record is its own monomer prediction; predictions.json at the top says so."""
+    results = []
+    for i, record in enumerate(records):
+        ctx.progress("record", "start", {"name": record.name, "index": i + 1, "total": len(records),
+                                         "length": len(record.sequence)})
+        results.append(predict_record(record, out_root, ctx))
+    outputs.write_json(out_root / "predictions.json", {
+        "mode": "monomer",
+        "note": "each FASTA record was predicted as its own monomer",
+        "records": [{"name": r.record.name, "length": len(r.record.sequence), "dir": r.out_dir.name,
+                     "best_model": r.best["model"], "mean_plddt": r.best["mean_plddt"], "ptm": r.best["ptm"],
+                     "untrained": r.untrained} for r in results],
+    })
+    return results
+
+
+__all__ = ["Context", "RecordResult", "msa_stage", "predict_stage", "predict_record", "predict_records",
+           "resolve_run_config", "Af2JobsError"]

@@ -1,0 +1,215 @@
+"""JobService: submit, list, get, cancel and delete jobs. Talks only to ports; wiring.py picks the adapters."""
+
+from __future__ import annotations
+
+import builtins  # JobService.list shadows the builtin inside the class
+import contextlib
+import logging
+
+from af2jobs import errors
+from af2jobs.fasta import FastaRecord, to_fasta
+from af2jobs.models import (
+    RUNNING,
+    TERMINAL,
+    UNFINISHED,
+    Job,
+    JobError,
+    JobEvent,
+    JobRequest,
+    JobState,
+    Principal,
+    new_job_id,
+)
+from af2jobs.ports import ArtifactStore, JobRepository, Notifier, Orchestrator, StateFilter
+from af2jobs.settings import Settings
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "input.fasta"
+# A cancel can race the pipeline moving the job on; re-reading a few times settles it (each loss means the job
+# moved forward, and there are only so many states to move through).
+CANCEL_ATTEMPTS = 5
+# Bulk operations page through the repository this many jobs at a time.
+BULK_PAGE = 200
+
+
+def input_key(job_id: str) -> str:
+    return f"jobs/{job_id}/{INPUT_NAME}"
+
+
+class JobService:
+    def __init__(
+        self,
+        repo: JobRepository,
+        store: ArtifactStore,
+        orchestrator: Orchestrator,
+        notifier: Notifier,
+        settings: Settings,
+    ) -> None:
+        self.repo = repo
+        self.store = store
+        self.orchestrator = orchestrator
+        self.notifier = notifier
+        self.settings = settings
+
+    # -- submit ----------------------------------------------------------------------------------------------
+
+    def submit(self, principal: Principal, request: JobRequest, idempotency_key: str | None = None) -> Job:
+        """Validate the input now (a FASTA error raises before anything is stored), store it under
+        jobs/<id>/input.fasta, record the job as QUEUED and start it. A repeated idempotency key returns the
+        first job and starts nothing."""
+        records = self._records(request)
+        # The record keeps the queue actually used, so the orchestrator and a re-read agree on it.
+        resolved = request.model_copy(update={"que": request.queue_for(max(len(r.sequence) for r in records))})
+        job_id = new_job_id()
+        key = input_key(job_id)
+        job = Job(
+            id=job_id,
+            owner=principal.owner,
+            request=resolved,
+            idempotency_key=idempotency_key,
+            artifacts={INPUT_NAME: key},
+        )
+        # Canonical FASTA (a bare sequence gains its header), so every later stage reads one format.
+        self.store.put_bytes(key, to_fasta(records).encode())
+        try:
+            stored = self.repo.create(job)
+        except BaseException:
+            self.store.delete_prefix(job.id)  # no record will ever point at it
+            raise
+        if stored.id != job.id:
+            # A repeat: the first submission owns the job; drop the input written for this attempt.
+            self.store.delete_prefix(job.id)
+            if stored.request != resolved:
+                raise errors.ConflictError(
+                    "idempotency key already used for a different request", field="idempotency_key"
+                )
+            return stored
+        self._start(stored)
+        self._notify(stored, JobEvent.SUBMITTED)
+        return stored
+
+    def _records(self, request: JobRequest) -> list[FastaRecord]:
+        max_length = self.settings.max_length
+        if request.input_key is None:
+            return request.records(max_length=max_length)
+        data = self.store.get_bytes(request.input_key)  # NotFoundError names the missing object
+        return request.records(data, max_length=max_length)
+
+    def _start(self, job: Job) -> None:
+        try:
+            self.orchestrator.start(job)
+        except Exception as exc:
+            # The job exists but will never run: say so on the record, then let the caller see the error.
+            error = JobError(type=type(exc).__name__, message=f"could not start: {exc}", stage="QUEUED")
+            # A conflict here means the job already moved on (e.g. it was cancelled); the start error is still
+            # the one to raise.
+            with contextlib.suppress(errors.ConflictError):
+                self.repo.transition(job.id, {JobState.QUEUED}, JobState.FAILED, error=error)
+            raise
+
+    # -- read ------------------------------------------------------------------------------------------------
+
+    def get(self, principal: Principal, job_id: str) -> Job:
+        """The job; NotFoundError (not Forbidden) for another owner's, so ids of others' jobs are not confirmed."""
+        job = self.repo.get(job_id)
+        if not principal.admin and job.owner != principal.owner:
+            raise errors.NotFoundError(f"no job {job_id}", field="id")
+        return job
+
+    def list(
+        self,
+        principal: Principal,
+        state: StateFilter = None,
+        limit: int = 50,
+        token: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """The caller's jobs, newest first (an admin's listing has every owner's)."""
+        owner = None if principal.admin else principal.owner
+        return self.repo.list(owner, state=state, limit=limit, token=token)
+
+    # -- cancel ----------------------------------------------------------------------------------------------
+
+    def cancel(self, principal: Principal, job_id: str) -> Job:
+        """QUEUED jobs become CANCELLED at once; running ones CANCELLING, and the orchestrator is told to stop
+        them. A CANCELLING job is asked again (safe to repeat). A finished job raises ConflictError."""
+        for _ in range(CANCEL_ATTEMPTS):
+            job = self.get(principal, job_id)
+            try:
+                return self._cancel_once(job)
+            except errors.ConflictError:
+                if self.repo.get(job_id).state in TERMINAL:
+                    raise
+                # Lost a race with the pipeline moving the job on: look again.
+        raise errors.ConflictError(f"job {job_id} kept changing state; try cancelling again")
+
+    def _cancel_once(self, job: Job) -> Job:
+        if job.state in TERMINAL:
+            raise errors.ConflictError(f"job {job.id} is already {job.state.value}")
+        if job.state is JobState.QUEUED:
+            # No compute has started; a pipeline that picks the job up later finds it CANCELLED and stops.
+            cancelled = self.repo.transition(job.id, {JobState.QUEUED}, JobState.CANCELLED)
+            self._notify(cancelled, JobEvent.CANCELLED)
+            return cancelled
+        if job.state in RUNNING:
+            job = self.repo.transition(job.id, RUNNING, JobState.CANCELLING)
+            self._notify(job, JobEvent.CANCEL_REQUESTED)
+        # The orchestrator (or its stopped stage) moves CANCELLING on to CANCELLED.
+        self.orchestrator.cancel(job)
+        return job
+
+    def cancel_all(self, principal: Principal, *, everyone: bool = False) -> builtins.list[Job]:
+        """Cancel the caller's unfinished jobs (every owner's with everyone=True, admins only). Jobs that finish
+        meanwhile are skipped."""
+        cancelled = []
+        for job in self._all(principal, UNFINISHED, everyone):
+            try:
+                cancelled.append(self._cancel_once(job))
+            except errors.ConflictError:
+                continue  # it moved on (usually to a terminal state) since it was listed
+        return cancelled
+
+    # -- delete ----------------------------------------------------------------------------------------------
+
+    def delete(self, principal: Principal, job_id: str) -> None:
+        """Remove a finished job's files, then its record; ConflictError (409) while it is unfinished."""
+        job = self.get(principal, job_id)
+        self._delete(job)
+
+    def _delete(self, job: Job) -> None:
+        if job.state not in TERMINAL:
+            raise errors.ConflictError(f"job {job.id} is {job.state.value}; cancel it before deleting it")
+        # Files first: if this fails the record survives and the delete can be retried; the other order could
+        # leave files that nothing refers to any more.
+        self.store.delete_prefix(job.id)
+        self.repo.delete(job.id)
+
+    def delete_finished(self, principal: Principal, *, everyone: bool = False) -> builtins.list[str]:
+        """Delete the caller's finished jobs (every owner's with everyone=True, admins only); returns the ids."""
+        jobs = self._all(principal, TERMINAL, everyone)
+        for job in jobs:
+            self._delete(job)
+        return [job.id for job in jobs]
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+
+    def _all(self, principal: Principal, states: frozenset[JobState], everyone: bool) -> builtins.list[Job]:
+        # Bulk actions default to the caller's own jobs even for admins: acting on everyone's is asked for.
+        if everyone and not principal.admin:
+            raise errors.ForbiddenError("only an admin can act on every owner's jobs")
+        owner = None if everyone else principal.owner
+        jobs: builtins.list[Job] = []
+        token: str | None = None
+        while True:
+            page, token = self.repo.list(owner, state=states, limit=BULK_PAGE, token=token)
+            jobs.extend(page)
+            if token is None:
+                return jobs
+
+    def _notify(self, job: Job, event: JobEvent) -> None:
+        try:
+            self.notifier.notify(job, event)
+        except Exception:
+            # The job change is already stored; failing the call now would make the client retry a submit
+            # that succeeded. The failure is logged with the job id for the operator.
+            log.exception("notifying %s for job %s failed", event.value, job.id, extra={"job_id": job.id})

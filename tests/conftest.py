@@ -1,0 +1,48 @@
+"""Shared fixtures: the small real database (installed by `make db`), and caches shared by the whole session
+so that the tiny model compiles and its untrained parameters are generated once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+UBIQUITIN = "MQIFVKTLTGKTITLEVEPSDTIENVKAKIQDKEGIPPDQQRLIFAGKQLEDGRTLSDYNIQKESTLHLVLRLRGG"
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def demo_db_root() -> Path:
+    from af2jobs.settings import Settings
+
+    root = Path(os.environ.get("AF2_TEST_DB_ROOT") or Settings().database_root)
+    if not (root / "uniref90" / "uniref90.fasta").is_file():
+        pytest.fail(f"the demo database is not installed under {root}: run 'make db' (make test does it)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("af2cache")
+
+
+@pytest.fixture
+def settings_factory(tmp_path, demo_db_root, shared_cache):
+    """Settings with a private data dir but the session's database, params and compile caches."""
+    from af2jobs.settings import Settings
+
+    def make(**overrides):
+        values = {"data_dir": tmp_path / "data", "db_root": demo_db_root, "params_dir": tmp_path / "no-params",
+                  "cpus": 2, **overrides}
+        s = Settings(**values)
+        # Share the slow-to-build caches across tests; the MSA cache stays private to each test.
+        for name in ("params-untrained", "jax"):
+            link = s.cache_dir / name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            (shared_cache / name).mkdir(exist_ok=True)
+            if not link.exists():
+                link.symlink_to(shared_cache / name)
+        return s
+
+    return make

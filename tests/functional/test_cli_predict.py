@@ -1,0 +1,152 @@
+"""`af2 predict` end to end (tiny model, small real database), its outputs, exit codes and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from af2jobs.cli.main import main
+from tests.conftest import UBIQUITIN
+
+pytestmark = pytest.mark.pipeline
+
+FAST = ["--profile", "tiny", "--max-msa", "16:32", "--models", "model_1,model_3"]
+
+
+@pytest.fixture
+def env(settings_factory, monkeypatch, tmp_path):
+    s = settings_factory()
+    monkeypatch.setenv("AF2_DATA_DIR", str(s.data_dir))
+    monkeypatch.setenv("AF2_DB_ROOT", str(s.database_root))
+    monkeypatch.setenv("AF2_PARAMS_DIR", str(s.params_root))
+    return s
+
+
+def _ca_bfactors(pdb: str) -> list[float]:
+    return [float(line[60:66]) for line in pdb.splitlines() if line.startswith("ATOM") and line[12:16] == " CA "]
+
+
+def test_predict_writes_alphafold_layout(env, tmp_path):
+    fasta = tmp_path / "ubq.fasta"
+    fasta.write_text(f">ubq test\n{UBIQUITIN[:40]}\n{UBIQUITIN[40:]}\n")
+    out = tmp_path / "out"
+    assert main(["predict", str(fasta), "--out", str(out), "--strategy", "best", *FAST]) == 0
+    d = out / "ubq"
+    pdb = (d / "ranked_0.pdb").read_text()
+    bfactors = _ca_bfactors(pdb)
+    assert len(bfactors) == len(UBIQUITIN)
+    ranking = json.loads((d / "ranking_debug.json").read_text())
+    best = ranking["order"][0]
+    conf = json.loads((d / f"confidence_{best}_full.json").read_text())
+    assert bfactors == pytest.approx(conf["plddt"], abs=0.011)  # pLDDT in the B-factor column
+    assert "UNTRAINED" in pdb.split("ATOM")[0]
+    assert (d / "ranked_0.cif").read_text().startswith("# af2jobs")
+    assert "UNTRAINED" in (d / "ranked_0.cif").read_text().split("data_")[0]
+    assert set(ranking["screen"]) == {"model_1", "model_3"} and ranking["untrained"] is True
+    assert len(conf["predicted_aligned_error"]) == len(UBIQUITIN) and 0 <= conf["ptm"] <= 1
+    timings = json.loads((d / "timings.json").read_text())
+    assert {"msa", "features", "predict", "outputs", "total_s"} <= set(timings)
+    models = timings["predict"]["models"]
+    assert [m["phase"] for m in models] == ["screen", "screen", "full"]
+    assert all("compile_s" in m and m["run_s"] > 0 for m in models)
+    versions = json.loads((d / "versions.json").read_text())
+    assert versions["params_status"] == "UNTRAINED" and "UNTRAINED" in versions["note"]
+    assert versions["alphafold"] and versions["packages"]["jax"]
+    assert {db["name"] for db in versions["databases"]} == {"uniref90", "small_bfd"}
+    assert versions["msa_depth_caps"] == {"max_msa_clusters": 16, "max_extra_msa": 32}
+    sto = (d / "msas" / "uniref90_hits.sto").read_text()
+    assert sum(1 for line in sto.splitlines() if line and not line.startswith(("#", "//"))) > 10
+    assert (d / "features.pkl").stat().st_size > 0
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+    # The same sequence again: the MSA comes from the cache and costs no search.
+    assert main(["predict", str(fasta), "--out", str(tmp_path / "again"), "--strategy", "all", *FAST]) == 0
+    again = json.loads((tmp_path / "again" / "ubq" / "timings.json").read_text())
+    assert again["msa"]["cache"] == "hit" and again["msa"]["search_s"] == 0.0
+    assert [m["phase"] for m in again["predict"]["models"]] == ["full", "full"]
+
+
+def test_several_records_are_separate_monomer_predictions(env, tmp_path):
+    fasta = tmp_path / "two.fasta"
+    fasta.write_text(f">first\n{UBIQUITIN}\n>second\n{UBIQUITIN[::-1]}\n")
+    out = tmp_path / "out"
+    assert main(["predict", str(fasta), "--out", str(out), "--models", "model_3", "--profile", "tiny",
+                 "--max-msa", "16:32"]) == 0
+    summary = json.loads((out / "predictions.json").read_text())
+    assert summary["mode"] == "monomer" and [r["name"] for r in summary["records"]] == ["first", "second"]
+    assert (out / "first" / "ranked_0.pdb").is_file() and (out / "second" / "ranked_0.pdb").is_file()
+
+
+def test_failure_mid_pipeline_leaves_no_partial_output(env, tmp_path, monkeypatch):
+    from af2jobs.pipeline import predict
+
+    def boom(self, raw):
+        raise RuntimeError("simulated device failure")
+
+    monkeypatch.setattr(predict.Predictor, "predict", boom)
+    fasta = tmp_path / "ubq.fasta"
+    fasta.write_text(f">ubq\n{UBIQUITIN}\n")
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        main(["predict", str(fasta), "--out", str(out), *FAST])
+    assert list(out.iterdir()) == []
+
+
+BAD_FASTA = {
+    "empty": b"",
+    "whitespace only": b"  \n\n",
+    "no header": b"MQIFVKTLTGKTITLEVEPSDT\n",
+    "sequence before header": b"MQIFV\n>a\nMQIFVKTLTGKTITLEVEPSDT\n",
+    "header without name": b">\nMQIFVKTLTGKTITLEVEPSDT\n",
+    "empty record": b">a\n>b\nMQIFVKTLTGKTITLEVEPSDT\n",
+    "digit": b">a\nMQIFVKTLTG1KTITLEVEPSDT\n",
+    "ambiguous B": b">a\nMQIFVKTLTGBKTITLEVEPSDT\n",
+    "alignment gap": b">a\nMQIFVKTLTG-KTITLEVEPSDT\n",
+    "star inside": b">a\nMQIFVKT*LTGKTITLEVEPSDT\n",
+    "too short": b">a\nMQIFVKTLT\n",
+    "too long": b">a\n" + b"A" * 2501 + b"\n",
+    "duplicate names": b">a\nMQIFVKTLTGKTITLEVEPSDT\n>a\nMQIFVKTLTGKTITLEVEPSDT\n",
+    "not utf-8": b">a\nMQIFV\xff\xfeKTLTGKTITLEVEPSDT\n",
+    "NUL byte": b">a\nMQIFV\x00KTLTGKTITLEVEPSDT\n",
+    "gzip": b"\x1f\x8b\x08\x00" + b"\x00" * 20,
+    "json": b'{"sequence": "MQIFVKTLTGKTITLEVEPSDT"}',
+    "html": b"<html><body>MQIFV</body></html>",
+    "fastq": b"@read1\nMQIFVKTLTGKTITLEVEPSDT\n+\nIIIIIIIIIIIIIIIIIIIIII\n",
+    "stockholm": b"# STOCKHOLM 1.0\nq MQIFV\n//\n",
+    "greek letter": ">a\nMQIFVKTLTGΑKTITLEVEPSDT\n".encode(),
+    "emoji": ">a\nMQIFVKTLTG\U0001F600KTITLEVEPSDT\n".encode(),
+    "semicolon inside": b">a\nMQIFVKTLTG;KTITLEVEPSDT\n",
+    "clashing file names": b">a/b\nMQIFVKTLTGKTITLEVEPSDT\n>a_b\nMQIFVKTLTGKTITLEVEPSDT\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FASTA))
+def test_bad_fasta_exits_2_with_a_message_and_writes_nothing(case, env, tmp_path, capsys):
+    fasta = tmp_path / "bad.fasta"
+    fasta.write_bytes(BAD_FASTA[case])
+    out = tmp_path / "out"
+    assert main(["predict", str(fasta), "--out", str(out), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("af2: error: FASTA") and len(err.strip()) > 30
+    assert not out.exists()
+
+
+def test_console_script_exit_codes(tmp_path):
+    """The installed `af2` program: 2 for bad input and bad options, with the reason on stderr."""
+    af2 = [sys.executable, "-m", "af2jobs.cli.main"]
+    bad = tmp_path / "bad.fasta"
+    bad.write_text(">a\nMQIFVKTLTG1KTITLEVEPSDT\n")
+    r = subprocess.run([*af2, "predict", str(bad), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode == 2 and "'1' is not an amino-acid letter" in r.stderr
+    r = subprocess.run([*af2, "predict", str(tmp_path / "missing.fasta"), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    good = tmp_path / "good.fasta"
+    good.write_text(f">a\n{UBIQUITIN}\n")
+    r = subprocess.run([*af2, "predict", str(good), "--out", str(tmp_path / "o"), "--strategy", "worst"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "strategy" in r.stderr
+    assert not (tmp_path / "o").exists()

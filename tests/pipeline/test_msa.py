@@ -1,0 +1,69 @@
+"""MSA stage against the small real database: real hits, AlphaFold-readable output, cache behaviour."""
+
+from __future__ import annotations
+
+import pytest
+from alphafold.data import parsers
+
+from af2jobs.errors import StageError
+from af2jobs.pipeline import databases, msa
+from tests.conftest import UBIQUITIN
+
+pytestmark = pytest.mark.pipeline
+
+
+@pytest.fixture(scope="module")
+def dbs(demo_db_root):
+    return databases.discover(demo_db_root)
+
+
+def test_discover_reports_demo_databases(dbs):
+    by_name = {d.name: d for d in dbs}
+    assert set(by_name) == {"uniref90", "small_bfd"}
+    assert by_name["uniref90"].sequences == 20000
+    assert by_name["small_bfd"].sequences == 45
+    assert by_name["uniref90"].version.startswith("debian:mmseqs2-examples=")
+
+
+def test_search_writes_alphafold_layout_with_real_hits(dbs, tmp_path):
+    events = []
+    report = msa.run_msa(UBIQUITIN, dbs, tmp_path / "msas", cpus=2, cache_root=None,
+                         progress=lambda db, event, d: events.append((db, event)))
+    uniref = parsers.parse_stockholm((tmp_path / "msas" / "uniref90_hits.sto").read_text())
+    # AlphaFold's parser takes the first row as the query: it must be ours, not the first hit.
+    assert uniref.sequences[0] == UBIQUITIN
+    assert len(uniref.sequences) > 10
+    assert all(len(s) == len(UBIQUITIN) for s in uniref.sequences)
+    assert {s.database for s in report.searches} == {"uniref90", "small_bfd"}
+    assert ("uniref90", "start") in events and ("uniref90", "done") in events
+    globins = parsers.parse_stockholm((tmp_path / "msas" / "small_bfd_hits.sto").read_text())
+    assert globins.sequences == [UBIQUITIN]  # ubiquitin has no globin homologue: the query alone
+
+
+def test_globin_query_finds_globins(dbs, tmp_path):
+    hbb = ("MVHLTPEEKSAVTALWGKVNVDEVGGEALGRLLVVYPWTQRFFESFGDLSTPDAVMGNPKVKAHGKKVLGAFSDGLAHLDNLKGTFATLSELHCDKLHV"
+           "DPENFRLLGNVLVCVLAHHFGKEFTPPVQAAYQKVVAGVANALAHKYH")
+    msa.run_msa(hbb, dbs, tmp_path / "msas", cpus=2)
+    globins = parsers.parse_stockholm((tmp_path / "msas" / "small_bfd_hits.sto").read_text())
+    assert len(globins.sequences) >= 40
+    assert globins.sequences[0] == hbb
+
+
+def test_second_search_is_a_cache_hit_with_identical_files(dbs, tmp_path):
+    cache = tmp_path / "cache"
+    first = msa.run_msa(UBIQUITIN, dbs, tmp_path / "a", cpus=2, cache_root=cache)
+    second = msa.run_msa(UBIQUITIN, dbs, tmp_path / "b", cpus=2, cache_root=cache)
+    assert (first.cache, second.cache) == ("miss", "hit")
+    for name in ("uniref90_hits.sto", "small_bfd_hits.sto"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_cache_key_changes_with_database_identity(dbs):
+    changed = [databases.Database(d.name, d.path, d.tool, d.version + "-new", d.size_bytes, d.sequences) for d in dbs]
+    assert msa.cache_key(UBIQUITIN, dbs) != msa.cache_key(UBIQUITIN, changed)
+    assert msa.cache_key(UBIQUITIN, dbs) != msa.cache_key(UBIQUITIN[:-1], dbs)
+
+
+def test_no_database_is_a_stage_error(tmp_path):
+    with pytest.raises(StageError, match="no sequence database"):
+        msa.run_msa(UBIQUITIN, [], tmp_path / "msas", cpus=1)

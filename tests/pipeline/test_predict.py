@@ -1,0 +1,115 @@
+"""The real AlphaFold2 model code with the tiny configuration: strategies, ranking, shared compiles, params."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from af2jobs.pipeline import features, msa, params, predict
+from af2jobs.runconfig import RunConfig
+from tests.conftest import UBIQUITIN
+
+pytestmark = pytest.mark.pipeline
+
+TWO = "model_1,model_3"
+
+
+@pytest.fixture(scope="module")
+def raw_features(demo_db_root, tmp_path_factory):
+    from af2jobs.pipeline import databases
+
+    msa_dir = tmp_path_factory.mktemp("msas")
+    msa.run_msa(UBIQUITIN, databases.discover(demo_db_root), msa_dir, cpus=2)
+    return features.build_features(UBIQUITIN, "ubiquitin", msa_dir)
+
+
+@pytest.fixture(scope="module")
+def provider(tmp_path_factory, shared_cache):
+    predict.enable_compilation_cache(shared_cache / "jax")
+    return params.ParamsProvider(tmp_path_factory.mktemp("no-params"), shared_cache / "params-untrained")
+
+
+def _predict(raw, provider, **kw):
+    run = RunConfig(profile="tiny", max_msa_clusters=16, max_extra_msa=32, **kw)
+    return predict.Predictor(run, provider).predict(raw)
+
+
+def test_features_hold_the_msa(raw_features):
+    assert raw_features["msa"].shape[1] == len(UBIQUITIN)
+    assert raw_features["msa"].shape[0] > 10
+    depth = features.msa_depth(raw_features)
+    assert len(depth) == len(UBIQUITIN) and min(depth) >= 1
+
+
+def test_all_runs_every_model_fully_and_ranks_by_score(raw_features, provider):
+    result = _predict(raw_features, provider, model_names=TWO, strategy="all")
+    assert [r.phase for r in result.runs] == ["full", "full"]
+    assert {r.model for r in result.ranked} == {"model_1", "model_3"}
+    scores = [r.ranking_confidence for r in result.ranked]
+    assert scores == sorted(scores, reverse=True)
+    assert all(r.recycles == 3 for r in result.ranked)
+    # The two models share one configuration, so one compiled function: the second pays no compile.
+    assert result.runs[1].compile_s == 0.0
+
+
+def test_best_screens_every_model_then_recycles_only_the_winner(raw_features, provider):
+    result = _predict(raw_features, provider, model_names="model_1,model_2,model_3", strategy="best")
+    screens = [r for r in result.runs if r.phase == "screen"]
+    full = [r for r in result.runs if r.phase == "full"]
+    assert [r.model for r in screens] == ["model_1", "model_2", "model_3"]
+    assert all(r.recycles == 0 for r in screens)
+    assert len(full) == 1 and full[0].recycles == 3
+    assert full[0].model == max(screens, key=lambda r: r.ranking_confidence).model
+    assert result.ranked == full
+
+
+def test_stop_at_score_stops_at_the_first_model_reaching_it(raw_features, provider):
+    low = _predict(raw_features, provider, model_names=TWO, strategy="stop-at-score:1")
+    assert [r.model for r in low.runs] == ["model_1"]
+    unreachable = _predict(raw_features, provider, model_names=TWO, strategy="stop-at-score:100")
+    assert [r.model for r in unreachable.runs] == ["model_1", "model_3"]
+
+
+def test_prediction_is_finite_and_deterministic(raw_features, provider):
+    a = _predict(raw_features, provider, model_names="model_3", strategy="all").ranked[0]
+    b = _predict(raw_features, provider, model_names="model_3", strategy="all").ranked[0]
+    pos = a.result["structure_module"]["final_atom_positions"]
+    assert pos.shape == (len(UBIQUITIN), 37, 3) and np.isfinite(pos).all()
+    assert np.array_equal(pos, b.result["structure_module"]["final_atom_positions"])
+    assert 0 <= a.mean_plddt <= 100 and a.params.untrained
+
+
+def test_untrained_params_roundtrip_bit_for_bit_in_official_format(tmp_path):
+    cfg = params.official_config("model_1_ptm", "tiny")
+    generated = params.untrained_params(cfg, "seed")
+    path = tmp_path / "params_model_1_ptm.npz"
+    params.save_npz(generated, path)
+    with np.load(path) as npz:
+        keys = list(npz.files)
+    assert all("//" in k for k in keys)
+    # Official files keep triangle multiplication weights un-fused; the official loader fuses them.
+    assert any(k.endswith("left_projection//weights") for k in keys)
+    loaded = params.load_npz(path)
+    assert loaded.keys() == generated.keys()
+    for scope in generated:
+        for name, arr in generated[scope].items():
+            assert loaded[scope][name].dtype == arr.dtype
+            assert np.array_equal(loaded[scope][name], arr), f"{scope}//{name}"
+    again = params.untrained_params(cfg, "seed")
+    assert all(np.array_equal(again[s][n], generated[s][n]) for s in generated for n in generated[s])
+
+
+def test_official_params_file_is_preferred_and_identified(tmp_path, shared_cache):
+    """A params directory with params_model_3_ptm.npz is used as official, with its checksum."""
+    official_dir = tmp_path / "params"
+    cfg = params.official_config("model_3_ptm", "full")
+    params.save_npz(params.untrained_params(cfg, "stand-in for the official file"), official_dir / "params_model_3_ptm.npz")
+    (official_dir / "RELEASE").write_text("alphafold_params_2022-12-06\n")
+    provider = params.ParamsProvider(official_dir, tmp_path / "untrained")
+    loaded, identity = provider.get("model_3_ptm", "full")
+    assert identity.source == "official" and not identity.untrained
+    assert identity.release == "alphafold_params_2022-12-06"
+    assert len(identity.sha256) == 64
+    assert not (tmp_path / "untrained").exists()  # nothing generated
+    shapes = params.param_shapes(cfg)
+    assert params.select(loaded, shapes).keys() == shapes.keys()

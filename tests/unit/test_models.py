@@ -1,0 +1,305 @@
+"""JobRequest validation (one clear message per field) and the job state graph."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import date, datetime, timedelta, timezone
+
+import pydantic
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from af2jobs import errors
+from af2jobs.models import (
+    AUTO_QUEUE_LIMITS,
+    MODEL_NAMES,
+    TERMINAL,
+    TRANSITIONS,
+    UNFINISHED,
+    Job,
+    JobRequest,
+    JobState,
+    advance,
+    can_move,
+    is_terminal,
+)
+
+SEQ = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"
+S = JobState
+
+# The graph as the design states it, written out independently of models.TRANSITIONS.
+ALLOWED = {
+    (S.QUEUED, S.VALIDATING),
+    (S.QUEUED, S.CANCELLING),
+    (S.QUEUED, S.CANCELLED),
+    (S.QUEUED, S.FAILED),
+    (S.VALIDATING, S.MSA),
+    (S.VALIDATING, S.FAILED),
+    (S.VALIDATING, S.CANCELLING),
+    (S.MSA, S.PREDICTING),
+    (S.MSA, S.FAILED),
+    (S.MSA, S.CANCELLING),
+    (S.PREDICTING, S.SUCCEEDED),
+    (S.PREDICTING, S.FAILED),
+    (S.PREDICTING, S.CANCELLING),
+    (S.CANCELLING, S.CANCELLED),
+    (S.CANCELLING, S.FAILED),
+}
+FORBIDDEN = sorted(set(itertools.product(S, S)) - ALLOWED)
+
+
+def request(**overrides: object) -> dict[str, object]:
+    return {"fasta": "job1", "sequence": SEQ, **overrides}
+
+
+def parse_error(**overrides: object) -> errors.ValidationError:
+    with pytest.raises(errors.ValidationError) as info:
+        JobRequest.parse(request(**overrides))
+    return info.value
+
+
+# --------------------------------------------------------------------------------------------------------------
+# JobRequest
+
+
+def test_defaults_follow_the_seed() -> None:
+    r = JobRequest.parse(request())
+    assert r.model_names == list(MODEL_NAMES)
+    assert (r.preset, r.que, r.comment, r.gpu, r.strategy) == ("full", "auto", "", 1, "all")
+    assert r.max_template_date == date(2020, 5, 14)
+    assert r.file_name is None and r.input_key is None
+
+
+def test_a_full_request_is_kept_as_given() -> None:
+    r = JobRequest.parse(
+        {
+            "fasta": "T1050.v2",
+            "file_name": "lab/T1050.fasta",
+            "model_names": ["model_3", "model_1"],
+            "preset": "CASP14",
+            "max_template_date": "2021-01-31",
+            "que": "high",
+            "comment": "a note",
+            "gpu": 2,
+            "strategy": "stop-at-score:85.50",
+        }
+    )
+    assert r.model_names == ["model_3", "model_1"]  # order kept
+    assert r.preset == "casp14"
+    assert r.input_key == "input/lab/T1050.fasta"
+    assert r.max_template_date == date(2021, 1, 31)
+    assert r.strategy == "stop-at-score:85.5" and r.stop_score == 85.5
+
+
+BAD_VALUES = [
+    ("fasta", ""),
+    ("fasta", "a" * 101),
+    ("fasta", "my job"),
+    ("fasta", "../etc"),
+    ("fasta", "-rf"),
+    ("fasta", 5),
+    ("file_name", "/etc/passwd"),
+    ("file_name", "a/../../b.fasta"),
+    ("file_name", ".."),
+    ("file_name", "a\\b.fasta"),
+    ("file_name", "a\x00b"),
+    ("file_name", "a\nb"),
+    ("file_name", ""),
+    ("file_name", "a//b"),
+    ("sequence", ""),
+    ("sequence", "   \n"),
+    ("sequence", "M" * 1_000_001),
+    ("model_names", []),
+    ("model_names", ["model_6"]),
+    ("model_names", ["model_1", "model_1"]),
+    ("model_names", "model_1"),
+    ("preset", "fast"),
+    ("max_template_date", "14/05/2020"),
+    ("max_template_date", "2020-02-30"),
+    ("max_template_date", 1589414400),
+    ("max_template_date", "2020-05-14T00:00:00"),
+    ("max_template_date", (datetime.now(timezone.utc).date() + timedelta(days=2)).isoformat()),
+    ("que", "urgent"),
+    ("comment", "x" * 1001),
+    ("comment", None),
+    ("gpu", 0),
+    ("gpu", 9),
+    ("gpu", True),
+    ("gpu", "2"),
+    ("strategy", "first"),
+    ("strategy", "stop-at-score:0"),
+    ("strategy", "stop-at-score:101"),
+    ("strategy", "stop-at-score:nan"),
+    ("strategy", "stop-at-score:"),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), BAD_VALUES, ids=[f"{f}={v!r}"[:40] for f, v in BAD_VALUES])
+def test_each_bad_field_value_is_rejected_naming_the_field(field: str, value: object) -> None:
+    overrides: dict[str, object] = {field: value}
+    if field == "file_name":
+        overrides["sequence"] = None  # else the "exactly one" rule would be what fails
+    err = parse_error(**overrides)
+    assert err.field == field
+    assert err.message.startswith(field)
+    assert err.http_status == 422
+
+
+def test_each_field_has_its_own_message() -> None:
+    first_bad = {}
+    for field, value in BAD_VALUES:
+        first_bad.setdefault(field, value)
+    messages = {}
+    for field, value in first_bad.items():
+        overrides: dict[str, object] = {field: value}
+        if field == "file_name":
+            overrides["sequence"] = None
+        messages[field] = parse_error(**overrides).message
+    assert len(set(messages.values())) == len(messages), messages
+
+
+def test_future_template_date_message_says_future() -> None:
+    tomorrow = (datetime.now(timezone.utc).date() + timedelta(days=2)).isoformat()
+    assert "future" in parse_error(max_template_date=tomorrow).message
+
+
+def test_template_date_today_is_accepted() -> None:
+    today = datetime.now(timezone.utc).date()
+    assert JobRequest.parse(request(max_template_date=today.isoformat())).max_template_date == today
+
+
+@pytest.mark.parametrize("inputs", [{}, {"file_name": "x.fasta", "sequence": SEQ}])
+def test_exactly_one_of_file_name_and_sequence(inputs: dict[str, object]) -> None:
+    with pytest.raises(errors.ValidationError, match="exactly one of file_name"):
+        JobRequest.parse({"fasta": "job1", **inputs})
+
+
+def test_unknown_fields_are_rejected_by_name() -> None:
+    err = parse_error(queue="low")
+    assert err.field == "queue"
+    assert "queue is not a request field" in err.message
+
+
+def test_missing_job_name_is_reported() -> None:
+    with pytest.raises(errors.ValidationError, match="fasta is required"):
+        JobRequest.parse({"sequence": SEQ})
+
+
+def test_several_errors_are_all_reported() -> None:
+    err = parse_error(gpu=0, preset="fast")
+    assert "gpu" in err.message and "preset" in err.message
+
+
+def test_request_is_immutable() -> None:
+    r = JobRequest.parse(request())
+    with pytest.raises(pydantic.ValidationError):
+        r.gpu = 4  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("length", "queue"),
+    [(16, "low"), (400, "low"), (401, "mid"), (1000, "mid"), (1001, "high"), (2000, "high"), (2001, "p4")],
+)
+def test_auto_queue_follows_the_longest_record(length: int, queue: str) -> None:
+    assert JobRequest.parse(request()).queue_for(length) == queue
+
+
+def test_auto_queue_table_ends_unlimited() -> None:
+    assert list(AUTO_QUEUE_LIMITS.values())[-1] is None
+
+
+def test_explicit_queue_is_not_overridden() -> None:
+    assert JobRequest.parse(request(que="P4")).queue_for(10) == "p4"
+
+
+def test_bare_sequence_becomes_a_record_named_after_the_job() -> None:
+    records = JobRequest.parse(request(sequence=f"\n{SEQ[:20]}\n{SEQ[20:]}\n")).records()
+    assert [(r.name, r.sequence) for r in records] == [("job1", SEQ)]
+
+
+def test_fasta_text_keeps_its_own_names() -> None:
+    text = f">A first\n{SEQ}\n>B\n{SEQ.lower()}\n"
+    records = JobRequest.parse_sequence(text.encode(), name="ignored")
+    assert [(r.name, r.description, r.sequence) for r in records] == [("A", "first", SEQ), ("B", "", SEQ)]
+
+
+def test_bad_inline_fasta_raises_fasta_error() -> None:
+    with pytest.raises(errors.FastaError):
+        JobRequest.parse(request(sequence=f"{SEQ}\n>B\n{SEQ}")).records()  # sequence before the first header
+    with pytest.raises(errors.FastaError):
+        JobRequest.parse(request(sequence=SEQ + "B")).records()
+    with pytest.raises(errors.FastaError):
+        JobRequest.parse_sequence(b"\x1f\x8b\x08\x00", name="x")  # gzip: handed to parse_fasta untouched
+
+
+def test_max_length_is_passed_on() -> None:
+    with pytest.raises(errors.FastaError, match="longer than the maximum of 20"):
+        JobRequest.parse(request()).records(max_length=20)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Job
+
+
+def test_new_job_has_id_timestamps_and_queued_phase() -> None:
+    job = Job(owner="ann", request=JobRequest.parse(request()), idempotency_key="k1")
+    assert len(job.id) == 32 and int(job.id, 16) >= 0
+    assert job.updated_at == job.created_at
+    assert job.phases["QUEUED"].started_at == job.created_at and job.phases["QUEUED"].ended_at is None
+    assert datetime.fromisoformat(job.created_at).tzinfo is not None
+
+
+def test_public_view_is_json_ready_and_hides_the_idempotency_key() -> None:
+    job = Job(owner="ann", request=JobRequest.parse(request()), idempotency_key="k1")
+    public = job.to_public()
+    assert "idempotency_key" not in public
+    assert public["state"] == "QUEUED" and public["finished"] is False
+    assert public["request"]["max_template_date"] == "2020-05-14"
+    back = Job.model_validate({k: v for k, v in public.items() if k != "finished"})
+    assert back == job.model_copy(update={"idempotency_key": None})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# State graph
+
+
+def test_graph_matches_the_design() -> None:
+    assert {(a, b) for a, nexts in TRANSITIONS.items() for b in nexts} == ALLOWED
+    assert set(TRANSITIONS) == set(JobState)
+
+
+@pytest.mark.parametrize(("a", "b"), sorted(ALLOWED))
+def test_allowed_moves(a: JobState, b: JobState) -> None:
+    assert can_move(a, b)
+    assert advance(a, b) is b
+
+
+@pytest.mark.parametrize(("a", "b"), FORBIDDEN[::3])  # a sample; test_graph_matches_the_design covers the rest
+def test_forbidden_moves(a: JobState, b: JobState) -> None:
+    assert not can_move(a, b)
+    with pytest.raises(errors.ConflictError):
+        advance(a, b)
+
+
+def test_terminal_and_unfinished() -> None:
+    assert TERMINAL == {S.SUCCEEDED, S.FAILED, S.CANCELLED}
+    assert UNFINISHED == set(JobState) - TERMINAL
+    assert all(is_terminal(s) for s in TERMINAL)
+    assert not any(is_terminal(s) for s in UNFINISHED)
+    assert not can_move(S.MSA, S.MSA)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(list(JobState)), max_size=30))
+def test_random_attempts_only_follow_the_graph(attempts: list[JobState]) -> None:
+    state = S.QUEUED
+    for target in attempts:
+        before = state
+        try:
+            state = advance(state, target)
+        except errors.ConflictError:
+            assert (before, target) not in ALLOWED
+            continue
+        assert (before, state) in ALLOWED
+        assert before not in TERMINAL  # nothing ever leaves a terminal state
