@@ -16,7 +16,7 @@ help:
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[pipeline,dev]'
+	$(PY) -m pip install -q -e '.[pipeline,local,dev]'
 	touch $@
 
 venv: $(STAMP)
