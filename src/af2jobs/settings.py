@@ -6,10 +6,13 @@ import os
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_LENGTH = 16
+_AWS_REQUIRED = ("jobs_table", "keys_table", "bucket", "state_machine_arn", "topic_arn")
 
 
 def default_data_dir() -> Path:
@@ -34,11 +37,49 @@ class Settings(BaseSettings):
     max_extra_msa: int | None = Field(None, ge=1)
     num_recycle: int = Field(3, ge=0, le=48)
     msa_cache: bool = True
+    max_request_bytes: int = Field(1 << 20, ge=1024, description="Largest API request body / inline FASTA.")
+
+    # Where the platform runs. "local": SQLite, a directory, an in-process worker. "aws": DynamoDB, S3,
+    # Step Functions, SNS; each AWS name below is then required and a missing one fails at start-up.
+    mode: Literal["local", "aws"] = "local"
+    region: str | None = None
+    jobs_table: str | None = None
+    keys_table: str | None = None
+    bucket: str | None = None
+    state_machine_arn: str | None = None
+    topic_arn: str | None = None
+
+    # Local server and worker (`af2 serve`).
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    cpu_workers: int = Field(1, ge=0)
+    gpus: str = ""  # "0,1": one predict slot per GPU; empty: one slot on whatever JAX sees
+
+    # Local notifications: always an outbox file; SMTP and a webhook when configured.
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str = "af2jobs@localhost"
+    notify_email: str | None = None
+    webhook_url: str | None = None
+
+    # The command line's API client.
+    api_url: str | None = None
+    api_key: str | None = None
 
     @field_validator("data_dir", "db_root", "params_dir", mode="after")
     @classmethod
     def _expand(cls, v: Path | None) -> Path | None:
         return v.expanduser() if v is not None else None
+
+    @model_validator(mode="after")
+    def _aws_names(self) -> "Settings":
+        if self.mode == "aws":
+            missing = [f"AF2_{name.upper()}" for name in _AWS_REQUIRED if not getattr(self, name)]
+            if missing:
+                from af2jobs.errors import ConfigurationError
+
+                raise ConfigurationError(f"AF2_MODE=aws needs {', '.join(missing)}")
+        return self
 
     @cached_property
     def database_root(self) -> Path:
@@ -51,3 +92,15 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
+
+    @property
+    def jobs_db(self) -> Path:
+        return self.data_dir / "jobs.sqlite3"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.data_dir / "outbox"
