@@ -9,10 +9,11 @@ import argparse
 import sys
 
 from af2jobs.errors import Af2JobsError
+from af2jobs.cli import client as client_cmd
 from af2jobs.cli import db as db_cmd
 from af2jobs.cli import predict as predict_cmd
 
-COMMANDS = (predict_cmd, db_cmd)
+COMMANDS = (predict_cmd, db_cmd, client_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -52,6 +52,7 @@ class ModelRun:
     model: str
     phase: str  # "screen" (no recycling) | "full"
     recycles: int
+    params_s: float  # loading (or generating, the first time) the parameters
     compile_s: float
     run_s: float
     ranking_confidence: float
@@ -63,7 +64,7 @@ class ModelRun:
     def summary(self) -> dict:
         return {
             "model": self.model, "phase": self.phase, "recycles": self.recycles,
-            "compile_s": round(self.compile_s, 3), "run_s": round(self.run_s, 3),
+            "params_s": round(self.params_s, 3), "compile_s": round(self.compile_s, 3), "run_s": round(self.run_s, 3),
             "ranking_confidence": round(self.ranking_confidence, 4), "mean_plddt": round(self.mean_plddt, 4),
             "ptm": None if self.ptm is None else round(self.ptm, 4), "params": self.params.source,
         }
@@ -148,9 +149,10 @@ class Predictor:
         cfg = params_mod.runtime_config(name, self.run)
         fingerprint = params_mod.config_fingerprint(cfg)
         feat = self._features_for(cfg, fingerprint, raw)
+        t0 = time.perf_counter()
         all_params, identity = self.provider.get(params_mod.variant(name, self.run.use_ptm), self.run.profile)
-        shapes = params_mod.param_shapes_for(cfg)
-        params = params_mod.select(all_params, shapes)
+        params = params_mod.select(all_params, params_mod.param_shapes_for(cfg))
+        params_s = time.perf_counter() - t0
         entry, compile_s = _Compiled.get(cfg, fingerprint, feat, params)
         self.progress("model_start", {"model": name, "phase": phase, "compile_s": compile_s})
 
@@ -167,7 +169,7 @@ class Predictor:
             run_s = time.perf_counter() - t0
         ptm = float(result["ptm"]) if "ptm" in result else None
         model_run = ModelRun(
-            model=name, phase=phase, recycles=int(recycles), compile_s=compile_s, run_s=run_s,
+            model=name, phase=phase, recycles=int(recycles), params_s=params_s, compile_s=compile_s, run_s=run_s,
             ranking_confidence=float(result["ranking_confidence"]), mean_plddt=float(result["mean_plddt"]),
             ptm=ptm, params=identity, result=result,
         )

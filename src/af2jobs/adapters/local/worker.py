@@ -1,0 +1,658 @@
+"""The local Orchestrator: a worker inside `af2 serve` that runs queued jobs through the pipeline in-process.
+
+Two pools, so that CPU and GPU work overlap across jobs:
+
+    CPU workers (settings.cpu_workers threads)   QUEUED -> VALIDATING -> MSA     msa_stage for each FASTA record
+    GPU slots (one per id in settings.gpus,      MSA -> PREDICTING -> SUCCEEDED  predict_stage for each record,
+               or one when it is empty)                                          then publish the results
+A job that finished its MSA waits in state MSA (its progress says "waiting for a GPU slot") until a slot is free.
+cpu_workers=0 pauses the worker: new jobs stay QUEUED; jobs already past their MSA still finish.
+
+Files of job <id>, under the artifact directory (the store's keys are these paths):
+    jobs/<id>/input.fasta                 written by the service at submit
+    jobs/<id>/log.txt                     the worker's log of the job; `log_tail()` gives its last lines
+    jobs/<id>/work/<record slug>/         the pipeline's working directory; removed once the job SUCCEEDED
+    jobs/<id>/output/<record slug>/...    the published results (OUTPUT_FILES, msas/)
+    jobs/<id>/output/predictions.json     per record: best model, mean pLDDT, pTM, untrained
+The job's `artifacts` maps "<slug>/ranked_0.pdb" (and so on, plus "predictions.json" and "log.txt") to store keys;
+its `cost` holds the measured seconds of each phase (validating_s, msa_s, predict_s, publish_s).
+
+Presets (JobRequest.preset) are data applied to the resolved RunConfig, see `run_config_for`:
+    full     the run configuration resolved from settings (and the worker's run_overrides)
+    reduced  as full, with max_msa_clusters and max_extra_msa halved: less memory and time, a shallower MSA
+    casp14   AlphaFold's CASP14 preset averages 8 ensembles; this model code runs one, so ensembling is NOT
+             applied. The job runs with num_recycle 3 and its versions.json "notes" say so.
+
+Cancel: `cancel(job)` sets a flag that the running stage polls (between databases, recycles and stages), so it
+stops within seconds (an XLA compile in progress is not interruptible and finishes first); the job then moves
+CANCELLING -> CANCELLED. A job between pools has no running stage and is finished at once.
+
+Restart: `recover()` (run once at start, by the one process that serves this data directory) puts every
+unfinished job back on its way: QUEUED ones are queued; VALIDATING/MSA ones run their MSA again (records whose
+MSA had finished are kept); PREDICTING ones whose MSA results are all there run their prediction again; the rest
+end FAILED saying they were interrupted by a restart; CANCELLING ones become CANCELLED. Nothing stays stuck.
+`stop()` stops running stages the same way as a cancel but leaves the jobs' states for the next `recover()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pydantic
+
+from af2jobs import errors
+from af2jobs.fasta import FastaRecord
+from af2jobs.models import RUNNING, UNFINISHED, Job, JobError, JobEvent, JobRequest, JobState, Progress, utc_now
+from af2jobs.ports import ArtifactStore, JobRepository, Notifier
+from af2jobs.runconfig import RunConfig
+from af2jobs.service import input_key
+from af2jobs.settings import Settings
+
+if TYPE_CHECKING:  # the pipeline imports JAX; it is loaded when the worker starts, not when it is built
+    from af2jobs.pipeline.params import ParamsProvider
+    from af2jobs.pipeline.run import Context
+
+log = logging.getLogger(__name__)
+
+S = JobState
+LOG_NAME = "log.txt"
+LOG_TAIL = 50
+LOCK_NAME = "worker.lock"
+# Written by the worker once a stage returned, so a restart can tell finished work from work cut short (the
+# pipeline writes features.pkl and timings.json in place, so their presence alone proves nothing).
+MSA_DONE = ".af2-msa-done.json"
+PREDICT_DONE = ".af2-predict-done.json"
+OUTPUT_FILES = (
+    "ranked_*.pdb", "ranked_*.cif", "ranking_debug.json", "timings.json", "versions.json",
+    "confidence_*_full.json", "features.pkl",
+)
+OUTPUT_DIRS = ("msas",)
+# What a prediction writes into its working directory; cleared before a prediction runs again.
+PREDICT_WRITES = ("ranked_*", "confidence_*", "ranking_debug.json", "versions.json")
+CASP14_NOTE = (
+    "preset casp14: AlphaFold's CASP14 preset averages 8 ensembles; this model code runs one ensemble, so "
+    "ensembling is not applied (num_recycle 3)"
+)
+INTERRUPTED = "interrupted by a restart"
+_PAGE = 500
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Run configuration
+
+
+def run_config_for(
+    request: JobRequest, settings: Settings, overrides: Mapping[str, Any] | None = None
+) -> tuple[RunConfig, list[str]]:
+    """The job's RunConfig (request, then overrides, then the preset) and the notes its versions.json carries."""
+    from af2jobs.pipeline.run import resolve_run_config
+
+    values = {"model_names": request.model_names, "strategy": request.strategy, **(overrides or {})}
+    try:
+        base = resolve_run_config(settings, **values)
+        changes, notes = _preset(request.preset, base)
+        return RunConfig.model_validate({**base.model_dump(), **changes}), notes
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise errors.ValidationError(f"run configuration: {where}: {err['msg']}", field=where or None) from None
+
+
+def _preset(preset: str, base: RunConfig) -> tuple[dict[str, Any], list[str]]:
+    if preset == "reduced":
+        clusters, extra = max(1, base.max_msa_clusters // 2), max(1, base.max_extra_msa // 2)
+        note = f"preset reduced: MSA depth caps halved to max_msa_clusters {clusters}, max_extra_msa {extra}"
+        return {"max_msa_clusters": clusters, "max_extra_msa": extra}, [note]
+    if preset == "casp14":
+        return {"num_recycle": 3}, [CASP14_NOTE]
+    return {}, []
+
+
+def parse_gpus(text: str) -> list[str | None]:
+    """GPU slot ids from AF2_GPUS ("0,1"); one slot on whatever JAX sees (None) when empty."""
+    ids = [part.strip() for part in text.split(",") if part.strip()]
+    if any(not i.isdigit() for i in ids) or len(set(ids)) != len(ids):
+        raise errors.ConfigurationError(f"AF2_GPUS (--gpus) must list distinct GPU numbers like 0,1; got {text!r}")
+    return list(ids) or [None]
+
+
+def _devices(slots: list[str | None]) -> list[Any]:
+    """The JAX device each slot pins its thread to (None: JAX's default)."""
+    if slots == [None]:
+        return [None]
+    import jax
+
+    by_id = {d.id: d for d in jax.devices()}
+    missing = [s for s in slots if int(s) not in by_id]
+    if missing:
+        raise errors.ConfigurationError(
+            f"AF2_GPUS (--gpus) names {', '.join(missing)}, but JAX sees devices {sorted(by_id)} ({jax.default_backend()})"
+        )
+    return [by_id[int(s)] for s in slots]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Small file helpers
+
+
+def _write_json(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)
+    os.replace(tmp, path)
+
+
+def _output_files(workdir: Path) -> list[Path]:
+    files = {p for pattern in OUTPUT_FILES for p in workdir.glob(pattern) if p.is_file()}
+    for name in OUTPUT_DIRS:
+        files.update(p for p in (workdir / name).rglob("*") if p.is_file())
+    return sorted(files)
+
+
+def _reset_predict_outputs(workdir: Path) -> None:
+    """Undo a prediction cut short: remove its outputs and restore the MSA stage's timings.json."""
+    for pattern in PREDICT_WRITES:
+        for path in workdir.glob(pattern):
+            path.unlink()
+    msa = json.loads((workdir / MSA_DONE).read_text())
+    _write_json(workdir / "timings.json", msa["timings"])
+
+
+def _annotate_versions(path: Path, preset: str, notes: list[str]) -> None:
+    # versions.json is the job's record of what ran; the preset is decided here, not in the pipeline.
+    versions = json.loads(path.read_text())
+    versions["preset"] = preset
+    versions["notes"] = [n for n in [versions.get("note"), *notes] if n]
+    _write_json(path, versions)
+
+
+def _describe(record: str, stage: str, event: str, details: Mapping[str, Any]) -> str:
+    facts = " ".join(f"{k}={v}" for k, v in details.items() if isinstance(v, (str, int, float, bool)))
+    return f"{record}: {stage} {event}" + (f" ({facts})" if facts else "")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The worker
+
+
+@dataclass
+class _Run:
+    """One job's pass through one pool."""
+
+    job_id: str
+    root: Path  # <artifacts>/jobs/<id>
+    cancel: threading.Event
+    request: JobRequest | None = None
+    records: list[FastaRecord] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    ctx: Context | None = None
+    stage: str = "validating"
+    index: int = 0  # the record being worked on, 1-based
+    record_name: str = ""
+
+    def workdir(self, record: FastaRecord) -> Path:
+        return self.root / "work" / record.slug
+
+
+class Worker:
+    """Runs jobs from a JobRepository through the pipeline on this machine. Start once, stop once."""
+
+    def __init__(
+        self,
+        repo: JobRepository,
+        store: ArtifactStore,
+        notifier: Notifier,
+        settings: Settings,
+        *,
+        run_overrides: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.repo = repo
+        self.store = store
+        self.notifier = notifier
+        self.settings = settings
+        # RunConfig fields applied over every job's (e.g. the tiny model profile for tests and `--profile tiny`).
+        self.run_overrides = dict(run_overrides or {})
+        self.slots = parse_gpus(settings.gpus)
+        # The work and log files sit beside the store's objects, so deleting a job's prefix removes them too.
+        self.jobs_root = settings.artifacts_dir / "jobs"
+        self._cpu_q: queue.Queue[tuple[str, bool] | None] = queue.Queue()
+        self._gpu_q: queue.Queue[tuple[str, bool] | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._active: dict[str, threading.Event] = {}  # job id -> its cancel flag, while a thread runs it
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._log_lock = threading.Lock()
+        self._provider: ParamsProvider | None = None
+        self._lock_fd: int | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the CPU workers and GPU slots. Takes the data directory's worker lock first."""
+        self._take_lock()
+        devices = _devices(self.slots)
+        if self.settings.cpu_workers:
+            import af2jobs.pipeline.run  # noqa: F401  (JAX's import cost here, not in the first job)
+        for i in range(self.settings.cpu_workers):
+            self._spawn(f"af2-cpu-{i}", self._cpu_loop)
+        for slot, device in zip(self.slots, devices, strict=True):
+            self._spawn(f"af2-gpu-{slot or 0}", lambda d=device: self._gpu_loop(d))
+        log.info("worker started: %d CPU worker(s), GPU slots %s", self.settings.cpu_workers, self.slots)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop: running stages see a cancel flag and stop; their jobs keep their state for recover()."""
+        self._stopping.set()
+        for thread in self._threads:
+            (self._cpu_q if thread.name.startswith("af2-cpu") else self._gpu_q).put(None)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        alive = [t.name for t in self._threads if t.is_alive()]
+        if alive:
+            log.warning("worker threads still busy after %.0f s: %s", timeout, alive)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    def _spawn(self, name: str, target) -> None:
+        # Daemon threads: a stage stuck in a compile must not keep the process alive after stop().
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _take_lock(self) -> None:
+        """One worker per data directory: a second one would 'recover' the first one's running jobs."""
+        if self._lock_fd is not None:
+            return
+        path = self.settings.data_dir / LOCK_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise errors.ConflictError(
+                f"another af2 worker is running on {self.settings.data_dir} (it holds {path})"
+            ) from None
+        self._lock_fd = fd
+
+    # -- the Orchestrator side -------------------------------------------------------------------------------
+
+    def enqueue(self, job_id: str) -> None:
+        """Queue a QUEUED job for its MSA (it waits there while cpu_workers is 0)."""
+        self._cpu_q.put((job_id, False))
+
+    def cancel(self, job: Job) -> None:
+        """Stop the job's running stage, or finish the cancel at once when no thread runs it. Safe to repeat."""
+        with self._lock:
+            flag = self._active.get(job.id)
+            if flag is not None:
+                flag.set()
+                return
+            # Under the lock, so that no thread claims the job between the check and the state change.
+            cancelled = self._finish_cancel(job.id)
+        if cancelled is not None:
+            self._notify(cancelled, JobEvent.CANCELLED)
+
+    def log_tail(self, job_id: str, n: int = LOG_TAIL) -> list[str]:
+        """The last n lines of the job's log (jobs/<id>/log.txt), oldest first."""
+        path = self.jobs_root / job_id / LOG_NAME
+        if not path.is_file():
+            return []
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return [line.rstrip("\n") for line in deque(fh, maxlen=n)]
+
+    # -- restart ---------------------------------------------------------------------------------------------
+
+    def recover(self) -> dict[str, str]:
+        """Put every unfinished job back on its way (see the module docstring); returns job id -> what was done."""
+        self._take_lock()
+        actions: dict[str, str] = {}
+        for job in self._unfinished():
+            try:
+                actions[job.id] = self._recover_one(job)
+            except errors.ConflictError:
+                actions[job.id] = "changed meanwhile; left alone"
+            log.info("recover: job %s was %s: %s", job.id, job.state.value, actions[job.id], extra={"job_id": job.id})
+        return actions
+
+    def _unfinished(self) -> list[Job]:
+        jobs: list[Job] = []
+        token: str | None = None
+        while True:
+            page, token = self.repo.list(None, state=UNFINISHED, limit=_PAGE, token=token)
+            jobs.extend(page)
+            if token is None:
+                return list(reversed(jobs))  # oldest first: they were waiting longest
+
+    def _recover_one(self, job: Job) -> str:
+        if job.state is S.QUEUED:
+            self.enqueue(job.id)
+            return "queued"
+        if job.state is S.CANCELLING:
+            cancelled = self._finish_cancel(job.id)
+            if cancelled is not None:
+                self._notify(cancelled, JobEvent.CANCELLED)
+            return "cancelled"
+        try:
+            records = self._read_records(job)
+        except errors.Af2JobsError as exc:
+            return self._fail_interrupted(job, f"its input {input_key(job.id)} cannot be read again ({exc.message})")
+        if job.state in (S.VALIDATING, S.MSA):
+            self._log(job.id, f"{INTERRUPTED} in {job.state.value}: running the MSA again")
+            self._cpu_q.put((job.id, True))
+            return "MSA again"
+        missing = [r.name for r in records if not (self.jobs_root / job.id / "work" / r.slug / MSA_DONE).is_file()]
+        if missing:
+            return self._fail_interrupted(job, f"the MSA results (features.pkl) of {', '.join(missing)} are missing")
+        self._log(job.id, f"{INTERRUPTED} in PREDICTING: predicting again from the finished MSA")
+        self._gpu_q.put((job.id, True))
+        return "prediction again"
+
+    def _fail_interrupted(self, job: Job, why: str) -> str:
+        message = f"{INTERRUPTED} in {job.state.value}, and {why}"
+        error = JobError(type="Interrupted", message=message, stage=job.state.value.lower())
+        failed = self.repo.transition(job.id, {job.state}, S.FAILED, error=error)
+        self._log(job.id, f"FAILED: {message}")
+        self._notify(failed, JobEvent.FAILED)
+        return f"failed: {message}"
+
+    # -- threads ---------------------------------------------------------------------------------------------
+
+    def _cpu_loop(self) -> None:
+        while (item := self._cpu_q.get()) is not None and not self._stopping.is_set():
+            self._cpu_task(*item)
+
+    def _gpu_loop(self, device: Any) -> None:
+        scope = contextlib.nullcontext()
+        if device is not None:
+            import jax
+
+            scope = jax.default_device(device)  # thread-local: this slot's predictions run on its GPU
+        with scope:
+            while (item := self._gpu_q.get()) is not None and not self._stopping.is_set():
+                self._gpu_task(*item)
+
+    def _claim(self, job_id: str) -> _Run | None:
+        with self._lock:
+            if job_id in self._active:
+                return None  # queued twice and already running in another thread
+            flag = self._active[job_id] = threading.Event()
+        return _Run(job_id, self.jobs_root / job_id, flag)
+
+    def _release(self, job_id: str) -> None:
+        with self._lock:
+            self._active.pop(job_id, None)
+
+    def _cpu_task(self, job_id: str, resume: bool) -> None:
+        run = self._claim(job_id)
+        if run is None:
+            return
+        try:
+            ready = self._msa_phase(run, resume)
+        except Exception as exc:
+            self._handle_error(run, exc)
+            ready = False
+        finally:
+            self._release(job_id)
+        if ready:
+            self._gpu_q.put((job_id, False))
+
+    def _gpu_task(self, job_id: str, resume: bool) -> None:
+        run = self._claim(job_id)
+        if run is None:
+            return
+        try:
+            self._predict_phase(run, resume)
+        except Exception as exc:
+            self._handle_error(run, exc)
+        finally:
+            self._release(job_id)
+
+    # -- the CPU side: VALIDATING and MSA --------------------------------------------------------------------
+
+    def _msa_phase(self, run: _Run, resume: bool) -> bool:
+        job = self.repo.get(run.job_id)
+        if job.state is S.QUEUED and not resume:
+            job = self.repo.transition(
+                run.job_id, {S.QUEUED}, S.VALIDATING, artifacts={LOG_NAME: f"jobs/{run.job_id}/{LOG_NAME}"},
+                progress=Progress(stage="validating", message="reading the input"),
+            )
+        elif not (resume and job.state in (S.VALIDATING, S.MSA)):
+            return False  # cancelled or finished since it was queued
+        t0 = time.perf_counter()
+        self._prepare(run, job)
+        if job.state is S.VALIDATING:
+            self.repo.transition(run.job_id, {S.VALIDATING}, S.MSA, cost={"validating_s": _since(t0)})
+        t0 = time.perf_counter()
+        self._run_msa(run)
+        self._check_cancel(run)
+        waiting = Progress(stage="waiting", step=len(run.records), total=len(run.records),
+                           message="MSA done; waiting for a GPU slot")
+        self.repo.update(run.job_id, expected_from={S.MSA}, cost={"msa_s": _since(t0)}, progress=waiting)
+        return True
+
+    def _prepare(self, run: _Run, job: Job) -> None:
+        """Read and check the job's input and run configuration, and build its pipeline context."""
+        from af2jobs.pipeline.run import Context
+
+        run.request = job.request
+        run.records = self._read_records(job)
+        run_config, run.notes = run_config_for(job.request, self.settings, self.run_overrides)
+        run.ctx = Context(
+            settings=self.settings, run=run_config, provider=self._params(),
+            progress=lambda stage, event, details: self._on_progress(run, stage, event, details),
+            should_cancel=lambda: self._should_cancel(run),
+        )
+        self._log(run.job_id, f"{len(run.records)} record(s); run config {run_config.model_dump_json()}")
+
+    def _read_records(self, job: Job) -> list[FastaRecord]:
+        data = self.store.get_bytes(input_key(job.id))
+        return job.request.parse_sequence(data, name=job.request.fasta, max_length=self.settings.max_length)
+
+    def _params(self) -> ParamsProvider:
+        # One provider for all jobs: it keeps loaded parameters in memory between jobs.
+        from af2jobs.pipeline.params import ParamsProvider
+
+        with self._lock:
+            if self._provider is None:
+                s = self.settings
+                self._provider = ParamsProvider(s.params_root, s.cache_dir / "params-untrained")
+            return self._provider
+
+    def _run_msa(self, run: _Run) -> None:
+        from af2jobs.pipeline.run import msa_stage
+
+        for index, record in enumerate(run.records, 1):
+            run.index, run.record_name = index, record.name
+            workdir = run.workdir(record)
+            if (workdir / MSA_DONE).is_file():
+                self._log(run.job_id, f"{record.name}: MSA finished before a restart; kept")
+                continue
+            # A search cut short leaves files that must not pass for results: start this record afresh.
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.mkdir(parents=True)
+            timings = msa_stage(record, workdir, run.ctx)
+            _write_json(workdir / MSA_DONE, {"timings": timings})
+
+    # -- the GPU side: PREDICTING, publishing, SUCCEEDED -----------------------------------------------------
+
+    def _predict_phase(self, run: _Run, resume: bool) -> None:
+        job = self.repo.get(run.job_id)
+        if job.state is S.MSA and not resume:
+            job = self.repo.transition(run.job_id, {S.MSA}, S.PREDICTING,
+                                       progress=Progress(stage="predict", message="starting the prediction"))
+        elif not (resume and job.state is S.PREDICTING):
+            if job.state is S.CANCELLING:
+                self._handle_error(run, errors.CancelledError("cancelled while waiting for a GPU slot"))
+            return
+        self._prepare(run, job)
+        t0 = time.perf_counter()
+        summaries = [self._predict_record(run, i, r) for i, r in enumerate(run.records, 1)]
+        predict_s = _since(t0)
+        t0 = time.perf_counter()
+        artifacts = self._publish(run, summaries)
+        done = self.repo.transition(
+            run.job_id, {S.PREDICTING}, S.SUCCEEDED, artifacts=artifacts,
+            cost={"predict_s": predict_s, "publish_s": _since(t0)},
+            progress=Progress(stage="done", step=len(summaries), total=len(summaries), message=_best_line(summaries)),
+        )
+        self._log(run.job_id, f"SUCCEEDED: {_best_line(summaries)}")
+        shutil.rmtree(run.root / "work", ignore_errors=True)  # published; the copies would only take space
+        self._notify(done, JobEvent.SUCCEEDED)
+
+    def _predict_record(self, run: _Run, index: int, record: FastaRecord) -> dict[str, Any]:
+        from af2jobs.pipeline.run import predict_stage
+
+        run.index, run.record_name = index, record.name
+        workdir = run.workdir(record)
+        if (workdir / PREDICT_DONE).is_file():
+            return json.loads((workdir / PREDICT_DONE).read_text())
+        _reset_predict_outputs(workdir)
+        result = predict_stage(record, workdir, run.ctx)
+        _annotate_versions(workdir / "versions.json", run.request.preset, run.notes)
+        best = result["best"]
+        summary = {"name": record.name, "length": len(record.sequence), "dir": record.slug,
+                   "best_model": best["model"], "mean_plddt": best["mean_plddt"], "ptm": best["ptm"],
+                   "untrained": result["untrained"]}
+        _write_json(workdir / PREDICT_DONE, summary)
+        return summary
+
+    def _publish(self, run: _Run, summaries: list[dict[str, Any]]) -> dict[str, str]:
+        """Copy each record's results to jobs/<id>/output/<slug>/ and write predictions.json; their keys."""
+        run.stage = "outputs"
+        prefix = f"jobs/{run.job_id}/output"
+        artifacts: dict[str, str] = {}
+        for record in run.records:
+            workdir = run.workdir(record)
+            for path in _output_files(workdir):
+                name = f"{record.slug}/{path.relative_to(workdir).as_posix()}"
+                self.store.put_file(f"{prefix}/{name}", path)
+                artifacts[name] = f"{prefix}/{name}"
+        summary = {"mode": "monomer", "note": "each FASTA record was predicted as its own monomer",
+                   "records": summaries}
+        self.store.put_bytes(f"{prefix}/predictions.json", (json.dumps(summary, indent=2) + "\n").encode())
+        artifacts["predictions.json"] = f"{prefix}/predictions.json"
+        return artifacts
+
+    # -- progress, cancel, errors ----------------------------------------------------------------------------
+
+    def _on_progress(self, run: _Run, stage: str, event: str, details: dict) -> None:
+        run.stage = stage
+        message = _describe(run.record_name, stage, event, details)
+        self._log(run.job_id, message)
+        progress = Progress(stage=stage, step=run.index, total=len(run.records), message=message[:500])
+        self.repo.update(run.job_id, progress=progress)
+
+    def _should_cancel(self, run: _Run) -> bool:
+        return run.cancel.is_set() or self._stopping.is_set()
+
+    def _check_cancel(self, run: _Run) -> None:
+        if self._should_cancel(run):
+            raise errors.CancelledError(f"the job was cancelled during {run.stage}")
+
+    def _handle_error(self, run: _Run, exc: Exception) -> None:
+        """Any exception of a job's pass ends here: cancelled, left for recover() (at shutdown), or FAILED."""
+        state = self.repo.get(run.job_id).state
+        if state is S.CANCELLING or (isinstance(exc, errors.CancelledError) and run.cancel.is_set()):
+            cancelled = self._finish_cancel(run.job_id)
+            if cancelled is not None:
+                self._notify(cancelled, JobEvent.CANCELLED)
+        elif state not in UNFINISHED:
+            self._log(run.job_id, f"stopped: the job is already {state.value}")
+        elif isinstance(exc, errors.CancelledError) and self._stopping.is_set():
+            self._log(run.job_id, f"stopped by a shutdown during {run.stage}; left {state.value} for the next start")
+        else:
+            self._fail(run, exc)
+
+    def _fail(self, run: _Run, exc: Exception) -> None:
+        message = exc.message if isinstance(exc, errors.Af2JobsError) else (str(exc) or repr(exc))
+        error = JobError(type=type(exc).__name__, message=message, stage=getattr(exc, "stage", None) or run.stage)
+        log.error("job %s failed in %s", run.job_id, error.stage, exc_info=exc, extra={"job_id": run.job_id})
+        try:
+            failed = self.repo.transition(run.job_id, RUNNING | {S.QUEUED}, S.FAILED, error=error)
+        except errors.ConflictError:
+            # Cancelled while the error was being handled: that state change wins.
+            cancelled = self._finish_cancel(run.job_id)
+            if cancelled is not None:
+                self._notify(cancelled, JobEvent.CANCELLED)
+            return
+        self._log(run.job_id, f"FAILED in {error.stage}: {error.type}: {error.message}")
+        self._notify(failed, JobEvent.FAILED)
+
+    def _finish_cancel(self, job_id: str) -> Job | None:
+        """Move the job on to CANCELLED (through CANCELLING where the graph needs it); None if another actor
+        moved it first (that actor notifies)."""
+        try:
+            job = self.repo.get(job_id)
+            if job.state is S.QUEUED:
+                job = self.repo.transition(job_id, {S.QUEUED}, S.CANCELLED)
+            elif job.state in UNFINISHED:
+                if job.state in RUNNING:
+                    self.repo.transition(job_id, RUNNING, S.CANCELLING)
+                job = self.repo.transition(job_id, {S.CANCELLING}, S.CANCELLED,
+                                           progress=Progress(stage="cancelled", message="cancelled"))
+            else:
+                return None
+        except errors.ConflictError:
+            return None
+        self._log(job_id, "CANCELLED")
+        return job
+
+    # -- log and notifications -------------------------------------------------------------------------------
+
+    def _log(self, job_id: str, message: str) -> None:
+        path = self.jobs_root / job_id / LOG_NAME
+        with self._log_lock:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(f"{utc_now()} {message}\n")
+        log.info("job %s: %s", job_id, message, extra={"job_id": job_id})
+
+    def _notify(self, job: Job, event: JobEvent) -> None:
+        try:
+            self.notifier.notify(job, event)
+        except Exception:
+            log.exception("notifying %s for job %s failed", event.value, job.id, extra={"job_id": job.id})
+
+
+def _since(t0: float) -> float:
+    return round(time.perf_counter() - t0, 3)
+
+
+def _best_line(summaries: Iterable[dict[str, Any]]) -> str:
+    parts = []
+    for s in summaries:
+        ptm = "" if s["ptm"] is None else f", pTM {s['ptm']:.3f}"
+        parts.append(f"{s['name']}: best {s['best_model']}, mean pLDDT {s['mean_plddt']:.1f}{ptm}")
+    return "; ".join(parts)[:500]
+
+
+class LocalOrchestrator:
+    """The Orchestrator port over a Worker in the same process."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    def start(self, job: Job) -> None:
+        self.worker.enqueue(job.id)
+
+    def cancel(self, job: Job) -> None:
+        self.worker.cancel(job)
+
+
+__all__ = ["LocalOrchestrator", "Worker", "parse_gpus", "run_config_for", "CASP14_NOTE", "INTERRUPTED"]

@@ -1,0 +1,145 @@
+"""The two ways to serve the Router: `create_asgi_app` for the local server (uvicorn) and `create_lambda_resolver`
+for API Gateway + Lambda. Both get the same routes, error handling, OpenAPI document and Swagger UI; they differ
+only in the ApiContext (context.py) they bind."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, HttpResolverLocal, content_types
+from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
+
+from af2jobs import __version__, errors
+from af2jobs.api.auth import AUTH_HEADER
+from af2jobs.api.context import ApiContext, ServicesLike, context_middleware
+from af2jobs.api.routes import error_response, router, validation_error_response
+
+OPENAPI_PATH = "/openapi.json"
+SWAGGER_PATH = "/swagger"
+_DESCRIPTION = (
+    "AlphaFold2 prediction jobs. Send your API key in the Authorization header (the bare key, or "
+    "'Bearer <key>'). The seed's CANCEL verb is replaced by POST /jobs/{job_id}/cancel and POST /jobs/cancel."
+)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def create_asgi_app(services: ServicesLike) -> LocalApi:
+    """The local server's ASGI app (run it with uvicorn)."""
+    api = ApiContext.for_local(services)
+    app = LocalApi(max_request_bytes=api.max_request_bytes, enable_validation=True, debug=False)
+    _assemble(app, api)
+    return app
+
+
+def create_lambda_resolver(services: ServicesLike) -> APIGatewayRestResolver:
+    """The Lambda function's resolver, for API Gateway REST proxy events behind the TOKEN authorizer."""
+    api = ApiContext.for_lambda(services)
+    # debug=False whatever POWERTOOLS_DEV says: debug mode prints whole events, Authorization header included.
+    app = APIGatewayRestResolver(enable_validation=True, debug=False)
+    _assemble(app, api)
+    return app
+
+
+def _assemble(app: ApiGatewayResolver, api: ApiContext) -> None:
+    app.use([context_middleware(api)])
+    app.include_router(router)
+    # Needs this app's current event, so it is registered here rather than on the shared Router.
+    app.exception_handler(RequestValidationError)(
+        lambda exc: validation_error_response(exc, app.current_event, api)
+    )
+    app.configure_openapi(
+        title="af2jobs",
+        version=__version__,
+        description=_DESCRIPTION,
+        security_schemes={"apiKey": APIKey(name=AUTH_HEADER, in_=APIKeyIn.header)},
+        security=[{"apiKey": []}],
+    )
+    app.enable_swagger(path=SWAGGER_PATH)  # the UI is bundled with Powertools: no CDN needed
+
+    @app.get(OPENAPI_PATH, include_in_schema=False)
+    def openapi_document():  # no return annotation: it would be read as a response model
+        return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=app.get_openapi_json_schema())
+
+
+class LocalApi(HttpResolverLocal):
+    """HttpResolverLocal that refuses bodies over the limit while reading them, so a huge upload cannot fill the
+    server's memory (HttpResolverLocal buffers whatever arrives). API Gateway caps bodies before Lambda does."""
+
+    def __init__(self, *, max_request_bytes: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_request_bytes = max_request_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        body = await self._read_body(scope, receive)
+        if body is None:
+            await _send_error(send, self._too_large())
+            return
+        await super().__call__(scope, _replay(body, receive), send)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The whole body, or None as soon as it is known to exceed the limit."""
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_request_bytes:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_request_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    def _too_large(self) -> errors.PayloadTooLargeError:
+        return errors.PayloadTooLargeError(
+            f"request body is larger than {self.max_request_bytes:,} bytes (AF2_MAX_REQUEST_BYTES)", field="body"
+        )
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive() that hands over the already-read body once, then defers to the real one (disconnects)."""
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _send_error(send: Send, exc: errors.Af2JobsError) -> None:
+    response = error_response(exc)
+    payload = json.dumps(response.body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    headers += [(k.lower().encode(), str(v).encode()) for k, v in response.headers.items() if k.lower() != "content-type"]
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})

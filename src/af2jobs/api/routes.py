@@ -1,0 +1,412 @@
+"""The job API as one Powertools Router, served by APIGatewayRestResolver on Lambda and HttpResolverLocal locally.
+
+The seed's CANCEL verb is not HTTP: cancelling is `POST /jobs/{id}/cancel` and `POST /jobs/cancel`.
+Handlers reach the services only through the `authenticated` dependency (context.py), never through globals.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from aws_lambda_powertools.event_handler import content_types
+from aws_lambda_powertools.event_handler.api_gateway import Response, Router
+from aws_lambda_powertools.event_handler.depends import Depends
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotFound
+from aws_lambda_powertools.event_handler.exceptions import ServiceError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
+
+from af2jobs import errors
+from af2jobs.api.context import ApiContext, Caller, admit, authenticated
+from af2jobs.api.schemas import Deleted, ErrorBody, FileLink, FileList, JobDetail, JobList, JobPage, JobView
+from af2jobs.models import Job, JobRequest, JobState
+from af2jobs.ports import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+router = Router()
+
+JOB_ID = r"^[0-9a-f]{32}$"
+MAX_PAGE = 1000
+LOG_NAME = "log.txt"
+LOG_TAIL = 50
+JSON = content_types.APPLICATION_JSON
+OCTET_STREAM = "application/octet-stream"
+
+AuthCaller = Annotated[Caller, Depends(authenticated)]
+JobId = Annotated[str, Path(pattern=JOB_ID, description="A job id (32 hex digits).")]
+AllOwners = Annotated[
+    bool, Query(description="Admins only: act on every owner's jobs, not just the caller's own.")
+]
+
+
+class BadRequestError(errors.ValidationError):
+    """The request cannot be read at all (malformed JSON); 422 is kept for well-formed but invalid input."""
+
+    http_status = 400
+
+
+class UnsupportedMediaError(errors.ValidationError):
+    http_status = 415
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# OpenAPI response documentation
+
+_ERROR_DOCS = {
+    400: "The body is not valid JSON.",
+    401: "No API key, or an unknown or revoked one.",
+    403: "Only an admin may do this.",
+    404: "No such job (or it belongs to another owner).",
+    409: "The job's state does not allow this (e.g. deleting an unfinished job).",
+    413: "The request body is larger than AF2_MAX_REQUEST_BYTES.",
+    415: "The body is not JSON.",
+    422: "A parameter or body field is invalid; `field` names it.",
+}
+
+
+def _doc(status: int, description: str, *failures: int, **extra: Any) -> dict[int, OpenAPIResponse]:
+    """Responses for OpenAPI: the success (its schema from the return annotation) plus our error body for each
+    failure status. Every route can answer 401 and 422 (a malformed parameter)."""
+    responses: dict[int, OpenAPIResponse] = {status: {"description": description, **extra}}  # type: ignore[misc]
+    for code in sorted({401, 422, *failures}):
+        responses[code] = {"description": _ERROR_DOCS[code], "content": {JSON: {"model": ErrorBody}}}
+    return responses
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Views
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def durations(job: Job, now: datetime | None = None) -> dict[str, float]:
+    """Seconds spent in each state; the current state counts up to `now`."""
+    now = now or _now()
+    out: dict[str, float] = {}
+    for state, phase in job.phases.items():
+        end = datetime.fromisoformat(phase.ended_at) if phase.ended_at else now
+        out[state] = round(max(0.0, (end - datetime.fromisoformat(phase.started_at)).total_seconds()), 3)
+    return out
+
+
+def job_prefix(job_id: str) -> str:
+    return f"jobs/{job_id}/"
+
+
+def file_url(api: ApiContext, job_id: str, key: str) -> str | None:
+    """Where a client can fetch `key`: the local download route, or the store's own (presigned) URL. None when
+    the object is gone (a local store checks; S3 presigns without looking)."""
+    prefix = job_prefix(job_id)
+    if api.serve_files:
+        if not key.startswith(prefix):
+            return None  # the download route serves the job's own directory only
+        return f"/jobs/{job_id}/file?path={quote(key[len(prefix):], safe='/')}"
+    try:
+        return api.store.url(key)
+    except errors.NotFoundError:
+        return None
+
+
+def log_tail(store: ArtifactStore, job_id: str, lines: int = LOG_TAIL) -> list[str]:
+    try:
+        data = store.get_bytes(f"{job_prefix(job_id)}{LOG_NAME}")
+    except errors.NotFoundError:
+        return []
+    return data.decode("utf-8", errors="replace").splitlines()[-lines:]
+
+
+def view(job: Job) -> JobView:
+    return JobView.model_validate(job.to_public())
+
+
+def detail(job: Job, api: ApiContext) -> JobDetail:
+    links = {name: url for name, key in job.artifacts.items() if (url := file_url(api, job.id, key)) is not None}
+    return JobDetail.model_validate(
+        {**job.to_public(), "durations": durations(job), "links": links, "log": log_tail(api.store, job.id)}
+    )
+
+
+def file_key(job_id: str, path: str) -> str:
+    """The store key of `path` inside the job's directory; ValidationError for anything that could leave it."""
+    parts = path.split("/")
+    if (
+        not path
+        or path.startswith("/")
+        or "\\" in path
+        or any(ord(c) < 0x20 or c == "\x7f" for c in path)
+        or any(p in ("", ".", "..") for p in parts)
+    ):
+        raise errors.ValidationError(
+            "path must be a relative path inside the job's directory, without '.', '..' or empty segments",
+            field="path",
+        )
+    return f"{job_prefix(job_id)}{path}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Routes
+
+
+@router.post(
+    "/jobs",
+    status_code=201,
+    operation_id="submitJob",
+    summary="Submit a prediction job",
+    tags=["jobs"],
+    responses=_doc(
+        201,
+        "The queued job. A retry with the same Idempotency-Key returns the first job.",
+        400, 404, 409, 413, 415,
+        headers={"Location": {"description": "The job's URL.", "schema": {"type": "string"}}},
+    ),
+)
+def submit_job(
+    body: Annotated[JobRequest, Body(description="The job; give exactly one of file_name or sequence.")],
+    caller: AuthCaller,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=200,
+            description="Any string unique to this submission; retrying with it returns the same job.",
+        ),
+    ] = None,
+) -> Response[JobView]:
+    job = caller.service.submit(caller.principal, body, idempotency_key)
+    log.info("job %s submitted by %s", job.id, caller.principal.owner, extra={"job_id": job.id})
+    return Response(
+        status_code=201,
+        content_type=JSON,
+        body=view(job),
+        headers={"Location": f"{caller.path.rstrip('/')}/{job.id}"},
+    )
+
+
+@router.get(
+    "/jobs",
+    operation_id="listJobs",
+    summary="List the caller's jobs, newest first (an admin's listing has every owner's)",
+    tags=["jobs"],
+    responses=_doc(200, "One page of jobs."),
+)
+def list_jobs(
+    caller: AuthCaller,
+    state: Annotated[JobState | None, Query(description="Only jobs in this state.")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size.")] = 50,
+    next_token: Annotated[
+        str | None, Query(min_length=1, max_length=2000, description="From the previous page.")
+    ] = None,
+) -> JobPage:
+    try:
+        jobs, token = caller.service.list(caller.principal, state=state, limit=limit, token=next_token)
+    except errors.ValidationError as exc:
+        if exc.field != "token":
+            raise
+        # The repository calls it a token; the API's parameter is next_token.
+        raise errors.ValidationError("next_token is not a token from a previous page", field="next_token") from None
+    return JobPage(jobs=[view(j) for j in jobs], next_token=token)
+
+
+@router.get(
+    "/jobs/<job_id>",
+    operation_id="getJob",
+    summary="One job: state, progress, phase durations, cost, artifact links and the last log lines",
+    tags=["jobs"],
+    responses=_doc(200, "The job.", 404),
+)
+def get_job(job_id: JobId, caller: AuthCaller) -> JobDetail:
+    return detail(caller.service.get(caller.principal, job_id), caller.api)
+
+
+@router.post(
+    "/jobs/<job_id>/cancel",
+    operation_id="cancelJob",
+    summary="Cancel a job (queued: at once; running: CANCELLING until its compute stops)",
+    tags=["jobs"],
+    responses=_doc(200, "The job after the request.", 404, 409),
+)
+def cancel_job(job_id: JobId, caller: AuthCaller) -> JobView:
+    return view(caller.service.cancel(caller.principal, job_id))
+
+
+@router.post(
+    "/jobs/cancel",
+    operation_id="cancelJobs",
+    summary="Cancel all of the caller's unfinished jobs",
+    tags=["jobs"],
+    responses=_doc(200, "The jobs that were cancelled or are being cancelled.", 403),
+)
+def cancel_jobs(caller: AuthCaller, all_owners: AllOwners = False) -> JobList:
+    jobs = caller.service.cancel_all(caller.principal, everyone=all_owners)
+    return JobList(jobs=[view(j) for j in jobs])
+
+
+@router.delete(
+    "/jobs/<job_id>",
+    operation_id="deleteJob",
+    summary="Delete a finished job: its files, then its record",
+    tags=["jobs"],
+    responses=_doc(200, "The deleted job's id.", 404, 409),
+)
+def delete_job(job_id: JobId, caller: AuthCaller) -> Deleted:
+    caller.service.delete(caller.principal, job_id)
+    return Deleted(deleted=[job_id])
+
+
+@router.delete(
+    "/jobs",
+    operation_id="deleteJobs",
+    summary="Delete all of the caller's finished jobs (unfinished ones are left alone)",
+    tags=["jobs"],
+    responses=_doc(200, "The deleted jobs' ids.", 403),
+)
+def delete_jobs(caller: AuthCaller, all_owners: AllOwners = False) -> Deleted:
+    return Deleted(deleted=caller.service.delete_finished(caller.principal, everyone=all_owners))
+
+
+@router.get(
+    "/jobs/<job_id>/files",
+    operation_id="listJobFiles",
+    summary="Every file of a job, with a URL to fetch it",
+    tags=["files"],
+    responses=_doc(200, "The job's files.", 404),
+)
+def list_job_files(job_id: JobId, caller: AuthCaller) -> FileList:
+    job = caller.service.get(caller.principal, job_id)
+    prefix = job_prefix(job.id)
+    files = []
+    for key in caller.api.store.list(prefix):
+        url = file_url(caller.api, job.id, key)
+        if url is not None:
+            files.append(FileLink(path=key[len(prefix) :], url=url))
+    return FileList(files=files)
+
+
+@router.get(
+    "/jobs/<job_id>/file",
+    operation_id="getJobFile",
+    summary="One file of a job: its bytes (local server) or a redirect to a presigned URL (AWS)",
+    tags=["files"],
+    responses=_doc(
+        200,
+        "The file's bytes.",
+        404,
+        content={OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+    )
+    | {307: {"description": "Fetch the file from the Location URL (without the API key)."}},
+)
+def get_job_file(
+    job_id: JobId,
+    path: Annotated[str, Query(min_length=1, max_length=1000, description="Path inside the job's directory.")],
+    caller: AuthCaller,
+) -> Response[bytes]:
+    job = caller.service.get(caller.principal, job_id)  # 404 for another owner's job, before any store access
+    key = file_key(job.id, path)
+    if not caller.api.serve_files:
+        return Response(status_code=307, headers={"Location": caller.api.store.url(key)}, body="")
+    data = caller.api.store.get_bytes(key)
+    name = path.rsplit("/", 1)[-1]
+    return Response(
+        status_code=200,
+        content_type=OCTET_STREAM,
+        body=data,
+        headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}"},
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Errors: every failure leaves as ErrorBody with its status; this is the only place statuses are chosen.
+
+
+def error_response(exc: errors.Af2JobsError) -> Response[ErrorBody]:
+    body = exc.to_dict()
+    if exc.http_status >= 500:
+        # A server-side failure: the detail is for the operator's log, not the caller.
+        log.error("request failed: %s: %s", type(exc).__name__, exc.message)
+        body = {"error": "InternalError", "message": "internal error; see the server log", "field": None}
+    headers = {"WWW-Authenticate": 'Bearer realm="af2jobs"'} if exc.http_status == 401 else None
+    return Response(status_code=exc.http_status, content_type=JSON, body=body, headers=headers)
+
+
+@router.exception_handler(errors.Af2JobsError)
+def handle_af2jobs_error(exc: errors.Af2JobsError) -> Response[ErrorBody]:
+    return error_response(exc)
+
+
+@router.exception_handler(RouteNotFound)
+def handle_unknown_route(exc: RouteNotFound) -> Response[ErrorBody]:
+    return error_response(errors.NotFoundError("no such route; see /openapi.json for the API"))
+
+
+@router.exception_handler(RequestUnsupportedContentType)
+def handle_unsupported_media(exc: RequestUnsupportedContentType) -> Response[ErrorBody]:
+    return error_response(UnsupportedMediaError("send the body as JSON (Content-Type: application/json)", field="body"))
+
+
+@router.exception_handler(ServiceError)
+def handle_service_error(exc: ServiceError) -> Response[ErrorBody]:
+    body = {"error": type(exc).__name__, "message": str(exc.msg), "field": None}
+    return Response(status_code=int(exc.status_code), content_type=JSON, body=body)
+
+
+@router.exception_handler(Exception)
+def handle_unexpected(exc: Exception) -> Response[ErrorBody]:
+    # Log the traceback (never the request: it carries the key); the caller gets no internals.
+    log.exception("unhandled error in the API")
+    return error_response(errors.Af2JobsError("internal error"))
+
+
+def from_request_validation(exc: RequestValidationError) -> errors.ValidationError:
+    """Powertools' validation errors as one af2jobs error naming the first field at fault."""
+    messages: list[str] = []
+    fields: list[str] = []
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            detail = (err.get("ctx") or {}).get("error", "invalid JSON")
+            return BadRequestError(f"the body is not valid JSON: {detail}", field="body")
+        where, name = _location(err.get("loc") or ())
+        if name:
+            fields.append(name)
+        messages.append(_message(err, where, name))
+    return errors.ValidationError("; ".join(messages), field=fields[0] if fields else None)
+
+
+def _location(loc: tuple[Any, ...] | list[Any]) -> tuple[str, str | None]:
+    """('body', 'gpu') -> ('body', 'gpu'); ('query', 'limit') -> ('query', 'limit'); ('body',) -> ('body', None)."""
+    where = str(loc[0]) if loc else "request"
+    name = ".".join(str(p) for p in loc[1:]) or None
+    return where, name
+
+
+def _message(err: dict[str, Any], where: str, name: str | None) -> str:
+    kind, msg = err.get("type"), str(err.get("msg", "invalid"))
+    if kind == "af2jobs":  # JobRequest's own messages already name the field
+        return msg
+    label = name or where
+    if kind == "missing":
+        return f"{label} is required"
+    if kind == "extra_forbidden":
+        return f"{label} is not a request field (known: {', '.join(JobRequest.model_fields)})"
+    return f"{label}: {msg}"
+
+
+def validation_error_response(exc: RequestValidationError, event: BaseProxyEvent, api: ApiContext) -> Response:
+    """Powertools validates parameters and the body before any middleware or dependency runs; the size and key
+    checks must still win (an anonymous caller learns nothing about its input, a huge body is 413 not 422)."""
+    try:
+        admit(event, api)
+    except errors.Af2JobsError as first:
+        return error_response(first)
+    return error_response(from_request_validation(exc))

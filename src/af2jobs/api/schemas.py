@@ -1,0 +1,71 @@
+"""What the API answers: the public views of a job and the error body. Requests use models.JobRequest itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from af2jobs.models import JobError, JobRequest, JobState, Phase, Progress
+
+
+class ErrorBody(BaseModel):
+    """Every error the API returns, whatever the status: errors.Af2JobsError.to_dict()."""
+
+    error: str = Field(description="The error's type, e.g. ValidationError, NotFoundError.")
+    message: str
+    field: str | None = Field(None, description="The request field at fault, when one is.")
+
+
+class JobView(BaseModel):
+    """A job as Job.to_public() shows it: the record without the caller's idempotency key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    owner: str
+    state: JobState
+    request: JobRequest
+    created_at: str
+    updated_at: str
+    phases: dict[str, Phase]
+    progress: Progress | None = None
+    error: JobError | None = None
+    artifacts: dict[str, str] = Field(description="Artifact name -> store key.")
+    cost: dict[str, Any] | None = None
+    version: int
+    finished: bool
+
+
+class JobDetail(JobView):
+    """One job with what only the single-job route computes: durations, download links and the log's tail."""
+
+    durations: dict[str, float] = Field(
+        description="Seconds spent in each state so far (the current state counts up to now)."
+    )
+    links: dict[str, str] = Field(
+        description="Artifact name -> URL: presigned on AWS, this API's download route locally."
+    )
+    log: list[str] = Field(description="The last lines of jobs/<id>/log.txt, oldest first (empty if none).")
+
+
+class JobPage(BaseModel):
+    jobs: list[JobView]
+    next_token: str | None = Field(None, description="Pass as next_token for the next page; null on the last.")
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+
+
+class Deleted(BaseModel):
+    deleted: list[str] = Field(description="Ids of the jobs whose records and files were removed.")
+
+
+class FileLink(BaseModel):
+    path: str = Field(description="Path relative to the job's directory, e.g. ranked_0.pdb or msas/uniref90.sto.")
+    url: str
+
+
+class FileList(BaseModel):
+    files: list[FileLink]

@@ -1,0 +1,537 @@
+"""`af2 submit|list|show|watch|cancel|delete|download`: the job API from the command line, local or AWS alike.
+
+Only the standard library speaks HTTP here (urllib), so the client installs anywhere Python does. The API URL and
+key come from --api-url/--api-key or AF2_API_URL/AF2_API_KEY. Errors are the API's own messages; exit codes follow
+main.py: 2 for input the API rejected as invalid (400/413/415/422), 1 for anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from email.message import Message
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from af2jobs import __version__, errors
+from af2jobs.models import MODEL_NAMES, PRESETS, QUEUES, JobRequest, JobState
+from af2jobs.settings import Settings
+
+API_TIMEOUT_S = 30.0
+DOWNLOAD_TIMEOUT_S = 300.0
+WATCH_INTERVAL_S = 2.0
+MAX_FASTA_BYTES = 1_000_000  # JobRequest's inline limit; larger inputs go under input/ and use file_name
+_CHUNK = 1 << 20
+_TERMINAL = {JobState.SUCCEEDED.value, JobState.FAILED.value, JobState.CANCELLED.value}
+# The API's status -> the error main.py prints and exits with (2 for input to fix, 1 otherwise).
+_ERRORS_BY_STATUS: dict[int, type[errors.Af2JobsError]] = {
+    400: errors.ValidationError,
+    401: errors.AuthError,
+    403: errors.ForbiddenError,
+    404: errors.NotFoundError,
+    409: errors.ConflictError,
+    413: errors.PayloadTooLargeError,
+    415: errors.ValidationError,
+    422: errors.ValidationError,
+}
+
+
+class ApiUnreachableError(errors.Af2JobsError):
+    """The API could not be reached at all (refused, unknown host, timeout, TLS)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# HTTP
+
+
+@dataclass
+class ApiResponse:
+    status: int
+    headers: Message
+    data: bytes = b""
+
+    def json(self) -> Any:
+        return json.loads(self.data) if self.data else None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    # urllib would repeat the Authorization header to wherever Location points (an S3 presigned URL, which
+    # refuses a second credential, and must not see the key anyway). Redirects are followed by hand, without it.
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[override]
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+@dataclass
+class ApiClient:
+    base_url: str
+    key: str
+    timeout: float = API_TIMEOUT_S
+    user_agent: str = field(default=f"af2jobs/{__version__}")
+
+    def url(self, path: str, query: dict[str, Any] | None = None) -> str:
+        url = self.base_url.rstrip("/") + path
+        params = {k: v for k, v in (query or {}).items() if v is not None}
+        return f"{url}?{urllib.parse.urlencode(params)}" if params else url
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """One API call; the decoded JSON answer, or the API's error raised as an af2jobs error."""
+        data = json.dumps(body).encode() if body is not None else None
+        all_headers = {"Accept": "application/json", **(headers or {})}
+        if data is not None:
+            all_headers["Content-Type"] = "application/json"
+        return self.send(method, self.url(path, query), data=data, headers=all_headers).json()
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        authorize: bool = True,
+        timeout: float | None = None,
+    ) -> ApiResponse:
+        request = urllib.request.Request(url, data=data, method=method, headers={"User-Agent": self.user_agent})
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        if authorize:
+            request.add_header("Authorization", self.key)  # the bare key, as the seed's clients send it
+        with _open(request, timeout or self.timeout) as response:
+            return ApiResponse(response.status, response.headers, response.read())
+
+    def download(self, url: str, dest: Path) -> int:
+        """Fetch `url` (an API route, or a presigned URL it redirects to) into `dest`; returns the bytes written."""
+        authorize = not _is_absolute(url)
+        target = self.url(url) if authorize else url
+        with _open(self._request(target, authorize), DOWNLOAD_TIMEOUT_S) as response:
+            if response.status in (301, 302, 303, 307, 308):
+                # Only the API itself gets the key; the presigned URL carries its own credentials.
+                location = response.headers["Location"]
+                with _open(self._request(location, authorize=False), DOWNLOAD_TIMEOUT_S) as redirected:
+                    return _save(redirected, dest)
+            return _save(response, dest)
+
+    def _request(self, url: str, authorize: bool) -> urllib.request.Request:
+        request = urllib.request.Request(url, headers={"User-Agent": self.user_agent})
+        if authorize:
+            request.add_header("Authorization", self.key)
+        return request
+
+
+class _Response:
+    """A response from urllib, whatever its status (urllib raises HTTPError for non-2xx)."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.status: int = raw.status if hasattr(raw, "status") else raw.code
+        self.headers: Message = raw.headers
+
+    def read(self, size: int = -1) -> bytes:
+        return self.raw.read(size)
+
+    def __enter__(self) -> _Response:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.raw.close()
+
+
+def _open(request: urllib.request.Request, timeout: float) -> _Response:
+    """Open `request`; API errors and network failures become af2jobs errors with a message for people."""
+    try:
+        return _Response(_OPENER.open(request, timeout=timeout))
+    except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:
+            return _Response(exc)
+        raise _api_error(exc.code, exc.read(), request.full_url) from None
+    except urllib.error.URLError as exc:
+        raise _unreachable(request.full_url, exc.reason) from None
+    except (TimeoutError, socket.timeout):
+        raise ApiUnreachableError(f"{_origin(request.full_url)} did not answer within {timeout:g} s") from None
+    except ConnectionError as exc:  # a reset mid-response
+        raise _unreachable(request.full_url, exc) from None
+
+
+def _origin(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"  # never the query: a presigned URL's query is a credential
+
+
+def _unreachable(url: str, reason: object) -> ApiUnreachableError:
+    where = _origin(url)
+    if isinstance(reason, ConnectionRefusedError):
+        return ApiUnreachableError(
+            f"cannot connect to {where}: connection refused (is the server running? check --api-url / AF2_API_URL)"
+        )
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return ApiUnreachableError(f"{where} did not answer in time")
+    if isinstance(reason, socket.gaierror):
+        return ApiUnreachableError(f"cannot resolve the host of {where} (check --api-url / AF2_API_URL)")
+    return ApiUnreachableError(f"cannot reach {where}: {reason}")
+
+
+def _api_error(status: int, data: bytes, url: str) -> errors.Af2JobsError:
+    """The API's error body {error, message, field} as the matching af2jobs error."""
+    message, field_name = None, None
+    try:
+        body = json.loads(data)
+        if isinstance(body, dict):
+            message, field_name = body.get("message"), body.get("field")
+    except ValueError:
+        pass
+    if not isinstance(message, str):  # not our API (a proxy, API Gateway itself)
+        text = data.decode("utf-8", errors="replace").strip()[:200]
+        message = f"HTTP {status} from {_origin(url)}" + (f": {text}" if text else "")
+    cls = _ERRORS_BY_STATUS.get(status, errors.Af2JobsError)
+    return cls(f"{message} (HTTP {status})", field=field_name if isinstance(field_name, str) else None)
+
+
+def _is_absolute(url: str) -> bool:
+    return urllib.parse.urlsplit(url).scheme in ("http", "https")
+
+
+def _save(response: _Response, dest: Path) -> int:
+    """Write the body to a temporary file next to `dest`, then rename: an interrupted download leaves no
+    truncated file under the final name."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".af2-", dir=dest.parent)
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := response.read(_CHUNK):
+                out.write(chunk)
+                size += len(chunk)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return size
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Commands
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--api-url", help="the job API's base URL (default: AF2_API_URL)")
+    common.add_argument("--api-key", help="your API key (default: AF2_API_KEY)")
+
+    p = sub.add_parser("submit", parents=[common], help="submit a FASTA file as a job; prints the job id")
+    p.add_argument("fasta", type=Path, help="FASTA file (or a bare sequence in a text file)")
+    p.add_argument("--name", help="job name (default: from the file name)")
+    p.add_argument("--models", help=f"comma-separated subset of {','.join(MODEL_NAMES)} (default: all)")
+    p.add_argument("--strategy", help="all | best | stop-at-score:X (default: all)")
+    p.add_argument("--preset", choices=PRESETS, help="database preset (default: full)")
+    p.add_argument("--que", choices=QUEUES, help="queue (default: auto, by sequence length)")
+    p.add_argument("--gpu", type=int, help="GPUs for the job, 1-8 (default: 1)")
+    p.add_argument("--max-template-date", help="YYYY-MM-DD (default: 2020-05-14)")
+    p.add_argument("--comment", help="free text kept with the job")
+    p.add_argument("--idempotency-key", help="retrying with the same key returns the same job")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("list", parents=[common], help="list your jobs, newest first")
+    p.add_argument("--state", type=str.upper, choices=[s.value for s in JobState], help="only jobs in this state")
+    p.add_argument("--limit", type=int, default=50, help="at most this many jobs (default: 50)")
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", parents=[common], help="show one job")
+    p.add_argument("job_id")
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("watch", parents=[common], help="follow a job's progress until it finishes")
+    p.add_argument("job_id")
+    p.add_argument("--interval", type=float, default=WATCH_INTERVAL_S, help="seconds between polls (default: 2)")
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("cancel", parents=[common], help="cancel a job, or all of your unfinished jobs")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("job_id", nargs="?")
+    which.add_argument("--all", action="store_true", help="every unfinished job of yours")
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("delete", parents=[common], help="delete a finished job, or all of your finished jobs")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("job_id", nargs="?")
+    which.add_argument("--finished", action="store_true", help="every finished job of yours")
+    p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("download", parents=[common], help="download every file of a job into a directory")
+    p.add_argument("job_id")
+    p.add_argument("dir", type=Path)
+    p.set_defaults(func=cmd_download)
+
+
+def client_from(args: argparse.Namespace) -> ApiClient:
+    settings = Settings()
+    url = args.api_url or settings.api_url
+    key = args.api_key or settings.api_key
+    if not url:
+        raise errors.ValidationError("no API URL: pass --api-url or set AF2_API_URL", field="api_url")
+    if not _is_absolute(url):
+        raise errors.ValidationError(f"API URL {url!r} must start with http:// or https://", field="api_url")
+    if not key:
+        raise errors.ValidationError("no API key: pass --api-key or set AF2_API_KEY", field="api_key")
+    return ApiClient(base_url=url, key=key)
+
+
+def _job_path(job_id: str, suffix: str = "") -> str:
+    return f"/jobs/{urllib.parse.quote(job_id, safe='')}{suffix}"
+
+
+def _stdout() -> Console:
+    return Console(soft_wrap=True)
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, soft_wrap=True)
+
+
+# -- submit ----------------------------------------------------------------------------------------------------
+
+
+def _job_name(path: Path) -> str:
+    """A valid job name from a file name: 'my seq (1).fa' -> 'my_seq__1_'."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", path.stem).lstrip("._-")[:100]
+    return name or "job"
+
+
+def _read_fasta(path: Path) -> str:
+    if not path.is_file():
+        raise errors.ValidationError(f"{path} does not exist or is not a file", field="fasta")
+    size = path.stat().st_size
+    if size > MAX_FASTA_BYTES:
+        raise errors.ValidationError(
+            f"{path} is {size:,} bytes; the limit for an inline sequence is {MAX_FASTA_BYTES:,}", field="fasta"
+        )
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise errors.ValidationError(f"{path} is not UTF-8 text", field="fasta") from None
+
+
+def submission(args: argparse.Namespace) -> dict[str, Any]:
+    """The request body, validated here with the API's own schema so that mistakes cost no round trip."""
+    fields: dict[str, Any] = {
+        "fasta": args.name or _job_name(args.fasta),
+        "sequence": _read_fasta(args.fasta),
+        "model_names": args.models.split(",") if args.models else None,
+        "strategy": args.strategy,
+        "preset": args.preset,
+        "que": args.que,
+        "gpu": args.gpu,
+        "max_template_date": args.max_template_date,
+        "comment": args.comment,
+    }
+    body = {k: v for k, v in fields.items() if v is not None}
+    JobRequest.parse(body)
+    return body
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    body = submission(args)
+    headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
+    job = client_from(args).call("POST", "/jobs", body=body, headers=headers)
+    print(job["id"])
+    return 0
+
+
+# -- list / show -----------------------------------------------------------------------------------------------
+
+
+def _progress_text(job: dict[str, Any]) -> str:
+    progress = job.get("progress")
+    if not progress:
+        return ""
+    text = progress["stage"]
+    if progress.get("total"):
+        text += f" {progress['step']}/{progress['total']}"
+    return text
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise errors.ValidationError("--limit must be at least 1", field="limit")
+    client = client_from(args)
+    jobs: list[dict[str, Any]] = []
+    token: str | None = None
+    while len(jobs) < args.limit:
+        query = {"state": args.state, "limit": min(args.limit - len(jobs), 1000), "next_token": token}
+        page = client.call("GET", "/jobs", query=query)
+        jobs.extend(page["jobs"])
+        token = page.get("next_token")
+        if token is None:
+            break
+    if args.json:
+        print(json.dumps(jobs, indent=2))
+        return 0
+    table = Table("ID", "NAME", "STATE", "PROGRESS", "CREATED", box=None, pad_edge=False)
+    for job in jobs:
+        table.add_row(job["id"], job["request"]["fasta"], job["state"], _progress_text(job), job["created_at"][:19])
+    _stdout().print(table)
+    return 0
+
+
+def _print_job(job: dict[str, Any], console: Console) -> None:
+    console.print(f"[bold]{job['request']['fasta']}[/]  {job['id']}  owner {job['owner']}")
+    console.print(f"state     {job['state']}" + (f"  ({_progress_text(job)})" if job.get("progress") else ""))
+    for state, seconds in job.get("durations", {}).items():
+        console.print(f"  {state:<11} {seconds:10.1f} s")
+    if job.get("error"):
+        err = job["error"]
+        console.print(f"error     {err['type']}: {err['message']}" + (f" (stage {err['stage']})" if err.get("stage") else ""))
+    if job.get("cost"):
+        console.print(f"cost      {json.dumps(job['cost'])}")
+    for name, url in job.get("links", {}).items():
+        console.print(f"file      {name}  {url}", markup=False, highlight=False)
+    if job.get("log"):
+        console.print("log (last lines):")
+        for line in job["log"]:
+            console.print(f"  {line}", markup=False, highlight=False)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    job = client_from(args).call("GET", _job_path(args.job_id))
+    if args.json:
+        print(json.dumps(job, indent=2))
+    else:
+        _print_job(job, _stdout())
+    return 0
+
+
+# -- watch -----------------------------------------------------------------------------------------------------
+
+
+def _describe(job: dict[str, Any]) -> str:
+    text = _progress_text(job)
+    return f"{job['state']}" + (f" · {text}" if text else "")
+
+
+def _watch_outcome(job: dict[str, Any], console: Console) -> int:
+    state = job["state"]
+    if state == JobState.SUCCEEDED.value:
+        console.print(f"{job['id']} SUCCEEDED")
+        return 0
+    err = job.get("error") or {}
+    detail = f": {err.get('type')}: {err.get('message')}" if err else ""
+    console.print(f"{job['id']} {state}{detail}")
+    return 1
+
+
+def _watch_bar(client: ApiClient, job: dict[str, Any], interval: float, console: Console) -> dict[str, Any]:
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[step]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as bars:
+        task: TaskID = bars.add_task(_describe(job), total=None, step="")
+        while job["state"] not in _TERMINAL:
+            _update_bar(bars, task, job)
+            time.sleep(interval)
+            job = client.call("GET", _job_path(job["id"]))
+        bars.update(task, description=job["state"], total=1, completed=1, step="")
+    return job
+
+
+def _update_bar(bars: Progress, task: TaskID, job: dict[str, Any]) -> None:
+    progress = job.get("progress") or {}
+    total = progress.get("total")
+    step = f"{progress.get('step', 0)}/{total}" if total else ""
+    bars.update(task, description=_describe(job), total=total or None, completed=progress.get("step", 0), step=step)
+
+
+def _watch_lines(client: ApiClient, job: dict[str, Any], interval: float, console: Console) -> dict[str, Any]:
+    """Without a terminal (logs, CI): one line per change instead of a redrawn bar."""
+    last = None
+    while True:
+        line = _describe(job)
+        if line != last:
+            console.print(f"{job['id']} {line}", highlight=False)
+            last = line
+        if job["state"] in _TERMINAL:
+            return job
+        time.sleep(interval)
+        job = client.call("GET", _job_path(job["id"]))
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    if args.interval <= 0:
+        raise errors.ValidationError("--interval must be positive", field="interval")
+    client = client_from(args)
+    console = _stderr()
+    job = client.call("GET", _job_path(args.job_id))
+    follow = _watch_bar if console.is_terminal else _watch_lines
+    return _watch_outcome(follow(client, job, args.interval, console), console)
+
+
+# -- cancel / delete -------------------------------------------------------------------------------------------
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    client = client_from(args)
+    if args.all:
+        jobs = client.call("POST", "/jobs/cancel")["jobs"]
+        for job in jobs:
+            print(f"{job['id']} {job['state']}")
+        _stderr().print(f"{len(jobs)} job(s) cancelled or cancelling")
+        return 0
+    job = client.call("POST", _job_path(args.job_id, "/cancel"))
+    print(f"{job['id']} {job['state']}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    client = client_from(args)
+    if args.finished:
+        deleted = client.call("DELETE", "/jobs")["deleted"]
+    else:
+        deleted = client.call("DELETE", _job_path(args.job_id))["deleted"]
+    for job_id in deleted:
+        print(f"{job_id} deleted")
+    return 0
+
+
+# -- download --------------------------------------------------------------------------------------------------
+
+
+def local_path(root: Path, relative: str) -> Path:
+    """Where a job file goes under `root`; refuses paths that would land outside it (a hostile server)."""
+    parts = PurePosixPath(relative).parts
+    if not parts or PurePosixPath(relative).is_absolute() or any(p in ("..", ".", "") for p in parts):
+        raise errors.Af2JobsError(f"the API listed a file with an unsafe path: {relative!r}")
+    return root.joinpath(*parts)
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    client = client_from(args)
+    files = client.call("GET", _job_path(args.job_id, "/files"))["files"]
+    root: Path = args.dir
+    total = 0
+    for item in files:
+        total += client.download(item["url"], local_path(root, item["path"]))
+    _stderr().print(f"{len(files)} file(s), {total:,} bytes -> {root}")
+    return 0

@@ -1,0 +1,87 @@
+"""Builds the job service from Settings: the only place that picks adapters (local or AWS).
+
+    mode "local"   SQLite (jobs and API keys in settings.jobs_db), a directory store (settings.artifacts_dir),
+                   an in-process Worker behind LocalOrchestrator, LocalNotifier (outbox, SMTP, webhook)
+    mode "aws"     DynamoDB, S3, Step Functions, SNS; the AWS modules are imported only in this mode
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from af2jobs.adapters.local.worker import Worker
+from af2jobs.ports import ApiKeyStore, ArtifactStore, JobRepository, Notifier, Orchestrator
+from af2jobs.service import JobService
+from af2jobs.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    service: JobService
+    repo: JobRepository
+    store: ArtifactStore
+    keys: ApiKeyStore
+    orchestrator: Orchestrator
+    notifier: Notifier
+    worker: Worker | None  # local mode only; the caller starts it (`af2 serve`), building one starts nothing
+
+    def close(self) -> None:
+        """Stop the worker if it was started and close local database connections."""
+        if self.worker is not None:
+            self.worker.stop()
+        for part in (self.repo, self.keys):
+            close = getattr(part, "close", None)
+            if close is not None:
+                close()
+
+
+def key_store(settings: Settings) -> ApiKeyStore:
+    """The API key store alone (for `af2 keys`, and the authorizer, which need nothing else)."""
+    if settings.mode == "aws":
+        from af2jobs.adapters.aws import DynamoApiKeyStore
+
+        return DynamoApiKeyStore(table_name=settings.keys_table)
+    from af2jobs.adapters.local.sqlite import SqliteApiKeyStore
+
+    return SqliteApiKeyStore(settings.jobs_db)
+
+
+def build(settings: Settings, *, run_overrides: Mapping[str, Any] | None = None) -> Services:
+    """The service and its adapters for settings.mode. run_overrides (local only) are RunConfig fields applied to
+    every job, e.g. {"profile": "tiny"} for tests and `af2 serve --profile tiny`."""
+    if settings.mode == "aws":
+        return _build_aws(settings)
+    return _build_local(settings, run_overrides)
+
+
+def _build_local(settings: Settings, run_overrides: Mapping[str, Any] | None) -> Services:
+    from af2jobs.adapters.local.files import DirectoryArtifactStore
+    from af2jobs.adapters.local.notify import LocalNotifier
+    from af2jobs.adapters.local.sqlite import SqliteJobRepository
+    from af2jobs.adapters.local.worker import LocalOrchestrator
+
+    repo = SqliteJobRepository(settings.jobs_db)
+    store = DirectoryArtifactStore(settings.artifacts_dir)
+    notifier = LocalNotifier(
+        settings.outbox_dir, smtp_host=settings.smtp_host, smtp_port=settings.smtp_port,
+        smtp_from=settings.smtp_from, to=settings.notify_email, webhook_url=settings.webhook_url, store=store,
+    )
+    worker = Worker(repo, store, notifier, settings, run_overrides=run_overrides)
+    orchestrator = LocalOrchestrator(worker)
+    service = JobService(repo, store, orchestrator, notifier, settings)
+    return Services(settings, service, repo, store, key_store(settings), orchestrator, notifier, worker)
+
+
+def _build_aws(settings: Settings) -> Services:
+    # Settings has already checked that every AWS name is set (ConfigurationError naming the variable).
+    from af2jobs.adapters import aws
+
+    repo = aws.DynamoJobRepository(table_name=settings.jobs_table)
+    store = aws.S3ArtifactStore(bucket=settings.bucket)
+    orchestrator = aws.StepFunctionsOrchestrator(state_machine_arn=settings.state_machine_arn, repo=repo)
+    notifier = aws.SnsNotifier(topic_arn=settings.topic_arn, store=store)
+    service = JobService(repo, store, orchestrator, notifier, settings)
+    return Services(settings, service, repo, store, key_store(settings), orchestrator, notifier, None)

@@ -1,0 +1,300 @@
+"""What the API tests share: recording fakes for the orchestrator and notifier, in-process services on the local
+adapters (or on the AWS adapters under moto), and two ways to send a request to the one Router:
+
+- `AsgiClient`: the local app (create_asgi_app), driven in-process through the ASGI interface;
+- `LambdaClient`: the Lambda resolver (create_lambda_resolver), fed API Gateway REST proxy events built from the
+  recorded event in tests/data/events/.
+
+Both answer `Reply(status, headers, body)`, so one test can run against either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlencode
+
+import uvicorn
+
+from af2jobs.adapters.local.files import DirectoryArtifactStore
+from af2jobs.adapters.local.sqlite import SqliteApiKeyStore, SqliteJobRepository
+from af2jobs.api.app import create_asgi_app, create_lambda_resolver
+from af2jobs.models import Job, JobEvent, JobState
+from af2jobs.ports import ApiKeyStore, ArtifactStore, JobRepository
+from af2jobs.service import JobService
+from af2jobs.settings import Settings
+
+EVENTS = Path(__file__).resolve().parents[1] / "data" / "events"
+SEQ = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"
+# Small enough to exceed cheaply in tests; the smallest value Settings allows.
+MAX_BODY = 4096
+
+
+@dataclass
+class RecordingOrchestrator:
+    started: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    fail_start: bool = False
+
+    def start(self, job: Job) -> None:
+        if self.fail_start:
+            raise RuntimeError("the compute environment is gone")
+        self.started.append(job.id)
+
+    def cancel(self, job: Job) -> None:
+        self.cancelled.append(job.id)
+
+
+@dataclass
+class RecordingNotifier:
+    events: list[tuple[str, JobEvent]] = field(default_factory=list)
+
+    def notify(self, job: Job, event: JobEvent) -> None:
+        self.events.append((job.id, event))
+
+
+@dataclass
+class World:
+    """The services an app is created from (the fields create_* read), plus the fakes and the test's keys."""
+
+    service: JobService
+    repo: JobRepository
+    store: ArtifactStore
+    keys: ApiKeyStore
+    orchestrator: RecordingOrchestrator
+    notifier: RecordingNotifier
+    ann: str = ""
+    bob: str = ""
+    admin: str = ""
+
+    def with_keys(self) -> World:
+        self.ann = self.keys.create("ann")
+        self.bob = self.keys.create("bob")
+        self.admin = self.keys.create("root", admin=True)
+        return self
+
+    def move(self, job_id: str, *states: JobState) -> Job:
+        """Move a job along `states` as the pipeline would."""
+        job = self.repo.get(job_id)
+        for state in states:
+            job = self.repo.transition(job_id, {job.state}, state)
+        return job
+
+
+def make_world(repo: JobRepository, store: ArtifactStore, keys: ApiKeyStore, data_dir: Path) -> World:
+    orchestrator, notifier = RecordingOrchestrator(), RecordingNotifier()
+    settings = Settings(data_dir=data_dir, max_request_bytes=MAX_BODY)
+    service = JobService(repo, store, orchestrator, notifier, settings)
+    return World(service, repo, store, keys, orchestrator, notifier).with_keys()
+
+
+def local_world(tmp_path: Path) -> World:
+    db = tmp_path / "jobs.sqlite3"
+    return make_world(SqliteJobRepository(db), DirectoryArtifactStore(tmp_path / "artifacts"), SqliteApiKeyStore(db), tmp_path)
+
+
+def close_world(world: World) -> None:
+    for part in (world.repo, world.keys):
+        close = getattr(part, "close", None)
+        if close is not None:
+            close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Clients
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+class Client(Protocol):
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        query: dict[str, str] | None = None,
+    ) -> Reply: ...
+
+
+def _encode(json_body: Any, body: bytes | None, headers: dict[str, str] | None) -> tuple[bytes, dict[str, str]]:
+    headers = dict(headers or {})
+    if json_body is not None:
+        body = json.dumps(json_body).encode()
+        headers.setdefault("Content-Type", "application/json")
+    return body or b"", headers
+
+
+@dataclass
+class AsgiClient:
+    """The local ASGI app, called in-process: each call is one ASGI http request."""
+
+    app: Any
+    chunk: int | None = None  # send the body in chunks of this size, without Content-Length
+
+    def call(self, method, path, *, json_body=None, body=None, headers=None, query=None) -> Reply:
+        data, headers = _encode(json_body, body, headers)
+        if self.chunk is None:
+            headers.setdefault("Content-Length", str(len(data)))
+        return asyncio.run(self._call(method, path, data, headers, urlencode(query or {})))
+
+    async def _call(self, method: str, path: str, data: bytes, headers: dict[str, str], query: str) -> Reply:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8080),
+        }
+        size = self.chunk or max(len(data), 1)
+        messages = [
+            {"type": "http.request", "body": data[i : i + size], "more_body": i + size < len(data)}
+            for i in range(0, max(len(data), 1), size)
+        ]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await self.app(scope, receive, send)
+        start = sent[0]
+        body = b"".join(m.get("body", b"") for m in sent[1:])
+        return Reply(start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, body)
+
+
+class LambdaContext:
+    function_name = "af2jobs-api"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:af2jobs-api"
+    aws_request_id = "c6af9ac6-7b61-11e6-9a41-93e812345678"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+def load_event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / name).read_text())
+
+
+def rest_event(
+    method: str,
+    path: str,
+    *,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    query: dict[str, str] | None = None,
+    authorizer: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A REST proxy event for this request, made from the recorded one: API Gateway's shape, stage and ids."""
+    event = copy.deepcopy(load_event("rest_get_job.json"))
+    event.update(
+        httpMethod=method,
+        path=path,
+        headers=dict(headers or {}) or None,
+        multiValueHeaders={k: [v] for k, v in (headers or {}).items()} or None,
+        queryStringParameters=dict(query) if query else None,
+        multiValueQueryStringParameters={k: [v] for k, v in query.items()} if query else None,
+        body=body.decode() if body else None,
+        isBase64Encoded=False,
+        pathParameters=None,
+    )
+    context = event["requestContext"]
+    context.update(httpMethod=method, path=f"/{context['stage']}{path}")
+    if authorizer is None:
+        context.pop("authorizer", None)  # invoked without the TOKEN authorizer: the API checks the key itself
+    else:
+        context["authorizer"] = authorizer
+    return event
+
+
+@dataclass
+class LambdaClient:
+    """The Lambda resolver, given API Gateway REST proxy events."""
+
+    resolver: Any
+    authorizer: dict[str, Any] | None = None
+
+    def call(self, method, path, *, json_body=None, body=None, headers=None, query=None) -> Reply:
+        data, headers = _encode(json_body, body, headers)
+        event = rest_event(method, path, body=data, headers=headers, query=query, authorizer=self.authorizer)
+        return self.invoke(event)
+
+    def invoke(self, event: dict[str, Any]) -> Reply:
+        # Round-trip through JSON as Lambda does: the response must be plain JSON.
+        result = json.loads(json.dumps(self.resolver.resolve(event, LambdaContext())))
+        body = result.get("body") or ""
+        raw = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode()
+        headers = {k.lower(): v for k, v in (result.get("headers") or {}).items()}
+        for k, values in (result.get("multiValueHeaders") or {}).items():
+            headers[k.lower()] = ", ".join(values)
+        return Reply(result["statusCode"], headers, raw)
+
+
+def asgi_client(world: World, **kwargs: Any) -> AsgiClient:
+    return AsgiClient(create_asgi_app(world), **kwargs)
+
+
+def lambda_client(world: World, **kwargs: Any) -> LambdaClient:
+    return LambdaClient(create_lambda_resolver(world), **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A real local server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Run `app` under uvicorn on a free loopback port in a thread; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
