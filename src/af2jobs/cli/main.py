@@ -12,8 +12,10 @@ from af2jobs.errors import Af2JobsError
 from af2jobs.cli import client as client_cmd
 from af2jobs.cli import db as db_cmd
 from af2jobs.cli import predict as predict_cmd
+from af2jobs.cli import keys as keys_cmd
+from af2jobs.cli import serve as serve_cmd
 
-COMMANDS = (predict_cmd, db_cmd, client_cmd)
+COMMANDS = (predict_cmd, db_cmd, client_cmd, serve_cmd, keys_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

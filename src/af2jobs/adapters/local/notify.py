@@ -50,11 +50,9 @@ def _seconds_between(start: str, end: str) -> float:
 def phase_seconds(job: Job) -> dict[str, float]:
     """Wall-clock seconds of each phase that has ended, from the job record's phase times (waiting included);
     a terminal state is not a phase and is left out."""
-    return {
-        state: _seconds_between(phase.started_at, phase.ended_at)
-        for state, phase in job.phases.items()
-        if phase.ended_at is not None and state != job.state.value
-    }
+    ended = [(state, p) for state, p in job.phases.items() if p.ended_at is not None and state != job.state.value]
+    ended.sort(key=lambda item: item[1].started_at)  # in the order they happened
+    return {state: _seconds_between(p.started_at, p.ended_at) for state, p in ended}
 
 
 def _read_predictions(job: Job, store: ArtifactStore | None) -> list[dict[str, Any]]:

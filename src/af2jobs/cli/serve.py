@@ -1,0 +1,106 @@
+"""`af2 serve`: the job API on this machine, with a worker that runs the jobs (MSA on CPU workers, predictions on
+GPU slots). State lives under AF2_DATA_DIR; on start, jobs a previous server left unfinished are recovered."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+
+import pydantic
+
+from af2jobs import wiring
+from af2jobs.errors import ConfigurationError, ValidationError
+from af2jobs.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve the job API on this machine and run its jobs")
+    p.add_argument("--host", help="address to listen on (default: AF2_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default: AF2_PORT or 8080; 0 picks a free one)")
+    p.add_argument("--cpu-workers", type=int,
+                   help="threads running MSA stages (default: AF2_CPU_WORKERS or 1); 0 pauses: new jobs stay QUEUED")
+    p.add_argument("--gpus", help="comma-separated GPU numbers, one prediction slot each (default: AF2_GPUS; "
+                                  "none: one slot on whatever JAX sees)")
+    # Development and tests: the 1-block model of `af2 predict --profile tiny`. MSA caps: AF2_MAX_MSA_CLUSTERS etc.
+    p.add_argument("--profile", choices=["full", "tiny"], default="full", help=argparse.SUPPRESS)
+    p.set_defaults(func=run)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    given = {"host": args.host, "port": args.port, "cpu_workers": args.cpu_workers, "gpus": args.gpus}
+    try:
+        return Settings(**{name: value for name, value in given.items() if value is not None})
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else ""
+        raise ValidationError(f"--{name.replace('_', '-')}: {err['msg']}", field=name or None) from None
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind before anything starts, so a port in use fails at once and port 0 yields the real port to print."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror} (use --port or AF2_PORT)") from None
+    return sock
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _announce(services: wiring.Services, url: str, recovered: dict[str, str]) -> None:
+    s = services.settings
+    print(f"af2 serve: {url}  (OpenAPI document: {url}/openapi.json)")
+    if services.worker is not None:
+        slots = ", ".join(f"GPU {g}" if g is not None else "default device" for g in services.worker.slots)
+        paused = "  [paused: jobs stay QUEUED]" if s.cpu_workers == 0 else ""
+        print(f"  data {s.data_dir}; {s.cpu_workers} CPU worker(s); prediction slots: {slots}{paused}")
+    else:
+        print(f"  mode {s.mode}: jobs run on AWS; this server only answers the API")
+    if recovered:
+        print(f"  recovered {len(recovered)} unfinished job(s) from the last run:")
+        for job_id, action in recovered.items():
+            print(f"    {job_id}: {action}")
+    if not services.keys.list():
+        print("  No API keys yet. Create one (same AF2_DATA_DIR):  af2 keys create --owner NAME [--admin]")
+    sys.stdout.flush()
+
+
+def _serve(app, sock: socket.socket) -> None:
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigurationError("af2 serve needs uvicorn: pip install 'af2jobs[local]'") from None
+    # uvicorn handles SIGINT/SIGTERM and returns; the caller then stops the worker.
+    uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {"profile": "tiny"} if args.profile == "tiny" else {}
+    sock = _bind(settings.host, settings.port)
+    services = wiring.build(settings, run_overrides=overrides)
+    try:
+        from af2jobs.api.app import create_asgi_app
+
+        app = create_asgi_app(services)
+        recovered: dict[str, str] = {}
+        if services.worker is not None:
+            services.worker.start()  # takes the data directory's lock before recover() touches any job
+            recovered = services.worker.recover()
+        _announce(services, _url(settings.host, sock.getsockname()[1]), recovered)
+        _serve(app, sock)
+    finally:
+        services.close()
+        sock.close()
+    return 0

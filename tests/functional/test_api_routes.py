@@ -1,0 +1,523 @@
+"""The job API's routes, each test run twice: under the local ASGI app (SQLite, a directory) and under the Lambda
+resolver fed API Gateway REST proxy events (DynamoDB and S3 under moto). Without the TOKEN authorizer's context in
+the event, the Lambda checks the key itself, so the same auth matrix applies to both."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openapi_spec_validator import validate
+
+from af2jobs.api.app import create_asgi_app, create_lambda_resolver
+from af2jobs.models import JobState
+from tests.functional import moto_support
+from tests.functional.api_support import (
+    MAX_BODY,
+    SEQ,
+    AsgiClient,
+    Client,
+    Reply,
+    World,
+    asgi_client,
+    close_world,
+    lambda_client,
+    local_world,
+    make_world,
+)
+
+S = JobState
+JOB = {"fasta": "job1", "sequence": SEQ}
+
+
+@dataclass
+class Env:
+    kind: str  # "local" | "lambda"
+    world: World
+    client: Client
+
+    def call(self, method: str, path: str, key: str | None = None, **kw: Any) -> Reply:
+        headers = dict(kw.pop("headers", None) or {})
+        if key is not None:
+            headers["Authorization"] = key
+        return self.client.call(method, path, headers=headers, **kw)
+
+    def submit(self, key: str, **fields: Any) -> dict[str, Any]:
+        reply = self.call("POST", "/jobs", key, json_body={**JOB, **fields})
+        assert reply.status == 201, reply.text
+        return reply.json()
+
+
+@pytest.fixture(params=["local", "lambda"])
+def env(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    if request.param == "local":
+        world = local_world(tmp_path)
+        yield Env("local", world, asgi_client(world))
+        close_world(world)
+    else:
+        with moto_support.moto_aws(monkeypatch):
+            stores = moto_support.jobs_repo(), moto_support.artifact_store(), moto_support.key_store()
+            world = make_world(*stores, tmp_path)
+            yield Env("lambda", world, lambda_client(world))
+
+
+def error(reply: Reply, status: int) -> dict[str, Any]:
+    """The error body of `reply`, after checking its status and shape."""
+    assert reply.status == status, reply.text
+    body = reply.json()
+    assert set(body) == {"error", "message", "field"}, body
+    return body
+
+
+# ==============================================================================================================
+# Every route, for the auth matrix
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # {id}: a job of ann's
+    ok: int  # the status for its owner
+    finished: bool = False  # the job must be finished first (delete routes)
+    body: Any = None
+    query: tuple[tuple[str, str], ...] = ()
+
+    def url(self, job_id: str) -> str:
+        return self.path.replace("{id}", job_id)
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+ROUTES = [
+    Route("POST", "/jobs", 201, body=JOB),
+    Route("GET", "/jobs", 200),
+    Route("GET", "/jobs/{id}", 200),
+    Route("POST", "/jobs/{id}/cancel", 200),
+    Route("POST", "/jobs/cancel", 200),
+    Route("DELETE", "/jobs/{id}", 200, finished=True),
+    Route("DELETE", "/jobs", 200, finished=True),
+    Route("GET", "/jobs/{id}/files", 200),
+    Route("GET", "/jobs/{id}/file", 200, query=(("path", "input.fasta"),)),
+]
+JOB_ROUTES = [r for r in ROUTES if "{id}" in r.path]
+
+
+def request(env: Env, route: Route, key: str | None, job_id: str) -> Reply:
+    ok = route.ok if not (env.kind == "lambda" and route.path.endswith("/file")) else 307
+    reply = env.call(route.method, route.url(job_id), key, json_body=route.body, query=dict(route.query))
+    reply.expected_ok = ok  # type: ignore[attr-defined]
+    return reply
+
+
+def anns_job(env: Env, route: Route) -> str:
+    job_id = env.submit(env.world.ann)["id"]
+    if route.finished:
+        env.world.move(job_id, S.CANCELLED)
+    return job_id
+
+
+def test_the_matrix_covers_every_documented_route(env: Env) -> None:
+    doc = env.call("GET", "/openapi.json").json()
+    documented = {(m.upper(), p.replace("{job_id}", "{id}")) for p, ops in doc["paths"].items() for m in ops}
+    assert documented == {(r.method, r.path) for r in ROUTES}
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=str)
+def test_no_key_is_401(env: Env, route: Route) -> None:
+    reply = request(env, route, None, anns_job(env, route))
+    assert error(reply, 401)["field"] == "Authorization"
+    assert reply.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=str)
+def test_wrong_keys_are_401(env: Env, route: Route) -> None:
+    job_id = anns_job(env, route)
+    real = env.world.ann
+    revoked = env.world.keys.create("ann")
+    env.world.keys.revoke(revoked.split("_")[1])
+    for wrong in (real[:-2] + ("AA" if not real.endswith("AA") else "BB"), "af2_" + "0" * 16 + "_" + "x" * 43, "nonsense", "Bearer ", revoked):
+        error(request(env, route, wrong, job_id), 401)
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=str)
+@pytest.mark.parametrize("form", ["bare", "Bearer", "bearer"])
+def test_owner_key_is_accepted_bare_or_bearer(env: Env, route: Route, form: str) -> None:
+    job_id = anns_job(env, route)
+    key = env.world.ann if form == "bare" else f"{form} {env.world.ann}"
+    reply = request(env, route, key, job_id)
+    assert reply.status == reply.expected_ok, reply.text  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("route", JOB_ROUTES, ids=str)
+def test_another_owners_job_is_404(env: Env, route: Route) -> None:
+    job_id = anns_job(env, route)
+    assert error(request(env, route, env.world.bob, job_id), 404)["error"] == "NotFoundError"
+    assert env.world.repo.get(job_id).state is (S.CANCELLED if route.finished else S.QUEUED)  # untouched
+
+
+@pytest.mark.parametrize("route", JOB_ROUTES, ids=str)
+def test_admin_reaches_every_owners_job(env: Env, route: Route) -> None:
+    job_id = anns_job(env, route)
+    reply = request(env, route, env.world.admin, job_id)
+    assert reply.status == reply.expected_ok, reply.text  # type: ignore[attr-defined]
+
+
+def test_listings_admin_sees_all_owners_see_their_own(env: Env) -> None:
+    ann, bob = env.submit(env.world.ann)["id"], env.submit(env.world.bob)["id"]
+
+    def ids(key: str) -> set[str]:
+        return {j["id"] for j in env.call("GET", "/jobs", key).json()["jobs"]}
+
+    assert ids(env.world.ann) == {ann}
+    assert ids(env.world.bob) == {bob}
+    assert ids(env.world.admin) == {ann, bob}
+
+
+def test_bulk_routes_act_on_the_callers_own_jobs_unless_an_admin_asks_for_all(env: Env) -> None:
+    ann, bob = env.submit(env.world.ann)["id"], env.submit(env.world.bob)["id"]
+    error(env.call("POST", "/jobs/cancel", env.world.ann, query={"all_owners": "true"}), 403)
+    assert [j["id"] for j in env.call("POST", "/jobs/cancel", env.world.admin).json()["jobs"]] == []
+    cancelled = env.call("POST", "/jobs/cancel", env.world.admin, query={"all_owners": "true"}).json()["jobs"]
+    assert {j["id"] for j in cancelled} == {ann, bob}
+    error(env.call("DELETE", "/jobs", env.world.bob, query={"all_owners": "true"}), 403)
+    deleted = env.call("DELETE", "/jobs", env.world.admin, query={"all_owners": "true"}).json()["deleted"]
+    assert set(deleted) == {ann, bob}
+
+
+# ==============================================================================================================
+# Keys stay secret
+
+
+def test_keys_never_appear_in_logs_or_replies(
+    env: Env, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Powertools' debug mode prints whole events (Authorization included); the apps must not honour it.
+    monkeypatch.setenv("POWERTOOLS_DEV", "1")
+    env.client = asgi_client(env.world) if env.kind == "local" else lambda_client(env.world)
+    caplog.set_level(logging.DEBUG)
+    wrong = env.world.ann[:-6] + "ZZZZZZ"
+    keys = [env.world.ann, env.world.bob, env.world.admin, wrong]
+    replies: list[Reply] = []
+    for route in ROUTES:
+        job_id = anns_job(env, route)
+        for key in keys:
+            replies.append(request(env, route, key, job_id))
+            replies.append(request(env, route, f"Bearer {key}", job_id))
+    env.world.orchestrator.fail_start = True  # a 500, whose traceback is logged
+    replies.append(env.call("POST", "/jobs", env.world.ann, json_body=JOB))
+    assert replies[-1].status == 500
+    captured = capsys.readouterr()
+    logged = "\n".join(r.getMessage() + "\n" + (r.exc_text or "") for r in caplog.records)
+    assert "traceback" in caplog.text.lower()  # the 500 was logged, so the check below looked at something
+    everything = logged + captured.out + captured.err + "".join(r.text + json.dumps(r.headers) for r in replies)
+    for key in keys:
+        secret = key.rsplit("_", 1)[1]
+        assert secret not in everything
+
+
+def test_a_server_error_tells_the_caller_nothing_internal(env: Env) -> None:
+    env.world.orchestrator.fail_start = True
+    body = error(env.call("POST", "/jobs", env.world.ann, json_body=JOB), 500)
+    assert body == {"error": "InternalError", "message": "internal error; see the server log", "field": None}
+
+
+# ==============================================================================================================
+# Submitting
+
+
+def test_submit_answers_201_with_the_job_and_its_location(env: Env) -> None:
+    reply = env.call("POST", "/jobs", env.world.ann, json_body={**JOB, "strategy": "best", "model_names": ["model_1"]})
+    assert reply.status == 201, reply.text
+    job = reply.json()
+    assert job["state"] == "QUEUED" and job["owner"] == "ann" and job["finished"] is False
+    assert job["request"]["strategy"] == "best" and job["request"]["que"] == "low"  # auto resolved by length
+    assert "idempotency_key" not in job
+    location = reply.headers["location"]
+    # The Lambda sees the path with API Gateway's stage; the client must get it back.
+    assert location == (f"/prod/jobs/{job['id']}" if env.kind == "lambda" else f"/jobs/{job['id']}")
+    assert env.world.orchestrator.started == [job["id"]]
+    assert env.world.store.get_bytes(f"jobs/{job['id']}/input.fasta").startswith(b">job1\n")
+
+
+def test_same_idempotency_key_twice_gives_one_job(env: Env) -> None:
+    headers = {"Idempotency-Key": "run-2024-001"}
+    first = env.call("POST", "/jobs", env.world.ann, json_body=JOB, headers=headers)
+    second = env.call("POST", "/jobs", env.world.ann, json_body=JOB, headers=headers)
+    assert first.status == second.status == 201
+    assert first.json()["id"] == second.json()["id"]
+    assert [j["id"] for j in env.call("GET", "/jobs", env.world.ann).json()["jobs"]] == [first.json()["id"]]
+    assert env.world.orchestrator.started == [first.json()["id"]]
+    # Another owner's key space is separate.
+    assert env.call("POST", "/jobs", env.world.bob, json_body=JOB, headers=headers).json()["id"] != first.json()["id"]
+
+
+def test_idempotency_key_reused_for_another_request_is_409(env: Env) -> None:
+    headers = {"Idempotency-Key": "k1"}
+    env.call("POST", "/jobs", env.world.ann, json_body=JOB, headers=headers)
+    reply = env.call("POST", "/jobs", env.world.ann, json_body={**JOB, "gpu": 2}, headers=headers)
+    assert error(reply, 409)["field"] == "idempotency_key"
+
+
+def test_body_over_the_limit_is_413_whatever_else_is_wrong(env: Env) -> None:
+    padded = json.dumps({**JOB, "comment": "x"}) + " " * MAX_BODY  # valid JSON, valid request, too big
+    assert error(env.call("POST", "/jobs", env.world.ann, body=padded.encode()), 413)["field"] == "body"
+    garbage = b"{" * (MAX_BODY + 1)
+    error(env.call("POST", "/jobs", env.world.ann, body=garbage), 413)
+    error(env.call("POST", "/jobs", None, body=garbage), 413)  # refused before the key is even looked at
+    assert env.world.repo.list(None)[0] == []
+
+
+def test_local_server_refuses_a_chunked_body_once_it_passes_the_limit(tmp_path: Path) -> None:
+    world = local_world(tmp_path)
+    client = asgi_client(world, chunk=1000)  # no Content-Length: only counting can tell
+    reply = client.call("POST", "/jobs", body=b" " * (MAX_BODY + 10), headers={"Authorization": world.ann})
+    assert error(reply, 413)["field"] == "body"
+    ok = client.call("POST", "/jobs", json_body=JOB, headers={"Authorization": world.ann})
+    assert ok.status == 201, ok.text
+    close_world(world)
+
+
+def test_malformed_json_is_400(env: Env) -> None:
+    body = error(env.call("POST", "/jobs", env.world.ann, body=b'{"fasta": "x",'), 400)
+    assert body["field"] == "body" and "JSON" in body["message"]
+    error(env.call("POST", "/jobs", None, body=b'{"fasta": "x",'), 401)  # the key is checked first
+
+
+def test_a_body_that_is_not_json_is_415(env: Env) -> None:
+    reply = env.call("POST", "/jobs", env.world.ann, body=b"fasta=x", headers={"Content-Type": "text/plain"})
+    assert error(reply, 415)["field"] == "body"
+
+
+BAD_FIELDS = [
+    ({"fasta": "has space"}, "fasta", "fasta (the job name)"),
+    ({"sequence": None, "file_name": "../etc/passwd"}, "file_name", "file_name"),
+    ({"sequence": ""}, "sequence", "sequence"),
+    ({"model_names": ["model_9"]}, "model_names", "model_9"),
+    ({"preset": "huge"}, "preset", "preset must be one of"),
+    ({"max_template_date": "2020-13-01"}, "max_template_date", "YYYY-MM-DD"),
+    ({"max_template_date": "2999-01-01"}, "max_template_date", "in the future"),
+    ({"que": "xl"}, "que", "que must be one of"),
+    ({"comment": "c" * 1001}, "comment", "at most 1000"),
+    ({"gpu": 9}, "gpu", "1 to 8"),
+    ({"gpu": True}, "gpu", "1 to 8"),
+    ({"strategy": "worst"}, "strategy", "stop-at-score"),
+    ({"colour": "red"}, "colour", "not a request field"),
+    ({"sequence": "MKTAYIAKQRQISFVKSHFSRQ1"}, "fasta", "column"),  # FASTA content: checked by the service
+]
+
+
+@pytest.mark.parametrize(("change", "field", "says"), BAD_FIELDS, ids=[f for _, f, _ in BAD_FIELDS])
+def test_each_bad_field_is_422_and_named(env: Env, change: dict[str, Any], field: str, says: str) -> None:
+    body = {k: v for k, v in {**JOB, **change}.items() if v is not None}
+    reply = error(env.call("POST", "/jobs", env.world.ann, json_body=body), 422)
+    assert reply["field"] == field and says in reply["message"], reply
+    assert env.world.repo.list(None)[0] == [] and env.world.store.list("jobs/") == []
+
+
+def test_a_missing_field_and_a_request_that_is_not_an_object_are_422(env: Env) -> None:
+    assert error(env.call("POST", "/jobs", env.world.ann, json_body={"sequence": SEQ}), 422)["field"] == "fasta"
+    assert error(env.call("POST", "/jobs", env.world.ann, json_body=["fasta"]), 422)["message"]
+    both = error(env.call("POST", "/jobs", env.world.ann, json_body={**JOB, "file_name": "a.fasta"}), 422)
+    assert "exactly one of file_name" in both["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query", "headers", "field"),
+    [
+        ("GET", "/jobs", {"limit": "0"}, {}, "limit"),
+        ("GET", "/jobs", {"limit": "many"}, {}, "limit"),
+        ("GET", "/jobs", {"state": "DONE"}, {}, "state"),
+        ("GET", "/jobs", {"next_token": "not-a-token"}, {}, "next_token"),
+        ("GET", "/jobs/XYZ", {}, {}, "job_id"),
+        ("GET", "/jobs/" + "a" * 32 + "/file", {}, {}, "path"),
+        ("POST", "/jobs", {}, {"Idempotency-Key": "k" * 201}, "idempotency-key"),
+    ],
+)
+def test_bad_parameters_are_422_and_named(
+    env: Env, method: str, path: str, query: dict[str, str], headers: dict[str, str], field: str
+) -> None:
+    body = JOB if method == "POST" else None
+    reply = env.call(method, path, env.world.ann, query=query, headers=headers, json_body=body)
+    assert error(reply, 422)["field"].lower() == field
+
+
+# ==============================================================================================================
+# Reading jobs
+
+
+def test_list_pages_and_filters(env: Env) -> None:
+    ids = [env.submit(env.world.ann, fasta=f"job{i}")["id"] for i in range(3)]
+    env.world.move(ids[0], S.CANCELLED)
+    first = env.call("GET", "/jobs", env.world.ann, query={"limit": "2"}).json()
+    assert [j["id"] for j in first["jobs"]] == ids[:0:-1] and first["next_token"]
+    second = env.call("GET", "/jobs", env.world.ann, query={"limit": "2", "next_token": first["next_token"]}).json()
+    assert [j["id"] for j in second["jobs"]] == [ids[0]] and second["next_token"] is None
+    queued = env.call("GET", "/jobs", env.world.ann, query={"state": "QUEUED"}).json()["jobs"]
+    assert {j["id"] for j in queued} == set(ids[1:])
+
+
+def test_job_detail_has_progress_durations_cost_links_and_the_log_tail(env: Env) -> None:
+    job_id = env.submit(env.world.ann)["id"]
+    w = env.world
+    w.move(job_id, S.VALIDATING, S.MSA)
+    w.repo.update(job_id, progress={"stage": "msa", "step": 2, "total": 3, "message": "uniref90"}, cost={"usd": 0.12})
+    w.store.put_bytes(f"jobs/{job_id}/log.txt", "".join(f"line {i}\n" for i in range(80)).encode())
+    job = env.call("GET", f"/jobs/{job_id}", w.ann).json()
+    assert job["state"] == "MSA" and job["progress"]["step"] == 2 and job["cost"] == {"usd": 0.12}
+    assert set(job["durations"]) == {"QUEUED", "VALIDATING", "MSA"}
+    assert all(seconds >= 0 for seconds in job["durations"].values())
+    assert job["log"] == [f"line {i}" for i in range(30, 80)]
+    link = job["links"]["input.fasta"]
+    if env.kind == "local":
+        assert link == f"/jobs/{job_id}/file?path=input.fasta"
+    else:
+        assert link.startswith("https://") and f"jobs/{job_id}/input.fasta" in link and "Signature" in link
+
+
+def test_a_job_without_a_log_has_an_empty_tail(env: Env) -> None:
+    job_id = env.submit(env.world.ann)["id"]
+    assert env.call("GET", f"/jobs/{job_id}", env.world.ann).json()["log"] == []
+
+
+def test_unknown_job_and_unknown_route_are_404_in_the_error_shape(env: Env) -> None:
+    assert error(env.call("GET", "/jobs/" + "0" * 32, env.world.ann), 404)["field"] == "id"
+    error(env.call("GET", "/nowhere", env.world.ann), 404)
+
+
+# ==============================================================================================================
+# Cancelling and deleting
+
+
+def test_cancel_a_queued_job_and_then_again(env: Env) -> None:
+    job_id = env.submit(env.world.ann)["id"]
+    assert env.call("POST", f"/jobs/{job_id}/cancel", env.world.ann).json()["state"] == "CANCELLED"
+    error(env.call("POST", f"/jobs/{job_id}/cancel", env.world.ann), 409)
+
+
+def test_cancel_a_running_job_asks_the_orchestrator(env: Env) -> None:
+    job_id = env.submit(env.world.ann)["id"]
+    env.world.move(job_id, S.VALIDATING, S.MSA)
+    assert env.call("POST", f"/jobs/{job_id}/cancel", env.world.ann).json()["state"] == "CANCELLING"
+    assert env.world.orchestrator.cancelled == [job_id]
+
+
+def test_cancel_all_takes_only_unfinished_jobs(env: Env) -> None:
+    queued, running, done = (env.submit(env.world.ann)["id"] for _ in range(3))
+    env.world.move(running, S.VALIDATING)
+    env.world.move(done, S.VALIDATING, S.MSA, S.PREDICTING, S.SUCCEEDED)
+    jobs = env.call("POST", "/jobs/cancel", env.world.ann).json()["jobs"]
+    assert {(j["id"], j["state"]) for j in jobs} == {(queued, "CANCELLED"), (running, "CANCELLING")}
+    assert env.world.repo.get(done).state is S.SUCCEEDED
+
+
+def test_deleting_a_running_job_is_409_and_keeps_everything(env: Env) -> None:
+    job_id = env.submit(env.world.ann)["id"]
+    env.world.move(job_id, S.VALIDATING, S.MSA)
+    assert "cancel it" in error(env.call("DELETE", f"/jobs/{job_id}", env.world.ann), 409)["message"]
+    assert env.world.repo.get(job_id).state is S.MSA
+    assert env.world.store.list(f"jobs/{job_id}/") == [f"jobs/{job_id}/input.fasta"]
+
+
+def test_delete_removes_only_its_own_files_even_when_another_id_shares_its_prefix(env: Env) -> None:
+    w = env.world
+    job = env.submit(w.ann)["id"]
+    # A second job whose id differs only in its last digit, with files of its own, and a stray folder whose
+    # name starts with the first job's id: a delete by string prefix would take both.
+    twin_id = job[:-1] + ("0" if job[-1] != "0" else "1")
+    twin = w.repo.get(job).model_copy(update={"id": twin_id, "artifacts": {}, "idempotency_key": None})
+    w.repo.create(twin)
+    w.store.put_bytes(f"jobs/{twin_id}/ranked_0.pdb", b"ATOM")
+    w.store.put_bytes(f"jobs/{job}-archive/keep.txt", b"keep")
+    w.store.put_bytes(f"jobs/{job}/ranked_0.pdb", b"ATOM")
+    w.move(job, S.CANCELLED)
+    assert env.call("DELETE", f"/jobs/{job}", w.ann).json() == {"deleted": [job]}
+    assert w.store.list(f"jobs/{job}/") == []
+    assert w.store.get_bytes(f"jobs/{twin_id}/ranked_0.pdb") == b"ATOM"
+    assert w.store.get_bytes(f"jobs/{job}-archive/keep.txt") == b"keep"
+    assert w.repo.get(twin_id).id == twin_id
+    error(env.call("GET", f"/jobs/{job}", w.ann), 404)
+
+
+def test_delete_finished_leaves_unfinished_jobs_and_their_files(env: Env) -> None:
+    done, running = env.submit(env.world.ann)["id"], env.submit(env.world.ann)["id"]
+    env.world.move(done, S.VALIDATING, S.FAILED)
+    env.world.move(running, S.VALIDATING)
+    assert env.call("DELETE", "/jobs", env.world.ann).json() == {"deleted": [done]}
+    assert env.world.store.list(f"jobs/{done}/") == []
+    assert env.world.store.list(f"jobs/{running}/") == [f"jobs/{running}/input.fasta"]
+
+
+# ==============================================================================================================
+# Files
+
+
+def test_files_are_listed_and_fetched(env: Env) -> None:
+    job_id = env.submit(env.world.ann)["id"]
+    env.world.store.put_bytes(f"jobs/{job_id}/msas/uniref90.sto", b"# STOCKHOLM 1.0\n//\n")
+    files = env.call("GET", f"/jobs/{job_id}/files", env.world.ann).json()["files"]
+    assert [f["path"] for f in files] == ["input.fasta", "msas/uniref90.sto"]
+    reply = env.call("GET", f"/jobs/{job_id}/file", env.world.ann, query={"path": "msas/uniref90.sto"})
+    if env.kind == "local":
+        assert reply.status == 200 and reply.body == b"# STOCKHOLM 1.0\n//\n"
+        assert reply.headers["content-type"] == "application/octet-stream"
+        assert files[1]["url"] == f"/jobs/{job_id}/file?path=msas/uniref90.sto"
+    else:
+        # Lambda answers are capped at 6 MB: the client is sent to S3 instead, with a presigned URL.
+        assert reply.status == 307
+        assert f"/jobs/{job_id}/msas/uniref90.sto?" in reply.headers["location"]
+        assert files[1]["url"].startswith("https://")
+
+
+@pytest.mark.parametrize(
+    "path", ["../other/input.fasta", "/etc/passwd", "msas/../../x", "a//b", "./input.fasta", "a\\b", "x\x00y"]
+)
+def test_file_paths_cannot_leave_the_job(env: Env, path: str) -> None:
+    job_id = env.submit(env.world.ann)["id"]
+    assert error(env.call("GET", f"/jobs/{job_id}/file", env.world.ann, query={"path": path}), 422)["field"] == "path"
+
+
+def test_a_missing_file_is_404(env: Env) -> None:
+    if env.kind == "lambda":
+        pytest.skip("S3 presigns without looking; the 404 comes from S3 itself")
+    job_id = env.submit(env.world.ann)["id"]
+    error(env.call("GET", f"/jobs/{job_id}/file", env.world.ann, query={"path": "ranked_0.pdb"}), 404)
+
+
+# ==============================================================================================================
+# Documentation
+
+
+@pytest.mark.parametrize("factory", [create_asgi_app, create_lambda_resolver], ids=["local", "lambda"])
+def test_openapi_document_validates_and_describes_the_models(factory: Any, tmp_path: Path) -> None:
+    world = local_world(tmp_path)
+    doc = json.loads(factory(world).get_openapi_json_schema())
+    validate(doc)
+    schemas = doc["components"]["schemas"]
+    assert {"JobRequest", "JobView", "JobDetail", "JobPage", "ErrorBody"} <= set(schemas)
+    post = doc["paths"]["/jobs"]["post"]
+    assert post["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/JobRequest"}
+    assert post["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    assert doc["components"]["securitySchemes"]["apiKey"] == {"type": "apiKey", "in": "header", "name": "Authorization"}
+    close_world(world)
+
+
+def test_openapi_and_swagger_are_served_without_a_key(env: Env) -> None:
+    doc = env.call("GET", "/openapi.json")
+    assert doc.status == 200 and doc.json()["info"]["title"] == "af2jobs"
+    ui = env.call("GET", "/swagger")
+    assert ui.status == 200 and "text/html" in ui.headers["content-type"] and "swagger" in ui.text.lower()
+
+
+def test_asgi_client_helper_sends_what_it_is_given(tmp_path: Path) -> None:
+    # The in-process driver must not hide problems: a request it mangled would make every test above moot.
+    world = local_world(tmp_path)
+    reply = AsgiClient(create_asgi_app(world)).call(
+        "GET", "/jobs", headers={"Authorization": world.ann}, query={"state": "QUEUED", "limit": "1"}
+    )
+    assert reply.status == 200 and reply.json() == {"jobs": [], "next_token": None}
+    close_world(world)
