@@ -41,6 +41,12 @@ class RunConfig(BaseModel):
     # same code path; for tests and smoke checks on a CPU. Outputs say which ran.
     profile: Literal["full", "tiny"] = "full"
     random_seed: int = 0
+    # Pad the length up to a bucket so nearby lengths share one compiled function (on by default on a GPU).
+    length_buckets: bool = False
+    # Stop recycling once the CA distance map moves less than this (Angstrom); 0 runs every recycle, as AlphaFold.
+    recycle_tolerance: float = Field(0.0, ge=0.0)
+    # bfloat16 activations (AlphaFold's default); False runs the float32 path, for numerical comparisons.
+    bfloat16: bool = True
 
     @field_validator("model_names", mode="before")
     @classmethod
@@ -69,3 +75,11 @@ class RunConfig(BaseModel):
     @property
     def stop_threshold(self) -> float | None:
         return parse_strategy(self.strategy)[1]
+
+
+def bucket_length(length: int) -> int:
+    """The padded length a sequence compiles at: at most ~12% longer, so one compile serves a range of lengths."""
+    for limit, step in ((512, 32), (1024, 64), (2048, 128), (4096, 256)):
+        if length <= limit:
+            return -(-length // step) * step
+    return -(-length // 512) * 512

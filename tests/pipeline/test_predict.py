@@ -113,3 +113,32 @@ def test_official_params_file_is_preferred_and_identified(tmp_path, shared_cache
     assert not (tmp_path / "untrained").exists()  # nothing generated
     shapes = params.param_shapes(cfg)
     assert params.select(loaded, shapes).keys() == shapes.keys()
+
+
+def test_length_buckets_share_a_compile_and_keep_the_result(raw_features, provider):
+    from af2jobs.runconfig import bucket_length
+
+    assert [bucket_length(n) for n in (76, 96, 97, 513, 1396, 2500, 4100)] == [96, 96, 128, 576, 1408, 2560, 4608]
+    plain = _predict(raw_features, provider, model_names="model_3", strategy="all").ranked[0]
+    padded = _predict(raw_features, provider, model_names="model_3", strategy="all", length_buckets=True).ranked[0]
+    n = len(UBIQUITIN)
+    assert padded.result["plddt"].shape == (n,)
+    assert padded.result["predicted_aligned_error"].shape == (n, n)
+    assert padded.result["structure_module"]["final_atom_positions"].shape == (n, 37, 3)
+    # Padded residues are masked out of the scores: the same model gives the same ranking score, to bf16 rounding.
+    assert abs(padded.mean_plddt - plain.mean_plddt) < 0.5
+    assert abs(padded.result["plddt"] - plain.result["plddt"]).max() < 0.5
+
+
+def test_a_nearby_length_in_the_same_bucket_pays_no_compile(provider, tmp_path):
+    from af2jobs.pipeline import features as feats
+
+    def raw_for(seq):
+        msa_dir = tmp_path / str(len(seq))
+        msa_dir.mkdir()
+        return feats.build_features(seq, "x", msa_dir)  # no MSA files: the query alone
+
+    a = _predict(raw_for(UBIQUITIN[:70]), provider, model_names="model_3", length_buckets=True).ranked[0]
+    b = _predict(raw_for(UBIQUITIN[:66]), provider, model_names="model_3", length_buckets=True).ranked[0]
+    assert b.compile_s == 0.0  # 70 and 66 both run at 96
+    assert b.result["plddt"].shape == (66,)

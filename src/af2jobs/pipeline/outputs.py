@@ -36,8 +36,10 @@ def write_json(path: Path, data) -> None:
 def _protein(run: ModelRun, features: dict) -> protein.Protein:
     plddt = np.asarray(run.result["plddt"], dtype=np.float64)
     mask = run.result["structure_module"]["final_atom_mask"]
+    length = len(plddt)  # the features may be padded to a length bucket; the result is not
+    own = {k: features[k][:, :length] for k in ("aatype", "residue_index")}
     return protein.from_prediction(
-        features=features, result=run.result, b_factors=plddt[:, None] * mask,
+        features=own, result=run.result, b_factors=plddt[:, None] * mask,
         remove_leading_feature_dimension=True,
     )
 

@@ -62,6 +62,15 @@ def runtime_config(name: str, run: RunConfig) -> ml_collections.ConfigDict:
     cfg.data.common.num_recycle = run.num_recycle
     cfg.model.num_recycle = run.num_recycle
     cfg.model.rank_by = run.rank_by if run.use_ptm else "plddt"
+    cfg.model.recycle_early_stop_tolerance = run.recycle_tolerance
+    g = cfg.model.global_config
+    g.bfloat16 = run.bfloat16
+    g.length_buckets = run.length_buckets
+    if jax.default_backend() == "gpu":
+        # Fused Pallas kernels (or the CUDA ones on pre-Ampere parts), as the GPU supports them.
+        import colabfold_kernels
+
+        g.update(colabfold_kernels.dispatch())
     return cfg
 
 

@@ -21,11 +21,14 @@ from typing import Callable
 
 import jax
 import numpy as np
+from alphafold.model import features as af_features
 from alphafold.model import model as af_model
+from alphafold.model.tf import input_pipeline, proteins_dataset
+from alphafold.model.tf import np_backend as np_tf
 
 from af2jobs.errors import CancelledError
 from af2jobs.pipeline import params as params_mod
-from af2jobs.runconfig import RunConfig
+from af2jobs.runconfig import RunConfig, bucket_length
 
 Progress = Callable[[str, dict], None]
 
@@ -42,9 +45,13 @@ def device_kind() -> str:
     return f"{dev.platform}:{getattr(dev, 'device_kind', '')}"
 
 
+def on_gpu() -> bool:
+    return jax.default_backend() == "gpu"
+
+
 def default_msa_caps() -> tuple[int, int]:
     """ColabFold's max-msa: full depth on a GPU; a CPU keeps the demo quick."""
-    return (512, 5120) if jax.default_backend() == "gpu" else (64, 128)
+    return (512, 5120) if on_gpu() else (64, 128)
 
 
 @dataclass(eq=False)
@@ -120,6 +127,51 @@ def _first_batch(cfg, feat: dict) -> dict:
     return {**{k: v[:n] for k, v in feat.items()}, "prev": prev}
 
 
+def process_features(cfg, raw: dict, random_seed: int, pad_to: int) -> dict:
+    """AlphaFold's input pipeline (as RunModel.process_features) with the residue dimension padded to pad_to.
+
+    The model masks padded residues (seq_mask) in attention, pLDDT means, pTM and the recycling tolerance, so the
+    scores need no correction; crop_result cuts the per-residue outputs back to the sequence.
+    """
+    cfg_data, names = af_features.make_data_config(cfg, num_res=pad_to)
+    example = dict(raw)
+    if "deletion_matrix_int" in example:
+        example["deletion_matrix"] = example.pop("deletion_matrix_int").astype(np.float32)
+    graph = np_tf.Graph()
+    with graph.as_default(), np_tf.device("/device:CPU:0"):
+        np_tf.compat.v1.set_random_seed(random_seed)
+        tensors = proteins_dataset.np_to_tensor_dict(np_example=example, features=names)
+        processed = input_pipeline.process_tensors_from_config(tensors, cfg_data)
+    graph.finalize()
+    with np_tf.Session(graph=graph) as session:
+        out = session.run(processed)
+    return {k: v for k, v in out.items() if v.dtype != "O"}
+
+
+def crop_result(result: dict, length: int) -> dict:
+    """Per-residue outputs of a padded run cut back to the sequence's own length (no-op when unpadded)."""
+
+    def crop(key_path: tuple, value):
+        arr = np.asarray(value)
+        name = key_path[-1]
+        if name in ("plddt", "final_atom_positions", "final_atom_mask") or key_path[0] in (
+                "predicted_lddt", "experimentally_resolved"):
+            return arr[:length]
+        if name in ("predicted_aligned_error", "aligned_confidence_probs") or key_path[0] == "distogram" and \
+                name == "logits":
+            return arr[:length, :length]
+        if key_path[0] == "masked_msa":
+            return arr[:, :length]
+        return arr
+
+    def walk(node, path=()):
+        if isinstance(node, dict):
+            return {k: walk(v, path + (k,)) for k, v in node.items()}
+        return crop(path, node)
+
+    return walk(result)
+
+
 class Predictor:
     def __init__(
         self,
@@ -140,8 +192,9 @@ class Predictor:
 
     def _features_for(self, cfg, fingerprint: str, raw: dict) -> dict:
         if fingerprint not in self._features:
-            runner = af_model.RunModel(copy.deepcopy(cfg))
-            self._features[fingerprint] = runner.process_features(raw, random_seed=self.run.random_seed)
+            length = int(raw["seq_length"][0])
+            pad_to = bucket_length(length) if self.run.length_buckets else length
+            self._features[fingerprint] = process_features(cfg, raw, self.run.random_seed, pad_to)
         return self._features[fingerprint]
 
     def run_model(self, name: str, raw: dict, phase: str) -> ModelRun:
@@ -167,6 +220,7 @@ class Predictor:
             t0 = time.perf_counter()
             result, recycles = runner.predict(feat, random_seed=self.run.random_seed, callback=on_recycle)
             run_s = time.perf_counter() - t0
+        result = crop_result(result, int(raw["seq_length"][0]))
         ptm = float(result["ptm"]) if "ptm" in result else None
         model_run = ModelRun(
             model=name, phase=phase, recycles=int(recycles), params_s=params_s, compile_s=compile_s, run_s=run_s,

@@ -55,6 +55,7 @@ def resolve_run_config(settings: Settings, **overrides) -> RunConfig:
     """Settings and the caller's choices into one RunConfig; MSA caps default by device (ColabFold's max-msa)."""
     clusters, extra = predict_mod.default_msa_caps()
     values = {
+        "length_buckets": predict_mod.on_gpu(),
         "num_recycle": settings.num_recycle,
         "max_msa_clusters": settings.max_msa_clusters or clusters,
         "max_extra_msa": settings.max_extra_msa or extra,
