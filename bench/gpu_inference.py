@@ -1,0 +1,305 @@
+"""GPU inference benchmark: stock AlphaFold2 (RunModel as AlphaFold runs it) against af2jobs' strategies.
+
+Each prediction runs in a fresh process, as an AWS Batch job runs it, and the process's whole wall time counts as
+its GPU-seconds (imports, parameter loading, compile and run). Inputs are synthetic: a random query of length L and
+a random MSA of realistic depth (default 6,000 rows: 508 cluster centres + 5,120 extra sequences after sampling)
+with untrained parameters of the official shapes.
+
+    python bench/gpu_inference.py suite --lengths 126,331 --out DIR      # the side-by-side table
+    python bench/gpu_inference.py one --mode stock --length 126 --json r.json
+    python bench/gpu_inference.py memory --lengths 2000,4000 --out DIR   # compiled peak memory (no run)
+    python bench/gpu_inference.py ceilings --out DIR                      # measured bf16 matmul and copy rates
+
+Check it on a CPU first at a tiny size: `suite --lengths 40 --profile tiny --depth 64`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+START = time.perf_counter()
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+MODELS = ("model_1", "model_2", "model_3", "model_4", "model_5")
+
+
+def synthetic_features(length: int, depth: int, seed: int) -> dict:
+    """Raw AlphaFold features of a random sequence with `depth` MSA rows, each ~70 % identical to the query."""
+    import numpy as np
+    from alphafold.common import residue_constants as rc
+    from alphafold.data import pipeline
+
+    rng = np.random.default_rng(seed)
+    letters = np.array(list(rc.restypes))
+    query = "".join(rng.choice(letters, length))
+    feats = pipeline.make_sequence_features(query, "synthetic", length)
+    q = np.array([rc.HHBLITS_AA_TO_ID[c] for c in query], np.int32)
+    msa = np.repeat(q[None], depth, axis=0)
+    mutate = rng.random(msa.shape) < 0.3
+    msa[mutate] = rng.integers(0, 21, int(mutate.sum()))
+    msa[0] = q
+    feats.update({
+        "msa": msa, "deletion_matrix_int": np.zeros_like(msa),
+        "num_alignments": np.full(length, depth, np.int32),
+        "msa_species_identifiers": np.array([b""] * depth, dtype=object),
+    })
+    return feats
+
+
+def _peak_gib() -> float | None:
+    import jax
+
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None else round(peak / 2**30, 2)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}"
+    return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
+
+
+def run_stock(args) -> dict:
+    """AlphaFold's own RunModel for each model: its own jit, no persistent cache, no padding, no fused kernels."""
+    import jax
+    from alphafold.model import config as af_config
+    from alphafold.model import model as af_model
+
+    from af2jobs.pipeline import params as params_mod
+    from af2jobs.pipeline.predict import _first_batch
+
+    raw = synthetic_features(args.length, args.depth, args.length)
+    provider = params_mod.ParamsProvider(Path(args.cache) / "no-official", Path(args.cache) / "params")
+    runs = []
+    for name in args.models.split(","):
+        cfg = af_config.model_config(f"{name}_ptm") if args.profile == "full" else \
+            params_mod.official_config(f"{name}_ptm", args.profile)
+        cfg.data.eval.num_ensemble = 1
+        # Stock AlphaFold feeds empty templates to model_1/2; without template search all models run template-free.
+        cfg.data.common.use_templates = False
+        cfg.data.common.reduce_msa_clusters_by_max_templates = False
+        cfg.model.embeddings_and_evoformer.template.enabled = False
+        cfg.model.global_config.bfloat16 = not args.fp32
+        full, _ = provider.get(f"{name}_ptm", args.profile)
+        params = params_mod.select(full, params_mod.param_shapes(cfg))
+        runner = af_model.RunModel(cfg, params)
+        feat = runner.process_features(raw, random_seed=0)
+        t0 = time.perf_counter()
+        compiled = runner.apply.lower(params, jax.random.PRNGKey(0), _first_batch(cfg, feat)).compile()
+        compile_s = time.perf_counter() - t0
+        runner.apply = compiled
+        t0 = time.perf_counter()
+        result, recycles = runner.predict(feat, random_seed=0)
+        runs.append({"model": name, "compile_s": round(compile_s, 2), "run_s": round(time.perf_counter() - t0, 2),
+                     "recycles": int(recycles), "mean_plddt": float(result["mean_plddt"])})
+        if args.save_result:
+            _save(args.save_result, result)
+    return {"runs": runs}
+
+
+def run_af2jobs(args) -> dict:
+    from af2jobs.pipeline import params as params_mod
+    from af2jobs.pipeline import predict
+    from af2jobs.runconfig import RunConfig
+
+    predict.enable_compilation_cache(Path(args.cache) / "jax")
+    raw = synthetic_features(args.length, args.depth, args.length)
+    run = RunConfig(model_names=args.models, strategy=args.strategy, profile=args.profile,
+                    length_buckets=not args.fp32, bfloat16=not args.fp32,
+                    recycle_tolerance=args.tolerance)
+    provider = params_mod.ParamsProvider(Path(args.cache) / "no-official", Path(args.cache) / "params")
+    prediction = predict.Predictor(run, provider).predict(raw)
+    out = {"runs": [r.summary() for r in prediction.runs], "best": prediction.ranked[0].model}
+    entry = next(iter(predict._Compiled._cache.values()))
+    cost = entry.compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    out["cost_per_iteration"] = {"flops": cost.get("flops"), "bytes": cost.get("bytes accessed")}
+    if args.save_result:
+        _save(args.save_result, prediction.ranked[0].result)
+    return out
+
+
+def _save(path: str, result: dict) -> None:
+    import numpy as np
+
+    np.savez(path, positions=np.asarray(result["structure_module"]["final_atom_positions"]),
+             mask=np.asarray(result["structure_module"]["final_atom_mask"]), plddt=np.asarray(result["plddt"]))
+
+
+def one(args) -> int:
+    record = {"mode": args.mode, "length": args.length, "strategy": args.strategy, "models": args.models,
+              "fp32": args.fp32}
+    try:
+        import jax
+
+        record["device"] = str(jax.devices()[0].device_kind)
+        record.update(run_stock(args) if args.mode == "stock" else run_af2jobs(args))
+        record["oom"] = False
+    except Exception as exc:  # noqa: BLE001 - the benchmark records any failure, out-of-memory above all
+        record["oom"] = _is_oom(exc)
+        record["error"] = f"{type(exc).__name__}: {str(exc)[:500]}"
+    record["peak_gib"] = _peak_gib()
+    record["process_s"] = round(time.perf_counter() - START, 2)
+    Path(args.json).write_text(json.dumps(record, indent=1))
+    print(json.dumps(record))
+    return 0
+
+
+def _child(out: Path, tag: str, extra: list[str], common: list[str]) -> dict:
+    path = out / f"{tag}.json"
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, __file__, "one", "--json", str(path), *extra, *common],
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if not path.is_file():
+        return {"tag": tag, "error": proc.stderr[-2000:], "wall_s": wall}
+    record = json.loads(path.read_text())
+    record.update({"tag": tag, "wall_s": round(wall, 2)})
+    return record
+
+
+def suite(args) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    common = ["--cache", args.cache, "--depth", str(args.depth), "--profile", args.profile]
+    results = []
+    for length in [int(x) for x in args.lengths.split(",")]:
+        row = {"length": length}
+        # Stock: one model per fresh process; AlphaFold compiles each of its five models the same way.
+        stock = _child(out, f"stock_{length}", ["--mode", "stock", "--length", str(length), "--models", "model_3"],
+                       common)
+        row["stock"] = stock
+        # Warm the shared compile cache as an earlier job of a nearby length would (same bucket), not counted.
+        warm = max(16, length - 2)
+        row["warmup"] = _child(out, f"warm_{length}", ["--mode", "af2jobs", "--length", str(warm), "--models",
+                                                        "model_3", "--strategy", "all"], common)
+        for strategy in args.strategies.split(","):
+            row[strategy] = _child(out, f"{strategy.replace(':', '_')}_{length}",
+                                   ["--mode", "af2jobs", "--length", str(length), "--models", ",".join(MODELS),
+                                    "--strategy", strategy], common)
+        results.append(row)
+        (out / "suite.json").write_text(json.dumps(results, indent=1))
+        print(_table_row(row), flush=True)
+    print(table(results))
+    return 0
+
+
+def _table_row(row: dict) -> str:
+    return json.dumps({k: (v.get("wall_s"), v.get("oom")) if isinstance(v, dict) else v for k, v in row.items()})
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| length | stock 1 model: compile s / run s | stock 5 models GPU-s (5 x process) | best GPU-s | "
+             "best: compile s / forward s per model | best / stock | peak GiB (stock / best) |",
+             "|---|---|---|---|---|---|---|"]
+    for row in results:
+        s, b = row["stock"], row.get("best", {})
+        if "runs" not in s or "runs" not in b:
+            lines.append(f"| {row['length']} | {s.get('error', '')[:60]} | | | | | |")
+            continue
+        stock_run = s["runs"][0]
+        stock5 = 5 * s["wall_s"]
+        full = [r for r in b["runs"] if r["phase"] == "full"][0]
+        compile_s = sum(r["compile_s"] for r in b["runs"])
+        lines.append(
+            f"| {row['length']} | {stock_run['compile_s']} / {stock_run['run_s']} | {stock5:.0f} | {b['wall_s']:.0f} | "
+            f"{compile_s:.1f} / {full['run_s']:.2f} | {b['wall_s'] / stock5:.3f} | {s['peak_gib']} / {b['peak_gib']} |")
+    return "\n".join(lines)
+
+
+def memory(args) -> int:
+    """Compile the af2jobs model at each length and read XLA's memory analysis: will it fit, without running."""
+    import jax
+
+    from af2jobs.pipeline import params as params_mod
+    from af2jobs.pipeline import predict
+    from af2jobs.runconfig import RunConfig, bucket_length
+
+    predict.enable_compilation_cache(Path(args.cache) / "jax")
+    provider = params_mod.ParamsProvider(Path(args.cache) / "no-official", Path(args.cache) / "params")
+    rows = []
+    for length in [int(x) for x in args.lengths.split(",")]:
+        run = RunConfig(model_names="model_3", profile=args.profile, length_buckets=True)
+        cfg = params_mod.runtime_config("model_3", run)
+        raw = synthetic_features(length, args.depth, length)
+        feat = predict.process_features(cfg, raw, 0, bucket_length(length))
+        full, _ = provider.get("model_3_ptm", args.profile)
+        params = params_mod.select(full, params_mod.param_shapes_for(cfg))
+        t0 = time.perf_counter()
+        compiled = predict.af_model.RunModel(cfg).apply.lower(
+            params, jax.random.PRNGKey(0), predict._first_batch(cfg, feat)).compile()
+        m = compiled.memory_analysis()
+        need = (m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes) / 2**30
+        rows.append({"length": length, "bucket": bucket_length(length), "compile_s": round(time.perf_counter() - t0, 1),
+                     "temp_gib": round(m.temp_size_in_bytes / 2**30, 2), "total_gib": round(need, 2)})
+        print(json.dumps(rows[-1]), flush=True)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "memory.json").write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def ceilings(args) -> int:
+    """Measured bf16 matrix rate and device memory bandwidth: the ceilings the floor is computed against."""
+    import jax
+    import jax.numpy as jnp
+
+    n = args.matmul_n
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.bfloat16)
+    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.bfloat16)
+    mm = jax.jit(lambda x, y: x @ y)
+    mm(a, b).block_until_ready()
+    t0 = time.perf_counter()
+    for _ in range(20):
+        c = mm(a, b)
+    c.block_until_ready()
+    tflops = 2 * n**3 * 20 / (time.perf_counter() - t0) / 1e12
+    x = jax.random.normal(jax.random.PRNGKey(2), (args.copy_mib * 2**20 // 4,), jnp.float32)
+    cp = jax.jit(lambda v: v * 1.0001)
+    cp(x).block_until_ready()
+    t0 = time.perf_counter()
+    for _ in range(20):
+        y = cp(x)
+    y.block_until_ready()
+    tbps = 2 * x.nbytes * 20 / (time.perf_counter() - t0) / 1e12
+    out = {"bf16_matmul_tflops": round(tflops, 1), "copy_tb_per_s": round(tbps, 2), "matmul_n": n}
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "ceilings.json").write_text(json.dumps(out))
+    print(json.dumps(out))
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("one", "suite", "memory", "ceilings"):
+        s = sub.add_parser(name)
+        s.add_argument("--cache", default=os.environ.get("AF2_BENCH_CACHE", "/tmp/af2bench"))
+        s.add_argument("--profile", default="full", choices=["full", "tiny"])
+        s.add_argument("--depth", type=int, default=6000)
+        s.add_argument("--out", default="bench-out")
+    one_p = sub.choices["one"]
+    one_p.add_argument("--mode", choices=["stock", "af2jobs"], required=True)
+    one_p.add_argument("--length", type=int, required=True)
+    one_p.add_argument("--models", default=",".join(MODELS))
+    one_p.add_argument("--strategy", default="best")
+    one_p.add_argument("--tolerance", type=float, default=0.0)
+    one_p.add_argument("--fp32", action="store_true")
+    one_p.add_argument("--save-result")
+    one_p.add_argument("--json", required=True)
+    sub.choices["suite"].add_argument("--lengths", required=True)
+    sub.choices["suite"].add_argument("--strategies", default="best")
+    sub.choices["memory"].add_argument("--lengths", required=True)
+    sub.choices["ceilings"].add_argument("--matmul-n", type=int, default=8192)
+    sub.choices["ceilings"].add_argument("--copy-mib", type=int, default=2048)
+    args = p.parse_args()
+    return {"one": one, "suite": suite, "memory": memory, "ceilings": ceilings}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
