@@ -6,12 +6,20 @@ PY := $(VENV)/bin/python
 AF2 := $(VENV)/bin/af2
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
+SAM := $(VENV)/bin/sam
+NODE_STAMP := node_modules/.installed
+SAM_ENV ?= default
+STACK ?= af2jobs
+IMAGE_TAG ?= latest
 
-.PHONY: demo test venv db clean help
+.PHONY: demo test venv db clean help deploy images check-iac
 
 help:
 	@echo "make demo   set up everything and predict the bundled example (ubiquitin) on this machine"
 	@echo "make test   set up and run the whole test suite"
+	@echo "make deploy build and deploy the AWS stack (samconfig.toml; docs/operations.md)"
+	@echo "make images build the msa and predict images and push them to the stack's ECR repositories (docker)"
+	@echo "make check-iac  sam validate --lint, cfn-lint, asl-validator"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,8 +38,41 @@ demo: db
 	@echo
 	@echo "Results: $(abspath $(DEMO_OUT))/ubiquitin  (ranked_0.pdb, ranked_0.cif, ranking_debug.json, timings.json, versions.json)"
 
-test: db
+# asl-validator for the state machine checks, at the version package-lock.json pins.
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+test: db $(NODE_STAMP)
 	$(PY) -m pytest -q
+
+check-iac: $(STAMP) $(NODE_STAMP)
+	SAM_CLI_TELEMETRY=0 $(SAM) validate --lint --region us-east-1
+	$(VENV)/bin/cfn-lint template.yaml
+	@files=$$(ls statemachine/*.asl.json 2>/dev/null); \
+	test -n "$$files" || { echo "no statemachine/*.asl.json; template.yaml needs statemachine/prediction.asl.json"; exit 1; }; \
+	for f in $$files; do npx --no-install asl-validator --json-path "$$f" || exit 1; done
+
+# sam build needs the Lambda runtime's python (python3.12) on PATH; see layer/Makefile.
+deploy: $(STAMP)
+	@if [ "$(SAM_ENV)" = default ] && grep -q REPLACE_ME samconfig.toml; then \
+	  echo "samconfig.toml still has REPLACE_ME: set VpcId and SubnetIds there (docs/operations.md)"; exit 1; fi
+	@python3.12 -c 'import sys' 2>/dev/null || { echo "sam build needs python3.12 on PATH"; exit 1; }
+	SAM_CLI_TELEMETRY=0 $(SAM) build --config-env $(SAM_ENV)
+	SAM_CLI_TELEMETRY=0 $(SAM) deploy --config-env $(SAM_ENV)
+
+# Builds both targets of batch_image/Dockerfile for x86_64 and pushes them to the repositories of stack $(STACK)
+# (deploy it first); the job definitions use tag $(IMAGE_TAG). Needs docker; AWS credentials as for boto3.
+images: $(STAMP)
+	@command -v docker >/dev/null || { echo "make images needs docker"; exit 1; }
+	set -euo pipefail; \
+	msa=$$($(PY) batch_image/ecr.py uri --stack $(STACK) MsaRepositoryUri); \
+	predict=$$($(PY) batch_image/ecr.py uri --stack $(STACK) PredictRepositoryUri); \
+	$(PY) batch_image/ecr.py password | docker login --username AWS --password-stdin "$${msa%%/*}"; \
+	docker build --platform linux/amd64 -f batch_image/Dockerfile --target msa -t "$$msa:$(IMAGE_TAG)" .; \
+	docker build --platform linux/amd64 -f batch_image/Dockerfile --target predict -t "$$predict:$(IMAGE_TAG)" .; \
+	docker push "$$msa:$(IMAGE_TAG)"; \
+	docker push "$$predict:$(IMAGE_TAG)"
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

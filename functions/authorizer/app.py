@@ -5,10 +5,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from af2jobs.api.authorizer import authorize
 from af2jobs.settings import Settings
-from af2jobs.wiring import build
+from af2jobs.wiring import key_store
 
 logger = Logger()
-keys = build(Settings()).keys
+# Only the key table: the authorizer needs nothing else, and each cold start counts against every request.
+keys = key_store(Settings())
 
 
 # log_event stays off: the event is the caller's key.

@@ -17,6 +17,7 @@ import json
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,8 +25,10 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
+import pytest
 import uvicorn
 
+from af2jobs.adapters.aws import DynamoApiKeyStore, DynamoJobRepository, S3ArtifactStore
 from af2jobs.adapters.local.files import DirectoryArtifactStore
 from af2jobs.adapters.local.sqlite import SqliteApiKeyStore, SqliteJobRepository
 from af2jobs.api.app import create_asgi_app, create_lambda_resolver
@@ -33,6 +36,7 @@ from af2jobs.models import Job, JobEvent, JobState
 from af2jobs.ports import ApiKeyStore, ArtifactStore, JobRepository
 from af2jobs.service import JobService
 from af2jobs.settings import Settings
+from tests.functional import moto_support
 
 EVENTS = Path(__file__).resolve().parents[1] / "data" / "events"
 SEQ = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"
@@ -63,6 +67,23 @@ class RecordingNotifier:
         self.events.append((job.id, event))
 
 
+@dataclass(frozen=True)
+class Keys:
+    """A key store and keys in it. Made once per module: each key costs a deliberately slow hash."""
+
+    store: ApiKeyStore
+    ann: str
+    bob: str
+    admin: str
+    revoked: str  # was ann's
+
+    @classmethod
+    def make(cls, store: ApiKeyStore) -> Keys:
+        revoked = store.create("ann")
+        store.revoke(revoked.split("_")[1])
+        return cls(store, store.create("ann"), store.create("bob"), store.create("root", admin=True), revoked)
+
+
 @dataclass
 class World:
     """The services an app is created from (the fields create_* read), plus the fakes and the test's keys."""
@@ -73,15 +94,19 @@ class World:
     keys: ApiKeyStore
     orchestrator: RecordingOrchestrator
     notifier: RecordingNotifier
-    ann: str = ""
-    bob: str = ""
-    admin: str = ""
+    key: Keys
 
-    def with_keys(self) -> World:
-        self.ann = self.keys.create("ann")
-        self.bob = self.keys.create("bob")
-        self.admin = self.keys.create("root", admin=True)
-        return self
+    @property
+    def ann(self) -> str:
+        return self.key.ann
+
+    @property
+    def bob(self) -> str:
+        return self.key.bob
+
+    @property
+    def admin(self) -> str:
+        return self.key.admin
 
     def move(self, job_id: str, *states: JobState) -> Job:
         """Move a job along `states` as the pipeline would."""
@@ -91,23 +116,52 @@ class World:
         return job
 
 
-def make_world(repo: JobRepository, store: ArtifactStore, keys: ApiKeyStore, data_dir: Path) -> World:
+def make_world(repo: JobRepository, store: ArtifactStore, keys: Keys, data_dir: Path) -> World:
     orchestrator, notifier = RecordingOrchestrator(), RecordingNotifier()
     settings = Settings(data_dir=data_dir, max_request_bytes=MAX_BODY)
     service = JobService(repo, store, orchestrator, notifier, settings)
-    return World(service, repo, store, keys, orchestrator, notifier).with_keys()
+    return World(service, repo, store, keys.store, orchestrator, notifier, keys)
 
 
-def local_world(tmp_path: Path) -> World:
-    db = tmp_path / "jobs.sqlite3"
-    return make_world(SqliteJobRepository(db), DirectoryArtifactStore(tmp_path / "artifacts"), SqliteApiKeyStore(db), tmp_path)
+def local_keys(directory: Path) -> Keys:
+    return Keys.make(SqliteApiKeyStore(directory / "keys.sqlite3"))
+
+
+def local_world(tmp_path: Path, keys: Keys) -> World:
+    repo = SqliteJobRepository(tmp_path / "jobs.sqlite3")
+    return make_world(repo, DirectoryArtifactStore(tmp_path / "artifacts"), keys, tmp_path)
+
+
+@dataclass(frozen=True)
+class AwsParts:
+    """One moto account for a module: clients and the key table are made once, each test gets its own table
+    and bucket (made through the adapters' own definitions)."""
+
+    dynamodb: Any
+    s3: Any
+    keys: Keys
+
+
+@contextmanager
+def moto_parts() -> Iterator[AwsParts]:
+    with pytest.MonkeyPatch.context() as mp, moto_support.moto_aws(mp):
+        dynamodb, s3 = moto_support.client("dynamodb"), moto_support.client("s3")
+        dynamodb.create_table(**DynamoApiKeyStore.table_definition("af2-keys"))
+        yield AwsParts(dynamodb, s3, Keys.make(DynamoApiKeyStore("af2-keys", client=dynamodb)))
+
+
+def aws_world(parts: AwsParts, tmp_path: Path) -> World:
+    name = uuid.uuid4().hex
+    parts.dynamodb.create_table(**DynamoJobRepository.table_definition(f"jobs-{name}"))
+    parts.s3.create_bucket(Bucket=f"artifacts-{name}")
+    repo = DynamoJobRepository(f"jobs-{name}", client=parts.dynamodb)
+    return make_world(repo, S3ArtifactStore(f"artifacts-{name}", client=parts.s3), parts.keys, tmp_path)
 
 
 def close_world(world: World) -> None:
-    for part in (world.repo, world.keys):
-        close = getattr(part, "close", None)
-        if close is not None:
-            close()
+    close = getattr(world.repo, "close", None)
+    if close is not None:
+        close()
 
 
 # ---------------------------------------------------------------------------------------------------------------

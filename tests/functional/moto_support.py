@@ -11,6 +11,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.config import Config
 from moto import mock_aws
 from moto.dynamodb.models import DynamoDBBackend
 
@@ -35,7 +36,8 @@ def _atomic_dynamodb_writes(monkeypatch: pytest.MonkeyPatch) -> None:
     the change in Python with no lock, so two threads could both pass one check. A lock around each write
     request gives moto the service's per-request atomicity. It does not order the callers: the threads still
     race, and only the adapters' conditions decide who wins."""
-    lock = threading.Lock()
+    # Re-entrant: moto's transact_write_items calls its own put_item and update_item.
+    lock = threading.RLock()
 
     def atomic(method: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(method)
@@ -57,24 +59,34 @@ def moto_aws(monkeypatch: pytest.MonkeyPatch, config: dict[str, Any] | None = No
         yield
 
 
+@functools.cache
+def _session() -> boto3.session.Session:
+    # moto resets boto3's default session at every mock start, so each test's clients would parse their service
+    # models again (~0.4 s a client); one session keeps that cache for the run. Its credentials are fake.
+    return boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)
+
+
 def client(service: str) -> Any:
-    return boto3.client(service, region_name=REGION)
+    # S3 as the adapter builds it by default: SigV4 presigned URLs (botocore still presigns SigV2 otherwise).
+    config = Config(signature_version="s3v4") if service == "s3" else None
+    return _session().client(service, config=config)
 
 
-def jobs_repo(table: str = "af2-jobs") -> DynamoJobRepository:
-    dynamodb = client("dynamodb")
+def jobs_repo(table: str = "af2-jobs", dynamodb: Any = None) -> DynamoJobRepository:
+    """A repository on a new table made from the repository's own definition (as template.yaml declares it)."""
+    dynamodb = dynamodb or client("dynamodb")
     dynamodb.create_table(**DynamoJobRepository.table_definition(table))
     return DynamoJobRepository(table, client=dynamodb)
 
 
-def key_store(table: str = "af2-keys") -> DynamoApiKeyStore:
-    dynamodb = client("dynamodb")
+def key_store(table: str = "af2-keys", dynamodb: Any = None) -> DynamoApiKeyStore:
+    dynamodb = dynamodb or client("dynamodb")
     dynamodb.create_table(**DynamoApiKeyStore.table_definition(table))
     return DynamoApiKeyStore(table, client=dynamodb)
 
 
-def artifact_store(bucket: str = "af2-artifacts") -> S3ArtifactStore:
-    s3 = client("s3")
+def artifact_store(bucket: str = "af2-artifacts", s3: Any = None) -> S3ArtifactStore:
+    s3 = s3 or client("s3")
     s3.create_bucket(Bucket=bucket)
     return S3ArtifactStore(bucket, client=s3)
 

@@ -1,6 +1,9 @@
 """The two ways to serve the Router: `create_asgi_app` for the local server (uvicorn) and `create_lambda_resolver`
-for API Gateway + Lambda. Both get the same routes, error handling, OpenAPI document and Swagger UI; they differ
-only in the ApiContext (context.py) they bind."""
+for API Gateway + Lambda. Both get the same routes, error handling, OpenAPI document (/openapi.json) and Swagger UI
+(/swagger); they differ only in the ApiContext (context.py) they bind.
+
+Locally, HttpResolverLocal runs the (synchronous) handlers on the event loop, so one request is served at a time;
+that suits one user's server, and the handlers are the same code the Lambda runs."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, HttpResolverLocal, content_types
 from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
+from aws_lambda_powertools.event_handler.openapi.models import APIKey
 
 from af2jobs import __version__, errors
 from af2jobs.api.auth import AUTH_HEADER
@@ -51,21 +54,23 @@ def _assemble(app: ApiGatewayResolver, api: ApiContext) -> None:
     app.use([context_middleware(api)])
     app.include_router(router)
     # Needs this app's current event, so it is registered here rather than on the shared Router.
-    app.exception_handler(RequestValidationError)(
-        lambda exc: validation_error_response(exc, app.current_event, api)
-    )
+    @app.exception_handler(RequestValidationError)
+    def handle_request_validation(exc: RequestValidationError) -> Response:
+        return validation_error_response(exc, app.current_event, api)
+
     app.configure_openapi(
         title="af2jobs",
         version=__version__,
         description=_DESCRIPTION,
-        security_schemes={"apiKey": APIKey(name=AUTH_HEADER, in_=APIKeyIn.header)},
+        security_schemes={"apiKey": APIKey.model_validate({"type": "apiKey", "in": "header", "name": AUTH_HEADER})},
         security=[{"apiKey": []}],
     )
     app.enable_swagger(path=SWAGGER_PATH)  # the UI is bundled with Powertools: no CDN needed
 
     @app.get(OPENAPI_PATH, include_in_schema=False)
     def openapi_document():  # no return annotation: it would be read as a response model
-        return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=app.get_openapi_json_schema())
+        document = app.get_openapi_json_schema()
+        return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=document)
 
 
 class LocalApi(HttpResolverLocal):
@@ -140,6 +145,7 @@ async def _send_error(send: Send, exc: errors.Af2JobsError) -> None:
     response = error_response(exc)
     payload = json.dumps(response.body).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-    headers += [(k.lower().encode(), str(v).encode()) for k, v in response.headers.items() if k.lower() != "content-type"]
+    extra = {k.lower(): v for k, v in response.headers.items() if k.lower() != "content-type"}
+    headers += [(k.encode(), str(v).encode()) for k, v in extra.items()]
     await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": payload})

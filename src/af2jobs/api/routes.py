@@ -1,14 +1,17 @@
 """The job API as one Powertools Router, served by APIGatewayRestResolver on Lambda and HttpResolverLocal locally.
 
 The seed's CANCEL verb is not HTTP: cancelling is `POST /jobs/{id}/cancel` and `POST /jobs/cancel`.
-Handlers reach the services only through the `authenticated` dependency (context.py), never through globals.
+
+Handlers reach the services only through the `authenticated` dependency (context.py) and read the request only
+through what Powertools passes them: never `router.current_event`, which points at whichever app included the
+Router last when several apps live in one process (tests, or a Lambda and a local server side by side).
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 from urllib.parse import quote
 
 from aws_lambda_powertools.event_handler import content_types
@@ -76,7 +79,8 @@ _ERROR_DOCS = {
 def _doc(status: int, description: str, *failures: int, **extra: Any) -> dict[int, OpenAPIResponse]:
     """Responses for OpenAPI: the success (its schema from the return annotation) plus our error body for each
     failure status. Every route can answer 401 and 422 (a malformed parameter)."""
-    responses: dict[int, OpenAPIResponse] = {status: {"description": description, **extra}}  # type: ignore[misc]
+    success: dict[str, Any] = {"description": description, **extra}
+    responses: dict[int, OpenAPIResponse] = {status: cast(OpenAPIResponse, success)}
     for code in sorted({401, 422, *failures}):
         responses[code] = {"description": _ERROR_DOCS[code], "content": {JSON: {"model": ErrorBody}}}
     return responses
@@ -105,8 +109,8 @@ def job_prefix(job_id: str) -> str:
 
 
 def file_url(api: ApiContext, job_id: str, key: str) -> str | None:
-    """Where a client can fetch `key`: the local download route, or the store's own (presigned) URL. None when
-    the object is gone (a local store checks; S3 presigns without looking)."""
+    """Where a client can fetch `key`: the local download route, or the store's own (presigned) URL. None for a
+    key the route cannot serve (outside the job's directory) or that the store knows to be gone."""
     prefix = job_prefix(job_id)
     if api.serve_files:
         if not key.startswith(prefix):
@@ -305,7 +309,13 @@ def list_job_files(job_id: JobId, caller: AuthCaller) -> FileList:
         404,
         content={OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}},
     )
-    | {307: {"description": "Fetch the file from the Location URL (without the API key)."}},
+    | {
+        307: {
+            "description": "AWS: fetch the file from the presigned Location URL (without the API key).",
+            "headers": {"Location": {"description": "A presigned URL.", "schema": {"type": "string"}}},
+            "content": {},  # no body; without this the return annotation's schema would be claimed
+        }
+    },
 )
 def get_job_file(
     job_id: JobId,
@@ -315,7 +325,7 @@ def get_job_file(
     job = caller.service.get(caller.principal, job_id)  # 404 for another owner's job, before any store access
     key = file_key(job.id, path)
     if not caller.api.serve_files:
-        return Response(status_code=307, headers={"Location": caller.api.store.url(key)}, body="")
+        return Response(status_code=307, headers={"Location": caller.api.store.url(key)}, body=b"")
     data = caller.api.store.get_bytes(key)
     name = path.rsplit("/", 1)[-1]
     return Response(
@@ -330,42 +340,44 @@ def get_job_file(
 # Errors: every failure leaves as ErrorBody with its status; this is the only place statuses are chosen.
 
 
-def error_response(exc: errors.Af2JobsError) -> Response[ErrorBody]:
-    body = exc.to_dict()
+_INTERNAL: dict[str, Any] = {"error": "InternalError", "message": "internal error; see the server log", "field": None}
+
+
+def error_response(exc: errors.Af2JobsError) -> Response[dict[str, Any]]:
     if exc.http_status >= 500:
-        # A server-side failure: the detail is for the operator's log, not the caller.
+        # A server-side failure (configuration, a stage): the detail is for the operator's log, not the caller.
         log.error("request failed: %s: %s", type(exc).__name__, exc.message)
-        body = {"error": "InternalError", "message": "internal error; see the server log", "field": None}
+        return Response(status_code=exc.http_status, content_type=JSON, body=_INTERNAL)
     headers = {"WWW-Authenticate": 'Bearer realm="af2jobs"'} if exc.http_status == 401 else None
-    return Response(status_code=exc.http_status, content_type=JSON, body=body, headers=headers)
+    return Response(status_code=exc.http_status, content_type=JSON, body=exc.to_dict(), headers=headers)
 
 
 @router.exception_handler(errors.Af2JobsError)
-def handle_af2jobs_error(exc: errors.Af2JobsError) -> Response[ErrorBody]:
+def handle_af2jobs_error(exc: errors.Af2JobsError) -> Response[dict[str, Any]]:
     return error_response(exc)
 
 
 @router.exception_handler(RouteNotFound)
-def handle_unknown_route(exc: RouteNotFound) -> Response[ErrorBody]:
+def handle_unknown_route(exc: RouteNotFound) -> Response[dict[str, Any]]:
     return error_response(errors.NotFoundError("no such route; see /openapi.json for the API"))
 
 
 @router.exception_handler(RequestUnsupportedContentType)
-def handle_unsupported_media(exc: RequestUnsupportedContentType) -> Response[ErrorBody]:
+def handle_unsupported_media(exc: RequestUnsupportedContentType) -> Response[dict[str, Any]]:
     return error_response(UnsupportedMediaError("send the body as JSON (Content-Type: application/json)", field="body"))
 
 
 @router.exception_handler(ServiceError)
-def handle_service_error(exc: ServiceError) -> Response[ErrorBody]:
-    body = {"error": type(exc).__name__, "message": str(exc.msg), "field": None}
+def handle_service_error(exc: ServiceError) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {"error": type(exc).__name__, "message": str(exc.msg), "field": None}
     return Response(status_code=int(exc.status_code), content_type=JSON, body=body)
 
 
 @router.exception_handler(Exception)
-def handle_unexpected(exc: Exception) -> Response[ErrorBody]:
+def handle_unexpected(exc: Exception) -> Response[dict[str, Any]]:
     # Log the traceback (never the request: it carries the key); the caller gets no internals.
     log.exception("unhandled error in the API")
-    return error_response(errors.Af2JobsError("internal error"))
+    return Response(status_code=500, content_type=JSON, body=_INTERNAL)
 
 
 def from_request_validation(exc: RequestValidationError) -> errors.ValidationError:

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import socket
-import sys
 import tempfile
 import time
 import urllib.error
@@ -151,7 +150,8 @@ class _Response:
         self.status: int = raw.status if hasattr(raw, "status") else raw.code
         self.headers: Message = raw.headers
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = None) -> bytes:
+        # None, not -1: http.client reads a chunked body raw, framing and all, when given a negative size.
         return self.raw.read(size)
 
     def __enter__(self) -> _Response:
@@ -171,7 +171,7 @@ def _open(request: urllib.request.Request, timeout: float) -> _Response:
         raise _api_error(exc.code, exc.read(), request.full_url) from None
     except urllib.error.URLError as exc:
         raise _unreachable(request.full_url, exc.reason) from None
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise ApiUnreachableError(f"{_origin(request.full_url)} did not answer within {timeout:g} s") from None
     except ConnectionError as exc:  # a reset mid-response
         raise _unreachable(request.full_url, exc) from None
@@ -406,7 +406,8 @@ def _print_job(job: dict[str, Any], console: Console) -> None:
         console.print(f"  {state:<11} {seconds:10.1f} s")
     if job.get("error"):
         err = job["error"]
-        console.print(f"error     {err['type']}: {err['message']}" + (f" (stage {err['stage']})" if err.get("stage") else ""))
+        stage = f" (stage {err['stage']})" if err.get("stage") else ""
+        console.print(f"error     {err['type']}: {err['message']}{stage}")
     if job.get("cost"):
         console.print(f"cost      {json.dumps(job['cost'])}")
     for name, url in job.get("links", {}).items():
@@ -430,7 +431,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _describe(job: dict[str, Any]) -> str:
-    text = _progress_text(job)
+    text = _progress_text(job) if job["state"] not in _TERMINAL else ""  # a finished job's last stage is history
     return f"{job['state']}" + (f" · {text}" if text else "")
 
 

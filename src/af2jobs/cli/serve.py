@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import socket
 import sys
 
@@ -75,32 +76,47 @@ def _announce(services: wiring.Services, url: str, recovered: dict[str, str]) ->
     sys.stdout.flush()
 
 
+class _Terminated(Exception):
+    """SIGTERM arrived (and uvicorn, if it was running, has shut down cleanly)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 def _serve(app, sock: socket.socket) -> None:
+    """Serve until SIGINT (KeyboardInterrupt, as always) or SIGTERM (a normal return)."""
     try:
         import uvicorn
     except ImportError:
         raise ConfigurationError("af2 serve needs uvicorn: pip install 'af2jobs[local]'") from None
-    # uvicorn handles SIGINT/SIGTERM and returns; the caller then stops the worker.
-    uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler it found. Python's
+    # default handler would end the process on the spot, before the worker is stopped; ours unwinds instead.
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
+    except _Terminated:
+        log.info("SIGTERM: stopping")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {"profile": "tiny"} if args.profile == "tiny" else {}
-    sock = _bind(settings.host, settings.port)
-    services = wiring.build(settings, run_overrides=overrides)
-    try:
-        from af2jobs.api.app import create_asgi_app
+    with _bind(settings.host, settings.port) as sock:
+        services = wiring.build(settings, run_overrides=overrides)
+        try:
+            from af2jobs.api.app import create_asgi_app
 
-        app = create_asgi_app(services)
-        recovered: dict[str, str] = {}
-        if services.worker is not None:
-            services.worker.start()  # takes the data directory's lock before recover() touches any job
-            recovered = services.worker.recover()
-        _announce(services, _url(settings.host, sock.getsockname()[1]), recovered)
-        _serve(app, sock)
-    finally:
-        services.close()
-        sock.close()
+            app = create_asgi_app(services)
+            recovered: dict[str, str] = {}
+            if services.worker is not None:
+                services.worker.start()  # takes the data directory's lock before recover() touches any job
+                recovered = services.worker.recover()
+            _announce(services, _url(settings.host, sock.getsockname()[1]), recovered)
+            _serve(app, sock)
+        finally:
+            services.close()
     return 0

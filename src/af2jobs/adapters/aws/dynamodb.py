@@ -337,6 +337,7 @@ class DynamoJobRepository:
                     existing = self._by_key(job.owner, job.idempotency_key)
                     if existing is not None:
                         return existing
+                    # The key's job went between our write and our read: the key is free, try again.
                 elif codes[:1] == ["ConditionalCheckFailed"]:
                     raise errors.ConflictError(f"job {job.id} already exists") from None
                 elif "TransactionConflict" not in codes:

@@ -7,6 +7,9 @@ subscription filter, e.g. {"owner": ["alice"], "state": ["SUCCEEDED", "FAILED"]}
 For a SUCCEEDED job the message reads the job's own summaries from the artifact store (any `predictions.json`
 and `versions.json` under jobs/<id>/), so it can name the best model, its mean pLDDT and pTM, and say UNTRAINED
 when the parameters were. Download links are presigned URLs; the message states until when they work.
+
+The JSON document uses the field names of the local notifier's messages (job_name, records, untrained_note,
+download, ...), so one consumer reads both; it adds `links` and `links_expire_at`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from typing import Any
 import boto3
 
 from af2jobs import errors
+
+# Phase arithmetic and the UNTRAINED wording are shared with the local notifier, so both modes say the same.
+from af2jobs.adapters.local.notify import UNTRAINED_LINE, phase_seconds
 from af2jobs.models import Job, JobEvent, JobState
 from af2jobs.ports import ArtifactStore
 
@@ -29,10 +35,7 @@ MAX_LINKS = 10
 LINK_SECONDS = 24 * 3600
 # The files worth a link: the best structure of each record, in both formats, and the run's summary.
 LINKED_FILES = ("ranked_0.pdb", "ranked_0.cif", "predictions.json")
-UNTRAINED_LINE = (
-    "UNTRAINED: these predictions used untrained parameters (random weights); the structures and scores carry "
-    "no biological meaning."
-)
+RECORD_FIELDS = ("name", "dir", "best_model", "mean_plddt", "ptm", "untrained")
 _MACHINE_PROTOCOLS = ("sqs", "lambda", "http", "https")
 
 
@@ -40,7 +43,7 @@ _MACHINE_PROTOCOLS = ("sqs", "lambda", "http", "https")
 class Results:
     """What a finished job's summaries say: the best model per record, whether parameters were UNTRAINED."""
 
-    best: list[dict[str, Any]] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
     untrained_note: str | None = None
     link_keys: list[str] = field(default_factory=list)
 
@@ -66,12 +69,12 @@ def _read_json(store: ArtifactStore, key: str) -> Any:
 
 def read_results(job: Job, store: ArtifactStore) -> Results:
     keys = store.list(f"jobs/{job.id}/")
-    best: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
     untrained: str | None = None
     for key in (k for k in keys if k.endswith("/predictions.json")):
         summary = _read_json(store, key) or {}
         for record in summary.get("records", []):
-            best.append({k: record.get(k) for k in ("name", "best_model", "mean_plddt", "ptm")})
+            records.append({k: record.get(k) for k in RECORD_FIELDS})
             if record.get("untrained"):
                 untrained = UNTRAINED_LINE
     for key in (k for k in keys if k.endswith("/versions.json")):
@@ -79,21 +82,11 @@ def read_results(job: Job, store: ArtifactStore) -> Results:
         if versions.get("params_status") == "UNTRAINED":
             untrained = UNTRAINED_LINE
     links = [k for k in keys if k.rsplit("/", 1)[-1] in LINKED_FILES][:MAX_LINKS]
-    return Results(best=best, untrained_note=untrained, link_keys=links)
+    return Results(records=records, untrained_note=untrained, link_keys=links)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Composing
-
-
-def phase_seconds(job: Job) -> dict[str, float]:
-    """Seconds spent in each phase that has ended (a terminal phase has no length and is left out)."""
-    out = {}
-    for name, phase in job.phases.items():
-        if phase.ended_at is not None and JobState(name) is not job.state:
-            start, end = datetime.fromisoformat(phase.started_at), datetime.fromisoformat(phase.ended_at)
-            out[name] = round((end - start).total_seconds(), 3)
-    return dict(sorted(out.items(), key=lambda item: job.phases[item[0]].started_at))
 
 
 def _duration(seconds: float) -> str:
@@ -120,21 +113,33 @@ def _best_line(record: dict[str, Any], several: bool) -> str:
 def _text(job: Job, event: JobEvent, results: Results, links: list[dict[str, str]], expires_at: str) -> str:
     name = job.request.fasta
     lines = [f"Job {name} ({job.id}) is {job.state.value} ({event.value}).", f"Owner: {job.owner}"]
+    if job.request.comment:
+        lines.append(f"Comment: {job.request.comment}")
     durations = phase_seconds(job)
     if durations:
         lines.append("Phases: " + ", ".join(f"{p} {_duration(s)}" for p, s in durations.items()))
     if job.error is not None:
         stage = f" in stage {job.error.stage}" if job.error.stage else ""
         lines.append(f"Error{stage}: {job.error.type}: {job.error.message}")
-    lines += [_best_line(record, len(results.best) > 1) for record in results.best]
+    lines += [_best_line(record, len(results.records) > 1) for record in results.records]
     if results.untrained_note:
         lines.append(results.untrained_note)
     if links:
         lines.append(f"Download links (valid until {expires_at}):")
         lines += [f"  {link['key']}\n    {link['url']}" for link in links]
     if job.state in (JobState.SUCCEEDED, JobState.FAILED):
-        lines.append(f"Download all files: af2 download {job.id} DIR")
+        lines.append(f"Download all files: {_download(job)}")
     return "\n".join(lines) + "\n"
+
+
+def _download(job: Job) -> str:
+    return f"af2 download {job.id} DIR"
+
+
+def _subject(job: Job) -> str:
+    # The state always fits; a long job name gives way.
+    room = MAX_SUBJECT - len(f"af2jobs  {job.state.value}")
+    return f"af2jobs {job.request.fasta[:room]} {job.state.value}"
 
 
 def compose(job: Job, event: JobEvent, store: ArtifactStore, link_seconds: int = LINK_SECONDS) -> Message:
@@ -146,19 +151,23 @@ def compose(job: Job, event: JobEvent, store: ArtifactStore, link_seconds: int =
     data = {
         "event": event.value,
         "job_id": job.id,
-        "name": job.request.fasta,
+        "job_name": job.request.fasta,
         "owner": job.owner,
         "state": job.state.value,
+        "comment": job.request.comment,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
         "phase_seconds": phase_seconds(job),
         "error": job.error.model_dump() if job.error is not None else None,
-        "best": results.best,
+        "records": results.records,
         "untrained": results.untrained_note is not None,
+        "untrained_note": results.untrained_note,
         "links": links,
         "links_expire_at": expires.isoformat(timespec="seconds") if links else None,
-        "download_command": f"af2 download {job.id} DIR",
+        "download": _download(job),
     }
     return Message(
-        subject=f"af2jobs {job.request.fasta} {job.state.value}"[:MAX_SUBJECT],
+        subject=_subject(job),
         text=_text(job, event, results, links, expires_at),
         data=data,
         attributes={"state": job.state.value, "owner": job.owner, "event": event.value},
@@ -172,7 +181,7 @@ def sns_payload(message: Message) -> str:
     if len(body.encode()) <= MAX_MESSAGE_BYTES:
         return body
     lean = {**message.data, "links": [], "links_expire_at": None}
-    text = message.text.split("Download links", 1)[0] + f"Download all files: {message.data['download_command']}\n"
+    text = message.text.split("Download links", 1)[0] + f"Download all files: {message.data['download']}\n"
     return json.dumps({"default": text, **{p: json.dumps(lean) for p in _MACHINE_PROTOCOLS}})
 
 

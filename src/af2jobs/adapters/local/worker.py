@@ -42,12 +42,13 @@ import json
 import logging
 import os
 import queue
+import re
 import shutil
 import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,6 +90,7 @@ CASP14_NOTE = (
 )
 INTERRUPTED = "interrupted by a restart"
 _PAGE = 500
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -243,6 +245,8 @@ class Worker:
 
     def start(self) -> None:
         """Start the CPU workers and GPU slots. Takes the data directory's worker lock first."""
+        if self._threads or self._stopping.is_set():
+            raise RuntimeError("a Worker is started once")
         self._take_lock()
         devices = _devices(self.slots)
         if self.settings.cpu_workers:
@@ -310,6 +314,8 @@ class Worker:
 
     def log_tail(self, job_id: str, n: int = LOG_TAIL) -> list[str]:
         """The last n lines of the job's log (jobs/<id>/log.txt), oldest first."""
+        if not _JOB_ID.fullmatch(job_id):
+            raise errors.ValidationError(f"{job_id!r} is not a job id", field="id")
         path = self.jobs_root / job_id / LOG_NAME
         if not path.is_file():
             return []
@@ -374,8 +380,7 @@ class Worker:
     # -- threads ---------------------------------------------------------------------------------------------
 
     def _cpu_loop(self) -> None:
-        while (item := self._cpu_q.get()) is not None and not self._stopping.is_set():
-            self._cpu_task(*item)
+        self._serve_queue(self._cpu_q, self._cpu_task)
 
     def _gpu_loop(self, device: Any) -> None:
         scope = contextlib.nullcontext()
@@ -384,8 +389,16 @@ class Worker:
 
             scope = jax.default_device(device)  # thread-local: this slot's predictions run on its GPU
         with scope:
-            while (item := self._gpu_q.get()) is not None and not self._stopping.is_set():
-                self._gpu_task(*item)
+            self._serve_queue(self._gpu_q, self._gpu_task)
+
+    def _serve_queue(self, work: queue.Queue[tuple[str, bool] | None], task) -> None:
+        while (item := work.get()) is not None and not self._stopping.is_set():
+            try:
+                task(*item)
+            except Exception:
+                # Only an error while handling an error gets here (e.g. the database is unreachable). The thread
+                # must live on, or the pool shrinks; the job is left for recover() at the next start.
+                log.exception("job %s: the worker could not record its outcome", item[0], extra={"job_id": item[0]})
 
     def _claim(self, job_id: str) -> _Run | None:
         with self._lock:

@@ -1,0 +1,77 @@
+"""wiring.build for the local mode, `af2 keys` and `af2 serve`'s start-up checks (no model runs here)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from af2jobs import errors, wiring
+from af2jobs.adapters.local.files import DirectoryArtifactStore
+from af2jobs.adapters.local.notify import LocalNotifier
+from af2jobs.adapters.local.sqlite import SqliteApiKeyStore, SqliteJobRepository
+from af2jobs.adapters.local.worker import LocalOrchestrator, Worker
+from af2jobs.cli.main import main
+from af2jobs.models import JobRequest, JobState, Principal
+from af2jobs.settings import Settings
+from tests.conftest import UBIQUITIN
+
+
+@pytest.fixture
+def data_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("AF2_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("AF2_MODE", raising=False)
+    return tmp_path / "data"
+
+
+def test_local_mode_builds_local_adapters_around_one_worker(tmp_path):
+    services = wiring.build(Settings(data_dir=tmp_path, cpu_workers=0, gpus="0,1"))
+    try:
+        assert isinstance(services.repo, SqliteJobRepository) and isinstance(services.keys, SqliteApiKeyStore)
+        assert isinstance(services.store, DirectoryArtifactStore) and services.store.root == tmp_path / "artifacts"
+        assert isinstance(services.notifier, LocalNotifier) and services.notifier.store is services.store
+        assert isinstance(services.worker, Worker) and services.worker.slots == ["0", "1"]
+        assert isinstance(services.orchestrator, LocalOrchestrator) and services.orchestrator.worker is services.worker
+        # The service is wired to them: a submitted job is stored, and waits (the worker was not started).
+        job = services.service.submit(Principal("ann"), JobRequest(fasta="ubq", sequence=UBIQUITIN))
+        assert services.repo.get(job.id).state is JobState.QUEUED
+        assert services.keys.verify(services.keys.create("ann")) == Principal("ann")
+    finally:
+        services.close()
+
+
+def test_aws_mode_without_its_names_fails_at_start_up(tmp_path):
+    with pytest.raises(errors.ConfigurationError, match="AF2_JOBS_TABLE.*AF2_TOPIC_ARN"):
+        wiring.build(Settings(data_dir=tmp_path, mode="aws"))
+
+
+def test_keys_create_list_and_revoke(data_env, capsys):
+    assert main(["keys", "create", "--owner", "alice", "--admin"]) == 0
+    out, err = capsys.readouterr()
+    key = out.strip()
+    assert key.startswith("af2_") and "cannot be shown again" in err and key not in err
+    key_id = key.split("_")[1]
+    store = wiring.key_store(Settings())
+    assert store.verify(key) == Principal("alice", admin=True)
+
+    assert main(["keys", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert key_id in listing and "alice" in listing and "yes" in listing
+    assert key.split("_", 2)[2] not in listing  # never the secret
+
+    assert main(["keys", "revoke", key_id]) == 0
+    assert store.verify(key) is None
+    assert main(["keys", "revoke", "0123456789abcdef"]) == 1
+    assert "no API key 0123456789abcdef" in capsys.readouterr().err
+
+
+def test_serve_refuses_bad_options_and_a_port_in_use(data_env, capsys):
+    assert main(["serve", "--cpu-workers", "-1"]) == 2
+    assert "--cpu-workers" in capsys.readouterr().err
+    assert main(["serve", "--gpus", "zero"]) == 1
+    assert "AF2_GPUS" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert main(["serve", "--port", str(taken.getsockname()[1])]) == 1
+    assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
