@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_core import PydanticCustomError
 
 from af2jobs import errors
+from af2jobs.runconfig import canonical_strategy
 
 if TYPE_CHECKING:  # fasta.py is only needed when a request is parsed, not to build the schema.
     from af2jobs.fasta import FastaRecord
@@ -134,18 +135,10 @@ def _check_object_name(value: str) -> str:
 
 
 def _parse_strategy(value: str) -> str:
-    if value in ("best", "all"):
-        return value
-    match = _STOP_RE.fullmatch(value)
-    if match is None:
-        raise _invalid("strategy must be 'best', 'all' or 'stop-at-score:X' with 0 < X <= 100")
     try:
-        score = float(match.group(1))
-    except ValueError:
-        score = math.nan
-    if not (0 < score <= 100):  # also rejects nan
-        raise _invalid(f"strategy stop-at-score needs a number with 0 < X <= 100, got '{match.group(1)}'")
-    return f"stop-at-score:{score:g}"
+        return canonical_strategy(value)
+    except ValueError as exc:
+        raise _invalid(str(exc)) from None
 
 
 class JobRequest(BaseModel):

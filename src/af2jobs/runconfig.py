@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MODEL_NAMES = ("model_1", "model_2", "model_3", "model_4", "model_5")
-_STOP_AT = re.compile(r"^stop-at-score:(\d+(?:\.\d+)?)$")
+_STOP_AT = re.compile(r"^stop-at-score:(.+)$")
+
+
+def canonical_strategy(value: str) -> str:
+    """The one spelling of a strategy that every part of the platform stores and parses back."""
+    kind, threshold = parse_strategy(value)
+    return kind if threshold is None else f"stop-at-score:{threshold:g}"
 
 
 def parse_strategy(value: str) -> tuple[str, float | None]:
@@ -18,8 +25,11 @@ def parse_strategy(value: str) -> tuple[str, float | None]:
         return value, None
     match = _STOP_AT.match(value)
     if match:
-        threshold = float(match.group(1))
-        if 0 < threshold <= 100:
+        try:
+            threshold = float(match.group(1))
+        except ValueError:
+            threshold = math.nan
+        if 0 < threshold <= 100:  # also rejects nan
             return "stop-at-score", threshold
     raise ValueError(f"strategy must be 'best', 'all' or 'stop-at-score:X' with 0 < X <= 100, not {value!r}")
 
@@ -65,8 +75,7 @@ class RunConfig(BaseModel):
     @field_validator("strategy")
     @classmethod
     def _strategy(cls, v: str) -> str:
-        kind, threshold = parse_strategy(v)
-        return kind if threshold is None else f"stop-at-score:{threshold:g}"
+        return canonical_strategy(v)
 
     @property
     def strategy_kind(self) -> str:

@@ -101,7 +101,8 @@ class _Compiled:
     @classmethod
     def get(cls, cfg, fingerprint: str, feat: dict, params: dict) -> tuple["_Compiled", float]:
         shapes = tuple(sorted((k, v.shape, str(v.dtype)) for k, v in feat.items()))
-        key = (fingerprint, shapes)
+        # The device too: each GPU slot of the local worker runs under its own jax.default_device.
+        key = (fingerprint, shapes, str(jax.config.jax_default_device))
         with cls._lock:
             hit = cls._cache.get(key)
             if hit is not None:
