@@ -35,8 +35,6 @@ one that started first after it.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import time
 from collections.abc import Collection, Iterator, Mapping
@@ -52,6 +50,7 @@ from af2jobs import errors
 from af2jobs.adapters.local.sqlite import MAX_PAGE, MERGED_FIELDS, MUTABLE_FIELDS
 from af2jobs.models import TERMINAL, Job, JobState, can_move, utc_now
 from af2jobs.ports import StateFilter
+from af2jobs.adapters.paging import decode_token, encode_token, states_of
 
 OWNER_INDEX = "owner-created-index"
 ALL_INDEX = "created-index"
@@ -157,29 +156,10 @@ def _item_bytes(item: Item) -> int:
 # Listing helpers
 
 
-def _states(state: StateFilter) -> frozenset[JobState] | None:
-    if state is None:
-        return None
-    if isinstance(state, str):  # a JobState is a str too
-        return frozenset({JobState(state)})
-    return frozenset(JobState(s) for s in state)
 
 
-def _encode_token(job: Job) -> str:
-    raw = json.dumps([job.created_at, job.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_token(token: str) -> str:
-    """The `created_id` after which the next page starts."""
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        created_at, job_id = json.loads(raw)
-        if not isinstance(created_at, str) or not isinstance(job_id, str):
-            raise ValueError("not two strings")
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
-        raise errors.ValidationError("token is not a page token from a previous listing", field="token") from None
-    return _created_id(created_at, job_id)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -407,15 +387,15 @@ class DynamoJobRepository:
     ) -> tuple[list[Job], str | None]:
         if not 1 <= limit <= MAX_PAGE:
             raise errors.ValidationError(f"limit must be from 1 to {MAX_PAGE}", field="limit")
-        after = _decode_token(token) if token is not None else None
+        after = _created_id(*decode_token(token)) if token is not None else None
         jobs: list[Job] = []
         # One more than asked for tells whether a next page exists.
-        for item in self._query(owner, _states(state), after, limit + 1):
+        for item in self._query(owner, states_of(state), after, limit + 1):
             jobs.append(job_from_item(item))
             if len(jobs) > limit:
                 break
         page = jobs[:limit]
-        return page, (_encode_token(page[-1]) if len(jobs) > limit else None)
+        return page, (encode_token(page[-1]) if len(jobs) > limit else None)
 
     def _query(
         self, owner: str | None, states: frozenset[JobState] | None, after: str | None, chunk: int

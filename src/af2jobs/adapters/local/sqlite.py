@@ -6,8 +6,6 @@ atomic across threads and processes; WAL mode lets readers carry on meanwhile.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -23,6 +21,7 @@ from typing import Any
 from af2jobs import errors
 from af2jobs.models import TERMINAL, Job, JobState, Phase, Principal, can_move, utc_now
 from af2jobs.ports import ApiKeyInfo, StateFilter
+from af2jobs.adapters.paging import decode_token, encode_token, states_of
 
 BUSY_TIMEOUT_MS = 10_000
 MAX_PAGE = 1000
@@ -131,28 +130,10 @@ def _from_row(row: sqlite3.Row) -> Job:
     return Job.model_validate(data)
 
 
-def _states(state: StateFilter) -> frozenset[JobState] | None:
-    if state is None:
-        return None
-    if isinstance(state, str):  # a JobState is a str too
-        return frozenset({JobState(state)})
-    return frozenset(JobState(s) for s in state)
 
 
-def _encode_token(job: Job) -> str:
-    raw = json.dumps([job.created_at, job.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_token(token: str) -> tuple[str, str]:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        created_at, job_id = json.loads(raw)
-        if not isinstance(created_at, str) or not isinstance(job_id, str):
-            raise ValueError("not two strings")
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
-        raise errors.ValidationError("token is not a page token from a previous listing", field="token") from None
-    return created_at, job_id
 
 
 def _changed(job: Job, changes: dict[str, Any], *, to: JobState | None = None) -> Job:
@@ -234,7 +215,7 @@ class SqliteJobRepository:
         if owner is not None:
             where.append("owner = ?")
             args.append(owner)
-        states = _states(state)
+        states = states_of(state)
         if states is not None:
             where.append(f"state IN ({', '.join('?' for _ in states)})")
             args.extend(s.value for s in states)
@@ -242,14 +223,14 @@ class SqliteJobRepository:
             # Keyset pagination: rows strictly after the last one shown, so inserts between pages (which sort
             # first, being newer) neither repeat nor hide a row.
             where.append("(created_at, id) < (?, ?)")
-            args.extend(_decode_token(token))
+            args.extend(decode_token(token))
         sql = "SELECT * FROM jobs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
         rows = self._db.read().execute(sql, (*args, limit + 1)).fetchall()
         jobs = [_from_row(r) for r in rows[:limit]]
-        return jobs, (_encode_token(jobs[-1]) if len(rows) > limit else None)
+        return jobs, (encode_token(jobs[-1]) if len(rows) > limit else None)
 
     def transition(self, job_id: str, expected_from: Collection[JobState], to: JobState, **changes: Any) -> Job:
         to = JobState(to)
