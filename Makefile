@@ -12,7 +12,7 @@ SAM_ENV ?= default
 STACK ?= af2jobs
 IMAGE_TAG ?= latest
 
-.PHONY: demo test venv db clean help deploy images check-iac
+.PHONY: demo test venv db browser clean help deploy images check-iac
 
 help:
 	@echo "make demo   set up everything and predict the bundled example (ubiquitin) on this machine"
@@ -43,7 +43,13 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-test: db $(NODE_STAMP)
+# Headless Chromium for the report test (tests/pipeline/test_report.py), from Debian's package registry.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
+
+test: db $(NODE_STAMP) browser
 	$(PY) -m pytest -q
 
 check-iac: $(STAMP) $(NODE_STAMP)

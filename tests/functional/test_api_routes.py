@@ -253,6 +253,8 @@ def test_submit_answers_201_with_the_job_and_its_location(env: Env) -> None:
     assert location == (f"/prod/jobs/{job['id']}" if env.kind == "lambda" else f"/jobs/{job['id']}")
     assert env.world.orchestrator.started == [job["id"]]
     assert env.world.store.get_bytes(f"jobs/{job['id']}/input.fasta").startswith(b">job1\n")
+    estimate = job["estimate"]  # priced on the queue's instance, from the stored input's length
+    assert estimate["queue"] == "low" and estimate["gpu_instance"] == "g5.2xlarge" and estimate["total_usd"] > 0
 
 
 def test_same_idempotency_key_twice_gives_one_job(env: Env) -> None:
@@ -383,6 +385,11 @@ def test_job_detail_has_progress_durations_cost_links_and_the_log_tail(env: Env)
     assert set(job["durations"]) == {"QUEUED", "VALIDATING", "MSA"}
     assert all(seconds >= 0 for seconds in job["durations"].values())
     assert job["log"] == [f"line {i}" for i in range(30, 80)]
+    assert job["reports"] == {}
+    w.store.put_bytes(f"jobs/{job_id}/output/ubq/report.html", b"<!DOCTYPE html>")
+    w.repo.update(job_id, artifacts={"ubq/report.html": f"jobs/{job_id}/output/ubq/report.html"})
+    again = env.call("GET", f"/jobs/{job_id}", w.ann).json()
+    assert set(again["reports"]) == {"ubq"} and again["reports"]["ubq"] == again["links"]["ubq/report.html"]
     link = job["links"]["input.fasta"]
     if env.kind == "local":
         assert link == f"/jobs/{job_id}/file?path=input.fasta"

@@ -381,6 +381,19 @@ def test_success_text_says_what_a_person_needs(store: S3ArtifactStore) -> None:
     assert f"af2 download {job.id} DIR" in text
 
 
+def test_success_text_has_the_cost_and_the_report_link(store: S3ArtifactStore) -> None:
+    from af2jobs.cost import job_cost
+
+    job = finished_job(S.SUCCEEDED)
+    put_results(store, job)
+    store.put_bytes(f"jobs/{job.id}/output/ubiquitin/report.html", b"<!DOCTYPE html>")
+    job.cost = {"predict_s": 603.0, "usd": job_cost({"msa_s": 192.0, "predict_s": 603.0}, queue="mid")}
+    text = compose(job, JobEvent.SUCCEEDED, store).text
+    usd = job.cost["usd"]
+    assert f"Cost: ${usd['total_usd']:.4f} (CPU $" in text and f"list prices of {usd['prices_as_of']}" in text
+    assert "ubiquitin/report.html" in text
+
+
 def test_failure_message_names_the_error_and_stage(store: S3ArtifactStore, queues: dict[str, str]) -> None:
     error = JobError(type="StageError", message="MSA: jackhmmer ran out of memory", stage="MSA")
     job = finished_job(S.FAILED, error=error)

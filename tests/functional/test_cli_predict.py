@@ -61,6 +61,10 @@ def test_predict_writes_alphafold_layout(env, tmp_path):
     assert sum(1 for line in sto.splitlines() if line and not line.startswith(("#", "//"))) > 10
     assert (d / "features.pkl").stat().st_size > 0
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left behind
+    # report.html beside the results: the viewer inlined (no network), the UNTRAINED banner, the plots.
+    page = (d / "report.html").read_text()
+    assert 'id="untrained"' in page and 'id="viewer"' in page and "$3Dmol" in page and "<script src" not in page
+    assert all((d / png).stat().st_size > 1000 for png in ("plddt.png", "pae.png", "msa_depth.png"))
 
     # The same sequence again: the MSA comes from the cache and costs no search.
     assert main(["predict", str(fasta), "--out", str(tmp_path / "again"), "--strategy", "all", *FAST]) == 0

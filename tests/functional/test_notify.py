@@ -178,3 +178,20 @@ def test_failed_deliveries_are_logged_and_never_raised(tmp_path, succeeded, webh
 def test_a_webhook_must_be_http(tmp_path):
     with pytest.raises(errors.ConfigurationError, match="AF2_WEBHOOK_URL"):
         LocalNotifier(tmp_path / "outbox", webhook_url="file:///etc/passwd")
+
+
+def test_the_text_carries_the_cost_and_links_the_report(store, succeeded):
+    from af2jobs.adapters.local.notify import build_message, render_text
+    from af2jobs.cost import job_cost
+
+    prefix = f"jobs/{succeeded.id}/output"
+    store.put_bytes(f"{prefix}/ubq/report.html", b"<!DOCTYPE html>")
+    succeeded.artifacts["ubq/report.html"] = f"{prefix}/ubq/report.html"
+    succeeded.cost = {"msa_s": 1800.0, "predict_s": 600.0,
+                      "usd": job_cost({"msa_s": 1800.0, "predict_s": 600.0}, queue="low")}
+    message = build_message(succeeded, JobEvent.SUCCEEDED, store)
+    assert message["measured_seconds"] == {"msa_s": 1800.0, "predict_s": 600.0}
+    text = render_text(message)
+    usd = succeeded.cost["usd"]
+    assert f"Cost: ${usd['total_usd']:.4f}" in text and "g5.2xlarge" in text and usd["prices_as_of"] in text
+    assert f"ubq/report.html: {store.url(succeeded.artifacts['ubq/report.html'])}" in text

@@ -90,14 +90,17 @@ def test_a_job_runs_every_record_to_succeeded_and_publishes_its_files(build):
 
     assert job.state is S.SUCCEEDED, job.error
     assert set(job.phases) == {"QUEUED", "VALIDATING", "MSA", "PREDICTING", "SUCCEEDED"}
-    assert set(job.cost) == {"validating_s", "msa_s", "predict_s", "publish_s"} and job.cost["predict_s"] > 0
+    assert set(job.cost) == {"validating_s", "msa_s", "predict_s", "publish_s", "usd"} and job.cost["predict_s"] > 0
+    usd = job.cost["usd"]  # priced on the AWS instances of the job's queue, from the measured seconds
+    assert usd["gpu_s"] == pytest.approx(job.cost["predict_s"] + job.cost["publish_s"], abs=0.01)
+    assert usd["total_usd"] == pytest.approx(usd["cpu_usd"] + usd["gpu_usd"], abs=1e-5) and usd["gpu_usd"] > 0
     store = services.store
     for slug in ("ubq_a", "ubq_b"):
         assert job.artifacts[f"{slug}/ranked_0.pdb"] == f"jobs/{job.id}/output/{slug}/ranked_0.pdb"
         pdb = store.get_bytes(job.artifacts[f"{slug}/ranked_0.pdb"]).decode()
         assert pdb.startswith("REMARK") and sum(line.startswith("ATOM") for line in pdb.splitlines()) > 500
         for name in ("ranked_0.cif", "ranking_debug.json", "timings.json", "features.pkl",
-                     "confidence_model_1_full.json", "msas/uniref90_hits.sto"):
+                     "confidence_model_1_full.json", "msas/uniref90_hits.sto", "report.html", "plddt.png"):
             assert store.get_bytes(job.artifacts[f"{slug}/{name}"])
         versions = json.loads(store.get_bytes(job.artifacts[f"{slug}/versions.json"]))
         assert versions["preset"] == "full" and versions["params_status"] == "UNTRAINED"

@@ -130,6 +130,20 @@ def log_tail(store: ArtifactStore, job_id: str, lines: int = LOG_TAIL) -> list[s
     return data.decode("utf-8", errors="replace").splitlines()[-lines:]
 
 
+def submit_estimate(job: Job, store: ArtifactStore) -> dict[str, Any] | None:
+    """The estimated time and cost of a job just submitted, from its stored input (None if that cannot be read:
+    an estimate must never fail a submission that succeeded)."""
+    from af2jobs.cost import estimate_request
+    from af2jobs.service import input_key
+
+    try:
+        records = job.request.parse_sequence(store.get_bytes(input_key(job.id)), name=job.request.fasta)
+        return estimate_request(job.request, [len(r.sequence) for r in records])
+    except (errors.Af2JobsError, KeyError, ValueError):
+        log.warning("job %s: no cost estimate", job.id, extra={"job_id": job.id})
+        return None
+
+
 def view(job: Job) -> JobView:
     return JobView.model_validate(job.to_public())
 
@@ -137,7 +151,8 @@ def view(job: Job) -> JobView:
 def detail(job: Job, api: ApiContext) -> JobDetail:
     links = {name: url for name, key in job.artifacts.items() if (url := file_url(api, job.id, key)) is not None}
     return JobDetail.model_validate(
-        {**job.to_public(), "durations": durations(job), "links": links, "log": log_tail(api.store, job.id)}
+        {**job.to_public(), "durations": durations(job), "links": links, "log": log_tail(api.store, job.id),
+         "reports": {name.rsplit("/", 1)[0]: url for name, url in links.items() if name.endswith("/report.html")}}
     )
 
 
@@ -193,7 +208,7 @@ def submit_job(
     return Response(
         status_code=201,
         content_type=JSON,
-        body=view(job),
+        body=view(job).model_copy(update={"estimate": submit_estimate(job, caller.api.store)}),
         headers={"Location": f"{caller.path.rstrip('/')}/{job.id}"},
     )
 

@@ -35,6 +35,9 @@ class JobView(BaseModel):
     cost: dict[str, Any] | None = None
     version: int
     finished: bool
+    estimate: dict[str, Any] | None = Field(
+        None, description="Submit's answer only: estimated seconds and dollars (af2jobs.cost.estimate)."
+    )
 
 
 class JobDetail(JobView):
@@ -47,6 +50,10 @@ class JobDetail(JobView):
         description="Artifact name -> URL: presigned on AWS, this API's download route locally."
     )
     log: list[str] = Field(description="The last lines of jobs/<id>/log.txt, oldest first (empty if none).")
+    reports: dict[str, str] = Field(
+        default_factory=dict,
+        description="Record -> URL of its report.html (self-contained: structure, pLDDT, PAE, MSA depth, cost).",
+    )
 
 
 class JobPage(BaseModel):

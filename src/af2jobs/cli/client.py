@@ -253,6 +253,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-template-date", help="YYYY-MM-DD (default: 2020-05-14)")
     p.add_argument("--comment", help="free text kept with the job")
     p.add_argument("--idempotency-key", help="retrying with the same key returns the same job")
+    p.add_argument("--estimate", action="store_true",
+                   help="print the estimated time and cost (JSON) and do not submit; needs no API")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("list", parents=[common], help="list your jobs, newest first")
@@ -357,6 +359,13 @@ def submission(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     body = submission(args)
+    if getattr(args, "estimate", False):
+        from af2jobs.cost import estimate_request
+
+        request = JobRequest.parse(body)
+        lengths = [len(r.sequence) for r in request.records(max_length=Settings().max_length)]
+        print(json.dumps(estimate_request(request, lengths), indent=2))
+        return 0
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
     job = client_from(args).call("POST", "/jobs", body=body, headers=headers)
     print(job["id"])

@@ -10,6 +10,7 @@ cancelled prediction never leaves half-written results where finished ones are e
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -30,6 +31,8 @@ from af2jobs.pipeline import predict as predict_mod
 from af2jobs.runconfig import RunConfig
 from af2jobs.settings import Settings
 
+log = logging.getLogger(__name__)
+
 StageProgress = Callable[[str, str, dict], None]  # (stage, event, details)
 
 
@@ -48,7 +51,8 @@ class Context:
             self.provider = params_mod.ParamsProvider(s.params_root, s.cache_dir / "params-untrained")
         if self.databases is None:
             self.databases = db_mod.discover(s.database_root)
-        predict_mod.enable_compilation_cache(s.cache_dir / "jax")
+        # JAX's own variable wins: on AWS it points every Batch job at the shared file system's cache.
+        predict_mod.enable_compilation_cache(Path(os.environ.get("JAX_COMPILATION_CACHE_DIR") or s.cache_dir / "jax"))
 
 
 def resolve_run_config(settings: Settings, **overrides) -> RunConfig:
@@ -120,8 +124,20 @@ def predict_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
         prediction, dbs, ctx.run.model_dump(mode="json"), predict_mod.device_kind()))
     timings["outputs"] = {"seconds": round(time.perf_counter() - t0, 3)}
     outputs.write_json(workdir / "timings.json", timings)
+    _write_report(workdir, record.name)
     return {"timings": timings, "best": prediction.ranked[0].summary(),
             "untrained": prediction.ranked[0].params.untrained}
+
+
+def _write_report(workdir: Path, name: str) -> None:
+    # The report is a view of files already written: a failure to draw it is logged, and must not turn a
+    # finished prediction into a failed one.
+    from af2jobs.pipeline import report
+
+    try:
+        report.write_report(workdir, name)
+    except Exception:
+        log.exception("%s: report.html could not be written", name)
 
 
 @dataclass

@@ -34,7 +34,7 @@ MAX_MESSAGE_BYTES = 250_000
 MAX_LINKS = 10
 LINK_SECONDS = 24 * 3600
 # The files worth a link: the best structure of each record, in both formats, and the run's summary.
-LINKED_FILES = ("ranked_0.pdb", "ranked_0.cif", "predictions.json")
+LINKED_FILES = ("report.html", "ranked_0.pdb", "ranked_0.cif", "predictions.json")
 RECORD_FIELDS = ("name", "dir", "best_model", "mean_plddt", "ptm", "untrained")
 _MACHINE_PROTOCOLS = ("sqs", "lambda", "http", "https")
 
@@ -118,6 +118,10 @@ def _text(job: Job, event: JobEvent, results: Results, links: list[dict[str, str
     durations = phase_seconds(job)
     if durations:
         lines.append("Phases: " + ", ".join(f"{p} {_duration(s)}" for p, s in durations.items()))
+    usd = (job.cost or {}).get("usd")
+    if isinstance(usd, dict) and "total_usd" in usd:
+        lines.append(f"Cost: ${usd['total_usd']:.4f} (CPU ${usd['cpu_usd']:.4f}, GPU ${usd['gpu_usd']:.4f}; "
+                     f"{usd.get('region', '')} list prices of {usd.get('prices_as_of', '?')})")
     if job.error is not None:
         stage = f" in stage {job.error.stage}" if job.error.stage else ""
         lines.append(f"Error{stage}: {job.error.type}: {job.error.message}")

@@ -36,7 +36,7 @@ UNTRAINED_LINE = (
     "no biological meaning."
 )
 # Files worth a line in the e-mail body; the JSON message lists every artifact.
-_HEADLINE_SUFFIXES = ("ranked_0.pdb", "ranked_0.cif", PREDICTIONS_ARTIFACT, "log.txt")
+_HEADLINE_SUFFIXES = ("report.html", "ranked_0.pdb", "ranked_0.cif", PREDICTIONS_ARTIFACT, "log.txt")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -90,7 +90,8 @@ def build_message(job: Job, event: JobEvent, store: ArtifactStore | None = None)
         "created_at": job.created_at,
         "updated_at": job.updated_at,
         "phase_seconds": phase_seconds(job),
-        "measured_seconds": dict(job.cost or {}),
+        "measured_seconds": {k: v for k, v in (job.cost or {}).items() if k != "usd"},
+        "cost_usd": (job.cost or {}).get("usd"),
         "records": [
             {k: r.get(k) for k in ("name", "dir", "best_model", "mean_plddt", "ptm", "untrained")} for r in records
         ],
@@ -124,6 +125,12 @@ def render_text(message: dict[str, Any]) -> str:
     if message["phase_seconds"]:
         phases = ", ".join(f"{state} {seconds:.1f} s" for state, seconds in message["phase_seconds"].items())
         lines.append(f"Phases: {phases}")
+    cost = message.get("cost_usd")
+    if cost:
+        lines.append(
+            f"Cost: ${cost['total_usd']:.4f} (CPU ${cost['cpu_usd']:.4f} on {cost['cpu_instance']}, GPU "
+            f"${cost['gpu_usd']:.4f} on {cost['gpu_instance']}; {cost['region']} list prices of {cost['prices_as_of']})"
+        )
     headline = {k: v for k, v in message["artifacts"].items() if k.endswith(_HEADLINE_SUFFIXES)}
     if headline:
         lines.append("Files:")

@@ -15,13 +15,11 @@ Files of job <id>, under the artifact directory (the store's keys are these path
     jobs/<id>/output/<record slug>/...    the published results (OUTPUT_FILES, msas/)
     jobs/<id>/output/predictions.json     per record: best model, mean pLDDT, pTM, untrained
 The job's `artifacts` maps "<slug>/ranked_0.pdb" (and so on, plus "predictions.json" and "log.txt") to store keys;
-its `cost` holds the measured seconds of each phase (validating_s, msa_s, predict_s, publish_s).
+its `cost` holds the measured seconds of each phase (validating_s, msa_s, predict_s, publish_s) and, once
+SUCCEEDED, `usd`: those phases priced on the AWS instances of the job's queue (af2jobs.cost.job_cost).
 
-Presets (JobRequest.preset) are data applied to the resolved RunConfig, see `run_config_for`:
-    full     the run configuration resolved from settings (and the worker's run_overrides)
-    reduced  as full, with max_msa_clusters and max_extra_msa halved: less memory and time, a shallower MSA
-    casp14   AlphaFold's CASP14 preset averages 8 ensembles; this model code runs one, so ensembling is NOT
-             applied. The job runs with num_recycle 3 and its versions.json "notes" say so.
+The per-record stage logic (run configuration and presets, MSA and predict stages with their "done" markers,
+publishing) is af2jobs.jobrun, shared with the Batch entrypoint; this module adds the pools, states and restarts.
 
 Cancel: `cancel(job)` sets a flag that the running stage polls (between databases, recycles and stages), so it
 stops within seconds (an XLA compile in progress is not interruptible and finishes first); the job then moves
@@ -38,28 +36,24 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import queue
 import re
 import shutil
-import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pydantic
-
-from af2jobs import errors
+from af2jobs import errors, jobrun
 from af2jobs.fasta import FastaRecord
+from af2jobs.jobrun import CASP14_NOTE, MSA_DONE, run_config_for
 from af2jobs.models import RUNNING, UNFINISHED, Job, JobError, JobEvent, JobRequest, JobState, Progress, utc_now
 from af2jobs.ports import ArtifactStore, JobRepository, Notifier
-from af2jobs.runconfig import RunConfig
 from af2jobs.service import input_key
 from af2jobs.settings import Settings
 
@@ -73,55 +67,13 @@ S = JobState
 LOG_NAME = "log.txt"
 LOG_TAIL = 50
 LOCK_NAME = "worker.lock"
-# Written by the worker once a stage returned, so a restart can tell finished work from work cut short (the
-# pipeline writes features.pkl and timings.json in place, so their presence alone proves nothing).
-MSA_DONE = ".af2-msa-done.json"
-PREDICT_DONE = ".af2-predict-done.json"
-OUTPUT_FILES = (
-    "ranked_*.pdb", "ranked_*.cif", "ranking_debug.json", "timings.json", "versions.json",
-    "confidence_*_full.json", "features.pkl",
-)
-OUTPUT_DIRS = ("msas",)
-# What a prediction writes into its working directory; cleared before a prediction runs again.
-PREDICT_WRITES = ("ranked_*", "confidence_*", "ranking_debug.json", "versions.json")
-CASP14_NOTE = (
-    "preset casp14: AlphaFold's CASP14 preset averages 8 ensembles; this model code runs one ensemble, so "
-    "ensembling is not applied (num_recycle 3)"
-)
 INTERRUPTED = "interrupted by a restart"
 _PAGE = 500
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Run configuration
-
-
-def run_config_for(
-    request: JobRequest, settings: Settings, overrides: Mapping[str, Any] | None = None
-) -> tuple[RunConfig, list[str]]:
-    """The job's RunConfig (request, then overrides, then the preset) and the notes its versions.json carries."""
-    from af2jobs.pipeline.run import resolve_run_config
-
-    values = {"model_names": request.model_names, "strategy": request.strategy, **(overrides or {})}
-    try:
-        base = resolve_run_config(settings, **values)
-        changes, notes = _preset(request.preset, base)
-        return RunConfig.model_validate({**base.model_dump(), **changes}), notes
-    except pydantic.ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise errors.ValidationError(f"run configuration: {where}: {err['msg']}", field=where or None) from None
-
-
-def _preset(preset: str, base: RunConfig) -> tuple[dict[str, Any], list[str]]:
-    if preset == "reduced":
-        clusters, extra = max(1, base.max_msa_clusters // 2), max(1, base.max_extra_msa // 2)
-        note = f"preset reduced: MSA depth caps halved to max_msa_clusters {clusters}, max_extra_msa {extra}"
-        return {"max_msa_clusters": clusters, "max_extra_msa": extra}, [note]
-    if preset == "casp14":
-        return {"num_recycle": 3}, [CASP14_NOTE]
-    return {}, []
+# GPU slots
 
 
 def parse_gpus(text: str) -> list[str | None]:
@@ -145,46 +97,6 @@ def _devices(slots: list[str | None]) -> list[Any]:
             f"AF2_GPUS (--gpus) names {', '.join(missing)}, but JAX sees devices {sorted(by_id)} ({jax.default_backend()})"
         )
     return [by_id[int(s)] for s in slots]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Small file helpers
-
-
-def _write_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2)
-    os.replace(tmp, path)
-
-
-def _output_files(workdir: Path) -> list[Path]:
-    files = {p for pattern in OUTPUT_FILES for p in workdir.glob(pattern) if p.is_file()}
-    for name in OUTPUT_DIRS:
-        files.update(p for p in (workdir / name).rglob("*") if p.is_file())
-    return sorted(files)
-
-
-def _reset_predict_outputs(workdir: Path) -> None:
-    """Undo a prediction cut short: remove its outputs and restore the MSA stage's timings.json."""
-    for pattern in PREDICT_WRITES:
-        for path in workdir.glob(pattern):
-            path.unlink()
-    msa = json.loads((workdir / MSA_DONE).read_text())
-    _write_json(workdir / "timings.json", msa["timings"])
-
-
-def _annotate_versions(path: Path, preset: str, notes: list[str]) -> None:
-    # versions.json is the job's record of what ran; the preset is decided here, not in the pipeline.
-    versions = json.loads(path.read_text())
-    versions["preset"] = preset
-    versions["notes"] = [n for n in [versions.get("note"), *notes] if n]
-    _write_json(path, versions)
-
-
-def _describe(record: str, stage: str, event: str, details: Mapping[str, Any]) -> str:
-    facts = " ".join(f"{k}={v}" for k, v in details.items() if isinstance(v, (str, int, float, bool)))
-    return f"{record}: {stage} {event}" + (f" ({facts})" if facts else "")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -474,8 +386,7 @@ class Worker:
         self._log(run.job_id, f"{len(run.records)} record(s); run config {run_config.model_dump_json()}")
 
     def _read_records(self, job: Job) -> list[FastaRecord]:
-        data = self.store.get_bytes(input_key(job.id))
-        return job.request.parse_sequence(data, name=job.request.fasta, max_length=self.settings.max_length)
+        return jobrun.read_records(self.store, job, self.settings.max_length)
 
     def _params(self) -> ParamsProvider:
         # One provider for all jobs: it keeps loaded parameters in memory between jobs.
@@ -488,19 +399,10 @@ class Worker:
             return self._provider
 
     def _run_msa(self, run: _Run) -> None:
-        from af2jobs.pipeline.run import msa_stage
-
         for index, record in enumerate(run.records, 1):
             run.index, run.record_name = index, record.name
-            workdir = run.workdir(record)
-            if (workdir / MSA_DONE).is_file():
+            if jobrun.run_msa_record(record, run.workdir(record), run.ctx) is None:
                 self._log(run.job_id, f"{record.name}: MSA finished before a restart; kept")
-                continue
-            # A search cut short leaves files that must not pass for results: start this record afresh.
-            shutil.rmtree(workdir, ignore_errors=True)
-            workdir.mkdir(parents=True)
-            timings = msa_stage(record, workdir, run.ctx)
-            _write_json(workdir / MSA_DONE, {"timings": timings})
 
     # -- the GPU side: PREDICTING, publishing, SUCCEEDED -----------------------------------------------------
 
@@ -519,54 +421,32 @@ class Worker:
         predict_s = _since(t0)
         t0 = time.perf_counter()
         artifacts = self._publish(run, summaries)
+        measured = {**(job.cost or {}), "predict_s": predict_s, "publish_s": _since(t0)}
         done = self.repo.transition(
             run.job_id, {S.PREDICTING}, S.SUCCEEDED, artifacts=artifacts,
-            cost={"predict_s": predict_s, "publish_s": _since(t0)},
-            progress=Progress(stage="done", step=len(summaries), total=len(summaries), message=_best_line(summaries)),
+            cost={"predict_s": measured["predict_s"], "publish_s": measured["publish_s"],
+                  "usd": _dollars(run, measured)},
+            progress=Progress(stage="done", step=len(summaries), total=len(summaries),
+                              message=jobrun.best_line(summaries)),
         )
-        self._log(run.job_id, f"SUCCEEDED: {_best_line(summaries)}")
+        self._log(run.job_id, f"SUCCEEDED: {jobrun.best_line(summaries)}")
         shutil.rmtree(run.root / "work", ignore_errors=True)  # published; the copies would only take space
         self._notify(done, JobEvent.SUCCEEDED)
 
     def _predict_record(self, run: _Run, index: int, record: FastaRecord) -> dict[str, Any]:
-        from af2jobs.pipeline.run import predict_stage
-
         run.index, run.record_name = index, record.name
-        workdir = run.workdir(record)
-        if (workdir / PREDICT_DONE).is_file():
-            return json.loads((workdir / PREDICT_DONE).read_text())
-        _reset_predict_outputs(workdir)
-        result = predict_stage(record, workdir, run.ctx)
-        _annotate_versions(workdir / "versions.json", run.request.preset, run.notes)
-        best = result["best"]
-        summary = {"name": record.name, "length": len(record.sequence), "dir": record.slug,
-                   "best_model": best["model"], "mean_plddt": best["mean_plddt"], "ptm": best["ptm"],
-                   "untrained": result["untrained"]}
-        _write_json(workdir / PREDICT_DONE, summary)
-        return summary
+        return jobrun.run_predict_record(record, run.workdir(record), run.ctx, run.request.preset, run.notes)
 
     def _publish(self, run: _Run, summaries: list[dict[str, Any]]) -> dict[str, str]:
         """Copy each record's results to jobs/<id>/output/<slug>/ and write predictions.json; their keys."""
         run.stage = "outputs"
-        prefix = f"jobs/{run.job_id}/output"
-        artifacts: dict[str, str] = {}
-        for record in run.records:
-            workdir = run.workdir(record)
-            for path in _output_files(workdir):
-                name = f"{record.slug}/{path.relative_to(workdir).as_posix()}"
-                self.store.put_file(f"{prefix}/{name}", path)
-                artifacts[name] = f"{prefix}/{name}"
-        summary = {"mode": "monomer", "note": "each FASTA record was predicted as its own monomer",
-                   "records": summaries}
-        self.store.put_bytes(f"{prefix}/predictions.json", (json.dumps(summary, indent=2) + "\n").encode())
-        artifacts["predictions.json"] = f"{prefix}/predictions.json"
-        return artifacts
+        return jobrun.publish(self.store, run.job_id, run.records, run.workdir, summaries)
 
     # -- progress, cancel, errors ----------------------------------------------------------------------------
 
     def _on_progress(self, run: _Run, stage: str, event: str, details: dict) -> None:
         run.stage = stage
-        message = _describe(run.record_name, stage, event, details)
+        message = jobrun.describe(run.record_name, stage, event, details)
         self._log(run.job_id, message)
         progress = Progress(stage=stage, step=run.index, total=len(run.records), message=message[:500])
         self.repo.update(run.job_id, progress=progress)
@@ -647,12 +527,12 @@ def _since(t0: float) -> float:
     return round(time.perf_counter() - t0, 3)
 
 
-def _best_line(summaries: Iterable[dict[str, Any]]) -> str:
-    parts = []
-    for s in summaries:
-        ptm = "" if s["ptm"] is None else f", pTM {s['ptm']:.3f}"
-        parts.append(f"{s['name']}: best {s['best_model']}, mean pLDDT {s['mean_plddt']:.1f}{ptm}")
-    return "; ".join(parts)[:500]
+def _dollars(run: _Run, measured: Mapping[str, Any]) -> dict[str, Any]:
+    """The job's cost in dollars, priced as if its phases had run on the AWS instances of its queue."""
+    from af2jobs.cost import job_cost
+
+    queue = run.request.queue_for(max(len(r.sequence) for r in run.records))
+    return job_cost(measured, queue=queue, gpus=run.request.gpu)
 
 
 class LocalOrchestrator:

@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""The CloudWatch dashboard body (JSON) and the idle-GPU alarm, as data.
+
+    python3 monitoring/dashboard.py --region us-east-1 --state-machine-arn ARN > body.json
+
+References only metrics that are published: the gpumon agent's (gpumon.METRICS, namespace AF2Jobs, dimensions
+InstanceId, InstanceType, GpuIndex, JobId) and Step Functions' own AWS/States execution metrics. template.yaml
+wires the body in (DashboardBody with the ARN substituted). Not here yet, because no code publishes them:
+jobs by state, Batch queue depth, MSA-job CPU/memory and cost per day (AWS/Batch publishes no such metrics
+without Container Insights; they need a publisher first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, Dict, List
+
+try:  # as a module of the repository (tests) or as a script beside gpumon.py
+    from monitoring.gpumon import DIMENSIONS, NAMESPACE
+except ImportError:  # pragma: no cover
+    from gpumon import DIMENSIONS, NAMESPACE  # type: ignore[no-redef]
+
+STATES_METRICS = ("ExecutionsStarted", "ExecutionsSucceeded", "ExecutionsFailed", "ExecutionsTimedOut",
+                  "ExecutionsAborted", "ExecutionTime")
+_SCHEMA = "{" + ",".join((NAMESPACE, *DIMENSIONS)) + "}"
+
+
+def _search(metric: str, stat: str, label: str, period: int = 60) -> Dict[str, Any]:
+    return {"expression": f"SEARCH('{_SCHEMA} MetricName=\"{metric}\"', '{stat}', {period})", "label": label,
+            "id": f"{metric.lower()}_{stat.lower()}"}
+
+
+def _gpu_widget(title: str, metric: str, stat: str, x: int, y: int, region: str, unit: str = "") -> Dict[str, Any]:
+    props: Dict[str, Any] = {"title": title, "region": region, "view": "timeSeries", "stacked": False,
+                             "metrics": [[_search(metric, stat, f"{metric} ({stat})")]], "period": 60}
+    if unit == "Percent":
+        props["yAxis"] = {"left": {"min": 0, "max": 100}}
+    return {"type": "metric", "x": x, "y": y, "width": 12, "height": 6, "properties": props}
+
+
+def body(region: str, state_machine_arn: str) -> Dict[str, Any]:
+    """The dashboard: GPU utilisation/memory/power/temperature/clock by instance, GPU and job; executions."""
+    widgets: List[Dict[str, Any]] = [
+        _gpu_widget("GPU utilisation by instance, GPU and job (%)", "GPUUtilization", "Average", 0, 0, region,
+                    "Percent"),
+        _gpu_widget("GPU memory used (MiB)", "GPUMemoryUsed", "Maximum", 12, 0, region),
+        _gpu_widget("GPU memory used (% of total)", "GPUMemoryUtilization", "Maximum", 0, 6, region, "Percent"),
+        _gpu_widget("GPU power draw (W)", "GPUPowerDraw", "Average", 12, 6, region),
+        _gpu_widget("GPU temperature (°C)", "GPUTemperature", "Maximum", 0, 12, region),
+        _gpu_widget("GPU SM clock (MHz)", "GPUSMClock", "Average", 12, 12, region),
+        {"type": "metric", "x": 0, "y": 18, "width": 12, "height": 6, "properties": {
+            "title": "Prediction executions (succeeded, failed, timed out, aborted)", "region": region,
+            "view": "timeSeries", "stat": "Sum", "period": 300,
+            "metrics": [["AWS/States", m, "StateMachineArn", state_machine_arn]
+                        for m in STATES_METRICS if m != "ExecutionTime"]}},
+        {"type": "metric", "x": 12, "y": 18, "width": 12, "height": 6, "properties": {
+            "title": "Execution time, submit to finish (ms)", "region": region, "view": "timeSeries",
+            "period": 300, "metrics": [["AWS/States", "ExecutionTime", "StateMachineArn", state_machine_arn,
+                                        {"stat": "p50"}],
+                                       ["AWS/States", "ExecutionTime", "StateMachineArn", state_machine_arn,
+                                        {"stat": "Maximum"}]]}},
+    ]
+    return {"widgets": widgets}
+
+
+def idle_gpu_alarm(alarm_topic_arn: str | None = None) -> Dict[str, Any]:
+    """A GPU under 10 % for 15 minutes while a predict job runs (the agent only publishes while one runs, so
+    missing data means no job: notBreaching). As AWS::CloudWatch::Alarm properties."""
+    alarm: Dict[str, Any] = {
+        "AlarmName": "af2jobs-idle-gpu",
+        "AlarmDescription": "A GPU of a running predict job has been under 10 % utilisation for 15 minutes.",
+        "ComparisonOperator": "LessThanThreshold",
+        "Threshold": 10,
+        "EvaluationPeriods": 15,
+        "DatapointsToAlarm": 15,
+        "TreatMissingData": "notBreaching",
+        # Alarms cannot use SEARCH; a Metrics Insights query can, and MIN over every series alarms on one idle
+        # card among busy ones.
+        "Metrics": [{
+            "Id": "lowest", "Period": 60, "ReturnData": True, "Label": "lowest GPU utilisation",
+            "Expression": f"SELECT MIN(GPUUtilization) FROM SCHEMA(\"{NAMESPACE}\", {', '.join(DIMENSIONS)})",
+        }],
+    }
+    if alarm_topic_arn:
+        alarm["AlarmActions"] = [alarm_topic_arn]
+    return alarm
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Print the CloudWatch dashboard body.")
+    parser.add_argument("--region", required=True)
+    parser.add_argument("--state-machine-arn", required=True)
+    args = parser.parse_args()
+    print(json.dumps(body(args.region, args.state_machine_arn), indent=2))
+
+
+if __name__ == "__main__":
+    main()

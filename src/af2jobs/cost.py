@@ -1,0 +1,190 @@
+"""What a job costs in US dollars: measured (after the run) and estimated (before submission).
+
+Prices are data, below, with their source and date. They are AWS on-demand list prices for Linux in us-east-1
+as of PRICES_AS_OF, copied by hand from https://aws.amazon.com/ec2/pricing/on-demand/ ; they were NOT checked
+against the live page when this table was written and AWS changes them (p5 fell by about 45 % in June 2025):
+check them before quoting a cost. Spot, savings plans, storage, data transfer, Lambda, Step Functions and the
+minutes an instance spends starting or idle are not counted.
+
+Cost model (the share of an instance a job holds, for as long as it runs):
+    CPU phase  (validating + MSA + features)  msa_vcpus / instance vCPUs x instance price x seconds
+    GPU phase  (predict + publish)            gpu / instance GPUs      x instance price x seconds
+The queue names the GPU instance (QUEUE_INSTANCES, the template's default families at the size a 1-GPU job
+packs onto); the MSA job runs on MSA_INSTANCE (MsaVcpus 8 of an m6i.2xlarge, as template.yaml sizes it).
+A local run is priced as if it had run on those instances: "what this would have cost on AWS".
+
+Estimate before submission (estimate()): GPU seconds from the sequence length, a quadratic fitted by least
+squares to the `best` column of docs/performance.md's GPU table (one H200, 126-1,396 aa, 3 recycles, 5 models):
+    best_gpu_s(L) = 12.28 + 8.249e-3 L + 1.383e-5 L^2        (within 10.4 % of every measured row)
+    full_run_s(L) = 0.214 + 1.475e-3 L + 5.816e-6 L^2        (the winning model's 3-recycle run)
+Strategy `all` and `stop-at-score` run up to every model in full: best_gpu_s + (models - 1) x full_run_s, an
+upper bound. Other GPUs are slower than the H200 the table was measured on: each GPU instance carries an
+ASSUMED relative speed (not measured here) that divides the seconds. The MSA phase has no measurement on the
+full databases in this repository: MSA_SECONDS_PER_RESIDUE and MSA_FIXED_S are an ASSUMPTION (jackhmmer over
+UniRef90/MGnify/BFD on 8 vCPUs is tens of minutes for a few hundred residues); the estimate says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+PRICES_AS_OF = "2025-06"
+PRICES_SOURCE = (
+    "AWS EC2 on-demand list prices, Linux, us-east-1, https://aws.amazon.com/ec2/pricing/on-demand/ "
+    f"(as of {PRICES_AS_OF}; not verified against the live page: check before relying on them)"
+)
+REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class Instance:
+    usd_per_hour: float
+    vcpus: int
+    gpus: int = 0
+    # GPU speed relative to the H200 of docs/performance.md (1.0); an assumption, not a measurement.
+    relative_speed: float = 1.0
+
+
+# Data: on-demand USD/hour, us-east-1, as of PRICES_AS_OF (see PRICES_SOURCE).
+PRICES: dict[str, Instance] = {
+    # g5: NVIDIA A10G 24 GB (queue "low")
+    "g5.xlarge": Instance(1.006, 4, 1, 0.25),
+    "g5.2xlarge": Instance(1.212, 8, 1, 0.25),
+    "g5.4xlarge": Instance(1.624, 16, 1, 0.25),
+    "g5.8xlarge": Instance(2.448, 32, 1, 0.25),
+    "g5.12xlarge": Instance(5.672, 48, 4, 0.25),
+    "g5.16xlarge": Instance(4.096, 64, 1, 0.25),
+    "g5.24xlarge": Instance(8.144, 96, 4, 0.25),
+    "g5.48xlarge": Instance(16.288, 192, 8, 0.25),
+    # g6e: NVIDIA L40S 48 GB (queue "mid")
+    "g6e.xlarge": Instance(1.861, 4, 1, 0.45),
+    "g6e.2xlarge": Instance(2.242, 8, 1, 0.45),
+    "g6e.4xlarge": Instance(3.004, 16, 1, 0.45),
+    "g6e.8xlarge": Instance(4.529, 32, 1, 0.45),
+    "g6e.12xlarge": Instance(10.493, 48, 4, 0.45),
+    "g6e.16xlarge": Instance(7.577, 64, 1, 0.45),
+    "g6e.24xlarge": Instance(15.066, 96, 4, 0.45),
+    "g6e.48xlarge": Instance(30.131, 192, 8, 0.45),
+    # p4d: 8 x NVIDIA A100 40 GB (queue "high")
+    "p4d.24xlarge": Instance(32.773, 96, 8, 0.5),
+    # p5: 8 x NVIDIA H100 80 GB (queue "p4"); price after AWS's June 2025 reduction
+    "p5.48xlarge": Instance(55.04, 192, 8, 0.85),
+    # MSA (CPU) queue
+    "c6i.xlarge": Instance(0.17, 4),
+    "c6i.2xlarge": Instance(0.34, 8),
+    "c6i.4xlarge": Instance(0.68, 16),
+    "c6i.8xlarge": Instance(1.36, 32),
+    "m6i.xlarge": Instance(0.192, 4),
+    "m6i.2xlarge": Instance(0.384, 8),
+    "m6i.4xlarge": Instance(0.768, 16),
+    "m6i.8xlarge": Instance(1.536, 32),
+}
+
+# The instance each GPU queue's job is priced on (template.yaml's default family for that queue).
+QUEUE_INSTANCES: dict[str, str] = {
+    "low": "g5.2xlarge",
+    "mid": "g6e.2xlarge",
+    "high": "p4d.24xlarge",
+    "p4": "p5.48xlarge",
+}
+MSA_INSTANCE = "m6i.2xlarge"
+MSA_VCPUS = 8  # template.yaml MsaVcpus
+
+# The GPU table's fit (see the module docstring); coefficients of 1, L, L^2.
+BEST_GPU_S = (12.28, 8.249e-3, 1.383e-5)
+FULL_RUN_S = (0.214, 1.475e-3, 5.816e-6)
+# ASSUMPTION (no measurement on the full databases here): MSA seconds = fixed + per residue x L.
+MSA_FIXED_S = 600.0
+MSA_SECONDS_PER_RESIDUE = 3.0
+
+# Measured cost keys (seconds) the local worker and the Batch tasks record, by phase.
+CPU_KEYS = ("validating_s", "msa_s")
+GPU_KEYS = ("predict_s", "publish_s")
+
+
+def _poly(coef: tuple[float, float, float], length: int) -> float:
+    return coef[0] + coef[1] * length + coef[2] * length * length
+
+
+def instance(name: str) -> Instance:
+    try:
+        return PRICES[name]
+    except KeyError:
+        raise KeyError(f"no price for instance type {name!r}; known: {', '.join(sorted(PRICES))}") from None
+
+
+def gpu_instance_for(queue: str) -> str:
+    """The instance a GPU queue is priced on ("auto" must be resolved to a queue first)."""
+    if queue not in QUEUE_INSTANCES:
+        raise KeyError(f"no GPU instance for queue {queue!r}; known: {', '.join(QUEUE_INSTANCES)}")
+    return QUEUE_INSTANCES[queue]
+
+
+def cpu_usd(seconds: float, *, instance_type: str = MSA_INSTANCE, vcpus: int = MSA_VCPUS) -> float:
+    inst = instance(instance_type)
+    share = min(1.0, vcpus / inst.vcpus)
+    return share * inst.usd_per_hour * seconds / 3600.0
+
+
+def gpu_usd(seconds: float, *, instance_type: str, gpus: int = 1) -> float:
+    inst = instance(instance_type)
+    if inst.gpus < 1:
+        raise ValueError(f"{instance_type} has no GPU")
+    share = min(1.0, gpus / inst.gpus)
+    return share * inst.usd_per_hour * seconds / 3600.0
+
+
+def _meta() -> dict[str, Any]:
+    return {"currency": "USD", "prices_as_of": PRICES_AS_OF, "prices_source": PRICES_SOURCE, "region": REGION}
+
+
+def job_cost(measured: Mapping[str, Any], *, queue: str, gpus: int = 1) -> dict[str, Any]:
+    """Dollars of a finished job from its measured phase seconds (the keys of CPU_KEYS and GPU_KEYS)."""
+    cpu_s = sum(float(measured.get(k) or 0.0) for k in CPU_KEYS)
+    gpu_s = sum(float(measured.get(k) or 0.0) for k in GPU_KEYS)
+    gpu_type = gpu_instance_for(queue)
+    cpu = cpu_usd(cpu_s)
+    gpu = gpu_usd(gpu_s, instance_type=gpu_type, gpus=gpus)
+    return {
+        "cpu_usd": round(cpu, 6), "gpu_usd": round(gpu, 6), "total_usd": round(cpu + gpu, 6),
+        "cpu_instance": MSA_INSTANCE, "gpu_instance": gpu_type, "gpus": gpus,
+        "cpu_s": round(cpu_s, 3), "gpu_s": round(gpu_s, 3), **_meta(),
+    }
+
+
+def estimate(length: int, *, queue: str, gpus: int = 1, strategy: str = "best", models: int = 5) -> dict[str, Any]:
+    """Estimated seconds and dollars of one record of `length` residues before it runs (see the docstring)."""
+    if length < 1:
+        raise ValueError("length must be positive")
+    gpu_type = gpu_instance_for(queue)
+    h200_s = _poly(BEST_GPU_S, length)
+    if strategy != "best":
+        h200_s += max(0, models - 1) * _poly(FULL_RUN_S, length)
+    gpu_s = h200_s / instance(gpu_type).relative_speed
+    msa_s = MSA_FIXED_S + MSA_SECONDS_PER_RESIDUE * length
+    cpu = cpu_usd(msa_s)
+    gpu = gpu_usd(gpu_s, instance_type=gpu_type, gpus=gpus)
+    return {
+        "length": length, "queue": queue, "strategy": strategy,
+        "msa_s": round(msa_s, 1), "gpu_s": round(gpu_s, 1),
+        "cpu_usd": round(cpu, 4), "gpu_usd": round(gpu, 4), "total_usd": round(cpu + gpu, 4),
+        "cpu_instance": MSA_INSTANCE, "gpu_instance": gpu_type, "gpus": gpus,
+        "basis": ("GPU seconds: fit to docs/performance.md (H200, strategy best) divided by an assumed relative "
+                  "GPU speed; MSA seconds: an assumption, not measured on the full databases"),
+        **_meta(),
+    }
+
+
+def estimate_request(request: Any, lengths: list[int]) -> dict[str, Any]:
+    """The estimate of a JobRequest whose records have these lengths (each record runs as its own monomer)."""
+    queue = request.queue_for(max(lengths))
+    parts = [estimate(n, queue=queue, gpus=request.gpu, strategy=request.strategy,
+                      models=len(request.model_names)) for n in lengths]
+    total = {k: round(sum(p[k] for p in parts), 4) for k in ("msa_s", "gpu_s", "cpu_usd", "gpu_usd", "total_usd")}
+    return {**parts[0], **total, "length": max(lengths), "records": len(lengths)}
+
+
+__all__ = ["PRICES", "PRICES_AS_OF", "PRICES_SOURCE", "QUEUE_INSTANCES", "estimate", "estimate_request",
+           "job_cost", "cpu_usd", "gpu_usd"]

@@ -1,0 +1,221 @@
+"""A job's MSA and predict stages, record by record, against any JobRepository + ArtifactStore: the code that the
+local Worker (adapters/local/worker.py) and the Batch entrypoint (af2jobs.batch) share.
+
+    read_records        the job's input (jobs/<id>/input.fasta) as FASTA records
+    run_config_for      the job's RunConfig: the request, then the runner's overrides, then the preset
+    run_msa_record      msa_stage for one record in its work dir; skipped when a finished MSA is there
+    run_predict_record  predict_stage for one record; skipped when a finished prediction is there
+    publish             the records' results to jobs/<id>/output/<slug>/ and jobs/<id>/output/predictions.json
+
+One work dir per record holds the pipeline's file contract (msas/, features.pkl, timings.json, then the
+structures). The pipeline writes features.pkl and timings.json in place, so their presence proves nothing; the
+markers MSA_DONE and PREDICT_DONE, written once a stage returned, tell finished work from work cut short.
+
+Presets (JobRequest.preset) are data applied to the resolved RunConfig:
+    full     the run configuration resolved from settings (and the runner's overrides)
+    reduced  as full, with max_msa_clusters and max_extra_msa halved: less memory and time, a shallower MSA
+    casp14   AlphaFold's CASP14 preset averages 8 ensembles; this model code runs one, so ensembling is NOT
+             applied. The job runs with num_recycle 3 and its versions.json "notes" say so.
+
+The pipeline (JAX) is imported inside the functions that run it: importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pydantic
+
+from af2jobs import errors
+from af2jobs.fasta import FastaRecord
+from af2jobs.models import Job, JobRequest
+from af2jobs.ports import ArtifactStore
+from af2jobs.runconfig import RunConfig
+from af2jobs.service import input_key
+from af2jobs.settings import Settings
+
+if TYPE_CHECKING:
+    from af2jobs.pipeline.run import Context
+
+MSA_DONE = ".af2-msa-done.json"
+PREDICT_DONE = ".af2-predict-done.json"
+OUTPUT_FILES = (
+    "ranked_*.pdb", "ranked_*.cif", "ranking_debug.json", "timings.json", "versions.json",
+    "confidence_*_full.json", "features.pkl", "report.html", "*.png",
+)
+OUTPUT_DIRS = ("msas",)
+# What a prediction writes into its working directory; cleared before a prediction runs again.
+PREDICT_WRITES = ("ranked_*", "confidence_*", "ranking_debug.json", "versions.json", "report.html", "*.png")
+PREDICTIONS = "predictions.json"
+CASP14_NOTE = (
+    "preset casp14: AlphaFold's CASP14 preset averages 8 ensembles; this model code runs one ensemble, so "
+    "ensembling is not applied (num_recycle 3)"
+)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inputs and configuration
+
+
+def read_records(store: ArtifactStore, job: Job, max_length: int) -> list[FastaRecord]:
+    """The job's records, from the canonical FASTA the service stored at submit (FastaError if it is bad)."""
+    data = store.get_bytes(input_key(job.id))
+    return job.request.parse_sequence(data, name=job.request.fasta, max_length=max_length)
+
+
+def run_config_for(
+    request: JobRequest, settings: Settings, overrides: Mapping[str, Any] | None = None
+) -> tuple[RunConfig, list[str]]:
+    """The job's RunConfig (request, then overrides, then the preset) and the notes its versions.json carries."""
+    from af2jobs.pipeline.run import resolve_run_config
+
+    values = {"model_names": request.model_names, "strategy": request.strategy, **(overrides or {})}
+    try:
+        base = resolve_run_config(settings, **values)
+        changes, notes = _preset(request.preset, base)
+        return RunConfig.model_validate({**base.model_dump(), **changes}), notes
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise errors.ValidationError(f"run configuration: {where}: {err['msg']}", field=where or None) from None
+
+
+def _preset(preset: str, base: RunConfig) -> tuple[dict[str, Any], list[str]]:
+    if preset == "reduced":
+        clusters, extra = max(1, base.max_msa_clusters // 2), max(1, base.max_extra_msa // 2)
+        note = f"preset reduced: MSA depth caps halved to max_msa_clusters {clusters}, max_extra_msa {extra}"
+        return {"max_msa_clusters": clusters, "max_extra_msa": extra}, [note]
+    if preset == "casp14":
+        return {"num_recycle": 3}, [CASP14_NOTE]
+    return {}, []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Small file helpers
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON through a temporary sibling and a rename, so a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)
+    os.replace(tmp, path)
+
+
+def output_files(workdir: Path) -> list[Path]:
+    """The files of a finished record that are published (OUTPUT_FILES and OUTPUT_DIRS)."""
+    files = {p for pattern in OUTPUT_FILES for p in workdir.glob(pattern) if p.is_file()}
+    for name in OUTPUT_DIRS:
+        files.update(p for p in (workdir / name).rglob("*") if p.is_file())
+    return sorted(files)
+
+
+def _reset_predict_outputs(workdir: Path) -> None:
+    """Undo a prediction cut short: remove its outputs and restore the MSA stage's timings.json."""
+    for pattern in PREDICT_WRITES:
+        for path in workdir.glob(pattern):
+            path.unlink()
+    msa = json.loads((workdir / MSA_DONE).read_text())
+    write_json(workdir / "timings.json", msa["timings"])
+
+
+def _annotate_versions(path: Path, preset: str, notes: list[str]) -> None:
+    # versions.json is the job's record of what ran; the preset is decided here, not in the pipeline.
+    versions = json.loads(path.read_text())
+    versions["preset"] = preset
+    versions["notes"] = [n for n in [versions.get("note"), *notes] if n]
+    write_json(path, versions)
+
+
+def describe(record: str, stage: str, event: str, details: Mapping[str, Any]) -> str:
+    """One progress line: "<record>: <stage> <event> (k=v ...)" with the scalar details."""
+    facts = " ".join(f"{k}={v}" for k, v in details.items() if isinstance(v, (str, int, float, bool)))
+    return f"{record}: {stage} {event}" + (f" ({facts})" if facts else "")
+
+
+def best_line(summaries: Iterable[dict[str, Any]]) -> str:
+    """The records' best models in one line (the job's final progress message)."""
+    parts = []
+    for s in summaries:
+        ptm = "" if s["ptm"] is None else f", pTM {s['ptm']:.3f}"
+        parts.append(f"{s['name']}: best {s['best_model']}, mean pLDDT {s['mean_plddt']:.1f}{ptm}")
+    return "; ".join(parts)[:500]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The stages, one record at a time
+
+
+def msa_done(workdir: Path) -> bool:
+    return (workdir / MSA_DONE).is_file()
+
+
+def run_msa_record(record: FastaRecord, workdir: Path, ctx: Context) -> dict | None:
+    """msa_stage for one record: msas/ and features.pkl in workdir. Returns its timings, or None when a finished
+    MSA was already there (nothing ran)."""
+    from af2jobs.pipeline.run import msa_stage
+
+    if msa_done(workdir):
+        return None
+    # A search cut short leaves files that must not pass for results: start this record afresh.
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    timings = msa_stage(record, workdir, ctx)
+    write_json(workdir / MSA_DONE, {"timings": timings})
+    return timings
+
+
+def run_predict_record(
+    record: FastaRecord, workdir: Path, ctx: Context, preset: str, notes: list[str]
+) -> dict[str, Any]:
+    """predict_stage for one record whose MSA is done; its summary (the predictions.json entry). A finished
+    prediction is not run again."""
+    from af2jobs.pipeline.run import predict_stage
+
+    if (workdir / PREDICT_DONE).is_file():
+        return json.loads((workdir / PREDICT_DONE).read_text())
+    _reset_predict_outputs(workdir)
+    result = predict_stage(record, workdir, ctx)
+    _annotate_versions(workdir / "versions.json", preset, notes)
+    best = result["best"]
+    summary = {"name": record.name, "length": len(record.sequence), "dir": record.slug,
+               "best_model": best["model"], "mean_plddt": best["mean_plddt"], "ptm": best["ptm"],
+               "untrained": result["untrained"]}
+    write_json(workdir / PREDICT_DONE, summary)
+    return summary
+
+
+def publish(
+    store: ArtifactStore,
+    job_id: str,
+    records: list[FastaRecord],
+    workdir_of: Callable[[FastaRecord], Path],
+    summaries: list[dict[str, Any]],
+) -> dict[str, str]:
+    """Copy each record's results to jobs/<id>/output/<slug>/ and write predictions.json; returns the job's
+    artifacts entries (name -> store key)."""
+    prefix = f"jobs/{job_id}/output"
+    artifacts: dict[str, str] = {}
+    for record in records:
+        workdir = workdir_of(record)
+        for path in output_files(workdir):
+            name = f"{record.slug}/{path.relative_to(workdir).as_posix()}"
+            store.put_file(f"{prefix}/{name}", path)
+            artifacts[name] = f"{prefix}/{name}"
+    summary = {"mode": "monomer", "note": "each FASTA record was predicted as its own monomer",
+               "records": summaries}
+    store.put_bytes(f"{prefix}/{PREDICTIONS}", (json.dumps(summary, indent=2) + "\n").encode())
+    artifacts[PREDICTIONS] = f"{prefix}/{PREDICTIONS}"
+    return artifacts
+
+
+__all__ = [
+    "CASP14_NOTE", "MSA_DONE", "PREDICT_DONE", "PREDICTIONS", "best_line", "describe", "msa_done", "output_files",
+    "publish", "read_records", "run_config_for", "run_msa_record", "run_predict_record", "write_json",
+]

@@ -1,0 +1,86 @@
+"""The state machine tasks' pure parts: reading a failed Batch job from a Catch's Cause, the plan Validate returns,
+and the error a failed job records."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from af2jobs import stepfn
+from af2jobs.batch import EXIT_GPU_OUT_OF_MEMORY
+from af2jobs.models import Job, JobRequest, JobState
+from tests.conftest import UBIQUITIN
+
+QUEUES = {name: f"arn:aws:batch:us-east-1:123456789012:job-queue/q-{name}" for name in stepfn.GPU_QUEUES}
+
+
+def _job(state: JobState = JobState.PREDICTING, **request: Any) -> Job:
+    body = {"fasta": "ubq", "sequence": UBIQUITIN, **request}
+    return Job(owner="ann", request=JobRequest.parse(body), state=state)
+
+
+def _cause(job: dict[str, Any]) -> dict[str, str]:
+    return {"Error": "States.TaskFailed", "Cause": json.dumps(job)}
+
+
+# What Step Functions puts in the Cause of a failed batch:submitJob.sync: the job's description, PascalCase.
+PASCAL = {"JobId": "j-1", "JobName": "predict-abc", "JobQueue": QUEUES["low"], "Status": "FAILED",
+          "StatusReason": "Essential container in task exited", "Container": {"ExitCode": EXIT_GPU_OUT_OF_MEMORY},
+          "Attempts": [{"Container": {"ExitCode": EXIT_GPU_OUT_OF_MEMORY}}]}
+
+
+class Reports:
+    def __init__(self, reports: dict[str, dict[str, Any]] | None = None) -> None:
+        self.reports = reports or {}
+
+    def failure(self, job_id: str, batch_job_id: str) -> dict[str, Any] | None:
+        return self.reports.get(batch_job_id)
+
+
+def test_a_batch_failure_is_read_in_either_casing_and_from_the_last_attempt():
+    pascal = stepfn.batch_failure(_cause(PASCAL))
+    assert pascal == stepfn.BatchFailure("j-1", "predict-abc", "q-low", "Essential container in task exited", 75)
+    camel = {"jobId": "j-1", "jobName": "predict-abc", "jobQueue": QUEUES["low"], "status": "FAILED",
+             "container": {}, "attempts": [{"container": {"exitCode": 1}}, {"container": {"exitCode": 137}}]}
+    assert stepfn.batch_failure(_cause(camel)).exit_code == 137
+
+
+@pytest.mark.parametrize("failure", [
+    {"Error": "InvalidJob", "Cause": json.dumps({"errorType": "InvalidJob", "errorMessage": "bad"})},
+    {"Error": "Batch.ClientException", "Cause": "Error executing request, Exception : queue does not exist"},
+    {"Error": "States.Timeout", "Cause": ""},
+    {},
+])
+def test_other_failures_are_not_batch_jobs(failure):
+    assert stepfn.batch_failure(failure) is None
+
+
+def test_the_plan_picks_the_queue_and_scales_resources_with_the_gpu_count():
+    request = JobRequest.parse({"fasta": "ubq", "sequence": UBIQUITIN, "gpu": 4, "que": "high"})
+    plan = stepfn._plan(request, request.records(), QUEUES, cached=False)
+    assert (plan["queue"], plan["next_queue"], plan["next_queue_arn"]) == ("high", "p4", QUEUES["p4"])
+    assert plan["resources"] == [{"Type": "GPU", "Value": "4"}, {"Type": "VCPU", "Value": "32"},
+                                 {"Type": "MEMORY", "Value": "122880"}]
+    auto = JobRequest.parse({"fasta": "ubq", "sequence": UBIQUITIN})
+    assert stepfn._plan(auto, auto.records(), QUEUES, cached=True)["queue"] == "low"  # 76 residues
+    assert [stepfn.next_queue(q) for q in stepfn.GPU_QUEUES] == ["mid", "high", "p4", None]
+
+
+def test_a_failed_job_records_the_batch_jobs_own_report_else_what_the_failure_says():
+    job = _job()
+    report = {"stage": "features", "type": "StageError", "message": "features: no MSA rows"}
+    error = stepfn.describe_failure(Reports({"j-1": report}), job, _cause({**PASCAL, "Container": {"ExitCode": 1}}))
+    assert (error.type, error.stage) == ("StageError", "features")
+    assert error.message.startswith("features: no MSA rows [Batch job predict-abc (j-1) on queue q-low")
+
+    oom = stepfn.describe_failure(Reports(), job, _cause(PASCAL))
+    assert (oom.type, oom.stage) == ("GpuOutOfMemory", "predict")
+
+    lambda_error = {"Error": "InvalidJob", "Cause": json.dumps({"errorType": "InvalidJob", "errorMessage": "bad"})}
+    invalid = stepfn.describe_failure(Reports(), _job(JobState.VALIDATING), lambda_error)
+    assert (invalid.type, invalid.message, invalid.stage) == ("InvalidJob", "bad", "validating")
+
+    timeout = stepfn.describe_failure(Reports(), _job(JobState.MSA), {"Error": "States.Timeout", "Cause": ""})
+    assert timeout.type == "States.Timeout" and "TimeoutSeconds" in timeout.message and timeout.stage == "msa"
