@@ -588,3 +588,28 @@ def test_the_built_handler_imports_with_only_the_layer(built, function):
         capture_output=True, text=True, timeout=120, cwd=built, env={"PATH": "/usr/bin:/bin", **LAMBDA_ENV},
     )
     assert result.returncode == 0, result.stderr[-4000:]
+
+
+# -- watching it --------------------------------------------------------------------------------------------------
+
+def test_the_dashboard_is_the_one_monitoring_generates(template):
+    from monitoring.dashboard import body
+
+    props = template["Resources"]["Dashboard"]["Properties"]
+    text = props["DashboardBody"]["Fn::Sub"]
+    # The two substitutions are the only placeholders; with them filled in it is the generator's dashboard.
+    assert set(re.findall(r"\$\{([^}]+)\}", text)) == {"AWS::Region", "StateMachine"}
+    filled = text.replace("${AWS::Region}", "eu-west-1").replace("${StateMachine}", "arn:aws:states:sm")
+    assert json.loads(filled) == body("eu-west-1", "arn:aws:states:sm")
+
+
+def test_the_idle_gpu_alarm_is_the_one_monitoring_defines_and_notifies_the_topic(template):
+    from monitoring.dashboard import idle_gpu_alarm
+
+    props = template["Resources"]["IdleGpuAlarm"]["Properties"]
+    expected = idle_gpu_alarm()
+    for key in ("ComparisonOperator", "Threshold", "EvaluationPeriods", "DatapointsToAlarm", "TreatMissingData",
+                "AlarmDescription"):
+        assert props[key] == expected[key], key
+    assert props["Metrics"][0]["Expression"] == expected["Metrics"][0]["Expression"]
+    assert props["AlarmActions"] == [{"Ref": "Topic"}]
