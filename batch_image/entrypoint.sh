@@ -34,4 +34,16 @@ if command -v nvidia-smi >/dev/null 2>&1; then
     | sed 's/^/af2jobs-entrypoint: gpu /' >&2 || true
 fi
 
+# The predict stage runs under the GPU metrics agent (monitoring/gpumon.py): it samples the GPUs into CloudWatch,
+# forwards TerminateJob's signal to the stage and exits with the stage's own status.
+gpumon="${AF2_GPUMON:-/opt/af2jobs/gpumon.py}"
+if [[ " $* " == *" af2jobs.batch predict "* && -f "$gpumon" ]]; then
+  job_id=""
+  args=("$@")
+  for ((i = 0; i < ${#args[@]} - 1; i++)); do
+    [[ "${args[i]}" == "--job-id" ]] && job_id="${args[i + 1]}"
+  done
+  exec python3 "$gpumon" --job-id "${job_id:-unknown}" --interval "${AF2_GPUMON_INTERVAL:-10}" -- "$@"
+fi
+
 exec "$@"

@@ -23,6 +23,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -296,6 +297,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s gpumon %(levelname)s %(message)s")
 
     child = subprocess.Popen(command) if command else None
+    if child is not None:
+        # In a container this agent is PID 1: Batch's TerminateJob signal must reach the stage it watches.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: child.send_signal(signum))
     agent = None
     try:
         publisher = None if args.no_cloudwatch else CloudWatchPublisher(namespace=args.namespace)

@@ -200,3 +200,20 @@ def test_the_repository_outputs_make_images_reads_exist():
     for key in re.findall(r"ecr\.py uri --stack \S+ (\w+)", makefile):
         assert key in outputs, key
     assert "MsaRepositoryUri" in makefile and "PredictRepositoryUri" in makefile
+
+
+def test_the_entrypoint_runs_only_the_predict_stage_under_the_gpu_agent(tmp_path):
+    fake_agent = tmp_path / "gpumon.py"
+    fake_agent.write_text("import sys; print('agent', sys.argv[1:])\n")
+    stage = ["python3", "-m", "af2jobs.batch", "predict", "--job-id", "J7"]
+    result = _entrypoint(*stage, AF2_GPUMON=str(fake_agent))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "agent " + str(["--job-id", "J7", "--interval", "10", "--", *stage])
+    msa = _entrypoint(sys.executable, "-c", "print('msa ran')", "af2jobs.batch", "msa", AF2_GPUMON=str(fake_agent))
+    assert msa.stdout.strip() == "msa ran"
+
+
+def test_the_dockerfile_puts_the_agent_where_the_entrypoint_looks():
+    text = (IMAGE / "Dockerfile").read_text()
+    assert "COPY monitoring/gpumon.py /opt/af2jobs/gpumon.py" in text
+    assert "/opt/af2jobs/gpumon.py" in ENTRYPOINT.read_text()

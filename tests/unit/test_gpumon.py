@@ -187,3 +187,24 @@ def test_the_idle_gpu_alarm_is_under_10_percent_for_15_minutes_on_a_published_me
         client = boto3.client("cloudwatch", region_name="us-east-1")
         client.put_metric_alarm(**alarm)
         assert client.describe_alarms(AlarmNames=[alarm["AlarmName"]])["MetricAlarms"][0]["Threshold"] == 10
+
+
+def test_the_agent_forwards_terminate_to_the_stage_and_returns_its_status(tmp_path):
+    """In a container the agent is PID 1: TerminateJob's SIGTERM must reach the stage, whose status it returns."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    ready = tmp_path / "ready"
+    child = ("import signal, sys, time, pathlib; signal.signal(signal.SIGTERM, lambda *a: sys.exit(143)); "
+             f"pathlib.Path({str(ready)!r}).write_text('1'); time.sleep(60)")
+    agent = Path(__file__).resolve().parents[2] / "monitoring" / "gpumon.py"
+    proc = subprocess.Popen([sys.executable, str(agent), "--job-id", "t", "--no-cloudwatch", "--interval", "1",
+                             "--", sys.executable, "-c", child], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 30
+    while not ready.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 143
