@@ -174,9 +174,9 @@ def suite(args) -> int:
     for length in [int(x) for x in args.lengths.split(",")]:
         row = {"length": length}
         # Stock: one model per fresh process; AlphaFold compiles each of its five models the same way.
-        stock = _child(out, f"stock_{length}", ["--mode", "stock", "--length", str(length), "--models", "model_3"],
-                       common)
-        row["stock"] = stock
+        if not args.no_stock:
+            row["stock"] = _child(out, f"stock_{length}", ["--mode", "stock", "--length", str(length), "--models",
+                                                            "model_3"], common)
         # Warm the shared compile cache as an earlier job of a nearby length would (same bucket), not counted.
         warm = max(16, length - 2)
         row["warmup"] = _child(out, f"warm_{length}", ["--mode", "af2jobs", "--length", str(warm), "--models",
@@ -201,7 +201,7 @@ def table(results: list[dict]) -> str:
              "best: compile s / forward s per model | best / stock | peak GiB (stock / best) |",
              "|---|---|---|---|---|---|---|"]
     for row in results:
-        s, b = row["stock"], row.get("best", {})
+        s, b = row.get("stock", {}), row.get("best", {})
         if "runs" not in s or "runs" not in b:
             lines.append(f"| {row['length']} | {s.get('error', '')[:60]} | | | | | |")
             continue
@@ -338,6 +338,7 @@ def main() -> int:
     one_p.add_argument("--json", required=True)
     sub.choices["suite"].add_argument("--lengths", required=True)
     sub.choices["suite"].add_argument("--strategies", default="best")
+    sub.choices["suite"].add_argument("--no-stock", action="store_true", help="af2jobs only (stock measured before)")
     sub.choices["memory"].add_argument("--lengths", required=True)
     sub.choices["compare"].add_argument("--lengths", required=True)
     sub.choices["ceilings"].add_argument("--matmul-n", type=int, default=8192)

@@ -142,3 +142,16 @@ def test_a_nearby_length_in_the_same_bucket_pays_no_compile(provider, tmp_path):
     b = _predict(raw_for(UBIQUITIN[:66]), provider, model_names="model_3", length_buckets=True).ranked[0]
     assert b.compile_s == 0.0  # 70 and 66 both run at 96
     assert b.result["plddt"].shape == (66,)
+
+
+def test_best_goes_on_from_the_winners_screen_and_matches_a_run_from_scratch(raw_features, provider):
+    """The screen is the winner's first recycling iteration; going on from it gives the same structure as
+    running that model with full recycling from the start, for one iteration less."""
+    best = _predict(raw_features, provider, model_names="model_1,model_3", strategy="best")
+    winner = best.ranked[0]
+    scratch = _predict(raw_features, provider, model_names=winner.model, strategy="all").ranked[0]
+    assert winner.recycles == scratch.recycles == 3
+    assert np.array_equal(winner.result["structure_module"]["final_atom_positions"],
+                          scratch.result["structure_module"]["final_atom_positions"])
+    assert np.array_equal(winner.result["plddt"], scratch.result["plddt"])
+    assert all(r.state is None for r in best.runs)  # the screens' device memory is released

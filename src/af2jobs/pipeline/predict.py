@@ -67,6 +67,8 @@ class ModelRun:
     ptm: float | None
     params: params_mod.ParamsIdentity
     result: dict = field(repr=False)
+    # The recycling state after the last iteration (on the device), so a screen can go on as the full run.
+    state: dict | None = field(default=None, repr=False)
 
     def summary(self) -> dict:
         return {
@@ -173,6 +175,36 @@ def crop_result(result: dict, length: int) -> dict:
     return walk(result)
 
 
+def _recycle(runner: af_model.RunModel, feat: dict, seed: int, iterations: int, start: int, state: dict | None,
+             on_recycle: Callable[[dict, int], None]) -> tuple[dict, int, dict]:
+    """RunModel.predict's recycling loop (monomer), able to start at iteration `start` from a saved state.
+
+    The random key chain is replayed up to `start`, so going on from a screen gives exactly the iterations a run
+    from scratch would have made.
+    """
+    cfg = runner.config
+    n = cfg.data.eval.num_ensemble
+    if state is None:
+        state = jax.device_put({k: v for k, v in _first_batch(cfg, feat)["prev"].items()})
+    feat = jax.device_put(feat)
+    key = jax.random.PRNGKey(seed)
+    for _ in range(start):
+        key, _ = jax.random.split(key)
+    result, r = None, start - 1
+    for r in range(start, iterations):
+        key, sub_key = jax.random.split(key)
+        batch = {**af_model._slice_recycle(feat, r * n, n), "prev": state}
+        result = runner.apply(runner.params, sub_key, batch)
+        state = result.pop("prev")
+        result = af_model._fetch_small(result)
+        on_recycle(result, r)
+        if result["ranking_confidence"] > cfg.model.stop_at_score:
+            break
+        if r > 0 and result["tol"] < cfg.model.recycle_early_stop_tolerance:
+            break
+    return jax.device_get(result), r, state
+
+
 class Predictor:
     def __init__(
         self,
@@ -198,7 +230,8 @@ class Predictor:
             self._features[fingerprint] = process_features(cfg, raw, self.run.random_seed, pad_to)
         return self._features[fingerprint]
 
-    def run_model(self, name: str, raw: dict, phase: str) -> ModelRun:
+    def run_model(self, name: str, raw: dict, phase: str, resume: ModelRun | None = None) -> ModelRun:
+        """One model's prediction; `resume` (its own screen) makes the full run go on from the screen's state."""
         self._check_cancel()
         cfg = params_mod.runtime_config(name, self.run)
         fingerprint = params_mod.config_fingerprint(cfg)
@@ -215,18 +248,19 @@ class Predictor:
             self._check_cancel()
 
         with entry.lock:
-            runner = entry.runner
-            runner.params = params
-            runner.config.model.num_recycle = 0 if phase == "screen" else self.run.num_recycle
+            entry.runner.params = params
             t0 = time.perf_counter()
-            result, recycles = runner.predict(feat, random_seed=self.run.random_seed, callback=on_recycle)
+            iterations = 1 if phase == "screen" else self.run.num_recycle + 1
+            start, state = (1, resume.state) if resume is not None else (0, None)
+            result, recycles, state = _recycle(entry.runner, feat, self.run.random_seed, iterations, start, state,
+                                               on_recycle)
             run_s = time.perf_counter() - t0
         result = crop_result(result, int(raw["seq_length"][0]))
         ptm = float(result["ptm"]) if "ptm" in result else None
         model_run = ModelRun(
             model=name, phase=phase, recycles=int(recycles), params_s=params_s, compile_s=compile_s, run_s=run_s,
             ranking_confidence=float(result["ranking_confidence"]), mean_plddt=float(result["mean_plddt"]),
-            ptm=ptm, params=identity, result=result,
+            ptm=ptm, params=identity, result=result, state=state if phase == "screen" else None,
         )
         self.progress("model_done", model_run.summary())
         return model_run
@@ -239,8 +273,11 @@ class Predictor:
         if kind == "best" and len(models) > 1:
             runs = [self.run_model(m, raw, "screen") for m in models]
             winner = max(runs, key=lambda r: r.ranking_confidence)
-            # Without recycling the screen already is the full run.
-            full = [winner] if self.run.num_recycle == 0 else [self.run_model(winner.model, raw, "full")]
+            # The screen is the winner's first recycling iteration: its full run goes on from there. Without
+            # recycling the screen already is the full run.
+            full = [winner] if self.run.num_recycle == 0 else [self.run_model(winner.model, raw, "full", winner)]
+            for r in runs:
+                r.state = None  # free the device memory of the screens' recycling state
         else:
             for m in models:
                 full.append(self.run_model(m, raw, "full"))
