@@ -271,7 +271,15 @@ class Predictor:
         runs: list[ModelRun] = []
         full: list[ModelRun] = []
         if kind == "best" and len(models) > 1:
-            runs = [self.run_model(m, raw, "screen") for m in models]
+            for m in models:
+                screen = self.run_model(m, raw, "screen")
+                # Keep only the leader's recycling state on the device (ties go to the first, as max() does).
+                leader = max(runs, key=lambda r: r.ranking_confidence) if runs else None
+                if leader is not None and screen.ranking_confidence <= leader.ranking_confidence:
+                    screen.state = None
+                elif leader is not None:
+                    leader.state = None
+                runs.append(screen)
             winner = max(runs, key=lambda r: r.ranking_confidence)
             # The screen is the winner's first recycling iteration: its full run goes on from there. Without
             # recycling the screen already is the full run.
