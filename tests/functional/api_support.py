@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlencode
@@ -37,34 +37,12 @@ from af2jobs.ports import ApiKeyStore, ArtifactStore, JobRepository
 from af2jobs.service import JobService
 from af2jobs.settings import Settings
 from tests.functional import moto_support
+from tests.fakes import RecordingNotifier, RecordingOrchestrator
 
 EVENTS = Path(__file__).resolve().parents[1] / "data" / "events"
 SEQ = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"
 # Small enough to exceed cheaply in tests; the smallest value Settings allows.
 MAX_BODY = 4096
-
-
-@dataclass
-class RecordingOrchestrator:
-    started: list[str] = field(default_factory=list)
-    cancelled: list[str] = field(default_factory=list)
-    fail_start: bool = False
-
-    def start(self, job: Job) -> None:
-        if self.fail_start:
-            raise RuntimeError("the compute environment is gone")
-        self.started.append(job.id)
-
-    def cancel(self, job: Job) -> None:
-        self.cancelled.append(job.id)
-
-
-@dataclass
-class RecordingNotifier:
-    events: list[tuple[str, JobEvent]] = field(default_factory=list)
-
-    def notify(self, job: Job, event: JobEvent) -> None:
-        self.events.append((job.id, event))
 
 
 @dataclass(frozen=True)

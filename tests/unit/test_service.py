@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,38 +14,13 @@ from af2jobs.adapters.local.sqlite import SqliteJobRepository
 from af2jobs.models import Job, JobEvent, JobRequest, JobState, Principal
 from af2jobs.service import JobService
 from af2jobs.settings import Settings
+from tests.fakes import RecordingNotifier, RecordingOrchestrator
 
 S = JobState
 SEQ = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"
 ANN = Principal("ann")
 BOB = Principal("bob")
 ADMIN = Principal("root", admin=True)
-
-
-@dataclass
-class RecordingOrchestrator:
-    started: list[str] = field(default_factory=list)
-    cancelled: list[str] = field(default_factory=list)
-    fail_start: bool = False
-
-    def start(self, job: Job) -> None:
-        if self.fail_start:
-            raise RuntimeError("no capacity")
-        self.started.append(job.id)
-
-    def cancel(self, job: Job) -> None:
-        self.cancelled.append(job.id)
-
-
-@dataclass
-class RecordingNotifier:
-    events: list[tuple[str, JobEvent]] = field(default_factory=list)
-    broken: bool = False
-
-    def notify(self, job: Job, event: JobEvent) -> None:
-        if self.broken:
-            raise ConnectionError("mail server down")
-        self.events.append((job.id, event))
 
 
 @dataclass
