@@ -9,6 +9,8 @@ with untrained parameters of the official shapes.
     python bench/gpu_inference.py one --mode stock --length 126 --json r.json
     python bench/gpu_inference.py memory --lengths 2000,4000 --out DIR   # compiled peak memory (no run)
     python bench/gpu_inference.py ceilings --out DIR                      # measured bf16 matmul and copy rates
+    python bench/gpu_inference.py flops --lengths 126,1396 --out DIR      # FLOPs per recycling iteration (no GPU)
+    python bench/gpu_inference.py one --mode af2jobs --strategy all --gpus 2 --length 1396 --json r.json
 
 Check it on a CPU first at a tiny size: `suite --lengths 40 --profile tiny --depth 64`.
 """
@@ -53,11 +55,12 @@ def synthetic_features(length: int, depth: int, seed: int) -> dict:
 
 
 def _peak_gib() -> float | None:
+    """The largest peak over the process's devices (one per GPU the run used)."""
     import jax
 
-    stats = jax.devices()[0].memory_stats() or {}
-    peak = stats.get("peak_bytes_in_use")
-    return None if peak is None else round(peak / 2**30, 2)
+    peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in jax.local_devices()]
+    peaks = [p for p in peaks if p is not None]
+    return round(max(peaks) / 2**30, 2) if peaks else None
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -112,7 +115,7 @@ def run_af2jobs(args) -> dict:
     raw = synthetic_features(args.length, args.depth, args.length)
     run = RunConfig(model_names=args.models, strategy=args.strategy, profile=args.profile,
                     length_buckets=not args.fp32, bfloat16=not args.fp32,
-                    recycle_tolerance=args.tolerance)
+                    recycle_tolerance=args.tolerance, gpus=args.gpus, num_recycle=args.recycles)
     provider = params_mod.ParamsProvider(Path(args.cache) / "no-official", Path(args.cache) / "params")
     prediction = predict.Predictor(run, provider).predict(raw)
     out = {"runs": [r.summary() for r in prediction.runs], "best": prediction.ranked[0].model}
@@ -134,7 +137,7 @@ def _save(path: str, result: dict) -> None:
 
 def one(args) -> int:
     record = {"mode": args.mode, "length": args.length, "strategy": args.strategy, "models": args.models,
-              "fp32": args.fp32}
+              "fp32": args.fp32, "gpus": args.gpus, "recycles": args.recycles}
     try:
         import jax
 
@@ -185,6 +188,11 @@ def suite(args) -> int:
             row[strategy] = _child(out, f"{strategy.replace(':', '_')}_{length}",
                                    ["--mode", "af2jobs", "--length", str(length), "--models", ",".join(MODELS),
                                     "--strategy", strategy], common)
+        if args.all_gpus > 1:  # strategy all with its models spread over several GPUs
+            row[f"all_{args.all_gpus}gpus"] = _child(
+                out, f"all_{args.all_gpus}gpus_{length}", ["--mode", "af2jobs", "--length", str(length), "--models",
+                                                           ",".join(MODELS), "--strategy", "all", "--gpus",
+                                                           str(args.all_gpus)], common)
         results.append(row)
         (out / "suite.json").write_text(json.dumps(results, indent=1))
         print(_table_row(row), flush=True)
@@ -288,6 +296,61 @@ def memory(args) -> int:
     return 0
 
 
+def flops(args) -> int:
+    """FLOPs of one recycling iteration (one apply) at each length, counted by XLA's cost analysis.
+
+    XLA's cost analysis counts the body of a loop once, and AlphaFold runs its Evoformer, extra-MSA stack and
+    structure module as scans (and chunked attention as scans over chunks). Here every scan is unrolled and the
+    chunking switched off before lowering, so each layer is counted; the fused Pallas kernels (GPU only) are not
+    used, so the count is of the plain XLA path, at the sequence's own length (no bucket padding). Lowering only:
+    this runs on a CPU.
+
+    Also a lower bound of device memory traffic per iteration: each of the 48 + 4 blocks reads and writes its MSA
+    and pair activations once (bf16), and the parameters are read once. XLA's own "bytes accessed" is before
+    fusion, so it counts every intermediate and is no floor; it is reported for reference.
+    """
+    import haiku as hk
+    import jax
+
+    from af2jobs.pipeline import params as params_mod
+    from af2jobs.pipeline import predict
+    from af2jobs.runconfig import RunConfig
+
+    scan = hk.scan
+
+    def unrolled(f, init, xs=None, length=None, reverse=False, unroll=1):
+        return scan(f, init, xs, length=length, reverse=reverse, unroll=True)
+
+    hk.scan = unrolled  # read at call time by alphafold.model's layer_stack, folding and mapping
+    rows = []
+    for length in [int(x) for x in args.lengths.split(",")]:
+        run = RunConfig(model_names="model_3", profile=args.profile, length_buckets=False)
+        cfg = params_mod.runtime_config("model_3", run)
+        cfg.model.global_config.subbatch_size = 1 << 30  # no chunking: one slice covers every dimension
+        feat = predict.process_features(cfg, synthetic_features(length, args.depth, length), 0, length)
+        shapes = params_mod.param_shapes_for(cfg)
+        params = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), shapes)
+        lowered = predict.af_model.RunModel(cfg).apply.lower(params, jax.random.PRNGKey(0),
+                                                             predict._first_batch(cfg, feat))
+        cost = lowered.cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        e = cfg.model.embeddings_and_evoformer
+        n_msa, n_extra = feat["msa_feat"].shape[1], feat["extra_msa"].shape[1]
+        pair = length * length * e.pair_channel
+        traffic = 2 * 2 * (e.evoformer_num_block * (n_msa * length * e.msa_channel + pair)
+                           + e.extra_msa_stack_num_block * (n_extra * length * e.extra_msa_channel + pair))
+        n_params = sum(x.size for x in jax.tree_util.tree_leaves(shapes))
+        traffic += 4 * n_params
+        rows.append({"length": length, "msa_rows": int(n_msa), "extra_msa_rows": int(n_extra),
+                     "tflop_per_iteration": round(cost["flops"] / 1e12, 3),
+                     "min_traffic_gb_per_iteration": round(traffic / 1e9, 2),
+                     "xla_bytes_accessed_gb_unfused": round(cost.get("bytes accessed", 0) / 1e9, 1)})
+        print(json.dumps(rows[-1]), flush=True)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "flops.json").write_text(json.dumps(rows, indent=1))
+    return 0
+
+
 def ceilings(args) -> int:
     """Measured bf16 matrix rate and device memory bandwidth: the ceilings the floor is computed against."""
     import jax
@@ -321,7 +384,7 @@ def ceilings(args) -> int:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("one", "suite", "memory", "ceilings", "prepare", "compare"):
+    for name in ("one", "suite", "memory", "ceilings", "prepare", "compare", "flops"):
         s = sub.add_parser(name)
         s.add_argument("--cache", default=os.environ.get("AF2_BENCH_CACHE", "/tmp/af2bench"))
         s.add_argument("--profile", default="full", choices=["full", "tiny"])
@@ -334,18 +397,22 @@ def main() -> int:
     one_p.add_argument("--strategy", default="best")
     one_p.add_argument("--tolerance", type=float, default=0.0)
     one_p.add_argument("--fp32", action="store_true")
+    one_p.add_argument("--gpus", type=int, default=1, help="af2jobs: devices for strategy all")
+    one_p.add_argument("--recycles", type=int, default=3, help="af2jobs: recycling iterations after the first")
     one_p.add_argument("--save-result")
     one_p.add_argument("--json", required=True)
     sub.choices["suite"].add_argument("--lengths", required=True)
     sub.choices["suite"].add_argument("--strategies", default="best")
     sub.choices["suite"].add_argument("--no-stock", action="store_true", help="af2jobs only (stock measured before)")
+    sub.choices["suite"].add_argument("--all-gpus", type=int, default=1, help="also run strategy all on N GPUs")
     sub.choices["memory"].add_argument("--lengths", required=True)
     sub.choices["compare"].add_argument("--lengths", required=True)
     sub.choices["ceilings"].add_argument("--matmul-n", type=int, default=8192)
+    sub.choices["flops"].add_argument("--lengths", required=True)
     sub.choices["ceilings"].add_argument("--copy-mib", type=int, default=2048)
     args = p.parse_args()
     commands = {"one": one, "suite": suite, "memory": memory, "ceilings": ceilings, "prepare": prepare,
-                "compare": compare}
+                "compare": compare, "flops": flops}
     return commands[args.cmd](args)
 
 

@@ -57,6 +57,9 @@ class RunConfig(BaseModel):
     recycle_tolerance: float = Field(0.0, ge=0.0)
     # bfloat16 activations (AlphaFold's default); False runs the float32 path, for numerical comparisons.
     bfloat16: bool = True
+    # Devices one prediction may use. With strategy `all`, models run on separate devices in parallel, each taking
+    # the next model when it is free; the other strategies decide on each model in turn and use one device.
+    gpus: int = Field(1, ge=1, le=8)
 
     @field_validator("model_names", mode="before")
     @classmethod

@@ -155,3 +155,50 @@ def test_best_goes_on_from_the_winners_screen_and_matches_a_run_from_scratch(raw
                           scratch.result["structure_module"]["final_atom_positions"])
     assert np.array_equal(winner.result["plddt"], scratch.result["plddt"])
     assert all(r.state is None for r in best.runs)  # the screens' device memory is released
+
+
+_TWO_DEVICES = """
+import json, pickle, sys
+from pathlib import Path
+import numpy as np
+from af2jobs.pipeline import params, predict
+from af2jobs.runconfig import RunConfig
+
+raw = pickle.loads(Path(sys.argv[1]).read_bytes())
+cache = Path(sys.argv[2])
+predict.enable_compilation_cache(cache / "jax")
+provider = params.ParamsProvider(cache / "no-params", cache / "params-untrained")
+out = {}
+for gpus in (1, 2):
+    run = RunConfig(profile="tiny", max_msa_clusters=16, max_extra_msa=32, strategy="all", gpus=gpus,
+                    model_names="model_1,model_2,model_3")
+    result = predict.Predictor(run, provider).predict(raw)
+    out[gpus] = {r.model: {"device": r.device, "score": r.ranking_confidence,
+                           "ca": np.asarray(r.result["structure_module"]["final_atom_positions"])[:, 1].tolist()}
+                 for r in result.runs}
+print(json.dumps(out))
+"""
+
+
+def test_all_on_two_devices_runs_models_in_parallel_with_the_same_results(raw_features, shared_cache, tmp_path):
+    """Two host devices stand in for two GPUs: the models spread over both and score as on one."""
+    import json
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    feats = tmp_path / "raw.pkl"
+    feats.write_bytes(pickle.dumps(raw_features))
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", _TWO_DEVICES, str(feats), str(shared_cache)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    one, two = out["1"], out["2"]
+    assert {r["device"] for r in one.values()} == {"cpu:0"}
+    assert {r["device"] for r in two.values()} == {"cpu:0", "cpu:1"}
+    assert set(two) == {"model_1", "model_2", "model_3"}
+    for model, r in one.items():
+        assert two[model]["score"] == pytest.approx(r["score"], abs=1e-4)
+        assert np.allclose(two[model]["ca"], r["ca"], atol=1e-3)

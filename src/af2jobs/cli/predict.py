@@ -32,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db-root", type=Path, help="database root (default: AF2_DB_ROOT or DATA_DIR/databases)")
     p.add_argument("--params-dir", type=Path, help="directory with official params_model_*.npz")
     p.add_argument("--seed", type=int, default=0, help="random seed of the model")
+    p.add_argument("--gpus", type=int, help="devices to use: with --strategy all, models run on separate GPUs in "
+                                            "parallel (default 1)")
     p.set_defaults(func=run)
 
 
@@ -66,7 +68,7 @@ def _run_config(args, settings: Settings):
     try:
         return resolve_run_config(settings, model_names=args.models, strategy=args.strategy,
                                   num_recycle=args.recycles, max_msa_clusters=clusters, max_extra_msa=extra,
-                                  profile=args.profile, random_seed=args.seed)
+                                  profile=args.profile, random_seed=args.seed, gpus=args.gpus)
     except PydanticError as exc:
         err = exc.errors()[0]
         raise ValidationError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}", field=str(err["loc"][0])) from None

@@ -69,10 +69,11 @@ class ModelRun:
     result: dict = field(repr=False)
     # The recycling state after the last iteration (on the device), so a screen can go on as the full run.
     state: dict | None = field(default=None, repr=False)
+    device: str = ""
 
     def summary(self) -> dict:
         return {
-            "model": self.model, "phase": self.phase, "recycles": self.recycles,
+            "model": self.model, "phase": self.phase, "recycles": self.recycles, "device": self.device,
             "params_s": round(self.params_s, 3), "compile_s": round(self.compile_s, 3), "run_s": round(self.run_s, 3),
             "ranking_confidence": round(self.ranking_confidence, 4), "mean_plddt": round(self.mean_plddt, 4),
             "ptm": None if self.ptm is None else round(self.ptm, 4), "params": self.params.source,
@@ -205,6 +206,28 @@ def _recycle(runner: af_model.RunModel, feat: dict, seed: int, iterations: int, 
     return jax.device_get(result), r, state
 
 
+def _device_name() -> str:
+    device = jax.config.jax_default_device
+    if not isinstance(device, jax.Device):  # unset, or a platform name
+        device = jax.devices()[0]
+    return f"{device.platform}:{device.id}"
+
+
+class _Thread(threading.Thread):
+    """A thread that keeps the exception its target raised, for the caller to raise after join()."""
+
+    def __init__(self, target: Callable, *args) -> None:
+        super().__init__(target=target, args=args, daemon=True)
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except BaseException as exc:  # noqa: BLE001 - handed to the joining thread
+            self.error = exc
+
+
 class Predictor:
     def __init__(
         self,
@@ -261,9 +284,67 @@ class Predictor:
             model=name, phase=phase, recycles=int(recycles), params_s=params_s, compile_s=compile_s, run_s=run_s,
             ranking_confidence=float(result["ranking_confidence"]), mean_plddt=float(result["mean_plddt"]),
             ptm=ptm, params=identity, result=result, state=state if phase == "screen" else None,
+            device=_device_name(),
         )
         self.progress("model_done", model_run.summary())
         return model_run
+
+    def _devices(self) -> list:
+        """The devices this prediction may use: the first `gpus` JAX sees (a Batch job sees only its own)."""
+        if self.run.gpus <= 1:
+            return [None]
+        return jax.local_devices()[: self.run.gpus]
+
+    def _run_on_devices(self, models: list[str], raw: dict, devices: list) -> list[ModelRun]:
+        """Full runs of every model, one thread per device, each taking the next model when its device is free.
+
+        Each device gets its own compiled function (the compile cache is keyed by device); the features are
+        processed once, before the threads start. A failure or a cancel stops the others at their next recycle.
+        """
+        for m in models:
+            cfg = params_mod.runtime_config(m, self.run)
+            self._features_for(cfg, params_mod.config_fingerprint(cfg), raw)
+        pending = list(enumerate(models))
+        done: dict[int, ModelRun] = {}
+        lock = threading.Lock()
+        failed = threading.Event()
+        progress, should_cancel = self.progress, self.should_cancel
+
+        def serial_progress(event: str, details: dict) -> None:
+            with lock:
+                progress(event, details)
+
+        def device_loop(device) -> None:
+            with jax.default_device(device):
+                while not failed.is_set():
+                    with lock:
+                        if not pending:
+                            return
+                        i, name = pending.pop(0)
+                    try:
+                        run = self.run_model(name, raw, "full")
+                    except BaseException:
+                        failed.set()
+                        raise
+                    with lock:
+                        done[i] = run
+
+        self.progress = serial_progress
+        self.should_cancel = lambda: failed.is_set() or should_cancel()
+        try:
+            threads = [_Thread(device_loop, d) for d in devices[: len(models)]]
+            for t in threads:
+                t.join()
+        finally:
+            self.progress, self.should_cancel = progress, should_cancel
+        errors_ = [t.error for t in threads if t.error is not None]
+        # A thread stopped by another's failure raises CancelledError: report the failure that stopped them.
+        first = next((e for e in errors_ if not isinstance(e, CancelledError)), errors_[0] if errors_ else None)
+        if first is not None:
+            if should_cancel():
+                raise CancelledError("the job was cancelled during prediction")
+            raise first
+        return [done[i] for i in sorted(done)]
 
     def predict(self, raw: dict) -> Prediction:
         kind, threshold = self.run.strategy_kind, self.run.stop_threshold
@@ -286,6 +367,8 @@ class Predictor:
             full = [winner] if self.run.num_recycle == 0 else [self.run_model(winner.model, raw, "full", winner)]
             for r in runs:
                 r.state = None  # free the device memory of the screens' recycling state
+        elif kind == "all" and len(devices := self._devices()) > 1:
+            full = self._run_on_devices(models, raw, devices)
         else:
             for m in models:
                 full.append(self.run_model(m, raw, "full"))
