@@ -35,7 +35,8 @@ if command -v nvidia-smi >/dev/null 2>&1; then
 fi
 
 # The predict stage runs under the GPU metrics agent (monitoring/gpumon.py): it samples the GPUs into CloudWatch,
-# forwards TerminateJob's signal to the stage and exits with the stage's own status.
+# forwards TerminateJob's signal to the stage and exits with the stage's own status. Its summary goes beside the
+# job's outputs in S3, where the state machine's MarkSucceeded step reads it onto the job record.
 gpumon="${AF2_GPUMON:-/opt/af2jobs/gpumon.py}"
 if [[ " $* " == *" af2jobs.batch predict "* && -f "$gpumon" ]]; then
   job_id=""
@@ -43,7 +44,11 @@ if [[ " $* " == *" af2jobs.batch predict "* && -f "$gpumon" ]]; then
   for ((i = 0; i < ${#args[@]} - 1; i++)); do
     [[ "${args[i]}" == "--job-id" ]] && job_id="${args[i + 1]}"
   done
-  exec python3 "$gpumon" --job-id "${job_id:-unknown}" --interval "${AF2_GPUMON_INTERVAL:-10}" -- "$@"
+  upload=()
+  if [[ -n "${AF2_BUCKET:-}" && -n "$job_id" ]]; then
+    upload=(--s3-uri "s3://${AF2_BUCKET}/jobs/${job_id}/output/gpu_summary.json")
+  fi
+  exec python3 "$gpumon" --job-id "${job_id:-unknown}" --interval "${AF2_GPUMON_INTERVAL:-10}" "${upload[@]}" -- "$@"
 fi
 
 exec "$@"

@@ -2,19 +2,24 @@
 """The CloudWatch dashboard body (JSON) and the idle-GPU alarm, as data.
 
     python3 monitoring/dashboard.py --region us-east-1 --state-machine-arn ARN > body.json
+    python3 monitoring/dashboard.py --sync-template template.yaml     # rewrite template.yaml's DashboardBody line
 
 References only metrics that are published: the gpumon agent's (gpumon.METRICS, namespace AF2Jobs, dimensions
-InstanceId, InstanceType, GpuIndex, JobId) and Step Functions' own AWS/States execution metrics. template.yaml
-wires the body in (DashboardBody with the ARN substituted). Not here yet, because no code publishes them:
-jobs by state, Batch queue depth, MSA-job CPU/memory and cost per day (AWS/Batch publishes no such metrics
-without Container Insights; they need a publisher first).
+InstanceId, InstanceType, GpuIndex, JobId), the platform's own (af2jobs.adapters.aws.cloudwatch.METRICS: jobs
+entering each state, failures by stage, phase seconds and dollars of succeeded jobs, Batch queue depth, CPU and
+memory of the msa and predict containers) and Step Functions' own AWS/States execution metrics. template.yaml
+wires the body in (DashboardBody with the region and the state machine's ARN substituted); tests keep the two
+equal.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any, Dict, List
+
+from af2jobs.adapters.aws.cloudwatch import METRICS as PLATFORM_METRICS
 
 try:  # as a module of the repository (tests) or as a script beside gpumon.py
     from monitoring.gpumon import DIMENSIONS, NAMESPACE
@@ -29,6 +34,17 @@ _SCHEMA = "{" + ",".join((NAMESPACE, *DIMENSIONS)) + "}"
 def _search(metric: str, stat: str, label: str, period: int = 60) -> Dict[str, Any]:
     return {"expression": f"SEARCH('{_SCHEMA} MetricName=\"{metric}\"', '{stat}', {period})", "label": label,
             "id": f"{metric.lower()}_{stat.lower()}"}
+
+
+def _platform_widget(title: str, metric: str, stat: str, period: int, x: int, y: int, region: str,
+                     view: str = "timeSeries") -> Dict[str, Any]:
+    """One of the platform's metrics (PLATFORM_METRICS), every series of it: a SEARCH over its dimensions."""
+    _, dims = PLATFORM_METRICS[metric]
+    expression = f"SEARCH('{{{','.join((NAMESPACE, *dims))}}} MetricName=\"{metric}\"', '{stat}', {period})"
+    props = {"title": title, "region": region, "view": view, "stacked": view == "bar", "period": period,
+             "metrics": [[{"expression": expression, "label": f"{metric} ({stat})",
+                           "id": f"{metric.lower()}_{stat.lower()}"}]]}
+    return {"type": "metric", "x": x, "y": y, "width": 12, "height": 6, "properties": props}
 
 
 def _gpu_widget(title: str, metric: str, stat: str, x: int, y: int, region: str, unit: str = "") -> Dict[str, Any]:
@@ -60,6 +76,18 @@ def body(region: str, state_machine_arn: str) -> Dict[str, Any]:
                                         {"stat": "p50"}],
                                        ["AWS/States", "ExecutionTime", "StateMachineArn", state_machine_arn,
                                         {"stat": "Maximum"}]]}},
+        _platform_widget("Jobs entering each state (per 5 minutes)", "JobsEntered", "Sum", 300, 0, 24, region),
+        _platform_widget("Failed jobs by stage (per hour)", "JobFailures", "Sum", 3600, 12, 24, region),
+        _platform_widget("Batch queue depth (jobs per queue and status)", "QueueDepth", "Maximum", 60, 0, 30,
+                         region),
+        _platform_widget("Phase durations of succeeded jobs, MSA vs predict (s, hourly average)", "PhaseSeconds",
+                         "Average", 3600, 12, 30, region),
+        _platform_widget("CPU of the msa and predict jobs (vCPUs busy)", "StageCPUUsed", "Average", 60, 0, 36,
+                         region),
+        _platform_widget("Memory of the msa and predict jobs (MiB)", "StageMemoryUsed", "Maximum", 60, 12, 36,
+                         region),
+        _platform_widget("Cost per day of succeeded jobs, CPU and GPU phases (USD, list prices)", "JobCostUSD",
+                         "Sum", 86400, 0, 42, region, view="bar"),
     ]
     return {"widgets": widgets}
 
@@ -87,12 +115,37 @@ def idle_gpu_alarm(alarm_topic_arn: str | None = None) -> Dict[str, Any]:
     return alarm
 
 
+TEMPLATE_LINE = "      DashboardBody: !Sub "
+
+
+def template_line() -> str:
+    """template.yaml's DashboardBody line: the body as compact JSON in a YAML double-quoted !Sub string."""
+    text = json.dumps(body("${AWS::Region}", "${StateMachine}"), separators=(",", ":"))
+    return TEMPLATE_LINE + '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def sync_template(path: Path) -> bool:
+    """Replace the template's one DashboardBody line with template_line(); True when it changed."""
+    lines = path.read_text().split("\n")
+    (index,) = [i for i, line in enumerate(lines) if line.startswith(TEMPLATE_LINE)]
+    changed = lines[index] != template_line()
+    lines[index] = template_line()
+    path.write_text("\n".join(lines))
+    return changed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Print the CloudWatch dashboard body.")
-    parser.add_argument("--region", required=True)
-    parser.add_argument("--state-machine-arn", required=True)
+    parser.add_argument("--region")
+    parser.add_argument("--state-machine-arn")
+    parser.add_argument("--sync-template", type=Path, help="rewrite this template.yaml's DashboardBody line")
     args = parser.parse_args()
-    print(json.dumps(body(args.region, args.state_machine_arn), indent=2))
+    if args.sync_template:
+        print("updated" if sync_template(args.sync_template) else "already up to date", args.sync_template)
+    elif args.region and args.state_machine_arn:
+        print(json.dumps(body(args.region, args.state_machine_arn), indent=2))
+    else:
+        parser.error("give --region and --state-machine-arn, or --sync-template PATH")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ samples goes to
     PutMetricData in batches of at most 1,000 datums and under 1 MB, with a bounded number of retries;
   - DIR/metrics.jsonl, one JSON line per GPU and sample, when --out is given (the job's outputs locally).
 At the end it writes DIR/gpu_summary.json (mean and max utilisation, peak memory, per GPU and overall), the
-per-job summary that goes onto the job record.
+per-job summary that goes onto the job record; with --s3-uri it also puts the summary at that S3 object (on AWS
+the entrypoint names s3://<results bucket>/jobs/<id>/output/gpu_summary.json, which the state machine's
+MarkSucceeded step copies onto the job record as cost["gpu"]).
 
 The agent must never fail the job it watches: NVML missing, CloudWatch refusing or throttling, a full disk: each
 is logged and the agent carries on (or stops sampling), and COMMAND's exit status is returned untouched.
@@ -271,6 +273,24 @@ class Agent:
         return data
 
 
+def upload_summary(data: Dict[str, Any], uri: str, client: Any = None) -> bool:
+    """Put the summary at s3://bucket/key; False (logged) when that fails: the job's own status still wins."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    try:
+        if not uri.startswith("s3://") or not bucket or not key:
+            raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
+        if client is None:
+            import boto3
+
+            client = boto3.client("s3")
+        client.put_object(Bucket=bucket, Key=key, Body=(json.dumps(data, indent=2) + "\n").encode(),
+                          ContentType="application/json")
+        return True
+    except Exception as exc:  # credentials, network, a bad URI: the job must not fail for its summary
+        log.warning("gpumon: cannot put the summary at %s: %s", uri, exc)
+        return False
+
+
 def _imds(path: str, default: str) -> str:
     """An EC2 instance metadata value (IMDSv2), or `default` off EC2."""
     try:
@@ -290,6 +310,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples (default 10)")
     parser.add_argument("--out", type=Path, help="write metrics.jsonl and gpu_summary.json here")
     parser.add_argument("--no-cloudwatch", action="store_true", help="do not publish (local runs)")
+    parser.add_argument("--s3-uri", help="also put gpu_summary.json at this s3://bucket/key at the end")
     parser.add_argument("--namespace", default=NAMESPACE)
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- the command to run and watch")
     args = parser.parse_args(argv)
@@ -322,7 +343,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         status = child.wait() if child is not None else 0
     if agent is not None:
         agent.stop()
-        print(json.dumps(agent.write_summary(args.out)))
+        summary = agent.write_summary(args.out)
+        print(json.dumps(summary))
+        if args.s3_uri:
+            upload_summary(summary, args.s3_uri)
     return status
 
 

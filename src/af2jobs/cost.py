@@ -1,14 +1,17 @@
 """What a job costs in US dollars: measured (after the run) and estimated (before submission).
 
 Prices are data, below, with their source and date. They are AWS on-demand list prices for Linux in us-east-1
-as of PRICES_AS_OF, copied by hand from https://aws.amazon.com/ec2/pricing/on-demand/ ; they were NOT checked
-against the live page when this table was written and AWS changes them (p5 fell by about 45 % in June 2025):
-check them before quoting a cost. Spot, savings plans, storage, data transfer, Lambda, Step Functions and the
-minutes an instance spends starting or idle are not counted.
+as of PRICES_AS_OF, copied by hand from https://aws.amazon.com/ec2/pricing/on-demand/ ; AWS changes them (p5 fell
+by about 45 % in June 2025): check them before quoting a cost. On PRICES_CHECKED they were compared with stored
+public pages (not the live AWS page, which could not be reached): PRICE_CHECKS names, per instance type, the page
+that shows the same price; every other price is unconfirmed (see the comments in PRICES). Spot, savings plans,
+storage, data transfer, Lambda, Step Functions and the minutes an instance spends starting or idle are not counted.
 
 Cost model (the share of an instance a job holds, for as long as it runs):
     CPU phase  (validating + MSA + features)  msa_vcpus / instance vCPUs x instance price x seconds
     GPU phase  (predict + publish)            gpu / instance GPUs      x instance price x seconds
+The seconds are the local worker's measured phases (job_cost), on AWS the Batch jobs' run times (phase_cost, from
+af2jobs.stepfn.measured_cost), and in a record's report.html that record's own stages (record_cost).
 The queue names the GPU instance (QUEUE_INSTANCES, the template's default families at the size a 1-GPU job
 packs onto); the MSA job runs on MSA_INSTANCE (MsaVcpus 8 of an m6i.2xlarge, as template.yaml sizes it).
 A local run is priced as if it had run on those instances: "what this would have cost on AWS".
@@ -31,11 +34,20 @@ from dataclasses import dataclass
 from typing import Any
 
 PRICES_AS_OF = "2025-06"
+PRICES_CHECKED = "2026-11-22"
 PRICES_SOURCE = (
     "AWS EC2 on-demand list prices, Linux, us-east-1, https://aws.amazon.com/ec2/pricing/on-demand/ "
-    f"(as of {PRICES_AS_OF}; not verified against the live page: check before relying on them)"
+    f"(as of {PRICES_AS_OF}; on {PRICES_CHECKED} g5.xlarge and p4d.24xlarge matched stored public pages, the "
+    "others are unconfirmed; not verified against the live page: check before relying on them)"
 )
 REGION = "us-east-1"
+# Instance type -> the stored public page that shows the same us-east-1 on-demand price (PRICES_CHECKED).
+PRICE_CHECKS: dict[str, str] = {
+    "g5.xlarge": "https://www.factualminds.com/blog/amazon-ec2-on-demand-pricing-instance-families-2026/ "
+                 "($1.006/hr, us-east-1, June 2026)",
+    "p4d.24xlarge": "https://www.usage.ai/blogs/finops/ai-ml-cost/gpu-instance-cost-optimization/ "
+                    "(~$32.77/hr on-demand, page updated 2026-06-24)",
+}
 
 
 @dataclass(frozen=True)
@@ -49,7 +61,7 @@ class Instance:
 
 # Data: on-demand USD/hour, us-east-1, as of PRICES_AS_OF (see PRICES_SOURCE).
 PRICES: dict[str, Instance] = {
-    # g5: NVIDIA A10G 24 GB (queue "low")
+    # g5: NVIDIA A10G 24 GB (queue "low"). g5.xlarge confirmed (PRICE_CHECKS); the other sizes unconfirmed.
     "g5.xlarge": Instance(1.006, 4, 1, 0.25),
     "g5.2xlarge": Instance(1.212, 8, 1, 0.25),
     "g5.4xlarge": Instance(1.624, 16, 1, 0.25),
@@ -58,7 +70,7 @@ PRICES: dict[str, Instance] = {
     "g5.16xlarge": Instance(4.096, 64, 1, 0.25),
     "g5.24xlarge": Instance(8.144, 96, 4, 0.25),
     "g5.48xlarge": Instance(16.288, 192, 8, 0.25),
-    # g6e: NVIDIA L40S 48 GB (queue "mid")
+    # g6e: NVIDIA L40S 48 GB (queue "mid"). Unconfirmed: no stored page gives a g6e on-demand price.
     "g6e.xlarge": Instance(1.861, 4, 1, 0.45),
     "g6e.2xlarge": Instance(2.242, 8, 1, 0.45),
     "g6e.4xlarge": Instance(3.004, 16, 1, 0.45),
@@ -67,11 +79,14 @@ PRICES: dict[str, Instance] = {
     "g6e.16xlarge": Instance(7.577, 64, 1, 0.45),
     "g6e.24xlarge": Instance(15.066, 96, 4, 0.45),
     "g6e.48xlarge": Instance(30.131, 192, 8, 0.45),
-    # p4d: 8 x NVIDIA A100 40 GB (queue "high")
+    # p4d: 8 x NVIDIA A100 40 GB (queue "high"). Confirmed at ~$32.77 (PRICE_CHECKS); one stored page says the
+    # June 2025 reduction also touched P4 instances without giving the new price: check it.
     "p4d.24xlarge": Instance(32.773, 96, 8, 0.5),
-    # p5: 8 x NVIDIA H100 80 GB (queue "p4"); price after AWS's June 2025 reduction
+    # p5: 8 x NVIDIA H100 80 GB (queue "p4"); price after AWS's June 2025 reduction. UNCONFIRMED: the stored
+    # pages disagree ($98.32 before the reduction; ~44-45 % lower after it; $80.62 on one page): check it.
     "p5.48xlarge": Instance(55.04, 192, 8, 0.85),
-    # MSA (CPU) queue
+    # MSA (CPU) queue. Unconfirmed (AWS's Auto Scaling guide lists c5.2xlarge at $0.34 as an example price, the
+    # value given here for c6i.2xlarge, but says it is not current pricing).
     "c6i.xlarge": Instance(0.17, 4),
     "c6i.2xlarge": Instance(0.34, 8),
     "c6i.4xlarge": Instance(0.68, 16),
@@ -144,6 +159,11 @@ def job_cost(measured: Mapping[str, Any], *, queue: str, gpus: int = 1) -> dict[
     """Dollars of a finished job from its measured phase seconds (the keys of CPU_KEYS and GPU_KEYS)."""
     cpu_s = sum(float(measured.get(k) or 0.0) for k in CPU_KEYS)
     gpu_s = sum(float(measured.get(k) or 0.0) for k in GPU_KEYS)
+    return phase_cost(cpu_s, gpu_s, queue=queue, gpus=gpus)
+
+
+def phase_cost(cpu_s: float, gpu_s: float, *, queue: str, gpus: int = 1) -> dict[str, Any]:
+    """Dollars of a CPU phase and a GPU phase of these durations (job_cost's result, whatever measured them)."""
     gpu_type = gpu_instance_for(queue)
     cpu = cpu_usd(cpu_s)
     gpu = gpu_usd(gpu_s, instance_type=gpu_type, gpus=gpus)
@@ -177,6 +197,48 @@ def estimate(length: int, *, queue: str, gpus: int = 1, strategy: str = "best", 
     }
 
 
+def auto_queue(length: int) -> str:
+    """The queue `que: auto` picks for a longest record of `length` residues (models.AUTO_QUEUE_LIMITS)."""
+    from af2jobs.models import AUTO_QUEUE_LIMITS
+
+    return next(q for q, limit in AUTO_QUEUE_LIMITS.items() if limit is None or length <= limit)
+
+
+def _stage_seconds(timings: Mapping[str, Any], stages: tuple[str, ...]) -> float | None:
+    """The seconds timings.json holds for these stages (None when it holds none of them)."""
+    found = None
+    for stage in stages:
+        value = timings.get(stage)
+        if isinstance(value, Mapping):
+            # The MSA's search_s is 0 on a cache hit, where its "seconds" are the original search's.
+            value = value.get("search_s", value.get("seconds"))
+        if isinstance(value, (int, float)):
+            found = (found or 0.0) + float(value)
+    return found
+
+
+def record_cost(timings: Mapping[str, Any], *, length: int, queue: str, gpus: int = 1, strategy: str = "best",
+                models: int = 5) -> dict[str, Any]:
+    """One record's cost for its report: each phase's seconds as its stages measured them (timings.json: msa +
+    features on the CPU, predict + outputs on the GPU) priced on the queue's instances; a phase with no
+    measurement is estimate()'s, and says so (measured False)."""
+    est = estimate(length, queue=queue, gpus=gpus, strategy=strategy, models=models)
+    cpu_s = _stage_seconds(timings, ("msa", "features"))
+    gpu_s = _stage_seconds(timings, ("predict", "outputs"))
+    gpu_type = gpu_instance_for(queue)
+    phases = {
+        "cpu": {"measured": cpu_s is not None, "instance": MSA_INSTANCE,
+                "seconds": round(cpu_s if cpu_s is not None else est["msa_s"], 3),
+                "usd": round(cpu_usd(cpu_s) if cpu_s is not None else est["cpu_usd"], 6)},
+        "gpu": {"measured": gpu_s is not None, "instance": gpu_type, "gpus": gpus,
+                "seconds": round(gpu_s if gpu_s is not None else est["gpu_s"], 3),
+                "usd": round(gpu_usd(gpu_s, instance_type=gpu_type, gpus=gpus) if gpu_s is not None
+                             else est["gpu_usd"], 6)},
+    }
+    return {"phases": phases, "total_usd": round(sum(p["usd"] for p in phases.values()), 6), "queue": queue,
+            "estimate_basis": est["basis"], **_meta()}
+
+
 def estimate_request(request: Any, lengths: list[int]) -> dict[str, Any]:
     """The estimate of a JobRequest whose records have these lengths (each record runs as its own monomer)."""
     queue = request.queue_for(max(lengths))
@@ -186,5 +248,5 @@ def estimate_request(request: Any, lengths: list[int]) -> dict[str, Any]:
     return {**parts[0], **total, "length": max(lengths), "records": len(lengths)}
 
 
-__all__ = ["PRICES", "PRICES_AS_OF", "PRICES_SOURCE", "QUEUE_INSTANCES", "estimate", "estimate_request",
-           "job_cost", "cpu_usd", "gpu_usd"]
+__all__ = ["PRICES", "PRICES_AS_OF", "PRICES_CHECKED", "PRICES_SOURCE", "PRICE_CHECKS", "QUEUE_INSTANCES",
+           "auto_queue", "estimate", "estimate_request", "job_cost", "phase_cost", "record_cost", "cpu_usd", "gpu_usd"]

@@ -75,7 +75,8 @@ def run_config_for(
     """The job's RunConfig (request, then overrides, then the preset) and the notes its versions.json carries."""
     from af2jobs.pipeline.run import resolve_run_config
 
-    values = {"model_names": request.model_names, "strategy": request.strategy, **(overrides or {})}
+    values = {"model_names": request.model_names, "strategy": request.strategy, "gpus": request.gpu,
+              **(overrides or {})}
     try:
         base = resolve_run_config(settings, **values)
         changes, notes = _preset(request.preset, base)
@@ -84,6 +85,13 @@ def run_config_for(
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise errors.ValidationError(f"run configuration: {where}: {err['msg']}", field=where or None) from None
+
+
+def report_fields(request: JobRequest, records: list[FastaRecord]) -> dict[str, Any]:
+    """The pipeline Context's report fields for a job: its comment, and the queue and GPU count its records'
+    reports price their stages on (the queue the request resolves to for its longest record)."""
+    longest = max(len(r.sequence) for r in records)
+    return {"comment": request.comment, "queue": request.queue_for(longest), "gpus": request.gpu}
 
 
 def _preset(preset: str, base: RunConfig) -> tuple[dict[str, Any], list[str]]:
@@ -217,5 +225,5 @@ def publish(
 
 __all__ = [
     "CASP14_NOTE", "MSA_DONE", "PREDICT_DONE", "PREDICTIONS", "best_line", "describe", "msa_done", "output_files",
-    "publish", "read_records", "run_config_for", "run_msa_record", "run_predict_record", "write_json",
+    "publish", "read_records", "report_fields", "run_config_for", "run_msa_record", "run_predict_record", "write_json",
 ]

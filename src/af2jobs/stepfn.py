@@ -8,7 +8,9 @@ thin Lambda handlers in functions/ call. Light: no JAX; the functions run from t
         "msa"                         VALIDATING -> MSA, before RunMsa
         "predict"                     MSA -> PREDICTING (VALIDATING -> MSA -> PREDICTING on an MSA cache hit)
         "check_predict_failure"       is a failed prediction a GPU out-of-memory that a larger queue may fix?
-        "succeeded"                   PREDICTING -> SUCCEEDED, once the published predictions.json is there
+        "succeeded"                   PREDICTING -> SUCCEEDED, once the published predictions.json is there;
+                                      records the job's cost (`measured_cost`: the Batch jobs' run times priced
+                                      by af2jobs.cost) and the GPU agent's summary (cost["gpu"])
         "failed"                      -> FAILED with the error and the stage it happened in
     notify(parts, event)            NotifyFunction: the job's succeeded/failed message through the Notifier (SNS)
     record_batch_event(repo, event) BatchEventsFunction: an EventBridge "Batch Job State Change" onto the job
@@ -22,6 +24,9 @@ Errors the definition's Retry/Catch match by name (the Lambda runtime reports an
 A failed Batch job reaches the definition as States.TaskFailed with the job's description as the Cause;
 `batch_failure` reads it. GpuOutOfMemory is the error type a job records when its prediction exits with
 EXIT_GPU_OUT_OF_MEMORY (see af2jobs.batch) on the largest queue, or again on the larger one.
+
+Each move of a job and each succeeded job's phase seconds and dollars are also metrics (parts.metrics;
+af2jobs.adapters.aws.cloudwatch.METRICS says which), for the dashboard.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -55,6 +60,8 @@ MEMORY_MIB_PER_GPU = 30720
 STAGE_OF_STATE = {S.QUEUED: "queued", S.VALIDATING: "validating", S.MSA: "msa", S.PREDICTING: "predict"}
 MAX_MESSAGE = 1000
 TIMEOUT = "States.Timeout"
+# The GPU agent's summary of the prediction, beside the outputs (batch_image/entrypoint.sh names it).
+GPU_SUMMARY = "gpu_summary.json"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -95,6 +102,15 @@ class FailureReports(Protocol):
     def failure(self, job_id: str, batch_job_id: str) -> dict[str, Any] | None: ...
 
 
+class Metrics(Protocol):
+    def put(self, name: str, value: float, **dimensions: str) -> None: ...
+
+
+class NoMetrics:
+    def put(self, name: str, value: float, **dimensions: str) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class TaskParts:
     settings: Settings
@@ -103,17 +119,19 @@ class TaskParts:
     notifier: Notifier
     msa_cache: MsaCacheIndex
     failures: FailureReports
+    metrics: Metrics = field(default_factory=NoMetrics)
 
 
 def aws_parts(settings: Settings) -> TaskParts:
     """The parts on AWS: wiring.build's repository, store and notifier, and the S3 cache and work area."""
     from af2jobs import wiring
+    from af2jobs.adapters.aws.cloudwatch import EmfMetrics
     from af2jobs.adapters.aws.workarea import S3MsaCache, S3Objects, S3WorkArea
 
     services = wiring.build(settings)
     objects = S3Objects(settings.bucket)
     return TaskParts(settings, services.repo, services.store, services.notifier, S3MsaCache(objects),
-                     S3WorkArea(objects))
+                     S3WorkArea(objects), EmfMetrics())
 
 
 def log_keys(event: Mapping[str, Any]) -> dict[str, str]:
@@ -147,6 +165,21 @@ def _transition(repo: JobRepository, job_id: str, expected: Collection[JobState]
         raise JobStateConflict(exc.message) from None
 
 
+def _metric(parts: TaskParts, name: str, value: float, **dimensions: str) -> None:
+    # A metric that cannot be written is logged: the job's record, not the dashboard, is what must be right.
+    try:
+        parts.metrics.put(name, value, **dimensions)
+    except Exception:
+        log.exception("metric %s not published", name)
+
+
+def _move(parts: TaskParts, job_id: str, expected: Collection[JobState], to: JobState, **changes: Any) -> Job:
+    """_transition, counted in the JobsEntered metric."""
+    job = _transition(parts.repo, job_id, expected, to, **changes)
+    _metric(parts, "JobsEntered", 1, State=to.value)
+    return job
+
+
 def _update(repo: JobRepository, job_id: str, expected: Collection[JobState], **changes: Any) -> Job:
     try:
         return repo.update(job_id, expected_from=expected, **changes)
@@ -166,9 +199,9 @@ def validate(parts: TaskParts, event: Mapping[str, Any]) -> dict[str, Any]:
     job = parts.repo.get(job_id)
     _refuse_cancelled(job)
     if job.state is S.QUEUED:
-        job = _transition(parts.repo, job_id, {S.QUEUED}, S.VALIDATING,
-                          artifacts={"log.txt": f"jobs/{job_id}/log.txt"},
-                          progress=Progress(stage="validating", message="checking the request and its input"))
+        job = _move(parts, job_id, {S.QUEUED}, S.VALIDATING,
+                    artifacts={"log.txt": f"jobs/{job_id}/log.txt"},
+                    progress=Progress(stage="validating", message="checking the request and its input"))
     elif job.state is not S.VALIDATING:  # VALIDATING: this task is being retried after a lost answer
         raise JobStateConflict(f"job {job_id} is {job.state.value}; Validate starts QUEUED jobs")
     request, records = _revalidate(parts, job)
@@ -256,8 +289,8 @@ def start_msa(parts: TaskParts, event: Mapping[str, Any]) -> dict[str, Any]:
     job = parts.repo.get(job_id)
     _refuse_cancelled(job)
     if job.state is not S.MSA:  # MSA already: a retried invoke
-        job = _transition(parts.repo, job_id, {S.VALIDATING}, S.MSA,
-                          progress=Progress(stage="msa", message="MSA job submitted to the CPU queue"))
+        job = _move(parts, job_id, {S.VALIDATING}, S.MSA,
+                    progress=Progress(stage="msa", message="MSA job submitted to the CPU queue"))
     return {"state": job.state.value}
 
 
@@ -267,11 +300,11 @@ def start_prediction(parts: TaskParts, event: Mapping[str, Any]) -> dict[str, An
     _refuse_cancelled(job)
     if job.state is S.VALIDATING:
         # An MSA cache hit skips the MSA job, but the state graph passes through MSA: the phase shows it took ~0 s.
-        job = _transition(parts.repo, job_id, {S.VALIDATING}, S.MSA,
-                          progress=Progress(stage="msa", message="MSA cache hit: no MSA job"))
+        job = _move(parts, job_id, {S.VALIDATING}, S.MSA,
+                    progress=Progress(stage="msa", message="MSA cache hit: no MSA job"))
     if job.state is not S.PREDICTING:
-        job = _transition(parts.repo, job_id, {S.MSA}, S.PREDICTING,
-                          progress=Progress(stage="predict", message="prediction job submitted to the GPU queue"))
+        job = _move(parts, job_id, {S.MSA}, S.PREDICTING,
+                    progress=Progress(stage="predict", message="prediction job submitted to the GPU queue"))
     return {"state": job.state.value}
 
 
@@ -300,9 +333,88 @@ def mark_succeeded(parts: TaskParts, event: Mapping[str, Any]) -> dict[str, Any]
         return {"state": job.state.value}
     summaries = _published_summaries(parts.store, job)
     done = Progress(stage="done", step=len(summaries), total=len(summaries), message=jobrun.best_line(summaries))
-    job = _transition(parts.repo, job_id, {S.PREDICTING}, S.SUCCEEDED, progress=done)
+    cost, phases = measured_cost(job, event)
+    artifacts = {}
+    gpu = _gpu_summary(parts.store, job_id)
+    if gpu is not None:
+        cost["gpu"] = gpu
+        artifacts[GPU_SUMMARY] = _gpu_summary_key(job_id)
+    job = _move(parts, job_id, {S.PREDICTING}, S.SUCCEEDED, progress=done, cost=cost, artifacts=artifacts)
+    for phase, seconds in phases.items():
+        _metric(parts, "PhaseSeconds", seconds, Phase=phase)
+    if "usd" in cost:
+        _metric(parts, "JobCostUSD", cost["usd"]["cpu_usd"], Phase="cpu")
+        _metric(parts, "JobCostUSD", cost["usd"]["gpu_usd"], Phase="gpu")
     log.info("SUCCEEDED: %s", done.message)
     return {"state": job.state.value}
+
+
+def batch_seconds(result: Mapping[str, Any] | None) -> float | None:
+    """A Batch job's run time from its description (the batch:submitJob.sync result): StoppedAt - StartedAt, in
+    epoch milliseconds. None when either is missing (no such job: an MSA cache hit ran no MSA job)."""
+    if not isinstance(result, Mapping):
+        return None
+    started, stopped = _field(result, "StartedAt"), _field(result, "StoppedAt")
+    if not isinstance(started, (int, float)) or not isinstance(stopped, (int, float)) or stopped < started:
+        return None
+    return round((stopped - started) / 1000.0, 3)
+
+
+def _queue_ran_on(plan: Mapping[str, Any], predict: Mapping[str, Any] | None) -> str:
+    """The GPU queue the prediction finished on: the plan's, or its next larger one after an out-of-memory."""
+    ran = _field(predict, "JobQueue") if isinstance(predict, Mapping) else None
+    if ran is not None and ran == plan.get("next_queue_arn") and plan.get("next_queue"):
+        return str(plan["next_queue"])
+    return str(plan["queue"])
+
+
+def measured_cost(job: Job, event: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+    """The cost entries MarkSucceeded records, and the phase seconds they priced.
+
+    Input: batch.msa and batch.predict (the Batch job descriptions the definition keeps of RunMsa and
+    RunPrediction: StartedAt, StoppedAt, JobQueue) and plan (Validate's output: the queues and the GPU count).
+    The CPU phase is the MSA job's run time, the GPU phase the prediction job's, priced by af2jobs.cost on the
+    queue it ran on (the local worker prices its own measured seconds the same way, as cost["usd"]). Where Batch
+    gave no times, the stages' own measurements (msa_s; predict_s + publish_s) stand in. Not counted: a first
+    attempt that failed (the MSA's retry, the prediction before an out-of-memory move) and instance start-up."""
+    from af2jobs.cost import phase_cost
+
+    batch = event.get("batch") or {}
+    plan = event.get("plan") or {}
+    measured = job.cost or {}
+    msa_s = batch_seconds(batch.get("msa"))
+    predict_s = batch_seconds(batch.get("predict"))
+    cost: dict[str, Any] = {}
+    phases: dict[str, float] = {}
+    if msa_s is not None:
+        cost["msa_batch_s"] = phases["msa"] = msa_s
+    if predict_s is not None:
+        cost["predict_batch_s"] = phases["predict"] = predict_s
+    if not plan.get("queue"):
+        log.warning("no plan in the task input: the job's cost is not priced")
+        return cost, phases
+    cpu_s = msa_s if msa_s is not None else float(measured.get("msa_s") or 0.0)
+    gpu_s = predict_s if predict_s is not None else sum(float(measured.get(k) or 0.0)
+                                                         for k in ("predict_s", "publish_s"))
+    cost["usd"] = phase_cost(cpu_s, gpu_s, queue=_queue_ran_on(plan, batch.get("predict")),
+                             gpus=int(plan.get("gpu") or 1))
+    return cost, phases
+
+
+def _gpu_summary_key(job_id: str) -> str:
+    return f"jobs/{job_id}/output/{GPU_SUMMARY}"
+
+
+def _gpu_summary(store: ArtifactStore, job_id: str) -> dict[str, Any] | None:
+    """The GPU agent's summary of the prediction (mean and max utilisation, peak memory), if it wrote one."""
+    try:
+        data = json.loads(store.get_bytes(_gpu_summary_key(job_id)))
+    except errors.NotFoundError:
+        return None
+    except ValueError:
+        log.warning("%s is not JSON; not recorded", GPU_SUMMARY)
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _published_summaries(store: ArtifactStore, job: Job) -> list[dict[str, Any]]:
@@ -327,8 +439,9 @@ def mark_failed(parts: TaskParts, event: Mapping[str, Any]) -> dict[str, Any]:
         raise JobStateConflict(f"job {job_id} is {job.state.value}; it cannot fail any more")
     error = describe_failure(parts.failures, job, event.get("failure") or {})
     progress = Progress(stage="failed", message=f"{error.stage}: {error.type}: {error.message}"[:500])
-    job = _transition(parts.repo, job_id, {S.QUEUED, S.VALIDATING, S.MSA, S.PREDICTING}, S.FAILED,
-                      error=error, progress=progress)
+    job = _move(parts, job_id, {S.QUEUED, S.VALIDATING, S.MSA, S.PREDICTING}, S.FAILED,
+                error=error, progress=progress)
+    _metric(parts, "JobFailures", 1, Stage=str(error.stage))
     log.error("FAILED in %s: %s: %s", error.stage, error.type, error.message)
     return {"state": job.state.value, "error": error.model_dump()}
 

@@ -102,6 +102,9 @@ def test_a_job_runs_every_record_to_succeeded_and_publishes_its_files(build):
         for name in ("ranked_0.cif", "ranking_debug.json", "timings.json", "features.pkl",
                      "confidence_model_1_full.json", "msas/uniref90_hits.sto", "report.html", "plddt.png"):
             assert store.get_bytes(job.artifacts[f"{slug}/{name}"])
+        # Its report prices the record's measured stages on the queue's instances (no estimate needed).
+        page = store.get_bytes(job.artifacts[f"{slug}/report.html"]).decode()
+        assert "CPU phase (MSA, features)" in page and "on 1 GPU(s) of g5.2xlarge" in page and "ESTIMATE" not in page
         versions = json.loads(store.get_bytes(job.artifacts[f"{slug}/versions.json"]))
         assert versions["preset"] == "full" and versions["params_status"] == "UNTRAINED"
         assert versions["run_config"]["profile"] == "tiny" and versions["msa_depth_caps"]["max_msa_clusters"] == 16

@@ -211,6 +211,10 @@ def test_the_entrypoint_runs_only_the_predict_stage_under_the_gpu_agent(tmp_path
     assert result.stdout.strip() == "agent " + str(["--job-id", "J7", "--interval", "10", "--", *stage])
     msa = _entrypoint(sys.executable, "-c", "print('msa ran')", "af2jobs.batch", "msa", AF2_GPUMON=str(fake_agent))
     assert msa.stdout.strip() == "msa ran"
+    # On AWS (AF2_BUCKET set) the agent puts its summary beside the job's outputs, for MarkSucceeded to record.
+    aws = _entrypoint(*stage, AF2_GPUMON=str(fake_agent), AF2_BUCKET="results")
+    assert aws.stdout.strip() == "agent " + str(["--job-id", "J7", "--interval", "10", "--s3-uri",
+                                                 "s3://results/jobs/J7/output/gpu_summary.json", "--", *stage])
 
 
 def test_the_dockerfile_puts_the_agent_where_the_entrypoint_looks():

@@ -102,6 +102,46 @@ def test_user_text_is_escaped_and_data_cannot_close_the_script(workdir: Path) ->
     assert "\\u003c/script\\u003e" in page and "<\\/script> inside the library" in page
 
 
+def _ctx(**fields):
+    """The fields of a pipeline Context that report writing reads (building a real one loads parameters)."""
+    from types import SimpleNamespace
+
+    from af2jobs.runconfig import RunConfig
+
+    return SimpleNamespace(run=RunConfig(strategy="best"), **{"comment": "", "queue": None, "gpus": 1, **fields})
+
+
+def test_the_pipeline_writes_the_jobs_comment_escaped_and_the_records_measured_cost(workdir: Path) -> None:
+    from af2jobs import cost
+    from af2jobs.fasta import FastaRecord
+    from af2jobs.pipeline.run import write_record_report
+
+    record = FastaRecord(name=NAME, description="", sequence="A" * L, line=1)
+    timings = json.loads((workdir / "timings.json").read_text())
+    write_record_report(workdir, record, _ctx(comment=COMMENT, queue="mid", gpus=2), timings)
+    page = (workdir / report.REPORT_NAME).read_text()
+    assert COMMENT not in page and '<p id="comment">Comment: &lt;script&gt;alert(&quot;x&quot;)' in page
+    # timings.json measured both phases: MSA 1.5 s on the MSA instance, prediction 12.25 s on 2 of g6e's GPU.
+    cpu = cost.cpu_usd(1.5)
+    gpu = cost.gpu_usd(12.25, instance_type="g6e.2xlarge", gpus=2)
+    assert f"${cpu:.4f} for 1.5 s on m6i.2xlarge" in page
+    assert f"${gpu:.4f} for 12.2 s on 2 GPU(s) of g6e.2xlarge" in page
+    assert f"${cpu + gpu:.4f}" in page and "ESTIMATE" not in page
+
+
+def test_a_phase_without_a_measurement_shows_the_estimate_labelled_as_such(workdir: Path) -> None:
+    from af2jobs import cost
+
+    priced = cost.record_cost({"predict": {"seconds": 30.0}}, length=L, queue="low")
+    assert not priced["phases"]["cpu"]["measured"] and priced["phases"]["gpu"]["measured"]
+    assert priced["phases"]["cpu"]["usd"] == cost.estimate(L, queue="low")["cpu_usd"]
+    page = report.write_report(workdir, "demo", cost=priced, viewer=False).read_text()
+    assert "(ESTIMATE: not measured)" in page and "partly or wholly an ESTIMATE" in page
+    assert "for 30.0 s on 1 GPU(s) of g5.2xlarge</td>" in page
+    # With no queue given (af2 predict), the record is priced on the queue `que: auto` picks for its length.
+    assert cost.auto_queue(L) == "low" and cost.auto_queue(1500) == "high" and cost.auto_queue(5000) == "p4"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Headless Chromium
 

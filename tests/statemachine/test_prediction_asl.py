@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from af2jobs import batch as batch_codes
+from af2jobs import cost
 from af2jobs.models import Job, JobRequest, JobState, Principal
 from af2jobs.service import JobService, input_key
 from tests.conftest import UBIQUITIN
@@ -104,7 +105,7 @@ def out_of_memory_on(monkeypatch: pytest.MonkeyPatch, aws: Platform, queues: set
 
 
 def test_a_job_goes_through_msa_and_prediction_to_succeeded_with_its_results_in_s3(aws: Platform) -> None:
-    job = submit(aws, gpu=2)
+    job = submit(aws, gpu=2, comment="<script>alert(1)</script>")
     done, _ = finish(aws, job, "SUCCEEDED")
 
     assert aws.states(job.id) == HAPPY
@@ -147,6 +148,20 @@ def test_a_job_goes_through_msa_and_prediction_to_succeeded_with_its_results_in_
     assert succeeded["attributes"] == {"state": "SUCCEEDED", "owner": "ann", "event": "succeeded"}
     assert succeeded["data"]["records"][0]["best_model"] == "model_1"
     assert any(link["key"].endswith("ubq/ranked_0.pdb") for link in succeeded["data"]["links"])
+
+    # The cost: the two Batch jobs' run times (StartedAt to StoppedAt, from RunMsa's and RunPrediction's
+    # results) priced on the MSA instance and on 2 GPUs of the queue Validate chose; in the message too.
+    seconds = {j["jobName"].split("-")[0]: (j["stoppedAt"] - j["startedAt"]) / 1000 for j in aws.batch_jobs(job.id)}
+    assert done.cost["msa_batch_s"] == pytest.approx(seconds["msa"])
+    assert done.cost["predict_batch_s"] == pytest.approx(seconds["predict"])
+    assert done.cost["usd"] == cost.phase_cost(seconds["msa"], seconds["predict"], queue="low", gpus=2)
+    assert done.cost["usd"]["gpu_instance"] == "g5.2xlarge" and done.cost["usd"]["total_usd"] > 0
+    assert succeeded["data"]["cost_usd"] == done.cost["usd"]
+    assert "gpu" not in done.cost  # no GPU agent ran here (tests/functional/test_job_metrics.py has one)
+    # The record's report: the comment as text, its stages priced on 2 GPUs of the queue's instance.
+    page = aws.get_object(done.artifacts["ubq/report.html"]).decode()
+    assert "<script>alert(1)" not in page and "Comment: &lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "on 2 GPU(s) of g5.2xlarge" in page and "ESTIMATE" not in page
 
 
 def test_a_second_job_with_the_same_sequence_takes_its_msa_from_the_cache_and_skips_run_msa(aws: Platform) -> None:

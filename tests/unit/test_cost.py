@@ -73,3 +73,10 @@ def test_cli_submit_estimate_prints_json_without_an_api(tmp_path: Path, capsys, 
     assert cli_main.main(["submit", str(fasta), "--estimate", "--strategy", "best"]) == 0
     est = json.loads(capsys.readouterr().out)
     assert est["length"] == 220 and est["queue"] == "low" and est["total_usd"] > 0
+
+
+def test_each_price_check_names_a_priced_instance_and_its_source() -> None:
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", cost.PRICES_CHECKED)
+    for name, source in cost.PRICE_CHECKS.items():
+        assert name in cost.PRICES and source.startswith("https://"), name
+    assert cost.PRICES_CHECKED in cost.PRICES_SOURCE and "unconfirmed" in cost.PRICES_SOURCE

@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from af2jobs import errors, jobrun
 from af2jobs.batch import EXIT_CANCELLED, EXIT_FAILED, EXIT_GPU_OUT_OF_MEMORY, EXIT_OK, STAGE_STATES
+from af2jobs.batch.usage import Metrics, UsageReporter
 from af2jobs.fasta import FastaRecord
 from af2jobs.models import Job, JobState, Progress, utc_now
 from af2jobs.ports import ArtifactStore, JobRepository
@@ -92,6 +93,7 @@ class BatchStage:
         batch_job_id: str | None,
         stop: threading.Event,
         run_overrides: Mapping[str, Any] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.stage = stage
         self.state: JobState = STAGE_STATES[stage]
@@ -104,6 +106,7 @@ class BatchStage:
         self.batch_job_id = batch_job_id
         self.stop = stop
         self.run_overrides = dict(run_overrides or {})
+        self.metrics = metrics  # the container's CPU and memory go here while the stage runs (af2jobs.batch.usage)
         self.log_key = f"jobs/{job_id}/{LOG_NAME}"
         self._lines: list[str] = []
         self._checked = time.monotonic()
@@ -121,6 +124,7 @@ class BatchStage:
     ) -> BatchStage:
         """The stage with the AWS adapters that Settings (AF2_MODE=aws) names."""
         from af2jobs import wiring
+        from af2jobs.adapters.aws.cloudwatch import PutMetricData
         from af2jobs.adapters.aws.workarea import S3MsaCache, S3Objects, S3WorkArea
 
         settings = Settings()
@@ -130,12 +134,13 @@ class BatchStage:
         objects = S3Objects(settings.bucket)
         return cls(stage, job_id, settings=settings, repo=services.repo, store=services.store,
                    work=S3WorkArea(objects), msa_cache=S3MsaCache(objects), batch_job_id=batch_job_id, stop=stop,
-                   run_overrides=run_overrides)
+                   run_overrides=run_overrides, metrics=PutMetricData())
 
     # -- the run ---------------------------------------------------------------------------------------------
 
     def run(self) -> int:
         t0 = time.perf_counter()
+        usage = UsageReporter(self.stage, self.metrics).start() if self.metrics is not None else None
         try:
             # Scratch on the container's own disk: it goes with the container, however the stage ends.
             with tempfile.TemporaryDirectory(prefix=f"af2jobs-{self.stage}-") as scratch:
@@ -149,6 +154,8 @@ class BatchStage:
         except Exception as exc:
             return self._failed(exc)
         finally:
+            if usage is not None:
+                usage.stop()
             self._flush_log()
 
     def _begin(self) -> None:
@@ -171,7 +178,7 @@ class BatchStage:
         from af2jobs.pipeline.run import Context
 
         self.ctx = Context(settings=self.settings, run=run_config, progress=self._on_progress,
-                           should_cancel=self._should_cancel)
+                           should_cancel=self._should_cancel, **jobrun.report_fields(job.request, self.records))
         self._log(f"{self.stage} stage of {len(self.records)} record(s), Batch job {self.batch_job_id}; "
                   f"run config {run_config.model_dump_json()}")
 

@@ -202,9 +202,30 @@ def _timing_rows(timings: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return rows
 
 
+_PHASE_NAMES = {"cpu": "CPU phase (MSA, features)", "gpu": "GPU phase (prediction, outputs)"}
+
+
+def _phase_rows(cost: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """af2jobs.cost.record_cost's shape: per phase, measured seconds priced, or the estimate labelled as one."""
+    rows = []
+    for key, phase in cost["phases"].items():
+        share = f"{phase['gpus']} GPU(s) of " if "gpus" in phase else ""
+        text = f"${phase['usd']:.4f} for {phase['seconds']:.1f} s on {share}{phase['instance']}"
+        rows.append((_PHASE_NAMES.get(key, key), text + ("" if phase["measured"] else " (ESTIMATE: not measured)")))
+    every = all(p["measured"] for p in cost["phases"].values())
+    rows.append(("total", f"${cost['total_usd']:.4f}" + ("" if every else " (partly or wholly an ESTIMATE)")))
+    rows.append(("basis", "this record's stages as timings.json measured them, priced on the instances of queue "
+                          f"{cost.get('queue', '?')}; instance start-up and idle time are not included, the job "
+                          "record's cost has the whole job"))
+    rows.append(("prices", f"{cost.get('region', '')} on-demand list prices as of {cost.get('prices_as_of', '?')}"))
+    return rows
+
+
 def _cost_rows(cost: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
     if not cost:
         return [("cost", "not known when this report was written")]
+    if isinstance(cost.get("phases"), Mapping):
+        return _phase_rows(cost)
     usd = cost.get("usd", cost)
     if "total_usd" not in usd:
         return [(k, v) for k, v in cost.items() if isinstance(v, (int, float, str))]

@@ -44,6 +44,11 @@ class Context:
     should_cancel: Callable[[], bool] = lambda: False
     provider: params_mod.ParamsProvider | None = None
     databases: list[db_mod.Database] | None = None
+    # What report.html says about the job: its comment, and the queue and GPU count its cost is priced on
+    # (None: the queue `que: auto` picks for the record's length).
+    comment: str = ""
+    queue: str | None = None
+    gpus: int = 1
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -124,20 +129,25 @@ def predict_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
         prediction, dbs, ctx.run.model_dump(mode="json"), predict_mod.device_kind()))
     timings["outputs"] = {"seconds": round(time.perf_counter() - t0, 3)}
     outputs.write_json(workdir / "timings.json", timings)
-    _write_report(workdir, record.name)
+    write_record_report(workdir, record, ctx, timings)
     return {"timings": timings, "best": prediction.ranked[0].summary(),
             "untrained": prediction.ranked[0].params.untrained}
 
 
-def _write_report(workdir: Path, name: str) -> None:
-    # The report is a view of files already written: a failure to draw it is logged, and must not turn a
-    # finished prediction into a failed one.
+def write_record_report(workdir: Path, record: FastaRecord, ctx: Context, timings: dict) -> None:
+    """report.html of a predicted record, with the job's comment and the record's cost (its measured stages
+    priced, af2jobs.cost.record_cost). The report is a view of files already written: a failure to draw it is
+    logged, and must not turn a finished prediction into a failed one."""
+    from af2jobs import cost
     from af2jobs.pipeline import report
 
     try:
-        report.write_report(workdir, name)
+        length = len(record.sequence)
+        priced = cost.record_cost(timings, length=length, queue=ctx.queue or cost.auto_queue(length), gpus=ctx.gpus,
+                                  strategy=ctx.run.strategy, models=len(ctx.run.model_names))
+        report.write_report(workdir, record.name, comment=ctx.comment, cost=priced)
     except Exception:
-        log.exception("%s: report.html could not be written", name)
+        log.exception("%s: report.html could not be written", record.name)
 
 
 @dataclass

@@ -162,6 +162,7 @@ def compose(job: Job, event: JobEvent, store: ArtifactStore, link_seconds: int =
         "created_at": job.created_at,
         "updated_at": job.updated_at,
         "phase_seconds": phase_seconds(job),
+        "cost_usd": (job.cost or {}).get("usd"),  # as the local notifier's message has it
         "error": job.error.model_dump() if job.error is not None else None,
         "records": results.records,
         "untrained": results.untrained_note is not None,

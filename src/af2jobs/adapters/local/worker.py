@@ -377,11 +377,12 @@ class Worker:
 
         run.request = job.request
         run.records = self._read_records(job)
-        run_config, run.notes = run_config_for(job.request, self.settings, self.run_overrides)
+        # A slot is one GPU: the request's gpu count sizes AWS Batch jobs; here it must not reach other slots' GPUs.
+        run_config, run.notes = run_config_for(job.request, self.settings, {**self.run_overrides, "gpus": 1})
         run.ctx = Context(
             settings=self.settings, run=run_config, provider=self._params(),
             progress=lambda stage, event, details: self._on_progress(run, stage, event, details),
-            should_cancel=lambda: self._should_cancel(run),
+            should_cancel=lambda: self._should_cancel(run), **jobrun.report_fields(job.request, run.records),
         )
         self._log(run.job_id, f"{len(run.records)} record(s); run config {run_config.model_dump_json()}")
 
@@ -440,7 +441,12 @@ class Worker:
     def _publish(self, run: _Run, summaries: list[dict[str, Any]]) -> dict[str, str]:
         """Copy each record's results to jobs/<id>/output/<slug>/ and write predictions.json; their keys."""
         run.stage = "outputs"
-        return jobrun.publish(self.store, run.job_id, run.records, run.workdir, summaries)
+        try:
+            return jobrun.publish(self.store, run.job_id, run.records, run.workdir, summaries)
+        except BaseException:
+            # Part of the results would pass for all of them (GET /jobs/<id>/files lists them): none, or all.
+            shutil.rmtree(run.root / "output", ignore_errors=True)
+            raise
 
     # -- progress, cancel, errors ----------------------------------------------------------------------------
 
@@ -511,9 +517,14 @@ class Worker:
     def _log(self, job_id: str, message: str) -> None:
         path = self.jobs_root / job_id / LOG_NAME
         with self._log_lock:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a", encoding="utf-8") as fh:
-                fh.write(f"{utc_now()} {message}\n")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "a", encoding="utf-8") as fh:
+                    fh.write(f"{utc_now()} {message}\n")
+            except OSError as exc:
+                # A full disk must not stop the job's outcome from being recorded and notified; the server's
+                # log still has the line.
+                log.warning("job %s: cannot write %s: %s", job_id, path, exc, extra={"job_id": job_id})
         log.info("job %s: %s", job_id, message, extra={"job_id": job_id})
 
     def _notify(self, job: Job, event: JobEvent) -> None:
