@@ -11,12 +11,16 @@ NODE_STAMP := node_modules/.installed
 SAM_ENV ?= default
 STACK ?= af2jobs
 IMAGE_TAG ?= latest
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
-.PHONY: demo test venv db browser clean help deploy images check-iac
+.PHONY: demo test venv db browser clean help deploy images check-iac checkov reliability
 
 help:
 	@echo "make demo   set up everything and predict the bundled example (ubiquitin) on this machine"
 	@echo "make test   set up and run the whole test suite"
+	@echo "make reliability  the long load and fault runs (docs/reliability.md)"
 	@echo "make deploy build and deploy the AWS stack (samconfig.toml; docs/operations.md)"
 	@echo "make images build the msa and predict images and push them to the stack's ECR repositories (docker)"
 	@echo "make check-iac  sam validate --lint, cfn-lint, asl-validator"
@@ -49,8 +53,23 @@ browser:
 	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
 
-test: db $(NODE_STAMP) browser
+test: db $(NODE_STAMP) browser $(CHECKOV_STAMP)
 	$(PY) -m pytest -q
+
+# The long load and fault runs (docs/reliability.md); `make test` runs the short ones and skips these.
+reliability: db
+	$(PY) -m pytest -q -s -m reliability_long tests/reliability
+
+# checkov for tests/reliability/test_iac_security.py, in its own environment: it pins boto3 and packaging below what
+# aws-sam-cli needs. Pinned: its checks change between releases. About 20 s to install.
+$(CHECKOV_STAMP):
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install -q checkov==$(CHECKOV_VERSION)
+	touch $@
+
+checkov: $(CHECKOV_STAMP)
 
 check-iac: $(STAMP) $(NODE_STAMP)
 	SAM_CLI_TELEMETRY=0 $(SAM) validate --lint --region us-east-1
@@ -81,4 +100,4 @@ images: $(STAMP)
 	docker push "$$predict:$(IMAGE_TAG)"
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) $(DEMO_OUT) .pytest_cache

@@ -118,9 +118,20 @@ def _invalid(message: str) -> PydanticCustomError:
     return PydanticCustomError(_ERROR_TYPE, message)
 
 
+def _is_unicode(value: str) -> bool:
+    """False for a str with lone surrogates (JSON allows the escape \\ud800): no store, file or table holds one."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_object_name(value: str) -> str:
     if not value:
         raise _invalid("file_name must not be empty")
+    if not _is_unicode(value):
+        raise _invalid("file_name must be valid Unicode text (it holds a lone surrogate)")
     if _CONTROL_RE.search(value):
         raise _invalid("file_name must not contain control characters")
     if "\\" in value:
@@ -183,6 +194,8 @@ class JobRequest(BaseModel):
             return v
         if not isinstance(v, str) or not v.strip():
             raise _invalid("sequence must be non-empty FASTA text or a bare amino-acid sequence")
+        if not _is_unicode(v):
+            raise _invalid("sequence must be valid Unicode text (it holds a lone surrogate)")
         if len(v.encode()) > MAX_INLINE_BYTES:
             raise _invalid(f"sequence must be at most {MAX_INLINE_BYTES} bytes; upload larger inputs to input/")
         return v
@@ -232,6 +245,8 @@ class JobRequest(BaseModel):
     def _comment(cls, v: Any) -> Any:
         if not isinstance(v, str) or len(v) > MAX_COMMENT:
             raise _invalid(f"comment must be text of at most {MAX_COMMENT} characters")
+        if not _is_unicode(v):
+            raise _invalid("comment must be valid Unicode text (it holds a lone surrogate)")
         return v
 
     @field_validator("gpu", mode="before")

@@ -93,7 +93,12 @@ class JobService:
         max_length = self.settings.max_length
         if request.input_key is None:
             return request.records(max_length=max_length)
-        data = self.store.get_bytes(request.input_key)  # NotFoundError names the missing object
+        try:
+            data = self.store.get_bytes(request.input_key)
+        except errors.NotFoundError:
+            raise errors.NotFoundError(
+                f"file_name: no object {request.input_key}; upload the FASTA there first", field="file_name"
+            ) from None
         return request.records(data, max_length=max_length)
 
     def _start(self, job: Job) -> None:

@@ -7,19 +7,24 @@ that suits one user's server, and the handlers are the same code the Lambda runs
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, HttpResolverLocal, content_types
 from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver, Response
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.middlewares.openapi_validation import OpenAPIRequestValidationMiddleware
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.event_handler.openapi.models import APIKey
 
 from af2jobs import __version__, errors
 from af2jobs.api.auth import AUTH_HEADER
 from af2jobs.api.context import ApiContext, ServicesLike, context_middleware
-from af2jobs.api.routes import error_response, router, validation_error_response
+from af2jobs.api.routes import BadRequestError, error_response, router, validation_error_response
 
 OPENAPI_PATH = "/openapi.json"
 SWAGGER_PATH = "/swagger"
@@ -51,6 +56,9 @@ def create_lambda_resolver(services: ServicesLike) -> APIGatewayRestResolver:
 
 
 def _assemble(app: ApiGatewayResolver, api: ApiContext) -> None:
+    # Replaces the resolver's own request validation (created when enable_validation=True), before any route runs.
+    # A private attribute of Powertools: tests/reliability/test_bad_input.py fails if an upgrade stops using it.
+    app._request_validation_middleware = JsonBodyValidation()
     app.use([context_middleware(api)])
     app.include_router(router)
     # Needs this app's current event, so it is registered here rather than on the shared Router.
@@ -80,6 +88,10 @@ class LocalApi(HttpResolverLocal):
     def __init__(self, *, max_request_bytes: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.max_request_bytes = max_request_bytes
+        # Powertools runs each sync middleware in a thread of the loop's default executor, and that thread blocks
+        # until the next middleware, which needs another thread: a few concurrent requests took every thread and
+        # the server stopped answering (tests/reliability/test_load.py). Requests pass the chain one at a time.
+        self._one_at_a_time = asyncio.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
         if scope["type"] != "http":
@@ -89,7 +101,13 @@ class LocalApi(HttpResolverLocal):
         if body is None:
             await _send_error(send, self._too_large())
             return
-        await super().__call__(scope, _replay(body, receive), send)
+        try:
+            body.decode("utf-8")  # HttpResolverLocal decodes the body before any route or handler could refuse it
+        except UnicodeDecodeError as exc:
+            await _send_error(send, BadRequestError(f"the body is not valid JSON: {_not_utf8(exc)}", field="body"))
+            return
+        async with self._one_at_a_time:
+            await super().__call__(scope, _replay(body, receive), send)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
         """The whole body, or None as soon as it is known to exceed the limit."""
@@ -115,6 +133,41 @@ class LocalApi(HttpResolverLocal):
         return errors.PayloadTooLargeError(
             f"request body is larger than {self.max_request_bytes:,} bytes (AF2_MAX_REQUEST_BYTES)", field="body"
         )
+
+
+class JsonBodyValidation(OpenAPIRequestValidationMiddleware):
+    """Powertools' request validation for an API whose bodies are JSON only: a form or multipart body is 415
+    (Powertools would parse it, and a multipart type without a boundary raises ValueError, a 500). A body that
+    json.loads cannot take without raising something other than JSONDecodeError (not UTF-8, nested too deeply, an
+    integer of more than sys.get_int_max_str_digits() digits) is 400 like any other unreadable JSON."""
+
+    def _get_body(self, app: Any) -> dict[str, Any]:
+        content_type = app.current_event.headers.get("content-type", "").strip()
+        if content_type and not content_type.startswith(content_types.APPLICATION_JSON):
+            raise RequestUnsupportedContentType(
+                "Unsupported content type",
+                errors=[{"type": "unsupported_content_type", "loc": ("body",), "msg": content_type, "input": {}}],
+            )
+        try:
+            body = super()._get_body(app)
+        except UnicodeDecodeError as exc:
+            problem = _not_utf8(exc)
+        except RecursionError:
+            problem = "arrays or objects are nested too deeply"
+        except ValueError as exc:  # JSONDecodeError is handled by Powertools; this is e.g. a 5000-digit integer
+            problem = str(exc).split(";")[0]
+        else:
+            if isinstance(body, list):
+                # Powertools would validate the first element alone (its form-data rule) and drop the rest.
+                msg = "the body must be one JSON object (one job), not an array: submit jobs one at a time"
+                raise RequestValidationError([{"type": "af2jobs", "loc": ("body",), "msg": msg, "input": {}}])
+            return body
+        ctx = {"error": problem}
+        raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": "", "ctx": ctx}])
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> str:
+    return f"it is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at byte offset {exc.start})"
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -404,8 +404,8 @@ def from_request_validation(exc: RequestValidationError) -> errors.ValidationErr
             detail = (err.get("ctx") or {}).get("error", "invalid JSON")
             return BadRequestError(f"the body is not valid JSON: {detail}", field="body")
         where, name = _location(err.get("loc") or ())
-        if name:
-            fields.append(name)
+        if name or where == "body":
+            fields.append(name or "body")  # ('body',): the body as a whole is missing or not an object
         messages.append(_message(err, where, name))
     return errors.ValidationError("; ".join(messages), field=fields[0] if fields else None)
 
