@@ -177,16 +177,17 @@ def crop_result(result: dict, length: int) -> dict:
 
 
 def _recycle(runner: af_model.RunModel, feat: dict, seed: int, iterations: int, start: int, state: dict | None,
-             on_recycle: Callable[[dict, int], None]) -> tuple[dict, int, dict]:
+             on_recycle: Callable[[dict, int], None], keep_large: bool = True) -> tuple[dict, int, dict]:
     """RunModel.predict's recycling loop (monomer), able to start at iteration `start` from a saved state.
 
     The random key chain is replayed up to `start`, so going on from a screen gives exactly the iterations a run
-    from scratch would have made.
+    from scratch would have made. `feat` should already be on the device (Predictor keeps one copy per device);
+    without keep_large the outputs over 1 MiB (logits [L, L, 64], PAE) are left on the device and dropped.
     """
     cfg = runner.config
     n = cfg.data.eval.num_ensemble
     if state is None:
-        state = jax.device_put({k: v for k, v in _first_batch(cfg, feat)["prev"].items()})
+        state = _zero_state(feat["aatype"].shape[1])
     feat = jax.device_put(feat)
     key = jax.random.PRNGKey(seed)
     for _ in range(start):
@@ -203,7 +204,25 @@ def _recycle(runner: af_model.RunModel, feat: dict, seed: int, iterations: int, 
             break
         if r > 0 and result["tol"] < cfg.model.recycle_early_stop_tolerance:
             break
+    if not keep_large:
+        result = _host_only(result)
     return jax.device_get(result), r, state
+
+
+def _zero_state(length: int) -> dict:
+    """The first iteration's recycling state, made on the device: no host copy of an [L, L, 128] zero array."""
+    import jax.numpy as jnp
+
+    return {"prev_msa_first_row": jnp.zeros([length, 256], jnp.float16),
+            "prev_pair": jnp.zeros([length, length, 128], jnp.float16),
+            "prev_pos": jnp.zeros([length, 37, 3], jnp.float16)}
+
+
+def _host_only(tree):
+    """The tree without the leaves still on the device (those _fetch_small left there)."""
+    if isinstance(tree, dict):
+        return {k: _host_only(v) for k, v in tree.items() if not isinstance(v, jax.Array)}
+    return tree
 
 
 def _device_name() -> str:
@@ -241,6 +260,7 @@ class Predictor:
         self.progress = progress or (lambda event, details: None)
         self.should_cancel = should_cancel or (lambda: False)
         self._features: dict[str, dict] = {}
+        self._on_device: dict[tuple[str, str], dict] = {}  # (fingerprint, device): the features, moved once
 
     def _check_cancel(self) -> None:
         if self.should_cancel():
@@ -270,13 +290,16 @@ class Predictor:
             self.progress("recycle", {"model": name, "phase": phase, "recycle": r})
             self._check_cancel()
 
+        # A screen's large outputs are not kept, unless without recycling the winning screen is the result.
+        keep_large = phase == "full" or self.run.num_recycle == 0
         with entry.lock:
             entry.runner.params = params
             t0 = time.perf_counter()
+            device_feat = self._device_features(fingerprint, feat)
             iterations = 1 if phase == "screen" else self.run.num_recycle + 1
             start, state = (1, resume.state) if resume is not None else (0, None)
-            result, recycles, state = _recycle(entry.runner, feat, self.run.random_seed, iterations, start, state,
-                                               on_recycle)
+            result, recycles, state = _recycle(entry.runner, device_feat, self.run.random_seed, iterations, start,
+                                               state, on_recycle, keep_large)
             run_s = time.perf_counter() - t0
         result = crop_result(result, int(raw["seq_length"][0]))
         ptm = float(result["ptm"]) if "ptm" in result else None
@@ -288,6 +311,13 @@ class Predictor:
         )
         self.progress("model_done", model_run.summary())
         return model_run
+
+    def _device_features(self, fingerprint: str, feat: dict) -> dict:
+        """The processed features on this thread's device, moved there once for all the models that use them."""
+        key = (fingerprint, _device_name())
+        if key not in self._on_device:
+            self._on_device[key] = jax.device_put(feat)
+        return self._on_device[key]
 
     def _devices(self) -> list:
         """The devices this prediction may use: the first `gpus` JAX sees (a Batch job sees only its own)."""
@@ -347,6 +377,12 @@ class Predictor:
         return [done[i] for i in sorted(done)]
 
     def predict(self, raw: dict) -> Prediction:
+        try:
+            return self._predict(raw)
+        finally:
+            self._on_device.clear()  # the device memory of the features goes with the prediction
+
+    def _predict(self, raw: dict) -> Prediction:
         kind, threshold = self.run.strategy_kind, self.run.stop_threshold
         models = list(self.run.model_names)
         runs: list[ModelRun] = []
