@@ -330,3 +330,52 @@ def serve(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The API in its two forms, as test fixtures (a test module imports the fixtures it uses)
+
+
+@dataclass
+class Env:
+    kind: str  # "local" | "lambda"
+    world: World
+    client: Client
+    root: Path | None = None  # the test's directory: the local app's SQLite file and artifacts live under it
+
+    def call(self, method: str, path: str, key: str | None = None, **kw: Any) -> Reply:
+        headers = dict(kw.pop("headers", None) or {})
+        if key is not None:
+            headers["Authorization"] = key
+        return self.client.call(method, path, headers=headers, **kw)
+
+    def submit(self, key: str, **fields: Any) -> dict[str, Any]:
+        reply = self.call("POST", "/jobs", key, json_body={"fasta": "job1", "sequence": SEQ, **fields})
+        assert reply.status == 201, reply.text
+        return reply.json()
+
+
+def make_env(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
+    if kind == "local":
+        world = local_world(tmp_path, request.getfixturevalue("keys"))
+        yield Env("local", world, asgi_client(world), tmp_path)
+        close_world(world)
+    else:
+        world = aws_world(request.getfixturevalue("aws"), tmp_path)
+        yield Env("lambda", world, lambda_client(world), tmp_path)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    return local_keys(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[AwsParts]:
+    with moto_parts() as parts:
+        yield parts
+
+
+@pytest.fixture(params=["local", "lambda"])
+def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
+    yield from make_env(request.param, request, tmp_path)

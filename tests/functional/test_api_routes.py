@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,66 +15,24 @@ from openapi_spec_validator import validate
 
 from af2jobs.api.app import create_asgi_app, create_lambda_resolver
 from af2jobs.models import JobState
-from tests.functional.api_support import (
+from tests.functional.api_support import (  # noqa: F401 - aws, env and keys are fixtures
     MAX_BODY,
     SEQ,
     AsgiClient,
-    AwsParts,
-    Client,
+    Env,
     Keys,
     Reply,
-    World,
     asgi_client,
-    aws_world,
+    aws,
+    env,
     close_world,
+    keys,
     lambda_client,
-    local_keys,
     local_world,
-    moto_parts,
 )
 
 S = JobState
 JOB = {"fasta": "job1", "sequence": SEQ}
-
-
-@dataclass
-class Env:
-    kind: str  # "local" | "lambda"
-    world: World
-    client: Client
-
-    def call(self, method: str, path: str, key: str | None = None, **kw: Any) -> Reply:
-        headers = dict(kw.pop("headers", None) or {})
-        if key is not None:
-            headers["Authorization"] = key
-        return self.client.call(method, path, headers=headers, **kw)
-
-    def submit(self, key: str, **fields: Any) -> dict[str, Any]:
-        reply = self.call("POST", "/jobs", key, json_body={**JOB, **fields})
-        assert reply.status == 201, reply.text
-        return reply.json()
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    return local_keys(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture(scope="module")
-def aws() -> Iterator[AwsParts]:
-    with moto_parts() as parts:
-        yield parts
-
-
-@pytest.fixture(params=["local", "lambda"])
-def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
-    if request.param == "local":
-        world = local_world(tmp_path, request.getfixturevalue("keys"))
-        yield Env("local", world, asgi_client(world))
-        close_world(world)
-    else:
-        world = aws_world(request.getfixturevalue("aws"), tmp_path)
-        yield Env("lambda", world, lambda_client(world))
 
 
 def error(reply: Reply, status: int) -> dict[str, Any]:

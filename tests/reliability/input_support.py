@@ -14,44 +14,17 @@ from typing import Any
 
 import pytest
 
-from tests.functional.api_support import (
-    AwsParts,
-    Client,
-    Keys,
+from tests.functional.api_support import (  # noqa: F401 - aws, env and keys are fixtures, re-exported
+    SEQ,
+    Env,
     Reply,
-    World,
-    asgi_client,
-    aws_world,
-    close_world,
-    lambda_client,
-    local_keys,
-    local_world,
-    moto_parts,
+    aws,
+    env,
+    keys,
+    make_env,
 )
 
 ERROR_KEYS = {"error", "message", "field"}
-
-
-@dataclass
-class Env:
-    kind: str  # "local" | "lambda"
-    world: World
-    client: Client
-    root: Path  # the test's directory: the local app's SQLite file and artifacts live under it
-
-    def call(self, method: str, path: str, key: str | None = None, **kw: Any) -> Reply:
-        headers = dict(kw.pop("headers", None) or {})
-        if key is not None:
-            headers["Authorization"] = key
-        return self.client.call(method, path, headers=headers, **kw)
-
-    def submit(self, key: str, **fields: Any) -> dict[str, Any]:
-        reply = self.call("POST", "/jobs", key, json_body={"fasta": "job1", "sequence": SEQ, **fields})
-        assert reply.status == 201, reply.text
-        return reply.json()
-
-
-SEQ = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"
 
 
 @dataclass(frozen=True)
@@ -100,22 +73,6 @@ def body_of(value: Any) -> bytes:
 # Fixtures (import them into a test module to use them)
 
 
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    return local_keys(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture(scope="module")
-def aws() -> Iterator[AwsParts]:
-    with moto_parts() as parts:
-        yield parts
-
-
-@pytest.fixture(params=["local", "lambda"])
-def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
-    yield from make_env(request.param, request, tmp_path)
-
-
 @pytest.fixture
 def local_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
     yield from make_env("local", request, tmp_path)
@@ -124,13 +81,3 @@ def local_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
 @pytest.fixture
 def lambda_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
     yield from make_env("lambda", request, tmp_path)
-
-
-def make_env(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
-    if kind == "local":
-        world = local_world(tmp_path, request.getfixturevalue("keys"))
-        yield Env("local", world, asgi_client(world), tmp_path)
-        close_world(world)
-    else:
-        world = aws_world(request.getfixturevalue("aws"), tmp_path)
-        yield Env("lambda", world, lambda_client(world), tmp_path)
