@@ -448,6 +448,27 @@ def test_files_are_listed_and_fetched(env: Env) -> None:
         assert files[1]["url"].startswith("https://")
 
 
+def test_output_files_of_a_job_that_did_not_succeed_are_neither_listed_nor_served(env: Env) -> None:
+    """A publish cut short leaves files under output/; until the job SUCCEEDED they are no results."""
+    job_id = env.submit(env.world.ann)["id"]
+    env.world.store.put_bytes(f"jobs/{job_id}/output/job1/ranked_0.pdb", b"ATOM\n")
+    env.world.store.put_bytes(f"jobs/{job_id}/log.txt", b"publishing\n")
+    env.world.repo.transition(job_id, {S.QUEUED}, S.FAILED)
+    listed = [f["path"] for f in env.call("GET", f"/jobs/{job_id}/files", env.world.ann).json()["files"]]
+    assert listed == ["input.fasta", "log.txt"]
+    body = error(env.call("GET", f"/jobs/{job_id}/file", env.world.ann, query={"path": "output/job1/ranked_0.pdb"}),
+                 404)
+    assert "FAILED" in body["message"] and "ranked_0.pdb" in body["message"]
+
+    done = env.submit(env.world.ann, fasta="job2")["id"]
+    env.world.store.put_bytes(f"jobs/{done}/output/job2/ranked_0.pdb", b"ATOM\n")
+    for before, after in ((S.QUEUED, S.VALIDATING), (S.VALIDATING, S.MSA), (S.MSA, S.PREDICTING),
+                          (S.PREDICTING, S.SUCCEEDED)):
+        env.world.repo.transition(done, {before}, after)
+    listed = [f["path"] for f in env.call("GET", f"/jobs/{done}/files", env.world.ann).json()["files"]]
+    assert "output/job2/ranked_0.pdb" in listed
+
+
 @pytest.mark.parametrize(
     "path", ["../other/input.fasta", "/etc/passwd", "msas/../../x", "a//b", "./input.fasta", "a\\b", "x\x00y"]
 )

@@ -156,6 +156,13 @@ def detail(job: Job, api: ApiContext) -> JobDetail:
     )
 
 
+def unpublished(job: Job, key: str) -> bool:
+    """Whether `key` lies under output/ of a job that has not SUCCEEDED. Results are published there at the end,
+    and a job counts as finished only once all of them are; a publish cut short (a failure, a killed container)
+    can leave some files behind, which are no results, so they are neither listed nor served."""
+    return job.state is not JobState.SUCCEEDED and key.startswith(f"{job_prefix(job.id)}output/")
+
+
 def file_key(job_id: str, path: str) -> str:
     """The store key of `path` inside the job's directory; ValidationError for anything that could leave it."""
     parts = path.split("/")
@@ -307,6 +314,8 @@ def list_job_files(job_id: JobId, caller: AuthCaller) -> FileList:
     prefix = job_prefix(job.id)
     files = []
     for key in caller.api.store.list(prefix):
+        if unpublished(job, key):
+            continue
         url = file_url(caller.api, job.id, key)
         if url is not None:
             files.append(FileLink(path=key[len(prefix) :], url=url))
@@ -339,6 +348,8 @@ def get_job_file(
 ) -> Response[bytes]:
     job = caller.service.get(caller.principal, job_id)  # 404 for another owner's job, before any store access
     key = file_key(job.id, path)
+    if unpublished(job, key):
+        raise errors.NotFoundError(f"job {job.id} is {job.state.value}: {path} is not one of its results")
     if not caller.api.serve_files:
         return Response(status_code=307, headers={"Location": caller.api.store.url(key)}, body=b"")
     data = caller.api.store.get_bytes(key)

@@ -24,7 +24,7 @@ import boto3
 from af2jobs import errors
 
 # Phase arithmetic and the UNTRAINED wording are shared with the local notifier, so both modes say the same.
-from af2jobs.adapters.local.notify import UNTRAINED_LINE, phase_seconds
+from af2jobs.adapters.local.notify import UNTRAINED_LINE, event_fields, phase_seconds
 from af2jobs.models import Job, JobEvent, JobState
 from af2jobs.ports import ArtifactStore
 
@@ -153,17 +153,7 @@ def compose(job: Job, event: JobEvent, store: ArtifactStore, link_seconds: int =
     expires_at = expires.strftime("%Y-%m-%d %H:%M UTC")
     links = [{"key": key, "url": store.url(key, link_seconds)} for key in results.link_keys]
     data = {
-        "event": event.value,
-        "job_id": job.id,
-        "job_name": job.request.fasta,
-        "owner": job.owner,
-        "state": job.state.value,
-        "comment": job.request.comment,
-        "created_at": job.created_at,
-        "updated_at": job.updated_at,
-        "phase_seconds": phase_seconds(job),
-        "cost_usd": (job.cost or {}).get("usd"),  # as the local notifier's message has it
-        "error": job.error.model_dump() if job.error is not None else None,
+        **event_fields(job, event),  # as the local notifier's message has them
         "records": results.records,
         "untrained": results.untrained_note is not None,
         "untrained_note": results.untrained_note,

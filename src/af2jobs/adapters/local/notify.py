@@ -76,10 +76,8 @@ def _link(key: str, store: ArtifactStore | None) -> str:
         return key
 
 
-def build_message(job: Job, event: JobEvent, store: ArtifactStore | None = None) -> dict[str, Any]:
-    """Everything a person or a script needs about one job event, as JSON-ready data."""
-    records = _read_predictions(job, store)
-    untrained = any(r.get("untrained") for r in records)
+def event_fields(job: Job, event: JobEvent) -> dict[str, Any]:
+    """What every notification says of the job and the event, locally and on AWS (SNS)."""
     return {
         "event": event.value,
         "job_id": job.id,
@@ -90,8 +88,18 @@ def build_message(job: Job, event: JobEvent, store: ArtifactStore | None = None)
         "created_at": job.created_at,
         "updated_at": job.updated_at,
         "phase_seconds": phase_seconds(job),
-        "measured_seconds": {k: v for k, v in (job.cost or {}).items() if k != "usd"},
         "cost_usd": (job.cost or {}).get("usd"),
+        "error": job.error.model_dump() if job.error is not None else None,
+    }
+
+
+def build_message(job: Job, event: JobEvent, store: ArtifactStore | None = None) -> dict[str, Any]:
+    """Everything a person or a script needs about one job event, as JSON-ready data."""
+    records = _read_predictions(job, store)
+    untrained = any(r.get("untrained") for r in records)
+    return {
+        **event_fields(job, event),
+        "measured_seconds": {k: v for k, v in (job.cost or {}).items() if k != "usd"},
         "records": [
             {k: r.get(k) for k in ("name", "dir", "best_model", "mean_plddt", "ptm", "untrained")} for r in records
         ],
@@ -99,7 +107,6 @@ def build_message(job: Job, event: JobEvent, store: ArtifactStore | None = None)
         "untrained_note": UNTRAINED_LINE if untrained else None,
         "artifacts": {name: _link(key, store) for name, key in sorted(job.artifacts.items())},
         "download": f"af2 download {job.id} DIR",
-        "error": job.error.model_dump() if job.error is not None else None,
     }
 
 
