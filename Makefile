@@ -15,7 +15,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION := 3.3.30
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
-.PHONY: demo test venv db browser clean help deploy images check-iac checkov reliability
+.PHONY: demo test venv db tools browser clean help deploy images check-iac checkov reliability
 
 help:
 	@echo "make demo   set up everything and predict the bundled example (ubiquitin) on this machine"
@@ -47,13 +47,19 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-# Headless Chromium for the report test (tests/pipeline/test_report.py), from Debian's package registry.
-browser:
-	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+# From Debian's package registry, what the suite needs besides Python: headless Chromium for the report test
+# (tests/pipeline/test_report.py) and HH-suite for the HHblits path (tests/pipeline/test_hhblits.py).
+tools:
+	@missing=""; \
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing="$$missing chromium"; \
+	command -v hhblits >/dev/null || missing="$$missing hhsuite"; \
+	if [ -n "$$missing" ]; then \
 	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
-	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q $$missing; fi
 
-test: db $(NODE_STAMP) browser $(CHECKOV_STAMP)
+browser: tools
+
+test: db $(NODE_STAMP) tools $(CHECKOV_STAMP)
 	$(PY) -m pytest -q
 
 # The long load and fault runs (docs/reliability.md); `make test` runs the short ones and skips these.
