@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from enum import Enum
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -80,6 +81,15 @@ class JobEvent(str, Enum):
     CANCELLED = "cancelled"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+
+
+def upload_prefix(owner: str) -> str:
+    """input/<owner>/, the folder an owner's uploads go in; the owner is percent-encoded into one path segment
+    (an owner 'lab/ann' uploads under input/lab%2Fann/)."""
+    segment = quote(owner, safe="@+")
+    if not segment.strip("."):  # '.' and '..' would not be a folder of their own
+        segment = segment.replace(".", "%2E")
+    return f"input/{segment}/"
 
 
 @dataclass(frozen=True)
@@ -158,7 +168,9 @@ class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     fasta: str = Field(description="Job name: 1-100 letters, digits, '.', '_' or '-', starting alphanumeric.")
-    file_name: str | None = Field(None, description="FASTA object already uploaded under input/.")
+    file_name: str | None = Field(
+        None, description="A FASTA file already uploaded to the caller's own folder, input/<owner>/ (the owner "
+                          "percent-encoded); its path inside that folder.")
     sequence: str | None = Field(None, description="Inline FASTA text or a bare sequence.")
     model_names: list[str] = Field(default_factory=lambda: list(MODEL_NAMES))
     preset: str = "full"
@@ -280,10 +292,10 @@ class JobRequest(BaseModel):
         except pydantic.ValidationError as exc:
             raise _to_validation_error(exc) from None
 
-    @property
-    def input_key(self) -> str | None:
-        """The store key of an uploaded input (None for an inline sequence)."""
-        return f"input/{self.file_name}" if self.file_name is not None else None
+    def upload_key(self, owner: str) -> str | None:
+        """The store key file_name names: inside the owner's own folder under input/, so that no one can submit
+        (and so read) a file another owner uploaded. None for an inline sequence."""
+        return None if self.file_name is None else upload_prefix(owner) + self.file_name
 
     @property
     def stop_score(self) -> float | None:

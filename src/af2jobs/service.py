@@ -58,7 +58,7 @@ class JobService:
         """Validate the input now (a FASTA error raises before anything is stored), store it under
         jobs/<id>/input.fasta, record the job as QUEUED and start it. A repeated idempotency key returns the
         first job and starts nothing."""
-        records = self._records(request)
+        records = self._records(request, principal.owner)
         # The record keeps the queue actually used, so the orchestrator and a re-read agree on it.
         resolved = request.model_copy(update={"que": request.queue_for(max(len(r.sequence) for r in records))})
         job_id = new_job_id()
@@ -89,15 +89,17 @@ class JobService:
         self._notify(stored, JobEvent.SUBMITTED)
         return stored
 
-    def _records(self, request: JobRequest) -> list[FastaRecord]:
+    def _records(self, request: JobRequest, owner: str) -> list[FastaRecord]:
         max_length = self.settings.max_length
-        if request.input_key is None:
+        key = request.upload_key(owner)
+        if key is None:
             return request.records(max_length=max_length)
         try:
-            data = self.store.get_bytes(request.input_key)
+            data = self.store.get_bytes(key)
         except errors.NotFoundError:
             raise errors.NotFoundError(
-                f"file_name: no object {request.input_key}; upload the FASTA there first", field="file_name"
+                f"file_name: no object {key} (file_name is read from your own folder under input/); "
+                "upload the FASTA there first", field="file_name"
             ) from None
         return request.records(data, max_length=max_length)
 

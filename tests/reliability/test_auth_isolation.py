@@ -170,6 +170,20 @@ def test_one_owners_key_reaches_nothing_of_another_owner_on_any_route(env: Env) 
 # Keys never in logs or error bodies
 
 
+def test_an_owner_cannot_submit_another_owners_upload(env: Env) -> None:
+    """file_name is read from the caller's own folder under input/: bob cannot predict (and so read) ann's file."""
+    secret = ">secret ann's unpublished protein\nMKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ\n"
+    env.world.store.put_bytes("input/ann/t1.fasta", secret.encode())
+    before = written(env)
+    for file_name in ("t1.fasta", "ann/t1.fasta", "../ann/t1.fasta", "%2E%2E/ann/t1.fasta"):
+        reply = env.call("POST", "/jobs", env.world.bob, json_body={"fasta": "job1", "file_name": file_name})
+        body = error(reply, 404, 422)
+        assert body["field"] == "file_name" and "secret" not in reply.text
+    assert written(env) == before
+    job = env.call("POST", "/jobs", env.world.ann, json_body={"fasta": "job1", "file_name": "t1.fasta"}).json()
+    assert env.world.store.get_bytes(f"jobs/{job['id']}/input.fasta").startswith(b">secret")
+
+
 def test_no_key_reaches_a_log_at_debug_or_a_reply(
     env: Env, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:

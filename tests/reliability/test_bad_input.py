@@ -135,11 +135,11 @@ FIELD_CASES = [
     Case("file-empty", "path traversal", {"sequence": DROP, "file_name": ""}, 422, "file_name", "not be empty"),
     Case("file-nul", "path traversal", {"sequence": DROP, "file_name": "a\x00.fasta"}, 422, "file_name",
          "control characters"),
-    # Not a traversal once decoded by nobody: the literal name is looked up under input/ and is not there.
+    # Not a traversal once decoded by nobody: the literal name is looked up under input/ann/ and is not there.
     Case("file-url-encoded", "path traversal", {"sequence": DROP, "file_name": "%2e%2e/%2e%2e/etc/passwd"}, 404,
-         "file_name", "no object input/%2e%2e/%2e%2e/etc/passwd"),
+         "file_name", "no object input/ann/%2e%2e/%2e%2e/etc/passwd"),
     Case("file-fullwidth-slash", "path traversal", {"sequence": DROP, "file_name": "..\uff0fetc"}, 404,
-         "file_name", "no object input/"),
+         "file_name", "no object input/ann/"),
     # shell and SQL metacharacters in the name (the comment takes them as text: see the accepted cases)
     Case("name-semicolon", "shell", {"fasta": "a;rm -rf ~"}, 422, "fasta", NAME_RULE),
     Case("name-subshell", "shell", {"fasta": "$(id)"}, 422, "fasta", NAME_RULE),

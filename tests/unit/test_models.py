@@ -68,7 +68,7 @@ def test_defaults_follow_the_seed() -> None:
     assert r.model_names == list(MODEL_NAMES)
     assert (r.preset, r.que, r.comment, r.gpu, r.strategy) == ("full", "auto", "", 1, "all")
     assert r.max_template_date == date(2020, 5, 14)
-    assert r.file_name is None and r.input_key is None
+    assert r.file_name is None and r.upload_key("ann") is None
 
 
 def test_a_full_request_is_kept_as_given() -> None:
@@ -87,7 +87,7 @@ def test_a_full_request_is_kept_as_given() -> None:
     )
     assert r.model_names == ["model_3", "model_1"]  # order kept
     assert r.preset == "casp14"
-    assert r.input_key == "input/lab/T1050.fasta"
+    assert r.upload_key("ann") == "input/ann/lab/T1050.fasta"
     assert r.max_template_date == date(2021, 1, 31)
     assert r.strategy == "stop-at-score:85.5" and r.stop_score == 85.5
 
@@ -303,3 +303,14 @@ def test_random_attempts_only_follow_the_graph(attempts: list[JobState]) -> None
             continue
         assert (before, state) in ALLOWED
         assert before not in TERMINAL  # nothing ever leaves a terminal state
+
+
+@pytest.mark.parametrize("owner, prefix", [
+    ("ann", "input/ann/"), ("ann@lab.org", "input/ann@lab.org/"), ("lab/ann", "input/lab%2Fann/"),
+    ("..", "input/%2E%2E/"), (".", "input/%2E/"), ("a b", "input/a%20b/"), ("ünï", "input/%C3%BCn%C3%AF/"),
+])
+def test_each_owner_uploads_into_one_folder_of_its_own(owner: str, prefix: str) -> None:
+    from af2jobs.models import upload_prefix
+
+    assert upload_prefix(owner) == prefix
+    assert prefix.count("/") == 2  # input/<one segment>/

@@ -81,7 +81,7 @@ def test_submit_resolves_the_auto_queue_from_the_longest_record(w: World) -> Non
 
 
 def test_submit_reads_an_uploaded_file(w: World) -> None:
-    w.store.put_bytes("input/lab/t1.fasta", f">t1 my protein\r\n{SEQ.lower()}\r\n".encode())
+    w.store.put_bytes("input/ann/lab/t1.fasta", f">t1 my protein\r\n{SEQ.lower()}\r\n".encode())
     job = w.service.submit(ANN, req(sequence=None, file_name="lab/t1.fasta"))
     assert w.store.get_bytes(f"jobs/{job.id}/input.fasta") == f">t1 my protein\n{SEQ}\n".encode()
 
@@ -105,7 +105,7 @@ def test_bad_fasta_raises_before_anything_is_stored(w: World, bad: str) -> None:
 
 
 def test_bad_uploaded_fasta_stores_nothing(w: World) -> None:
-    w.store.put_bytes("input/bad.fasta", b"\x1f\x8b\x08\x00gzip")
+    w.store.put_bytes("input/ann/bad.fasta", b"\x1f\x8b\x08\x00gzip")
     with pytest.raises(errors.FastaError):
         w.service.submit(ANN, req(sequence=None, file_name="bad.fasta"))
     assert nothing_stored(w)
