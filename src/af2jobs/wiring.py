@@ -38,10 +38,21 @@ class Services:
                 close()
 
 
+def use_region(settings: Settings) -> None:
+    """AF2_REGION, when set, is the region of every AWS client the platform makes; otherwise boto3 resolves it
+    (AWS_REGION, as in Lambda and Batch, or the profile's)."""
+    if settings.region:
+        import boto3
+
+        boto3.setup_default_session(region_name=settings.region)
+
+
 def key_store(settings: Settings) -> ApiKeyStore:
     """The API key store alone (for `af2 keys`, and the authorizer, which need nothing else)."""
     if settings.mode == "aws":
         from af2jobs.adapters.aws import DynamoApiKeyStore
+
+        use_region(settings)
 
         return DynamoApiKeyStore(table_name=settings.keys_table)
     from af2jobs.adapters.local.sqlite import SqliteApiKeyStore
@@ -79,6 +90,7 @@ def _build_aws(settings: Settings) -> Services:
     # Settings has already checked that every AWS name is set (ConfigurationError naming the variable).
     from af2jobs.adapters import aws
 
+    use_region(settings)
     repo = aws.DynamoJobRepository(table_name=settings.jobs_table)
     store = aws.S3ArtifactStore(bucket=settings.bucket)
     orchestrator = aws.StepFunctionsOrchestrator(state_machine_arn=settings.state_machine_arn, repo=repo)

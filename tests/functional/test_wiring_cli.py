@@ -75,3 +75,21 @@ def test_serve_refuses_bad_options_and_a_port_in_use(data_env, capsys):
         taken.listen()
         assert main(["serve", "--port", str(taken.getsockname()[1])]) == 1
     assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
+
+
+def test_aws_mode_uses_af2_region_for_every_client(tmp_path, monkeypatch):
+    import boto3
+
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # restored afterwards: other tests keep their region
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    names = {"jobs_table": "jobs", "keys_table": "keys", "bucket": "b", "topic_arn": "arn:aws:sns:eu-west-1:1:t",
+             "state_machine_arn": "arn:aws:states:eu-west-1:1:stateMachine:m"}
+    services = wiring.build(Settings(data_dir=tmp_path, mode="aws", region="eu-west-1", **names))
+    regions = {services.repo._client.meta.region_name, services.store._client.meta.region_name,
+               services.notifier._client.meta.region_name, services.orchestrator._sfn.meta.region_name,
+               services.keys._client.meta.region_name}
+    assert regions == {"eu-west-1"}
+
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    services = wiring.build(Settings(data_dir=tmp_path, mode="aws", **names))  # no AF2_REGION: boto3's own
+    assert services.repo._client.meta.region_name == "us-east-1"
