@@ -114,6 +114,24 @@ def test_submit_reports_the_apis_verdict_on_the_fasta(url: str, world: World, tm
     assert "line 2, column 12" in err and "(HTTP 422)" in err  # the server's message, as the server said it
 
 
+def test_submit_of_an_upload_reads_it_from_the_callers_folder(url: str, world: World, fasta: Path, capsys) -> None:
+    owner = world.keys.verify(world.ann).owner
+    world.store.put_bytes(f"input/{owner}/lab/big.fasta", fasta.read_bytes())
+    code, out, _ = af2(capsys, "submit", "--file-name", "lab/big.fasta")
+    assert code == 0
+    job = only_job(world)
+    assert out.strip() == job.id and job.request.fasta == "big" and job.request.file_name == "lab/big.fasta"
+    assert world.store.get_bytes(f"jobs/{job.id}/input.fasta").startswith(b">ubq test")
+
+    code, _, err = af2(capsys, "submit", "--file-name", "lab/none.fasta")
+    assert code == 1 and f"no object input/{owner}/lab/none.fasta" in err  # the API's 404
+    for args, says in ((["--file-name", "x.fasta", str(fasta)], "not both"), ([], "not both"),
+                       (["--file-name", "x.fasta", "--estimate"], "--estimate reads")):
+        code, out, err = af2(capsys, "submit", *args)
+        assert code == 2 and says in err and out == ""
+    assert len(world.repo.list(None)[0]) == 1
+
+
 def test_submit_of_a_missing_file_is_bad_input(url: str, tmp_path: Path, capsys) -> None:
     code, _, err = af2(capsys, "submit", str(tmp_path / "nope.fasta"))
     assert code == 2 and "does not exist" in err

@@ -243,7 +243,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--api-key", help="your API key (default: AF2_API_KEY)")
 
     p = sub.add_parser("submit", parents=[common], help="submit a FASTA file as a job; prints the job id")
-    p.add_argument("fasta", type=Path, help="FASTA file (or a bare sequence in a text file)")
+    p.add_argument("fasta", type=Path, nargs="?", help="FASTA file (or a bare sequence in a text file)")
+    p.add_argument("--file-name", help="instead of FASTA: a file already uploaded to your folder input/<owner>/, "
+                                       "by its path there (for inputs over the inline limit)")
     p.add_argument("--name", help="job name (default: from the file name)")
     p.add_argument("--models", help=f"comma-separated subset of {','.join(MODEL_NAMES)} (default: all)")
     p.add_argument("--strategy", help="all | best | stop-at-score:X (default: all)")
@@ -341,9 +343,13 @@ def _read_fasta(path: Path) -> str:
 
 def submission(args: argparse.Namespace) -> dict[str, Any]:
     """The request body, validated here with the API's own schema so that mistakes cost no round trip."""
+    if (args.fasta is None) == (args.file_name is None):
+        raise errors.ValidationError("give a FASTA file or --file-name (an upload under input/<owner>/), not both",
+                                     field="fasta")
     fields: dict[str, Any] = {
-        "fasta": args.name or _job_name(args.fasta),
-        "sequence": _read_fasta(args.fasta),
+        "fasta": args.name or _job_name(args.fasta or Path(args.file_name)),
+        "sequence": _read_fasta(args.fasta) if args.fasta is not None else None,
+        "file_name": args.file_name,
         "model_names": args.models.split(",") if args.models else None,
         "strategy": args.strategy,
         "preset": args.preset,
@@ -361,6 +367,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     body = submission(args)
     if getattr(args, "estimate", False):
         from af2jobs.cost import estimate_request
+
+        if args.fasta is None:
+            raise errors.ValidationError("--estimate reads the sequence lengths from a FASTA file, not --file-name",
+                                         field="file_name")
 
         request = JobRequest.parse(body)
         lengths = [len(r.sequence) for r in request.records(max_length=Settings().max_length)]
