@@ -613,3 +613,13 @@ def test_the_idle_gpu_alarm_is_the_one_monitoring_defines_and_notifies_the_topic
         assert props[key] == expected[key], key
     assert props["Metrics"][0]["Expression"] == expected["Metrics"][0]["Expression"]
     assert props["AlarmActions"] == [{"Ref": "Topic"}]
+
+
+def test_the_results_bucket_expires_the_msa_cache_where_the_batch_jobs_write_it(template):
+    from af2jobs.adapters.aws.workarea import CACHE_PREFIX
+
+    rules = template["Resources"]["ResultsBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    [rule] = [r for r in rules if r["Id"] == "expire-msa-cache"]
+    assert rule["Prefix"] == f"{CACHE_PREFIX}/" and rule["Status"] == "Enabled"
+    assert rule["ExpirationInDays"] == {"Ref": "MsaCacheDays"}
+    assert template["Parameters"]["MsaCacheDays"]["MinValue"] >= 1
