@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     max_extra_msa: int | None = Field(None, ge=1)
     num_recycle: int = Field(3, ge=0, le=48)
     msa_cache: bool = True
+    # CUDA unified memory, as ColabFold sets it: device allocations may spill into host memory, so a sequence longer
+    # than the GPU's memory holds runs (slower) instead of failing. Read when JAX starts its GPU backend.
+    unified_memory: bool = False
     max_request_bytes: int = Field(1 << 20, ge=1024, description="Largest API request body / inline FASTA.")
 
     # Where the platform runs. "local": SQLite, a directory, an in-process worker. "aws": DynamoDB, S3,
@@ -104,3 +107,12 @@ class Settings(BaseSettings):
     @property
     def outbox_dir(self) -> Path:
         return self.data_dir / "outbox"
+
+
+def apply_device_memory(settings: Settings) -> None:
+    """AF2_UNIFIED_MEMORY into the variables XLA reads when JAX starts its GPU backend (values already in the
+    environment win). The entry points call this before anything touches a device."""
+    if settings.unified_memory:
+        os.environ.setdefault("TF_FORCE_UNIFIED_MEMORY", "1")
+        # Up to 4x the device's memory, the rest in host memory (ColabFold's setting).
+        os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "4.0")

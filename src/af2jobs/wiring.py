@@ -14,7 +14,7 @@ from typing import Any
 from af2jobs.adapters.local.worker import Worker
 from af2jobs.ports import ApiKeyStore, ArtifactStore, JobRepository, Notifier, Orchestrator
 from af2jobs.service import JobService
-from af2jobs.settings import Settings
+from af2jobs.settings import Settings, apply_device_memory
 
 
 @dataclass
@@ -63,6 +63,7 @@ def key_store(settings: Settings) -> ApiKeyStore:
 def build(settings: Settings, *, run_overrides: Mapping[str, Any] | None = None) -> Services:
     """The service and its adapters for settings.mode. run_overrides (local only) are RunConfig fields applied to
     every job, e.g. {"profile": "tiny"} for tests and `af2 serve --profile tiny`."""
+    apply_device_memory(settings)
     if settings.mode == "aws":
         return _build_aws(settings)
     return _build_local(settings, run_overrides)

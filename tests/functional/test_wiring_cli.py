@@ -93,3 +93,34 @@ def test_aws_mode_uses_af2_region_for_every_client(tmp_path, monkeypatch):
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     services = wiring.build(Settings(data_dir=tmp_path, mode="aws", **names))  # no AF2_REGION: boto3's own
     assert services.repo._client.meta.region_name == "us-east-1"
+
+
+@pytest.fixture
+def clean_memory_env(monkeypatch):
+    for name in ("TF_FORCE_UNIFIED_MEMORY", "XLA_PYTHON_CLIENT_MEM_FRACTION"):
+        monkeypatch.setenv(name, "")  # recorded, so what the code under test sets is undone afterwards
+        monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_unified_memory_is_set_up_by_the_entry_points_before_any_device_work(tmp_path, clean_memory_env, capsys):
+    import os
+
+    services = wiring.build(Settings(data_dir=tmp_path, cpu_workers=0))
+    services.close()
+    assert "TF_FORCE_UNIFIED_MEMORY" not in os.environ  # off unless asked for
+
+    clean_memory_env.setenv("AF2_UNIFIED_MEMORY", "1")
+    bad = tmp_path / "bad.fasta"
+    bad.write_text(">x\nMK1\n")
+    assert main(["predict", str(bad), "--out", str(tmp_path / "out")]) == 2  # refused, after the set-up
+    assert os.environ["TF_FORCE_UNIFIED_MEMORY"] == "1" and os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "4.0"
+
+
+def test_unified_memory_keeps_values_already_in_the_environment(tmp_path, clean_memory_env):
+    import os
+
+    clean_memory_env.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "2.0")
+    services = wiring.build(Settings(data_dir=tmp_path, cpu_workers=0, unified_memory=True))
+    services.close()
+    assert os.environ["TF_FORCE_UNIFIED_MEMORY"] == "1" and os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "2.0"

@@ -623,3 +623,10 @@ def test_the_results_bucket_expires_the_msa_cache_where_the_batch_jobs_write_it(
     assert rule["Prefix"] == f"{CACHE_PREFIX}/" and rule["Status"] == "Enabled"
     assert rule["ExpirationInDays"] == {"Ref": "MsaCacheDays"}
     assert template["Parameters"]["MsaCacheDays"]["MinValue"] >= 1
+
+
+def test_predict_jobs_take_unified_memory_from_the_stack_parameter(template):
+    env = template["Resources"]["PredictJobDefinition"]["Properties"]["ContainerProperties"]["Environment"]
+    assert {"Name": "AF2_UNIFIED_MEMORY", "Value": {"Ref": "UnifiedMemory"}} in env
+    parameter = template["Parameters"]["UnifiedMemory"]
+    assert parameter["Default"] == "false" and set(parameter["AllowedValues"]) == {"true", "false"}

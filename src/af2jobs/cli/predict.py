@@ -12,7 +12,7 @@ from rich.table import Table
 from af2jobs.errors import ValidationError
 from af2jobs.fasta import parse_fasta
 from af2jobs.runconfig import MODEL_NAMES
-from af2jobs.settings import Settings
+from af2jobs.settings import Settings, apply_device_memory
 
 MAX_INPUT_BYTES = 10 << 20  # far above any FASTA of sequences within the length limit
 
@@ -77,6 +77,7 @@ def _run_config(args, settings: Settings):
 def run(args) -> int:
     overrides = {k: v for k, v in {"db_root": args.db_root, "params_dir": args.params_dir}.items() if v}
     settings = Settings(**overrides)
+    apply_device_memory(settings)
     # Validate everything before any work or any file: bad input leaves nothing behind.
     records = parse_fasta(_read_input(args), max_length=settings.max_length)
     run_config = _run_config(args, settings)
