@@ -12,9 +12,7 @@ from typing import Any
 
 import pytest
 
-from af2jobs import errors
-from af2jobs.adapters.aws import apikeys as dynamo_keys
-from af2jobs.adapters.local import sqlite as sqlite_keys
+from af2jobs import apikeys, errors
 from af2jobs.api.auth import INVALID_KEY, MISSING_KEY
 from af2jobs.api.authorizer import UNAUTHORIZED, authorize
 from af2jobs.models import JobState
@@ -231,16 +229,15 @@ def compare_digest(monkeypatch: pytest.MonkeyPatch) -> Recorder:
 
 @pytest.fixture
 def hashes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """Every secret hashed, by either store (DynamoApiKeyStore imports the function by name)."""
+    """Every secret hashed, by either store (both hash through af2jobs.apikeys)."""
     seen: list[bytes] = []
-    real = sqlite_keys._hash_secret
+    real = apikeys.hash_secret
 
     def record(secret: str, salt: bytes, kdf: str) -> bytes:
         seen.append(salt)
         return real(secret, salt, kdf)
 
-    monkeypatch.setattr(sqlite_keys, "_hash_secret", record)
-    monkeypatch.setattr(dynamo_keys, "_hash_secret", record)
+    monkeypatch.setattr(apikeys, "hash_secret", record)
     return seen
 
 

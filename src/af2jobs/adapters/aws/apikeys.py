@@ -13,16 +13,12 @@ GetItem by key id; `list` scans, which suits a table of tens or hundreds of keys
 
 from __future__ import annotations
 
-import hmac
-import secrets
 from typing import Any
 
 import boto3
 
-from af2jobs import errors
-
 # One key format and one hash for both stores, so the scheme cannot drift between local and AWS.
-from af2jobs.adapters.local.sqlite import _KDF, _KEY_RE, _OWNER_RE, KEY_PREFIX, _hash_secret
+from af2jobs import apikeys, errors
 from af2jobs.models import Principal, utc_now
 from af2jobs.ports import ApiKeyInfo
 
@@ -47,41 +43,34 @@ class DynamoApiKeyStore:
         }
 
     def create(self, owner: str, admin: bool = False) -> str:
-        if not isinstance(owner, str) or not _OWNER_RE.fullmatch(owner):
-            raise errors.ValidationError("owner must be 1-200 characters without control characters", field="owner")
-        key_id = secrets.token_hex(8)
-        secret = secrets.token_urlsafe(32)
-        salt = secrets.token_bytes(16)
+        apikeys.check_owner(owner)
+        key = apikeys.new_key()
         self._client.put_item(
             TableName=self.table_name,
             Item={
-                "key_id": {"S": key_id},
+                "key_id": {"S": key.key_id},
                 "owner": {"S": owner},
                 "admin": {"BOOL": bool(admin)},
-                "kdf": {"S": _KDF},
-                "salt": {"B": salt},
-                "hash": {"B": _hash_secret(secret, salt, _KDF)},
+                "kdf": {"S": key.kdf},
+                "salt": {"B": key.salt},
+                "hash": {"B": key.hash},
                 "created_at": {"S": utc_now()},
             },
             # 64 random bits make a collision unlikely, not impossible; never overwrite someone's key.
             ConditionExpression="attribute_not_exists(key_id)",
         )
-        return f"{KEY_PREFIX}_{key_id}_{secret}"
+        return key.text
 
     def verify(self, key: str) -> Principal | None:
-        match = _KEY_RE.fullmatch(key) if isinstance(key, str) else None
-        if match is None:
+        parsed = apikeys.parse(key)
+        if parsed is None:
             return None
-        key_id, secret = match.groups()
+        key_id, secret = parsed
         item = self._client.get_item(
             TableName=self.table_name, Key={"key_id": {"S": key_id}}, ConsistentRead=True
         ).get("Item")
-        if item is None:
-            # Spend the same time as a real check so response times do not tell which key ids exist.
-            _hash_secret(secret, b"\0" * 16, _KDF)
-            return None
-        ok = hmac.compare_digest(_hash_secret(secret, item["salt"]["B"], item["kdf"]["S"]), item["hash"]["B"])
-        if not ok or "revoked_at" in item:
+        stored = None if item is None else (item["salt"]["B"], item["kdf"]["S"], item["hash"]["B"])
+        if not apikeys.secret_matches(secret, stored) or "revoked_at" in item:
             return None
         return Principal(owner=item["owner"]["S"], admin=item["admin"]["BOOL"])
 

@@ -6,11 +6,7 @@ atomic across threads and processes; WAL mode lets readers carry on meanwhile.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import re
-import secrets
 import sqlite3
 import threading
 from collections.abc import Collection, Iterator
@@ -18,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from af2jobs import errors
+from af2jobs import apikeys, errors
 from af2jobs.models import TERMINAL, Job, JobState, Phase, Principal, can_move, utc_now
 from af2jobs.ports import ApiKeyInfo, StateFilter
 from af2jobs.adapters.paging import decode_token, encode_token, states_of
@@ -302,20 +298,6 @@ _KEY_SCHEMA = [
         revoked_at TEXT
     )""",
 ]
-KEY_PREFIX = "af2"
-# scrypt's interactive-login cost. The secret is 256 random bits, so this guards a leaked database against
-# nothing a fast hash would not; it is kept because it costs little (~tens of ms) and ages well. Stored per key
-# so it can be raised later without invalidating existing keys.
-_KDF = "scrypt:16384:8:1"
-_KEY_RE = re.compile(rf"{KEY_PREFIX}_([0-9a-f]{{16}})_([A-Za-z0-9_-]{{20,200}})")
-_OWNER_RE = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
-
-
-def _hash_secret(secret: str, salt: bytes, kdf: str) -> bytes:
-    name, n, r, p = kdf.split(":")
-    if name != "scrypt":
-        raise errors.ConfigurationError(f"unknown key hash {name!r} in the key store")
-    return hashlib.scrypt(secret.encode(), salt=salt, n=int(n), r=int(r), p=int(p), dklen=32)
 
 
 class SqliteApiKeyStore:
@@ -328,30 +310,23 @@ class SqliteApiKeyStore:
         self._db.close()
 
     def create(self, owner: str, admin: bool = False) -> str:
-        if not isinstance(owner, str) or not _OWNER_RE.fullmatch(owner):
-            raise errors.ValidationError("owner must be 1-200 characters without control characters", field="owner")
-        key_id = secrets.token_hex(8)
-        secret = secrets.token_urlsafe(32)
-        salt = secrets.token_bytes(16)
+        apikeys.check_owner(owner)
+        key = apikeys.new_key()
         with self._db.write() as conn:
             conn.execute(
                 "INSERT INTO api_keys (key_id, owner, admin, kdf, salt, hash, created_at) VALUES (?,?,?,?,?,?,?)",
-                (key_id, owner, int(admin), _KDF, salt, _hash_secret(secret, salt, _KDF), utc_now()),
+                (key.key_id, owner, int(admin), key.kdf, key.salt, key.hash, utc_now()),
             )
-        return f"{KEY_PREFIX}_{key_id}_{secret}"
+        return key.text
 
     def verify(self, key: str) -> Principal | None:
-        match = _KEY_RE.fullmatch(key) if isinstance(key, str) else None
-        if match is None:
+        parsed = apikeys.parse(key)
+        if parsed is None:
             return None
-        key_id, secret = match.groups()
+        key_id, secret = parsed
         row = self._db.read().execute("SELECT * FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
-        if row is None:
-            # Spend the same time as a real check so response times do not tell which key ids exist.
-            _hash_secret(secret, b"\0" * 16, _KDF)
-            return None
-        ok = hmac.compare_digest(_hash_secret(secret, row["salt"], row["kdf"]), row["hash"])
-        if not ok or row["revoked_at"] is not None:
+        stored = None if row is None else (row["salt"], row["kdf"], row["hash"])
+        if not apikeys.secret_matches(secret, stored) or row["revoked_at"] is not None:
             return None
         return Principal(owner=row["owner"], admin=bool(row["admin"]))
 

@@ -1,0 +1,71 @@
+"""API keys `af2_<id>_<secret>`: made, parsed and checked one way for every ApiKeyStore (SQLite, DynamoDB).
+
+A store keeps the key id, the owner and a salted scrypt hash of the secret; the plaintext key exists only in the
+value `new_key` returns. `secret_matches` compares hashes with hmac.compare_digest, and hashes against a dummy salt
+when the key id is unknown, so response times do not tell which key ids exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+from af2jobs import errors
+
+KEY_PREFIX = "af2"
+# scrypt's interactive-login cost. The secret is 256 random bits, so this guards a leaked database against
+# nothing a fast hash would not; it is kept because it costs little (~tens of ms) and ages well. Stored per key
+# so it can be raised later without invalidating existing keys.
+KDF = "scrypt:16384:8:1"
+_KEY_RE = re.compile(rf"{KEY_PREFIX}_([0-9a-f]{{16}})_([A-Za-z0-9_-]{{20,200}})")
+_OWNER_RE = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
+
+
+@dataclass(frozen=True)
+class NewKey:
+    key_id: str
+    secret: str
+    salt: bytes
+    hash: bytes
+    kdf: str = KDF
+
+    @property
+    def text(self) -> str:
+        """The key as its owner uses it; nothing stores this."""
+        return f"{KEY_PREFIX}_{self.key_id}_{self.secret}"
+
+
+def check_owner(owner: object) -> None:
+    if not isinstance(owner, str) or not _OWNER_RE.fullmatch(owner):
+        raise errors.ValidationError("owner must be 1-200 characters without control characters", field="owner")
+
+
+def hash_secret(secret: str, salt: bytes, kdf: str) -> bytes:
+    name, n, r, p = kdf.split(":")
+    if name != "scrypt":
+        raise errors.ConfigurationError(f"unknown key hash {name!r} in the key store")
+    return hashlib.scrypt(secret.encode(), salt=salt, n=int(n), r=int(r), p=int(p), dklen=32)
+
+
+def new_key() -> NewKey:
+    """A fresh key id (64 random bits: a store must still refuse to overwrite one), secret (256 bits) and salt."""
+    secret, salt = secrets.token_urlsafe(32), secrets.token_bytes(16)
+    return NewKey(secrets.token_hex(8), secret, salt, hash_secret(secret, salt, KDF))
+
+
+def parse(key: object) -> tuple[str, str] | None:
+    """(key id, secret) of a well-formed key; None for anything else, before any lookup."""
+    match = _KEY_RE.fullmatch(key) if isinstance(key, str) else None
+    return None if match is None else (match.group(1), match.group(2))
+
+
+def secret_matches(secret: str, stored: tuple[bytes, str, bytes] | None) -> bool:
+    """Whether the secret hashes to the stored (salt, kdf, hash); None (an unknown key id) costs the same."""
+    if stored is None:
+        hash_secret(secret, b"\0" * 16, KDF)
+        return False
+    salt, kdf, expected = stored
+    return hmac.compare_digest(hash_secret(secret, salt, kdf), expected)
