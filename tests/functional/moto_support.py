@@ -4,9 +4,13 @@ own definitions, and per-request atomicity for moto's DynamoDB writes."""
 from __future__ import annotations
 
 import functools
+import importlib.util
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import boto3
@@ -108,3 +112,14 @@ class CallLog:
 
     def clear(self) -> None:
         self.calls.clear()
+
+
+def load_function(name: str) -> ModuleType:
+    """functions/<name>/app.py as Lambda loads it: its module-level code runs now (Settings from the environment),
+    as a module of its own each time."""
+    path = Path(__file__).resolve().parents[2] / "functions" / name / "app.py"
+    spec = importlib.util.spec_from_file_location(f"function_{name}_{uuid.uuid4().hex[:8]}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

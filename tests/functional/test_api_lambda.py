@@ -3,11 +3,9 @@ authorizer, the two together, and the thin Lambda handlers in functions/ built b
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -32,7 +30,6 @@ from tests.functional.api_support import (
     rest_event,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 RECORDED_KEY = load_event("rest_get_job.json")["headers"]["Authorization"]
 
 
@@ -172,15 +169,6 @@ def test_authorizer_then_api_acts_as_the_admin(api: LambdaClient, world: World) 
 # The Lambda handlers in functions/, as deployed: Settings from the environment, wiring.build, Powertools
 
 
-def load_function(name: str) -> ModuleType:
-    path = ROOT / "functions" / name / "app.py"
-    spec = importlib.util.spec_from_file_location(f"function_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def deployed(aws: AwsParts, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """AWS resources as template.yaml would make them, and the environment the functions get."""
@@ -213,7 +201,7 @@ def deployed(aws: AwsParts, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 def test_deployed_api_and_authorizer_functions_serve_a_submit_end_to_end(
     aws: AwsParts, deployed: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    authorizer, api = load_function("authorizer"), load_function("api")
+    authorizer, api = moto_support.load_function("authorizer"), moto_support.load_function("api")
     policy = authorizer.handler(token_event(f"Bearer {aws.keys.ann}"), LambdaContext())
     context = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in policy["context"].items()}
     body = json.dumps({"fasta": "deployed", "sequence": SEQ}).encode()

@@ -33,7 +33,6 @@ small MSA caps of the other pipeline tests (TEST_SETTINGS).
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import os
 import threading
@@ -87,16 +86,6 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return 30_000
-
-
-def load_function(name: str) -> ModuleType:
-    """functions/<name>/app.py as Lambda loads it: its module-level code runs now (Settings from the environment)."""
-    path = ROOT / "functions" / name / "app.py"
-    spec = importlib.util.spec_from_file_location(f"function_{name}_{uuid.uuid4().hex[:8]}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass
@@ -510,7 +499,7 @@ def platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, demo_db_root: Path
         )["stateMachineArn"]
         assert created == machine_arn
 
-        handlers = {name: load_function(name) for name in ("validate", "jobstate", "notify", "events")}
+        handlers = {name: moto_support.load_function(name) for name in ("validate", "jobstate", "notify", "events")}
         dispatch = LambdaDispatch({name: module.handler for name, module in handlers.items()})
         from moto.awslambda_simple.models import LambdaSimpleBackend
 
