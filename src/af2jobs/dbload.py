@@ -45,7 +45,7 @@ from http.client import HTTPException, IncompleteRead
 from pathlib import Path
 from typing import Any
 
-from af2jobs import __version__
+from af2jobs import __version__, atomic
 from af2jobs.errors import DatabaseError
 
 CHUNK = 8 << 20
@@ -276,7 +276,7 @@ def download(
     ):
         log(f"{dest.name}: the partial download is of another version; starting over")
         part.unlink()
-    state_path.write_text(json.dumps({"url": url, "validator": remote.validator, "length": remote.length}))
+    atomic.write_json(state_path, {"url": url, "validator": remote.validator, "length": remote.length}, indent=None)
 
     attempt = 0
     while True:
@@ -311,7 +311,7 @@ def download(
     if remote.length is not None and size != remote.length:
         part.unlink()
         raise DownloadError(f"{url}: got {size} bytes, the server announced {remote.length}")
-    os.replace(part, dest)
+    atomic.commit(part, dest)
     state_path.unlink(missing_ok=True)
     return remote
 
@@ -417,18 +417,9 @@ def _flatten(folder: Path) -> None:
         inner.rmdir()
 
 
-def install(staged: Path, target: Path, trash: Path) -> None:
+def install(staged: Path, target: Path) -> None:
     """Replace target by staged (a rename on one file system; a copy if WORK and ROOT differ)."""
-    if target.exists():
-        trash.mkdir(parents=True, exist_ok=True)
-        old = trash / f"{target.name}-{time.time_ns()}"
-        os.rename(target, old)
-        shutil.rmtree(old, ignore_errors=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.rename(staged, target)
-    except OSError:
-        shutil.move(str(staged), str(target))
+    atomic.replace_dir(staged, target)
 
 
 def read_version(folder: Path) -> dict[str, str]:
@@ -518,12 +509,12 @@ class Loader:
             self.log(f"{source.name}: verifying {archive.stat().st_size / GB:.1f} GB against "
                      f"{expected or 'nothing (no checksum published)'}")
             sha256, verified = verify(archive, expected)
-            _checked(archive).write_text(json.dumps({"sha256": sha256, "verified": verified}))
+            atomic.write_json(_checked(archive), {"sha256": sha256, "verified": verified}, indent=None)
         staged = self.work / "staging" / source.name
         self.log(f"{source.name}: unpacking ({source.unpack})")
         unpack(source, archive, staged)
         (staged / "VERSION").write_text(version_text(source, sha256, verified))
-        install(staged, target, self.work / "trash")
+        install(staged, target)
         if not self.keep_downloads:
             archive.unlink()
             _checked(archive).unlink(missing_ok=True)

@@ -23,16 +23,14 @@ The pipeline (JAX) is imported inside the functions that run it: importing this 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from af2jobs import errors
+from af2jobs import atomic, errors
 from af2jobs.fasta import FastaRecord
 from af2jobs.models import Job, JobRequest
 from af2jobs.ports import ArtifactStore
@@ -108,14 +106,6 @@ def _preset(preset: str, base: RunConfig) -> tuple[dict[str, Any], list[str]]:
 # Small file helpers
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON through a temporary sibling and a rename, so a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2)
-    os.replace(tmp, path)
-
-
 def output_files(workdir: Path) -> list[Path]:
     """The files of a finished record that are published (OUTPUT_FILES and OUTPUT_DIRS)."""
     files = {p for pattern in OUTPUT_FILES for p in workdir.glob(pattern) if p.is_file()}
@@ -130,7 +120,7 @@ def _reset_predict_outputs(workdir: Path) -> None:
         for path in workdir.glob(pattern):
             path.unlink()
     msa = json.loads((workdir / MSA_DONE).read_text())
-    write_json(workdir / "timings.json", msa["timings"])
+    atomic.write_json(workdir / "timings.json", msa["timings"])
 
 
 def _annotate_versions(path: Path, preset: str, notes: list[str]) -> None:
@@ -138,7 +128,7 @@ def _annotate_versions(path: Path, preset: str, notes: list[str]) -> None:
     versions = json.loads(path.read_text())
     versions["preset"] = preset
     versions["notes"] = [n for n in [versions.get("note"), *notes] if n]
-    write_json(path, versions)
+    atomic.write_json(path, versions)
 
 
 def describe(record: str, stage: str, event: str, details: Mapping[str, Any]) -> str:
@@ -175,7 +165,7 @@ def run_msa_record(record: FastaRecord, workdir: Path, ctx: Context) -> dict | N
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     timings = msa_stage(record, workdir, ctx)
-    write_json(workdir / MSA_DONE, {"timings": timings})
+    atomic.write_json(workdir / MSA_DONE, {"timings": timings})
     return timings
 
 
@@ -195,7 +185,7 @@ def run_predict_record(
     summary = {"name": record.name, "length": len(record.sequence), "dir": record.slug,
                "best_model": best["model"], "mean_plddt": best["mean_plddt"], "ptm": best["ptm"],
                "untrained": result["untrained"]}
-    write_json(workdir / PREDICT_DONE, summary)
+    atomic.write_json(workdir / PREDICT_DONE, summary)
     return summary
 
 
@@ -225,5 +215,5 @@ def publish(
 
 __all__ = [
     "CASP14_NOTE", "MSA_DONE", "PREDICT_DONE", "PREDICTIONS", "best_line", "describe", "msa_done", "output_files",
-    "publish", "read_records", "report_fields", "run_config_for", "run_msa_record", "run_predict_record", "write_json",
+    "publish", "read_records", "report_fields", "run_config_for", "run_msa_record", "run_predict_record",
 ]

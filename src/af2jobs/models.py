@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import re
 import uuid
 from collections.abc import Mapping
@@ -11,13 +10,13 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from enum import Enum
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from af2jobs import errors
+from af2jobs.layout import upload_prefix
 from af2jobs.runconfig import canonical_strategy
 
 if TYPE_CHECKING:  # fasta.py is only needed when a request is parsed, not to build the schema.
@@ -81,15 +80,6 @@ class JobEvent(str, Enum):
     CANCELLED = "cancelled"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
-
-
-def upload_prefix(owner: str) -> str:
-    """input/<owner>/, the folder an owner's uploads go in; the owner is percent-encoded into one path segment
-    (an owner 'lab/ann' uploads under input/lab%2Fann/)."""
-    segment = quote(owner, safe="@+")
-    if not segment.strip("."):  # '.' and '..' would not be a folder of their own
-        segment = segment.replace(".", "%2E")
-    return f"input/{segment}/"
 
 
 @dataclass(frozen=True)

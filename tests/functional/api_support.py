@@ -32,7 +32,7 @@ from af2jobs.adapters.aws import DynamoApiKeyStore, DynamoJobRepository, S3Artif
 from af2jobs.adapters.local.files import DirectoryArtifactStore
 from af2jobs.adapters.local.sqlite import SqliteApiKeyStore, SqliteJobRepository
 from af2jobs.api.app import create_asgi_app, create_lambda_resolver
-from af2jobs.models import Job, JobEvent, JobState
+from af2jobs.models import Job, JobState
 from af2jobs.ports import ApiKeyStore, ArtifactStore, JobRepository
 from af2jobs.service import JobService
 from af2jobs.settings import Settings

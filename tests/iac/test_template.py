@@ -616,7 +616,7 @@ def test_the_idle_gpu_alarm_is_the_one_monitoring_defines_and_notifies_the_topic
 
 
 def test_the_results_bucket_expires_the_msa_cache_where_the_batch_jobs_write_it(template):
-    from af2jobs.adapters.aws.workarea import CACHE_PREFIX
+    from af2jobs.layout import MSA_CACHE_PREFIX as CACHE_PREFIX
 
     rules = template["Resources"]["ResultsBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
     [rule] = [r for r in rules if r["Id"] == "expire-msa-cache"]

@@ -9,17 +9,17 @@ SIGKILL of `af2 serve` mid-MSA is tests/functional/test_serve_e2e.py; mid-predic
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from af2jobs import jobrun, wiring
-from af2jobs.adapters.local import files as files_mod
+from af2jobs import atomic, jobrun, wiring
 from af2jobs.adapters.local import worker as worker_mod
 from af2jobs.models import Job, JobRequest, JobState, Principal
 from tests.conftest import UBIQUITIN
@@ -163,10 +163,12 @@ class FullDisk:
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         disk = self
-        atomic_write = files_mod.DirectoryArtifactStore._atomic_write
+        replacing = atomic.replacing
 
-        def store_write(store: Any, path: Path, write: Callable) -> None:
-            atomic_write(store, path, lambda f: write(disk.writer(path, f)))
+        @contextlib.contextmanager
+        def store_write(path: Any, mode: str = "wb") -> Iterator[Any]:
+            with replacing(path, mode) as f:
+                yield disk.writer(Path(path), f) if Path(path).resolve().is_relative_to(disk.root) else f
 
         def log_open(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
             f = open(path, mode, *args, **kwargs)
@@ -174,7 +176,7 @@ class FullDisk:
                 return disk.writer(Path(path), f)
             return f
 
-        monkeypatch.setattr(files_mod.DirectoryArtifactStore, "_atomic_write", store_write)
+        monkeypatch.setattr(atomic, "replacing", store_write)  # the store's writes (temp file + rename)
         monkeypatch.setattr(worker_mod, "open", log_open, raising=False)  # the worker's log appends
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import boto3
-import pytest
 from moto import mock_aws
 
 from af2jobs.adapters.aws.cloudwatch import METRICS as PLATFORM_METRICS

@@ -310,7 +310,7 @@ def test_random_attempts_only_follow_the_graph(attempts: list[JobState]) -> None
     ("..", "input/%2E%2E/"), (".", "input/%2E/"), ("a b", "input/a%20b/"), ("ünï", "input/%C3%BCn%C3%AF/"),
 ])
 def test_each_owner_uploads_into_one_folder_of_its_own(owner: str, prefix: str) -> None:
-    from af2jobs.models import upload_prefix
+    from af2jobs.layout import upload_prefix
 
     assert upload_prefix(owner) == prefix
     assert prefix.count("/") == 2  # input/<one segment>/

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import socket
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -26,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from af2jobs import __version__, errors
+from af2jobs import __version__, atomic, errors
 from af2jobs.models import MODEL_NAMES, PRESETS, QUEUES, JobRequest, JobState
 from af2jobs.settings import Settings
 
@@ -218,18 +216,11 @@ def _is_absolute(url: str) -> bool:
 def _save(response: _Response, dest: Path) -> int:
     """Write the body to a temporary file next to `dest`, then rename: an interrupted download leaves no
     truncated file under the final name."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".af2-", dir=dest.parent)
     size = 0
-    try:
-        with os.fdopen(fd, "wb") as out:
-            while chunk := response.read(_CHUNK):
-                out.write(chunk)
-                size += len(chunk)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic.replacing(dest) as out:
+        while chunk := response.read(_CHUNK):
+            out.write(chunk)
+            size += len(chunk)
     return size
 
 

@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from af2jobs import atomic
 from af2jobs.errors import DatabaseError
 
 JACKHMMER_DATABASES = ("uniref90", "mgnify", "small_bfd")
@@ -88,7 +89,7 @@ def _describe(name: str, path: Path, tool: str, data_file: Path) -> Database:
     if count is None and tool == "jackhmmer":
         count = _count_sequences(data_file)
         try:
-            meta_path.write_text(json.dumps({"size": st.st_size, "mtime": st.st_mtime, "sequences": count}))
+            atomic.write_json(meta_path, {"size": st.st_size, "mtime": st.st_mtime, "sequences": count}, indent=None)
         except OSError:
             pass  # a read-only database is fine; we count again next time
     return Database(name, path, tool, version, st.st_size, count)
@@ -181,16 +182,12 @@ def fetch_demo(db_root: Path, *, force: bool = False, log=print) -> list[Path]:
             member = extracted / src.member
             if result.returncode != 0 or not member.is_file():
                 raise DatabaseError(f"package {src.package} has no {src.member}: {result.stderr.strip()}")
-            target_dir.mkdir(parents=True, exist_ok=True)
-            partial = target_dir / (src.target + ".partial")
             opener = gzip.open if member.name.endswith(".gz") else open
-            with opener(member, "rb") as fin, open(partial, "wb") as fout:
+            with opener(member, "rb") as fin, atomic.replacing(target) as fout:
                 shutil.copyfileobj(fin, fout)
-            digest = _sha256(partial)
-            os.replace(partial, target)
-            (target_dir / "VERSION").write_text(
-                f"debian:{src.package}={version} sha256:{digest[:16]}\n{src.description}\n"
-            )
+            digest = _sha256(target)
+            atomic.write_text(target_dir / "VERSION",
+                              f"debian:{src.package}={version} sha256:{digest[:16]}\n{src.description}\n")
             written.append(target)
             log(f"{src.database}: {target} ({_count_sequences(target)} sequences)")
     return written

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from alphafold.data import parsers, pipeline
 
+from af2jobs import atomic
 from af2jobs.pipeline.msa import OUTPUT_NAMES
 
 # AlphaFold's order of MSAs in the features: uniref90, bfd, mgnify.
@@ -64,5 +65,5 @@ def msa_depth(features: dict[str, np.ndarray]) -> list[int]:
 
 
 def write_features(features: dict[str, np.ndarray], path: Path) -> None:
-    with open(path, "wb") as fh:
+    with atomic.replacing(path) as fh:
         pickle.dump(features, fh, protocol=4)

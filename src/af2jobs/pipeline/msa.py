@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import threading
@@ -18,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from af2jobs import atomic
 from af2jobs.errors import StageError
 from af2jobs.pipeline.databases import Database
 
@@ -149,16 +149,12 @@ def _restore(cache_dir: Path, msa_dir: Path) -> list[SearchReport] | None:
 
 
 def _store(cache_dir: Path, msa_dir: Path, searches: list[SearchReport]) -> None:
-    """Write the cache entry into a temporary sibling and rename it, so a reader never sees half of one."""
-    cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir.parent))
-    try:
+    """Write the cache entry into a temporary sibling and rename it, so a reader never sees half of one. Another
+    process that stored the same entry first wins: theirs is as good."""
+    with atomic.staging_dir(cache_dir, replace=False) as tmp:
         for s in searches:
             shutil.copyfile(msa_dir / s.output, tmp / s.output)
         (tmp / "report.json").write_text(json.dumps([asdict(s) for s in searches]))
-        os.replace(tmp, cache_dir)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)  # another process stored the same entry first: theirs is as good
 
 
 def run_msa(

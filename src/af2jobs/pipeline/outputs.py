@@ -6,7 +6,6 @@ Every file that carries a structure or a score says plainly when the parameters 
 
 from __future__ import annotations
 
-import json
 import textwrap
 import platform
 from importlib import metadata
@@ -16,6 +15,7 @@ import numpy as np
 from alphafold.common import protein
 
 import af2jobs
+from af2jobs import atomic
 from af2jobs.pipeline.predict import ModelRun, Prediction
 
 UNTRAINED_NOTE = (
@@ -27,10 +27,6 @@ _PACKAGES = ("alphafold-colabfold", "jax", "jaxlib", "dm-haiku", "pyhmmer", "num
 
 def _round(values, digits: int = 2) -> list:
     return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
-
-
-def write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def _protein(run: ModelRun, features: dict) -> protein.Protein:
@@ -130,5 +126,5 @@ def write_structures(out: Path, name: str, prediction: Prediction, rank_by: str)
         (out / f"ranked_{i}.pdb").write_text(pdb_text(name, run, prediction.features, prediction.strategy))
         (out / f"ranked_{i}.cif").write_text(cif_text(name, run, prediction.features, prediction.strategy))
     for run in prediction.runs:
-        write_json(out / f"confidence_{run.model}_{run.phase}.json", confidence(run))
-    write_json(out / "ranking_debug.json", ranking_debug(prediction, rank_by))
+        atomic.write_json(out / f"confidence_{run.model}_{run.phase}.json", confidence(run))
+    atomic.write_json(out / "ranking_debug.json", ranking_debug(prediction, rank_by))

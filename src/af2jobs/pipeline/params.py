@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from alphafold.model import config as af_config
 from alphafold.model import model as af_model
 from alphafold.model import utils as af_utils
 
+from af2jobs import atomic
 from af2jobs.runconfig import RunConfig
 
 UNTRAINED = "UNTRAINED"
@@ -129,15 +128,8 @@ def save_npz(params: dict[str, dict[str, np.ndarray]], path: Path) -> None:
     flat = {f"{scope}//{name}": arr for scope, d in params.items() for name, arr in d.items()}
     unfused = af_utils.flat_params_to_haiku(flat, fuse=False, to_jnp=False)
     flat = {f"{scope}//{name}": np.asarray(arr) for scope, d in unfused.items() for name, arr in d.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".params-", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, **flat)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic.replacing(path) as fh:
+        np.savez(fh, **flat)
 
 
 def load_npz(path: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -163,7 +155,7 @@ def sha256_file(path: Path) -> str:
             h.update(chunk)
     digest = h.hexdigest()
     try:
-        side.write_text(json.dumps({"size": st.st_size, "mtime": st.st_mtime, "sha256": digest}))
+        atomic.write_json(side, {"size": st.st_size, "mtime": st.st_mtime, "sha256": digest}, indent=None)
     except OSError:
         pass
     return digest

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from af2jobs import atomic
+
 REPORT_NAME = "report.html"
 PLOTS = ("plddt.png", "pae.png", "msa_depth.png")
 VIEWER_ENV = "AF2_VIEWER_JS"  # a path to 3Dmol-min.js, where it is not in the repository's node_modules
@@ -332,9 +334,7 @@ def write_report(workdir: Path, name: str, *, comment: str = "", cost: Mapping[s
     js = path.read_text(encoding="utf-8") if path is not None else None
     page = render_html(name, data, plots, comment=comment, cost=cost, viewer_js=js)
     out = workdir / REPORT_NAME
-    tmp = workdir / f".{REPORT_NAME}.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
+    atomic.write_text(out, page)
     return out
 
 

@@ -13,13 +13,12 @@ import json
 import logging
 import os
 import pickle
-import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from af2jobs import atomic
 from af2jobs.errors import Af2JobsError, CancelledError, StageError
 from af2jobs.fasta import FastaRecord
 from af2jobs.pipeline import databases as db_mod
@@ -88,7 +87,7 @@ def msa_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
     )
     search_s = 0.0 if report.cache == "hit" else round(report.seconds, 3)
     timings["msa"] = {**report.to_dict(), "search_s": search_s}
-    outputs.write_json(workdir / "msas" / "databases.json", [d.to_dict() for d in ctx.databases])
+    atomic.write_json(workdir / "msas" / "databases.json", [d.to_dict() for d in ctx.databases])
     ctx.progress("msa", "done", {"cache": report.cache, "seconds": report.seconds})
     if ctx.should_cancel():
         raise CancelledError("the job was cancelled after the MSA stage")
@@ -101,7 +100,7 @@ def msa_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
         raise StageError(str(exc), stage="features") from exc
     features_mod.write_features(feats, workdir / "features.pkl")
     timings["features"] = {"seconds": round(time.perf_counter() - t0, 3), "msa_rows": int(feats["msa"].shape[0])}
-    outputs.write_json(workdir / "timings.json", timings)
+    atomic.write_json(workdir / "timings.json", timings)
     ctx.progress("features", "done", {"msa_rows": int(feats["msa"].shape[0])})
     return timings
 
@@ -125,10 +124,10 @@ def predict_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
     outputs.write_structures(workdir, record.name, prediction, ctx.run.rank_by)
     dbs_file = workdir / "msas" / "databases.json"
     dbs = json.loads(dbs_file.read_text()) if dbs_file.is_file() else []
-    outputs.write_json(workdir / "versions.json", outputs.versions(
+    atomic.write_json(workdir / "versions.json", outputs.versions(
         prediction, dbs, ctx.run.model_dump(mode="json"), predict_mod.device_kind()))
     timings["outputs"] = {"seconds": round(time.perf_counter() - t0, 3)}
-    outputs.write_json(workdir / "timings.json", timings)
+    atomic.write_json(workdir / "timings.json", timings)
     write_record_report(workdir, record, ctx, timings)
     return {"timings": timings, "best": prediction.ranked[0].summary(),
             "untrained": prediction.ranked[0].params.untrained}
@@ -160,34 +159,17 @@ class RecordResult:
     extra: dict = field(default_factory=dict)
 
 
-def _swap_into_place(staging: Path, final: Path) -> None:
-    """Replace final by staging with renames only; the old results are removed once the new ones are in place."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(final, old)
-    os.replace(staging, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def predict_record(record: FastaRecord, out_root: Path, ctx: Context) -> RecordResult:
-    out_root.mkdir(parents=True, exist_ok=True)
-    staging = out_root / f".{record.slug}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
+    """Both stages of one record, in a staging folder that replaces out_root/<slug> only once they are done."""
+    final = out_root / record.slug
     t0 = time.perf_counter()
-    try:
+    with atomic.staging_dir(final) as staging:
         (staging / "input.fasta").write_text(f">{record.name} {record.description}".rstrip() + f"\n{record.sequence}\n")
         msa_stage(record, staging, ctx)
         result = predict_stage(record, staging, ctx)
         timings = result["timings"]
         timings["total_s"] = round(time.perf_counter() - t0, 3)
-        outputs.write_json(staging / "timings.json", timings)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    final = out_root / record.slug
-    _swap_into_place(staging, final)
+        atomic.write_json(staging / "timings.json", timings)
     return RecordResult(record, final, result["best"], timings, result["untrained"])
 
 
@@ -198,7 +180,7 @@ def predict_records(records: list[FastaRecord], out_root: Path, ctx: Context) ->
         ctx.progress("record", "start", {"name": record.name, "index": i + 1, "total": len(records),
                                          "length": len(record.sequence)})
         results.append(predict_record(record, out_root, ctx))
-    outputs.write_json(out_root / "predictions.json", {
+    atomic.write_json(out_root / "predictions.json", {
         "mode": "monomer",
         "note": "each FASTA record was predicted as its own monomer",
         "records": [{"name": r.record.name, "length": len(r.record.sequence), "dir": r.out_dir.name,

@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 from af2jobs import errors
 
 # The same key rules as the local store: a key valid here is valid there and means the same object.
-from af2jobs.adapters.local.files import TOP_LEVELS, check_key
+from af2jobs.layout import TOP_LEVELS, check_key, job_prefix
 
 # DeleteObjects takes at most 1000 keys per request.
 DELETE_BATCH = 1000
@@ -73,7 +73,7 @@ class S3ArtifactStore:
         if not isinstance(job_id, str) or not _JOB_ID_RE.fullmatch(job_id):
             raise errors.ValidationError(f"job id {job_id!r} is not a plain identifier", field="job_id")
         # The trailing '/' makes this the job's folder, not a string prefix: job "ab" must not take "abc" along.
-        keys = self._keys(f"jobs/{job_id}/")
+        keys = self._keys(job_prefix(job_id))
         for start in range(0, len(keys), DELETE_BATCH):
             self._delete_batch(job_id, keys[start : start + DELETE_BATCH])
         return len(keys)

@@ -29,13 +29,11 @@ from urllib.parse import urlencode
 import boto3
 from botocore.exceptions import ClientError
 
-from af2jobs.adapters.local.files import check_key
+from af2jobs.layout import MSA_MANIFEST_KEY, failure_key, msa_entry_prefix, work_prefix
 
 log = logging.getLogger(__name__)
 
 WORK_TAG = {"af2jobs:class": "work"}
-CACHE_PREFIX = "cache/msa"
-MANIFEST_KEY = f"{CACHE_PREFIX}/databases.json"
 # An entry is complete once its report exists: it is uploaded last (as the local cache renames it into place last).
 REPORT = "report.json"
 
@@ -47,14 +45,6 @@ def _is_missing(exc: ClientError) -> bool:
 
 def _tagging() -> str:
     return urlencode(WORK_TAG)
-
-
-def work_prefix(job_id: str, slug: str) -> str:
-    return check_key(f"jobs/{job_id}/work/{slug}/", prefix=True)
-
-
-def failure_key(job_id: str, batch_job_id: str) -> str:
-    return check_key(f"jobs/{job_id}/work/.batch/{batch_job_id}.json")
 
 
 def _files(directory: Path) -> list[Path]:
@@ -152,20 +142,20 @@ class S3MsaCache:
 
     def manifest(self) -> list[dict[str, Any]] | None:
         """The databases (Database.to_dict() entries) the latest MSA job searched; None before any MSA job."""
-        data = self._objects.read_json(MANIFEST_KEY)
+        data = self._objects.read_json(MSA_MANIFEST_KEY)
         return data if isinstance(data, list) else None
 
     def publish_manifest(self, databases: list[dict[str, Any]]) -> None:
-        self._objects.put_json(MANIFEST_KEY, databases)
+        self._objects.put_json(MSA_MANIFEST_KEY, databases)
 
     def has(self, key: str) -> bool:
-        return self._objects.exists(f"{CACHE_PREFIX}/{key}/{REPORT}")
+        return self._objects.exists(msa_entry_prefix(key) + REPORT)
 
     def fetch(self, key: str, entry: Path) -> bool:
         """Download entry `key` into the local cache folder `entry`; False when S3 has no complete entry."""
         if not self.has(key):
             return False
-        self._objects.download_prefix(f"{CACHE_PREFIX}/{key}/", entry)
+        self._objects.download_prefix(msa_entry_prefix(key), entry)
         return True
 
     def store(self, key: str, entry: Path) -> None:
@@ -173,7 +163,7 @@ class S3MsaCache:
         report = entry / REPORT
         if not report.is_file():
             raise FileNotFoundError(f"{entry} is not a complete MSA cache entry (no {REPORT})")
-        prefix = f"{CACHE_PREFIX}/{key}/"
+        prefix = msa_entry_prefix(key)
         for path in _files(entry):
             if path != report:
                 self._objects.upload_file(path, prefix + path.relative_to(entry).as_posix())

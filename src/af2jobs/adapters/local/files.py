@@ -5,38 +5,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
-from af2jobs import errors
+from af2jobs import atomic, errors
+from af2jobs.layout import check_key
 
-TOP_LEVELS = ("input", "jobs")
-_TMP_PREFIX = ".tmp-"  # in-flight writes; never listed
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,100}")
-
-
-def check_key(key: str, *, prefix: bool = False) -> str:
-    """A store key's problems as ValidationError: absolute, '..', backslashes, control characters, unknown top
-    level. With prefix=True a trailing '/' (a directory-like prefix) is allowed."""
-    if not isinstance(key, str) or not key:
-        raise errors.ValidationError("a store key must be a non-empty string", field="key")
-    if key.startswith("/"):
-        raise errors.ValidationError(f"store key {key!r} must be relative", field="key")
-    if "\\" in key or _CONTROL_RE.search(key):
-        raise errors.ValidationError(f"store key {key!r} has a backslash or control character", field="key")
-    parts = key.split("/")
-    if prefix and parts[-1] == "":
-        parts = parts[:-1]
-    if any(p in ("", ".", "..") for p in parts):
-        raise errors.ValidationError(f"store key {key!r} has an empty, '.' or '..' segment", field="key")
-    if parts[0] not in TOP_LEVELS or (not prefix and len(parts) < 2):
-        raise errors.ValidationError(f"store key {key!r} must be under {' or '.join(TOP_LEVELS)}/", field="key")
-    if any(p.startswith(_TMP_PREFIX) for p in parts):
-        raise errors.ValidationError(f"store key {key!r} uses the reserved prefix {_TMP_PREFIX}", field="key")
-    return key
 
 
 class DirectoryArtifactStore:
@@ -57,28 +31,21 @@ class DirectoryArtifactStore:
         return path
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        self._atomic_write(self._path(key), lambda f: f.write(data))
+        with atomic.replacing(self._writable(key)) as out:
+            out.write(data)
 
     def put_file(self, key: str, path: Path) -> None:
-        with open(path, "rb") as src:
-            self._atomic_write(self._path(key), lambda f: shutil.copyfileobj(src, f))
+        with open(path, "rb") as src, atomic.replacing(self._writable(key)) as out:
+            shutil.copyfileobj(src, out)
 
-    def _atomic_write(self, path: Path, write: Callable[[BinaryIO], object]) -> None:
+    def _writable(self, key: str) -> Path:
+        """The path of `key`, its folders made; readers see the old object or the new one, never a partial file."""
+        path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Re-check once the directories exist: a symlinked directory may have been in the way.
         if not path.parent.resolve().is_relative_to(self.root):
             raise errors.ValidationError(f"{path} resolves outside the store", field="key")
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            # Readers see the old object or the new one, never a partial file.
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        return path
 
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)
@@ -95,7 +62,7 @@ class DirectoryArtifactStore:
         keys: list[str] = []
         for dirpath, _dirnames, filenames in os.walk(base):  # does not follow directory symlinks
             for name in filenames:
-                if name.startswith(_TMP_PREFIX):
+                if name.startswith(atomic.TMP_PREFIX):
                     continue
                 full = Path(dirpath, name)
                 key = full.relative_to(self.root).as_posix()
