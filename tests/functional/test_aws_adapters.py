@@ -21,7 +21,8 @@ from af2jobs.adapters.aws import (
     StepFunctionsOrchestrator,
 )
 from af2jobs.adapters.aws.dynamodb import ALL_INDEX, OWNER_INDEX
-from af2jobs.adapters.aws.sns import MAX_MESSAGE_BYTES, Message, compose, sns_payload
+from af2jobs.adapters.aws.sns import LINK_SECONDS, MAX_MESSAGE_BYTES, sns_payload
+from af2jobs.notification import Notification, build
 from af2jobs.adapters.aws.stepfunctions import EXECUTION_ARN, batch_job_artifact, execution_arn
 from af2jobs.models import RUNNING, Job, JobError, JobEvent, JobRequest, JobState, Phase
 from tests.functional import moto_support
@@ -313,6 +314,11 @@ def queues(aws: None) -> dict[str, str]:
     return urls
 
 
+def compose(job: Job, event: JobEvent, store: S3ArtifactStore) -> Notification:
+    """The message SnsNotifier publishes for the event."""
+    return build(job, event, store, link_seconds=LINK_SECONDS)
+
+
 def received(url: str) -> list[dict[str, Any]]:
     messages = moto_support.client("sqs").receive_message(QueueUrl=url, MaxNumberOfMessages=10)
     return [json.loads(m["Body"]) for m in messages.get("Messages", [])]
@@ -420,7 +426,7 @@ def test_an_oversized_message_drops_its_links_but_keeps_the_download_command() -
     links = [{"key": f"jobs/x/{i}/ranked_0.pdb", "url": "https://example.com/" + "q" * 20_000} for i in range(10)]
     text = "Job j (x) is SUCCEEDED.\nDownload links (valid until soon):\n" + "".join(f"  {l['url']}\n" for l in links)
     data = {"job_id": "x", "links": links, "links_expire_at": "soon", "download": "af2 download x DIR"}
-    payload = sns_payload(Message(subject="s", text=text, data=data, attributes={}))
+    payload = sns_payload(Notification(subject="s", text=text, data=data, attributes={}))
     assert len(payload.encode()) <= MAX_MESSAGE_BYTES
     variants = json.loads(payload)
     assert variants["default"] == "Job j (x) is SUCCEEDED.\nDownload all files: af2 download x DIR\n"

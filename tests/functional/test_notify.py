@@ -16,8 +16,9 @@ import pytest
 
 from af2jobs import errors
 from af2jobs.adapters.local.files import DirectoryArtifactStore
-from af2jobs.adapters.local.notify import UNTRAINED_LINE, LocalNotifier
+from af2jobs.adapters.local.notify import LocalNotifier
 from af2jobs.models import Job, JobError, JobEvent, JobRequest, JobState, Phase
+from af2jobs.notification import UNTRAINED_LINE
 from tests.conftest import UBIQUITIN
 
 REQUEST = JobRequest(fasta="ubq", sequence=UBIQUITIN, comment="for the paper")
@@ -120,9 +121,9 @@ def test_an_email_goes_out_through_smtp(tmp_path, store, succeeded, failed):
 
     (to, ok), (_, bad) = inbox.mails
     assert to == ["ann@example.org"] and ok["From"] == "af2@example.org"
-    assert ok["Subject"] == "af2jobs: ubq SUCCEEDED"
+    assert ok["Subject"] == "af2jobs ubq SUCCEEDED"
     body = ok.get_payload(decode=True).decode()
-    assert "ubq: best model model_3, mean pLDDT 71.2, pTM 0.613" in body
+    assert "ubq: best model model_3, mean pLDDT 71.25, pTM 0.613" in body
     assert UNTRAINED_LINE in body and f"af2 download {succeeded.id} DIR" in body
     assert "ubq/ranked_0.pdb: file://" in body and "... and 1 more" in body
     assert "Error in stage msa: StageError: msa: no sequence database is configured" in bad.get_payload(decode=True).decode()
@@ -181,17 +182,17 @@ def test_a_webhook_must_be_http(tmp_path):
 
 
 def test_the_text_carries_the_cost_and_links_the_report(store, succeeded):
-    from af2jobs.adapters.local.notify import build_message, render_text
     from af2jobs.cost import job_cost
+    from af2jobs.notification import build
 
     prefix = f"jobs/{succeeded.id}/output"
     store.put_bytes(f"{prefix}/ubq/report.html", b"<!DOCTYPE html>")
     succeeded.artifacts["ubq/report.html"] = f"{prefix}/ubq/report.html"
     succeeded.cost = {"msa_s": 1800.0, "predict_s": 600.0,
                       "usd": job_cost({"msa_s": 1800.0, "predict_s": 600.0}, queue="low")}
-    message = build_message(succeeded, JobEvent.SUCCEEDED, store)
-    assert message["measured_seconds"] == {"msa_s": 1800.0, "predict_s": 600.0}
-    text = render_text(message)
+    message = build(succeeded, JobEvent.SUCCEEDED, store)
+    assert message.data["measured_seconds"] == {"msa_s": 1800.0, "predict_s": 600.0}
+    text = message.text
     usd = succeeded.cost["usd"]
     assert f"Cost: ${usd['total_usd']:.4f}" in text and "g5.2xlarge" in text and usd["prices_as_of"] in text
     assert f"ubq/report.html: {store.url(succeeded.artifacts['ubq/report.html'])}" in text

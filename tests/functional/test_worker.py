@@ -10,9 +10,9 @@ from collections.abc import Callable
 import pytest
 
 from af2jobs import errors, wiring
-from af2jobs.adapters.local.notify import UNTRAINED_LINE
 from af2jobs.adapters.local.worker import CASP14_NOTE, INTERRUPTED, Worker, parse_gpus, run_config_for
 from af2jobs.models import Job, JobRequest, JobState, Principal
+from af2jobs.notification import UNTRAINED_LINE
 from tests.conftest import UBIQUITIN
 
 pytestmark = pytest.mark.pipeline
