@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Entrypoint of both Batch images: checks what the job needs from the instance, says where it runs, then becomes
-# the job's command (`python -m af2jobs.batch msa|predict --job-id ID`) so that TerminateJob's signal reaches it.
+# the job's command (`python -m af2jobs.awsrun.batch msa|predict --job-id ID`) so that TerminateJob's signal reaches it.
 set -euo pipefail
 
 say() { printf 'af2jobs-entrypoint: %s\n' "$*" >&2; }
 
 if [[ $# -eq 0 ]]; then
-  say "no command given; a Batch job definition passes e.g. python -m af2jobs.batch msa --job-id ID"
+  say "no command given; a Batch job definition passes e.g. python -m af2jobs.awsrun.batch msa --job-id ID"
   exit 2
 fi
 
@@ -38,7 +38,7 @@ fi
 # forwards TerminateJob's signal to the stage and exits with the stage's own status. Its summary goes beside the
 # job's outputs in S3, where the state machine's MarkSucceeded step reads it onto the job record.
 gpumon="${AF2_GPUMON:-/opt/af2jobs/gpumon.py}"
-if [[ " $* " == *" af2jobs.batch predict "* && -f "$gpumon" ]]; then
+if [[ " $* " == *" af2jobs.awsrun.batch predict "* && -f "$gpumon" ]]; then
   job_id=""
   args=("$@")
   for ((i = 0; i < ${#args[@]} - 1; i++)); do

@@ -10,8 +10,9 @@ storage, data transfer, Lambda, Step Functions and the minutes an instance spend
 Cost model (the share of an instance a job holds, for as long as it runs):
     CPU phase  (validating + MSA + features)  msa_vcpus / instance vCPUs x instance price x seconds
     GPU phase  (predict + publish)            gpu / instance GPUs      x instance price x seconds
-The seconds are the local worker's measured phases (job_cost), on AWS the Batch jobs' run times (phase_cost, from
-af2jobs.stepfn.measured_cost), and in a record's report.html that record's own stages (record_cost).
+job_cost prices a finished job for every runner: the stages' own measured seconds, or where the runner measured a
+phase from outside (on AWS, the Batch jobs' run times) those; a record's report.html prices that record's own
+stages (record_cost).
 The queue names the GPU instance (QUEUE_INSTANCES, the template's default families at the size a 1-GPU job
 packs onto); the MSA job runs on MSA_INSTANCE (MsaVcpus 8 of an m6i.2xlarge, as template.yaml sizes it).
 A local run is priced as if it had run on those instances: "what this would have cost on AWS".
@@ -155,15 +156,16 @@ def _meta() -> dict[str, Any]:
     return {"currency": "USD", "prices_as_of": PRICES_AS_OF, "prices_source": PRICES_SOURCE, "region": REGION}
 
 
-def job_cost(measured: Mapping[str, Any], *, queue: str, gpus: int = 1) -> dict[str, Any]:
-    """Dollars of a finished job from its measured phase seconds (the keys of CPU_KEYS and GPU_KEYS)."""
-    cpu_s = sum(float(measured.get(k) or 0.0) for k in CPU_KEYS)
-    gpu_s = sum(float(measured.get(k) or 0.0) for k in GPU_KEYS)
-    return phase_cost(cpu_s, gpu_s, queue=queue, gpus=gpus)
-
-
-def phase_cost(cpu_s: float, gpu_s: float, *, queue: str, gpus: int = 1) -> dict[str, Any]:
-    """Dollars of a CPU phase and a GPU phase of these durations (job_cost's result, whatever measured them)."""
+def job_cost(measured: Mapping[str, Any], *, queue: str, gpus: int = 1, cpu_s: float | None = None,
+             gpu_s: float | None = None) -> dict[str, Any]:
+    """Dollars of a finished job, the one pricing of every runner: its CPU phase and GPU phase priced on the
+    queue's instances. A phase's seconds are cpu_s / gpu_s where the runner measured the phase from outside (on
+    AWS, the Batch jobs' run times), else the stages' own measurements in `measured` (CPU_KEYS, GPU_KEYS: the job
+    record's cost entries)."""
+    if cpu_s is None:
+        cpu_s = sum(float(measured.get(k) or 0.0) for k in CPU_KEYS)
+    if gpu_s is None:
+        gpu_s = sum(float(measured.get(k) or 0.0) for k in GPU_KEYS)
     gpu_type = gpu_instance_for(queue)
     cpu = cpu_usd(cpu_s)
     gpu = gpu_usd(gpu_s, instance_type=gpu_type, gpus=gpus)
@@ -249,4 +251,4 @@ def estimate_request(request: Any, lengths: list[int]) -> dict[str, Any]:
 
 
 __all__ = ["PRICES", "PRICES_AS_OF", "PRICES_CHECKED", "PRICES_SOURCE", "PRICE_CHECKS", "QUEUE_INSTANCES",
-           "auto_queue", "estimate", "estimate_request", "job_cost", "phase_cost", "record_cost", "cpu_usd", "gpu_usd"]
+           "auto_queue", "estimate", "estimate_request", "job_cost", "record_cost", "cpu_usd", "gpu_usd"]

@@ -1,10 +1,12 @@
-"""A job's MSA and predict stages, record by record, against any JobRepository + ArtifactStore: the code that the
-local Worker (adapters/local/worker.py) and the Batch entrypoint (af2jobs.batch) share.
+"""A job's MSA and predict stages, record by record, against any JobRepository + ArtifactStore: what the local
+Worker (adapters/local/worker.py) and the Batch stages (af2jobs.awsrun.stage) share.
 
     read_records        the job's input (jobs/<id>/input.fasta) as FASTA records
     run_config_for      the job's RunConfig: the request, then the runner's overrides, then the preset
-    run_msa_record      msa_stage for one record in its work dir; skipped when a finished MSA is there
-    run_predict_record  predict_stage for one record; skipped when a finished prediction is there
+    StageRunner         the pipeline's side of the stages: PipelineStages runs the real one (JAX, AlphaFold);
+                        tests pass a fake, so the lifecycle around it runs without JAX
+    run_msa_record      the MSA stage of one record in its work dir; skipped when a finished MSA is there
+    run_predict_record  the predict stage of one record; skipped when a finished prediction is there
     publish             the records' results to jobs/<id>/output/<slug>/ and jobs/<id>/output/predictions.json
 
 One work dir per record holds the pipeline's file contract (msas/, features.pkl, timings.json, then the
@@ -17,29 +19,27 @@ Presets (JobRequest.preset) are data applied to the resolved RunConfig:
     casp14   AlphaFold's CASP14 preset averages 8 ensembles; this model code runs one, so ensembling is NOT
              applied. The job runs with num_recycle 3 and its versions.json "notes" say so.
 
-The pipeline (JAX) is imported inside the functions that run it: importing this module stays cheap.
+The pipeline (JAX) is imported inside PipelineStages' methods: importing this module stays cheap.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pydantic
 
-from af2jobs import atomic, errors
+from af2jobs import atomic, errors, layout
 from af2jobs.fasta import FastaRecord
 from af2jobs.models import Job, JobRequest
 from af2jobs.ports import ArtifactStore
 from af2jobs.runconfig import RunConfig
-from af2jobs.service import input_key
 from af2jobs.settings import Settings
-
-if TYPE_CHECKING:
-    from af2jobs.pipeline.run import Context
 
 MSA_DONE = ".af2-msa-done.json"
 PREDICT_DONE = ".af2-predict-done.json"
@@ -50,11 +50,11 @@ OUTPUT_FILES = (
 OUTPUT_DIRS = ("msas",)
 # What a prediction writes into its working directory; cleared before a prediction runs again.
 PREDICT_WRITES = ("ranked_*", "confidence_*", "ranking_debug.json", "versions.json", "report.html", "*.png")
-PREDICTIONS = "predictions.json"
 CASP14_NOTE = (
     "preset casp14: AlphaFold's CASP14 preset averages 8 ensembles; this model code runs one ensemble, so "
     "ensembling is not applied (num_recycle 3)"
 )
+Progress = Callable[[str, str, Mapping[str, Any]], None]  # (stage, event, details), as the pipeline reports
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -63,7 +63,7 @@ CASP14_NOTE = (
 
 def read_records(store: ArtifactStore, job: Job, max_length: int) -> list[FastaRecord]:
     """The job's records, from the canonical FASTA the service stored at submit (FastaError if it is bad)."""
-    data = store.get_bytes(input_key(job.id))
+    data = store.get_bytes(layout.input_key(job.id))
     return job.request.parse_sequence(data, name=job.request.fasta, max_length=max_length)
 
 
@@ -103,7 +103,76 @@ def _preset(preset: str, base: RunConfig) -> tuple[dict[str, Any], list[str]]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Small file helpers
+# The stage runner: the seam between a job's lifecycle and the pipeline
+
+
+@dataclass
+class Prepared:
+    """A job's stages made ready to run: what versions.json says of the run, and the pipeline's context."""
+
+    run_config: RunConfig
+    preset: str
+    notes: list[str] = field(default_factory=list)
+    context: Any = None  # the StageRunner's own (pipeline.run.Context for PipelineStages)
+    databases: list[Any] = field(default_factory=list)  # what the MSA searches (its cache keys depend on them)
+
+
+class StageRunner(Protocol):
+    """What runs a stage of one record. The markers, restarts and publishing around it are this module's."""
+
+    def prepare(self, job: Job, records: list[FastaRecord], *, progress: Progress,
+                should_cancel: Callable[[], bool]) -> Prepared: ...
+
+    def msa(self, record: FastaRecord, workdir: Path, prepared: Prepared) -> dict[str, Any]:
+        """msas/ and features.pkl (and timings.json) in workdir; returns the timings."""
+        ...
+
+    def predict(self, record: FastaRecord, workdir: Path, prepared: Prepared) -> dict[str, Any]:
+        """The structures and their JSON beside features.pkl; returns {"timings", "best", "untrained"}."""
+        ...
+
+
+class PipelineStages:
+    """The real stages: af2jobs.pipeline (AlphaFold2's code on JAX). One per runner, so that the parameters loaded
+    for one job are kept for the next."""
+
+    def __init__(self, settings: Settings, overrides: Mapping[str, Any] | None = None) -> None:
+        self.settings = settings
+        self.overrides = dict(overrides or {})  # RunConfig fields over every job's (the tiny profile in tests)
+        self._provider: Any = None
+        self._lock = threading.Lock()
+
+    def _params(self) -> Any:
+        from af2jobs.pipeline.params import ParamsProvider
+
+        with self._lock:
+            if self._provider is None:
+                s = self.settings
+                self._provider = ParamsProvider(s.params_root, s.cache_dir / "params-untrained")
+            return self._provider
+
+    def prepare(self, job: Job, records: list[FastaRecord], *, progress: Progress,
+                should_cancel: Callable[[], bool]) -> Prepared:
+        from af2jobs.pipeline.run import Context
+
+        run_config, notes = run_config_for(job.request, self.settings, self.overrides)
+        ctx = Context(settings=self.settings, run=run_config, provider=self._params(), progress=progress,
+                      should_cancel=should_cancel, **report_fields(job.request, records))
+        return Prepared(run_config, job.request.preset, notes, ctx, list(ctx.databases))
+
+    def msa(self, record: FastaRecord, workdir: Path, prepared: Prepared) -> dict[str, Any]:
+        from af2jobs.pipeline.run import msa_stage
+
+        return msa_stage(record, workdir, prepared.context)
+
+    def predict(self, record: FastaRecord, workdir: Path, prepared: Prepared) -> dict[str, Any]:
+        from af2jobs.pipeline.run import predict_stage
+
+        return predict_stage(record, workdir, prepared.context)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The stages, one record at a time
 
 
 def output_files(workdir: Path) -> list[Path]:
@@ -112,6 +181,23 @@ def output_files(workdir: Path) -> list[Path]:
     for name in OUTPUT_DIRS:
         files.update(p for p in (workdir / name).rglob("*") if p.is_file())
     return sorted(files)
+
+
+def msa_done(workdir: Path) -> bool:
+    return (workdir / MSA_DONE).is_file()
+
+
+def run_msa_record(stages: StageRunner, record: FastaRecord, workdir: Path, prepared: Prepared) -> dict | None:
+    """The MSA stage for one record: msas/ and features.pkl in workdir. Returns its timings, or None when a
+    finished MSA was already there (nothing ran)."""
+    if msa_done(workdir):
+        return None
+    # A search cut short leaves files that must not pass for results: start this record afresh.
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    timings = stages.msa(record, workdir, prepared)
+    atomic.write_json(workdir / MSA_DONE, {"timings": timings})
+    return timings
 
 
 def _reset_predict_outputs(workdir: Path) -> None:
@@ -123,64 +209,22 @@ def _reset_predict_outputs(workdir: Path) -> None:
     atomic.write_json(workdir / "timings.json", msa["timings"])
 
 
-def _annotate_versions(path: Path, preset: str, notes: list[str]) -> None:
+def _annotate_versions(path: Path, prepared: Prepared) -> None:
     # versions.json is the job's record of what ran; the preset is decided here, not in the pipeline.
     versions = json.loads(path.read_text())
-    versions["preset"] = preset
-    versions["notes"] = [n for n in [versions.get("note"), *notes] if n]
+    versions["preset"] = prepared.preset
+    versions["notes"] = [n for n in [versions.get("note"), *prepared.notes] if n]
     atomic.write_json(path, versions)
 
 
-def describe(record: str, stage: str, event: str, details: Mapping[str, Any]) -> str:
-    """One progress line: "<record>: <stage> <event> (k=v ...)" with the scalar details."""
-    facts = " ".join(f"{k}={v}" for k, v in details.items() if isinstance(v, (str, int, float, bool)))
-    return f"{record}: {stage} {event}" + (f" ({facts})" if facts else "")
-
-
-def best_line(summaries: Iterable[dict[str, Any]]) -> str:
-    """The records' best models in one line (the job's final progress message)."""
-    parts = []
-    for s in summaries:
-        ptm = "" if s["ptm"] is None else f", pTM {s['ptm']:.3f}"
-        parts.append(f"{s['name']}: best {s['best_model']}, mean pLDDT {s['mean_plddt']:.1f}{ptm}")
-    return "; ".join(parts)[:500]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The stages, one record at a time
-
-
-def msa_done(workdir: Path) -> bool:
-    return (workdir / MSA_DONE).is_file()
-
-
-def run_msa_record(record: FastaRecord, workdir: Path, ctx: Context) -> dict | None:
-    """msa_stage for one record: msas/ and features.pkl in workdir. Returns its timings, or None when a finished
-    MSA was already there (nothing ran)."""
-    from af2jobs.pipeline.run import msa_stage
-
-    if msa_done(workdir):
-        return None
-    # A search cut short leaves files that must not pass for results: start this record afresh.
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
-    timings = msa_stage(record, workdir, ctx)
-    atomic.write_json(workdir / MSA_DONE, {"timings": timings})
-    return timings
-
-
-def run_predict_record(
-    record: FastaRecord, workdir: Path, ctx: Context, preset: str, notes: list[str]
-) -> dict[str, Any]:
-    """predict_stage for one record whose MSA is done; its summary (the predictions.json entry). A finished
+def run_predict_record(stages: StageRunner, record: FastaRecord, workdir: Path, prepared: Prepared) -> dict:
+    """The predict stage for one record whose MSA is done; its summary (the predictions.json entry). A finished
     prediction is not run again."""
-    from af2jobs.pipeline.run import predict_stage
-
     if (workdir / PREDICT_DONE).is_file():
         return json.loads((workdir / PREDICT_DONE).read_text())
     _reset_predict_outputs(workdir)
-    result = predict_stage(record, workdir, ctx)
-    _annotate_versions(workdir / "versions.json", preset, notes)
+    result = stages.predict(record, workdir, prepared)
+    _annotate_versions(workdir / "versions.json", prepared)
     best = result["best"]
     summary = {"name": record.name, "length": len(record.sequence), "dir": record.slug,
                "best_model": best["model"], "mean_plddt": best["mean_plddt"], "ptm": best["ptm"],
@@ -196,24 +240,24 @@ def publish(
     workdir_of: Callable[[FastaRecord], Path],
     summaries: list[dict[str, Any]],
 ) -> dict[str, str]:
-    """Copy each record's results to jobs/<id>/output/<slug>/ and write predictions.json; returns the job's
+    """Copy each record's results to jobs/<id>/output/<slug>/ and write predictions.json last; returns the job's
     artifacts entries (name -> store key)."""
-    prefix = f"jobs/{job_id}/output"
     artifacts: dict[str, str] = {}
     for record in records:
         workdir = workdir_of(record)
         for path in output_files(workdir):
             name = f"{record.slug}/{path.relative_to(workdir).as_posix()}"
-            store.put_file(f"{prefix}/{name}", path)
-            artifacts[name] = f"{prefix}/{name}"
+            artifacts[name] = layout.output_key(job_id, name)
+            store.put_file(artifacts[name], path)
     summary = {"mode": "monomer", "note": "each FASTA record was predicted as its own monomer",
                "records": summaries}
-    store.put_bytes(f"{prefix}/{PREDICTIONS}", (json.dumps(summary, indent=2) + "\n").encode())
-    artifacts[PREDICTIONS] = f"{prefix}/{PREDICTIONS}"
+    artifacts[layout.PREDICTIONS] = layout.predictions_key(job_id)
+    store.put_bytes(artifacts[layout.PREDICTIONS], (json.dumps(summary, indent=2) + "\n").encode())
     return artifacts
 
 
 __all__ = [
-    "CASP14_NOTE", "MSA_DONE", "PREDICT_DONE", "PREDICTIONS", "best_line", "describe", "msa_done", "output_files",
-    "publish", "read_records", "report_fields", "run_config_for", "run_msa_record", "run_predict_record",
+    "CASP14_NOTE", "MSA_DONE", "PREDICT_DONE", "PipelineStages", "Prepared", "StageRunner", "msa_done",
+    "output_files", "publish", "read_records", "report_fields", "run_config_for", "run_msa_record",
+    "run_predict_record",
 ]

@@ -109,7 +109,6 @@ AUTO_QUEUE_LIMITS: dict[str, int | None] = {"low": 400, "mid": 1000, "high": 200
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-_STOP_RE = re.compile(r"stop-at-score:(.+)")
 _ERROR_TYPE = "af2jobs"  # marks our own messages, which already name the field
 
 
@@ -286,12 +285,6 @@ class JobRequest(BaseModel):
         """The store key file_name names: inside the owner's own folder under input/, so that no one can submit
         (and so read) a file another owner uploaded. None for an inline sequence."""
         return None if self.file_name is None else upload_prefix(owner) + self.file_name
-
-    @property
-    def stop_score(self) -> float | None:
-        """The pLDDT at which strategy stop-at-score:X stops running further models."""
-        match = _STOP_RE.fullmatch(self.strategy)
-        return float(match.group(1)) if match else None
 
     @classmethod
     def parse_sequence(cls, text: str | bytes, *, name: str, max_length: int = 2500) -> list[FastaRecord]:

@@ -11,6 +11,12 @@ from af2jobs.models import Job, JobEvent, JobState, Principal
 
 # One state, or several (e.g. UNFINISHED), to filter a listing on.
 StateFilter = JobState | Collection[JobState] | None
+# The most jobs one listing page holds.
+MAX_PAGE = 1000
+# Fields a transition or update may change; the rest (owner, request, ...) are fixed once a job exists.
+MUTABLE_FIELDS = frozenset({"progress", "error", "artifacts", "cost"})
+# Dict fields merged key by key, so writers adding different artifacts never erase each other's.
+MERGED_FIELDS = frozenset({"artifacts", "cost"})
 
 
 class JobRepository(Protocol):

@@ -6,7 +6,7 @@ import builtins  # JobService.list shadows the builtin inside the class
 import contextlib
 import logging
 
-from af2jobs import errors
+from af2jobs import errors, layout, lifecycle
 from af2jobs.fasta import FastaRecord, to_fasta
 from af2jobs.models import (
     RUNNING,
@@ -25,16 +25,11 @@ from af2jobs.settings import Settings
 
 log = logging.getLogger(__name__)
 
-INPUT_NAME = "input.fasta"
 # A cancel can race the pipeline moving the job on; re-reading a few times settles it (each loss means the job
 # moved forward, and there are only so many states to move through).
 CANCEL_ATTEMPTS = 5
 # Bulk operations page through the repository this many jobs at a time.
 BULK_PAGE = 200
-
-
-def input_key(job_id: str) -> str:
-    return f"jobs/{job_id}/{INPUT_NAME}"
 
 
 class JobService:
@@ -62,13 +57,13 @@ class JobService:
         # The record keeps the queue actually used, so the orchestrator and a re-read agree on it.
         resolved = request.model_copy(update={"que": request.queue_for(max(len(r.sequence) for r in records))})
         job_id = new_job_id()
-        key = input_key(job_id)
+        key = layout.input_key(job_id)
         job = Job(
             id=job_id,
             owner=principal.owner,
             request=resolved,
             idempotency_key=idempotency_key,
-            artifacts={INPUT_NAME: key},
+            artifacts={layout.INPUT_NAME: key},
         )
         # Canonical FASTA (a bare sequence gains its header), so every later stage reads one format.
         self.store.put_bytes(key, to_fasta(records).encode())
@@ -112,7 +107,7 @@ class JobService:
             # A conflict here means the job already moved on (e.g. it was cancelled); the start error is still
             # the one to raise.
             with contextlib.suppress(errors.ConflictError):
-                self.repo.transition(job.id, {JobState.QUEUED}, JobState.FAILED, error=error)
+                lifecycle.fail(self.repo, job.id, error, expected={JobState.QUEUED})
             raise
 
     # -- read ------------------------------------------------------------------------------------------------
@@ -155,11 +150,11 @@ class JobService:
             raise errors.ConflictError(f"job {job.id} is already {job.state.value}")
         if job.state is JobState.QUEUED:
             # No compute has started; a pipeline that picks the job up later finds it CANCELLED and stops.
-            cancelled = self.repo.transition(job.id, {JobState.QUEUED}, JobState.CANCELLED)
+            cancelled = lifecycle.finish_cancel(self.repo, job.id, expected={JobState.QUEUED})
             self._notify(cancelled, JobEvent.CANCELLED)
             return cancelled
         if job.state in RUNNING:
-            job = self.repo.transition(job.id, RUNNING, JobState.CANCELLING)
+            job = lifecycle.request_cancel(self.repo, job.id)
             self._notify(job, JobEvent.CANCEL_REQUESTED)
         # The orchestrator (or its stopped stage) moves CANCELLING on to CANCELLED.
         self.orchestrator.cancel(job)

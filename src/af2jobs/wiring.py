@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from af2jobs.adapters.local.worker import Worker
 from af2jobs.ports import ApiKeyStore, ArtifactStore, JobRepository, Notifier, Orchestrator
 from af2jobs.service import JobService
 from af2jobs.settings import Settings, apply_device_memory
+
+if TYPE_CHECKING:  # the local adapters load in local mode only (a Lambda's cold start loads none of them)
+    from af2jobs.adapters.local.worker import Worker
 
 
 @dataclass
@@ -73,7 +75,7 @@ def _build_local(settings: Settings, run_overrides: Mapping[str, Any] | None) ->
     from af2jobs.adapters.local.files import DirectoryArtifactStore
     from af2jobs.adapters.local.notify import LocalNotifier
     from af2jobs.adapters.local.sqlite import SqliteJobRepository
-    from af2jobs.adapters.local.worker import LocalOrchestrator
+    from af2jobs.adapters.local.worker import LocalOrchestrator, Worker
 
     repo = SqliteJobRepository(settings.jobs_db)
     store = DirectoryArtifactStore(settings.artifacts_dir)

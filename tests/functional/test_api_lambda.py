@@ -105,6 +105,22 @@ def test_recorded_get_answers_for_the_authorizers_principal_only(api: LambdaClie
     assert api.invoke({**event, "path": f"/jobs/{anns}"}).json()["links"]["input.fasta"].startswith("https://")
 
 
+def test_a_started_jobs_aws_references_are_no_links_and_do_not_break_its_detail(api: LambdaClient,
+                                                                                 world: World) -> None:
+    # What the orchestrator and the Batch stages record on a job: ARNs and Batch job ids, not store keys.
+    job_id = submit(world, world.ann)
+    world.repo.update(job_id, artifacts={"aws:execution_arn": "arn:aws:states:us-east-1:1:execution:m:x",
+                                         "aws:batch:8d0a": "msa"})
+    event = load_event("rest_get_job.json")
+    event["path"] = f"/jobs/{job_id}"
+    event["pathParameters"] = {"job_id": job_id}
+    event["requestContext"]["path"] = f"/prod/jobs/{job_id}"
+    reply = api.invoke(event)
+    assert reply.status == 200, reply.text
+    detail = reply.json()
+    assert set(detail["links"]) == {"input.fasta"} and detail["artifacts"]["aws:batch:8d0a"] == "msa"
+
+
 def test_without_the_authorizers_context_the_lambda_checks_the_key_itself(api: LambdaClient, world: World) -> None:
     event = load_event("rest_get_job.json")
     del event["requestContext"]["authorizer"]

@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 import tests.unit.test_gpumon as gpumon_tests
-from af2jobs import cost, stepfn
+from af2jobs import cost
+from af2jobs.awsrun import jobstate
+from af2jobs.awsrun.parts import TaskParts
 from af2jobs.adapters.aws import DynamoJobRepository, S3ArtifactStore
 from af2jobs.adapters.aws.cloudwatch import METRICS, NAMESPACE, EmfMetrics, PutMetricData, emf_document
 from af2jobs.models import Job, JobRequest, JobState
@@ -64,9 +66,9 @@ def predicting_job(repo: DynamoJobRepository, store: S3ArtifactStore) -> Job:
                        cost={"msa_s": 500.0, "predict_s": 3000.0, "publish_s": 100.0})
 
 
-def parts(repo: DynamoJobRepository, store: S3ArtifactStore, metrics: Any) -> stepfn.TaskParts:
+def parts(repo: DynamoJobRepository, store: S3ArtifactStore, metrics: Any) -> TaskParts:
     # mark_succeeded and mark_failed use the repository, the store and the metrics only.
-    return stepfn.TaskParts(None, repo, store, None, None, None, metrics)  # type: ignore[arg-type]
+    return TaskParts(None, repo, store, None, None, None, metrics)  # type: ignore[arg-type]
 
 
 def _run_agent(monkeypatch: pytest.MonkeyPatch, job_id: str) -> dict[str, Any]:
@@ -93,7 +95,7 @@ def test_the_gpu_agents_summary_and_the_batch_jobs_cost_end_up_on_the_job_record
     # a 10-minute MSA job and a 1-hour prediction on the next larger queue after an out-of-memory.
     batch = {"msa": {"StartedAt": 1_000, "StoppedAt": 601_000, "JobQueue": "arn:...:job-queue/af2jobs-msa"},
              "predict": {"StartedAt": 5_000, "StoppedAt": 3_605_000, "JobQueue": PLAN["next_queue_arn"]}}
-    out = stepfn.job_state(parts(repo, store, metrics),
+    out = jobstate.job_state(parts(repo, store, metrics),
                            {"action": "succeeded", "job_id": job.id, "batch": batch, "plan": PLAN})
     assert out == {"state": "SUCCEEDED"}
 
@@ -102,7 +104,7 @@ def test_the_gpu_agents_summary_and_the_batch_jobs_cost_end_up_on_the_job_record
     assert done.cost["msa_batch_s"] == 600.0 and done.cost["predict_batch_s"] == 3600.0
     assert done.cost["msa_s"] == 500.0  # the stages' own measurements stay
     usd = done.cost["usd"]
-    assert usd == cost.phase_cost(600.0, 3600.0, queue="mid", gpus=2)
+    assert usd == cost.job_cost({}, cpu_s=600.0, gpu_s=3600.0, queue="mid", gpus=2)
     # One hour on 2 GPUs of the mid queue's g6e.2xlarge (1 GPU: the share caps at the whole instance).
     assert usd["gpu_usd"] == pytest.approx(cost.PRICES["g6e.2xlarge"].usd_per_hour)
     assert usd["cpu_usd"] == pytest.approx(cost.PRICES["m6i.2xlarge"].usd_per_hour / 6)
@@ -119,18 +121,18 @@ def test_the_gpu_agents_summary_and_the_batch_jobs_cost_end_up_on_the_job_record
 def test_without_batch_times_or_a_summary_the_stages_seconds_are_priced(
         repo: DynamoJobRepository, store: S3ArtifactStore) -> None:
     job = predicting_job(repo, store)
-    stepfn.mark_succeeded(parts(repo, store, RecordedMetrics()),
+    jobstate.mark_succeeded(parts(repo, store, RecordedMetrics()),
                           {"job_id": job.id, "batch": {"predict": {"Status": "SUCCEEDED"}}, "plan": PLAN})
     done = repo.get(job.id)
     assert "gpu" not in done.cost and "gpu_summary.json" not in done.artifacts
-    assert done.cost["usd"] == cost.phase_cost(500.0, 3100.0, queue="low", gpus=2)
+    assert done.cost["usd"] == cost.job_cost({}, cpu_s=500.0, gpu_s=3100.0, queue="low", gpus=2)
 
 
 def test_a_failed_job_counts_in_the_failures_by_stage(repo: DynamoJobRepository, store: S3ArtifactStore) -> None:
     job = predicting_job(repo, store)
     metrics = RecordedMetrics()
     failure = {"Error": "States.Timeout", "Cause": ""}
-    stepfn.mark_failed(parts(repo, store, metrics), {"job_id": job.id, "failure": failure})
+    jobstate.mark_failed(parts(repo, store, metrics), {"job_id": job.id, "failure": failure})
     assert metrics.data == [("JobsEntered", 1, {"State": "FAILED"}), ("JobFailures", 1, {"Stage": "predict"})]
 
 

@@ -1,8 +1,8 @@
-"""One behaviour, two back ends: every test here runs on the local adapter and on its AWS twin (under moto), so
-the platform behaves the same on one machine and on AWS.
+"""One behaviour, every back end: each test here runs on the local adapter and on its AWS twin (under moto), so
+the platform behaves the same on one machine and on AWS, and on the in-memory fakes that other tests stand on.
 
-Job repositories: SqliteJobRepository | DynamoJobRepository. Key stores: SqliteApiKeyStore | DynamoApiKeyStore.
-Artifact stores: DirectoryArtifactStore | S3ArtifactStore.
+Job repositories: SqliteJobRepository | DynamoJobRepository | MemoryJobRepository. Key stores: SqliteApiKeyStore |
+DynamoApiKeyStore. Artifact stores: DirectoryArtifactStore | S3ArtifactStore | MemoryArtifactStore.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from af2jobs.adapters.local.files import DirectoryArtifactStore
 from af2jobs.adapters.local.sqlite import SqliteApiKeyStore, SqliteJobRepository
 from af2jobs.models import RUNNING, Job, JobError, JobRequest, JobState, Principal, Progress
 from af2jobs.ports import ApiKeyStore, ArtifactStore, JobRepository
+from tests.fakes import MemoryArtifactStore, MemoryJobRepository
 from tests.functional import moto_support
 
 S = JobState
@@ -31,9 +32,11 @@ def make_job(owner: str = "ann", **fields: Any) -> Job:
     return Job(owner=owner, request=REQUEST, **fields)
 
 
-@pytest.fixture(params=["sqlite", "dynamodb"])
+@pytest.fixture(params=["sqlite", "dynamodb", "memory"])
 def repo(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[JobRepository]:
-    if request.param == "sqlite":
+    if request.param == "memory":
+        yield MemoryJobRepository()
+    elif request.param == "sqlite":
         local = SqliteJobRepository(tmp_path / "jobs.db")
         yield local
         local.close()
@@ -53,9 +56,11 @@ def keys(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mon
             yield moto_support.key_store()
 
 
-@pytest.fixture(params=["directory", "s3"])
+@pytest.fixture(params=["directory", "s3", "memory"])
 def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ArtifactStore]:
-    if request.param == "directory":
+    if request.param == "memory":
+        yield MemoryArtifactStore()
+    elif request.param == "directory":
         yield DirectoryArtifactStore(tmp_path / "store")
     else:
         with moto_support.moto_aws(monkeypatch):
@@ -408,8 +413,8 @@ def test_bad_owner_is_refused(keys: ApiKeyStore, owner: str) -> None:
 
 def fetch(url: str) -> bytes:
     """What a client downloading `url` receives (a file:// URL locally, a presigned https URL on S3)."""
-    if url.startswith("file://"):
-        with urllib.request.urlopen(url) as response:  # noqa: S310 - a file URL the store just made
+    if url.startswith(("file://", "data:")):
+        with urllib.request.urlopen(url) as response:  # noqa: S310 - a URL the store just made
             return response.read()
     response = requests.get(url, timeout=10)  # answered by moto
     response.raise_for_status()

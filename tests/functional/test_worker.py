@@ -10,7 +10,10 @@ from collections.abc import Callable
 import pytest
 
 from af2jobs import errors, wiring
-from af2jobs.adapters.local.worker import CASP14_NOTE, INTERRUPTED, Worker, parse_gpus, run_config_for
+from af2jobs.adapters.local.worker import Worker, parse_gpus
+from af2jobs.api.routes import log_tail
+from af2jobs.jobrun import CASP14_NOTE, run_config_for
+from af2jobs.lifecycle import INTERRUPTED
 from af2jobs.models import Job, JobRequest, JobState, Principal
 from af2jobs.notification import UNTRAINED_LINE
 from tests.conftest import UBIQUITIN
@@ -114,9 +117,9 @@ def test_a_job_runs_every_record_to_succeeded_and_publishes_its_files(build):
     assert job.progress.stage == "done" and "model_1" in job.progress.message
     # The working copies are gone once published; the log stays with the job.
     assert not (services.settings.artifacts_dir / "jobs" / job.id / "work").exists()
-    log_lines = services.worker.log_tail(job.id)
+    log_lines = log_tail(services.store, job.id)
     assert 0 < len(log_lines) <= 50 and "SUCCEEDED" in log_lines[-1]
-    assert len(services.worker.log_tail(job.id, n=3)) == 3
+    assert len(log_tail(services.store, job.id, lines=3)) == 3
     assert store.get_bytes(job.artifacts["log.txt"]).decode().endswith(log_lines[-1] + "\n")
     messages = outbox(services, job.id)
     assert set(messages) == {"submitted", "succeeded"}
@@ -134,7 +137,7 @@ def test_a_failing_stage_fails_the_job_with_its_stage_and_message(build, tmp_pat
     assert "no sequence database is configured" in job.error.message
     failed = outbox(services, job.id)["failed"]
     assert failed["error"] == job.error.model_dump() and failed["state"] == "FAILED"
-    assert "FAILED in msa" in services.worker.log_tail(job.id)[-1]
+    assert "FAILED in msa" in log_tail(services.store, job.id)[-1]
 
 
 def test_cancelling_a_running_prediction_ends_cancelled_within_seconds(build):
@@ -146,7 +149,7 @@ def test_cancelling_a_running_prediction_ends_cancelled_within_seconds(build):
     job = settled(services, job.id, timeout=10)
     assert job.state is S.CANCELLED and time.monotonic() - started < 10
     assert {"cancel_requested", "cancelled"} <= set(outbox(services, job.id))
-    assert services.worker.log_tail(job.id)[-1].endswith("CANCELLED")
+    assert log_tail(services.store, job.id)[-1].endswith("CANCELLED")
 
 
 def test_no_cpu_workers_pauses_new_jobs_in_the_queue(build):
@@ -190,7 +193,7 @@ def test_recover_after_a_crash_resumes_or_fails_every_unfinished_job(build):
     assert actions[no_features.id].startswith("failed")
     for job in (interrupted, mid_msa, queued):
         assert settled(second, job.id).state is S.SUCCEEDED
-    assert any(INTERRUPTED in line for line in second.worker.log_tail(interrupted.id))
+    assert any(INTERRUPTED in line for line in log_tail(second.store, interrupted.id))
     failed = second.repo.get(no_features.id)
     assert failed.state is S.FAILED and failed.error.stage == "predicting"
     assert INTERRUPTED in failed.error.message and "(features.pkl) of x are missing" in failed.error.message

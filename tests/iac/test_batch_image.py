@@ -205,11 +205,11 @@ def test_the_repository_outputs_make_images_reads_exist():
 def test_the_entrypoint_runs_only_the_predict_stage_under_the_gpu_agent(tmp_path):
     fake_agent = tmp_path / "gpumon.py"
     fake_agent.write_text("import sys; print('agent', sys.argv[1:])\n")
-    stage = ["python3", "-m", "af2jobs.batch", "predict", "--job-id", "J7"]
+    stage = ["python3", "-m", "af2jobs.awsrun.batch", "predict", "--job-id", "J7"]
     result = _entrypoint(*stage, AF2_GPUMON=str(fake_agent))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "agent " + str(["--job-id", "J7", "--interval", "10", "--", *stage])
-    msa = _entrypoint(sys.executable, "-c", "print('msa ran')", "af2jobs.batch", "msa", AF2_GPUMON=str(fake_agent))
+    msa = _entrypoint(sys.executable, "-c", "print('msa ran')", "af2jobs.awsrun.batch", "msa", AF2_GPUMON=str(fake_agent))
     assert msa.stdout.strip() == "msa ran"
     # On AWS (AF2_BUCKET set) the agent puts its summary beside the job's outputs, for MarkSucceeded to record.
     aws = _entrypoint(*stage, AF2_GPUMON=str(fake_agent), AF2_BUCKET="results")

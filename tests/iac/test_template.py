@@ -330,7 +330,7 @@ def _job(template, name):
 def test_stage_jobs_run_the_batch_entrypoint_with_retries_timeouts_and_logs(template, name, stage):
     job = _job(template, name)
     container = job["ContainerProperties"]
-    assert container["Command"] == ["python", "-m", "af2jobs.batch", stage, "--job-id", "Ref::job_id"]
+    assert container["Command"] == ["python", "-m", "af2jobs.awsrun.batch", stage, "--job-id", "Ref::job_id"]
     requirements = {r["Type"] for r in container["ResourceRequirements"]}
     assert requirements == ({"VCPU", "MEMORY", "GPU"} if stage == "predict" else {"VCPU", "MEMORY"})
     rules = job["RetryStrategy"]["EvaluateOnExit"]
@@ -343,7 +343,8 @@ def test_stage_jobs_run_the_batch_entrypoint_with_retries_timeouts_and_logs(temp
 
 
 def test_the_batch_entrypoint_module_exists():
-    assert (ROOT / "src" / "af2jobs" / "batch" / "__main__.py").is_file(), "python -m af2jobs.batch needs it"
+    entry = ROOT / "src" / "af2jobs" / "awsrun" / "batch.py"
+    assert 'if __name__ == "__main__":' in entry.read_text(), "python -m af2jobs.awsrun.batch needs it"
 
 
 def test_the_database_load_job_runs_the_loader_with_arguments_it_accepts(template):

@@ -21,6 +21,7 @@ import pytest
 
 from af2jobs import atomic, jobrun, wiring
 from af2jobs.adapters.local import worker as worker_mod
+from af2jobs.api.routes import log_tail
 from af2jobs.models import Job, JobRequest, JobState, Principal
 from tests.conftest import UBIQUITIN
 
@@ -105,7 +106,7 @@ def test_a_corrupt_sequence_database_fails_the_job_in_msa_naming_the_file(build,
     assert_failed_cleanly(services, job, "msa")
     assert job.error.type == "StageError"
     assert "uniref90" in job.error.message and "uniref90.fasta" in job.error.message
-    assert f"FAILED in msa: StageError: {job.error.message}" in services.worker.log_tail(job.id)[-1]
+    assert f"FAILED in msa: StageError: {job.error.message}" in log_tail(services.store, job.id)[-1]
 
 
 def test_the_model_raising_during_the_prediction_fails_the_job_in_predict(build, monkeypatch):
@@ -204,4 +205,4 @@ def test_a_full_outputs_disk_while_publishing_fails_the_job_with_nothing_half_wr
     # What was stored before is intact: the input as submitted, the log up to the fault.
     assert services.store.get_bytes(f"jobs/{job.id}/input.fasta") == stored_input
     assert stored_input.startswith(b">ubq\n") and b"".join(stored_input.split(b"\n")[1:]) == UBIQUITIN.encode()
-    assert any("predict" in line for line in services.worker.log_tail(job.id))
+    assert any("predict" in line for line in log_tail(services.store, job.id))

@@ -1,5 +1,5 @@
 """moto running the REAL state machine (statemachine/prediction.asl.json) with the REAL Lambda handlers
-(functions/*/app.py) and the REAL Batch entrypoint (python -m af2jobs.batch), in this process.
+(functions/*/app.py) and the REAL Batch entrypoint (python -m af2jobs.awsrun.batch), in this process.
 
 What moto does not do, and what stands in for it here (each a small patch, applied per test):
 
@@ -15,7 +15,7 @@ What moto does not do, and what stands in for it here (each a small patch, appli
   PascalCase.
 - Batch: moto's Docker-less Batch marks every job SUCCEEDED at once. `BatchRunner` makes a submitted job RUNNING
   and runs its container command in a thread: the job definition's command (with Ref::job_id substituted) is
-  `python -m af2jobs.batch ...`, run as `af2jobs.batch.run(...)` in this process under the container's environment
+  `python -m af2jobs.awsrun.batch ...`, run as `af2jobs.awsrun.batch.run(...)` in this process under the container's environment
   (the job definition's and the overrides', AWS_BATCH_JOB_ID included). Its exit code ends the job: SUCCEEDED for
   0, else FAILED with "Essential container in task exited" and the exit code in the container and attempt details
   (moto's DescribeJobs drops the exit code; it is put back). TerminateJob stands in for SIGTERM: it sets the stop
@@ -183,7 +183,7 @@ class ContainerRun:
 
 
 class BatchRunner:
-    """Runs submitted Batch jobs' containers: the af2jobs.batch entrypoint in this process, one at a time."""
+    """Runs submitted Batch jobs' containers: the af2jobs.awsrun.batch entrypoint in this process, one at a time."""
 
     def __init__(self) -> None:
         self.runs: list[ContainerRun] = []
@@ -231,7 +231,7 @@ class BatchRunner:
             try:
                 with mock.patch.dict(os.environ, run.environment):
                     self.current = run
-                    from af2jobs.batch import run as batch_run
+                    from af2jobs.awsrun.batch import run as batch_run
 
                     run.exit_code = batch_run(run.argv, stop=run.stop, batch_job_id=run.batch_job_id)
             except BaseException:  # a crash of the entrypoint itself: the test fails at teardown
@@ -245,7 +245,7 @@ class BatchRunner:
     def _container(self, job: Any) -> ContainerRun:
         environment = {e["name"]: e["value"] for e in job._get_container_property("environment", [])}
         command = job._add_parameters_to_command(job._get_container_property("command", []))
-        assert command[:3] == ["python", "-m", "af2jobs.batch"], command
+        assert command[:3] == ["python", "-m", "af2jobs.awsrun.batch"], command
         stage = command[3]
         for change in self.next_environment[stage][:1]:
             environment.update(change)

@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from af2jobs import batch as batch_codes
+from af2jobs.awsrun import contract as batch_codes
 from af2jobs import cost
 from af2jobs.models import Job, JobRequest, JobState, Principal
-from af2jobs.service import JobService, input_key
+from af2jobs.layout import input_key
+from af2jobs.service import JobService
 from tests.conftest import UBIQUITIN
 from tests.statemachine.sfn_support import DEFINITION, ROOT, Platform, platform
 
@@ -154,7 +155,7 @@ def test_a_job_goes_through_msa_and_prediction_to_succeeded_with_its_results_in_
     seconds = {j["jobName"].split("-")[0]: (j["stoppedAt"] - j["startedAt"]) / 1000 for j in aws.batch_jobs(job.id)}
     assert done.cost["msa_batch_s"] == pytest.approx(seconds["msa"])
     assert done.cost["predict_batch_s"] == pytest.approx(seconds["predict"])
-    assert done.cost["usd"] == cost.phase_cost(seconds["msa"], seconds["predict"], queue="low", gpus=2)
+    assert done.cost["usd"] == cost.job_cost({}, cpu_s=seconds["msa"], gpu_s=seconds["predict"], queue="low", gpus=2)
     assert done.cost["usd"]["gpu_instance"] == "g5.2xlarge" and done.cost["usd"]["total_usd"] > 0
     assert succeeded["data"]["cost_usd"] == done.cost["usd"]
     assert "gpu" not in done.cost  # no GPU agent ran here (tests/functional/test_job_metrics.py has one)
@@ -294,7 +295,7 @@ def _event(job_id: str, stage: str, status: str, **detail: Any) -> dict[str, Any
     event = json.loads((ROOT / "tests/data/events/batch_job_state_change.json").read_text())
     d = event["detail"]
     d.update({"jobName": f"{stage}-{job_id}", "status": status, "parameters": {"job_id": job_id}, **detail})
-    d["container"]["command"] = ["python", "-m", "af2jobs.batch", stage, "--job-id", job_id]
+    d["container"]["command"] = ["python", "-m", "af2jobs.awsrun.batch", stage, "--job-id", job_id]
     return event
 
 
@@ -331,11 +332,11 @@ def test_batch_state_change_events_record_the_batch_job_and_its_progress_on_the_
 
 
 def test_the_batch_entrypoint_runs_as_a_program_and_documents_its_exit_codes() -> None:
-    result = subprocess.run([sys.executable, "-m", "af2jobs.batch", "--help"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "af2jobs.awsrun.batch", "--help"], capture_output=True, text=True,
                             timeout=60, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert "{msa,predict}" in result.stdout and "75 GPU out of memory" in result.stdout
-    wrong = subprocess.run([sys.executable, "-m", "af2jobs.batch", "align", "--job-id", "x"], capture_output=True,
+    wrong = subprocess.run([sys.executable, "-m", "af2jobs.awsrun.batch", "align", "--job-id", "x"], capture_output=True,
                            text=True, timeout=60, cwd=ROOT)
     assert wrong.returncode == batch_codes.EXIT_USAGE
 

@@ -1,11 +1,11 @@
-"""af2jobs.batch.usage: a Batch container's CPU and memory from its cgroup, as StageCPUUsed / StageMemoryUsed."""
+"""af2jobs.awsrun.usage: a Batch container's CPU and memory from its cgroup, as StageCPUUsed / StageMemoryUsed."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from af2jobs.adapters.aws.cloudwatch import emf_document
-from af2jobs.batch import usage
+from af2jobs.awsrun import usage
 
 
 class Recorded:

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from af2jobs import errors
+from af2jobs.runconfig import parse_strategy
 from af2jobs.models import (
     AUTO_QUEUE_LIMITS,
     MODEL_NAMES,
@@ -89,7 +90,7 @@ def test_a_full_request_is_kept_as_given() -> None:
     assert r.preset == "casp14"
     assert r.upload_key("ann") == "input/ann/lab/T1050.fasta"
     assert r.max_template_date == date(2021, 1, 31)
-    assert r.strategy == "stop-at-score:85.5" and r.stop_score == 85.5
+    assert r.strategy == "stop-at-score:85.5" and parse_strategy(r.strategy) == ("stop-at-score", 85.5)
 
 
 BAD_VALUES = [

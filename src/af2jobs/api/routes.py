@@ -27,19 +27,17 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
-from af2jobs import errors
+from af2jobs import errors, layout
 from af2jobs.api.context import ApiContext, Caller, admit, authenticated
 from af2jobs.api.schemas import Deleted, ErrorBody, FileLink, FileList, JobDetail, JobList, JobPage, JobView
 from af2jobs.models import Job, JobRequest, JobState
-from af2jobs.ports import ArtifactStore
+from af2jobs.ports import MAX_PAGE, ArtifactStore
 
 log = logging.getLogger(__name__)
 
 router = Router()
 
 JOB_ID = r"^[0-9a-f]{32}$"
-MAX_PAGE = 1000
-LOG_NAME = "log.txt"
 LOG_TAIL = 50
 JSON = content_types.APPLICATION_JSON
 OCTET_STREAM = "application/octet-stream"
@@ -104,14 +102,10 @@ def durations(job: Job, now: datetime | None = None) -> dict[str, float]:
     return out
 
 
-def job_prefix(job_id: str) -> str:
-    return f"jobs/{job_id}/"
-
-
 def file_url(api: ApiContext, job_id: str, key: str) -> str | None:
     """Where a client can fetch `key`: the local download route, or the store's own (presigned) URL. None for a
     key the route cannot serve (outside the job's directory) or that the store knows to be gone."""
-    prefix = job_prefix(job_id)
+    prefix = layout.job_prefix(job_id)
     if api.serve_files:
         if not key.startswith(prefix):
             return None  # the download route serves the job's own directory only
@@ -124,7 +118,7 @@ def file_url(api: ApiContext, job_id: str, key: str) -> str | None:
 
 def log_tail(store: ArtifactStore, job_id: str, lines: int = LOG_TAIL) -> list[str]:
     try:
-        data = store.get_bytes(f"{job_prefix(job_id)}{LOG_NAME}")
+        data = store.get_bytes(layout.log_key(job_id))
     except errors.NotFoundError:
         return []
     return data.decode("utf-8", errors="replace").splitlines()[-lines:]
@@ -134,10 +128,9 @@ def submit_estimate(job: Job, store: ArtifactStore) -> dict[str, Any] | None:
     """The estimated time and cost of a job just submitted, from its stored input (None if that cannot be read:
     an estimate must never fail a submission that succeeded)."""
     from af2jobs.cost import estimate_request
-    from af2jobs.service import input_key
 
     try:
-        records = job.request.parse_sequence(store.get_bytes(input_key(job.id)), name=job.request.fasta)
+        records = job.request.parse_sequence(store.get_bytes(layout.input_key(job.id)), name=job.request.fasta)
         return estimate_request(job.request, [len(r.sequence) for r in records])
     except (errors.Af2JobsError, KeyError, ValueError):
         log.warning("job %s: no cost estimate", job.id, extra={"job_id": job.id})
@@ -149,7 +142,8 @@ def view(job: Job) -> JobView:
 
 
 def detail(job: Job, api: ApiContext) -> JobDetail:
-    links = {name: url for name, key in job.artifacts.items() if (url := file_url(api, job.id, key)) is not None}
+    links = {name: url for name, key in job.artifacts.items()
+             if not layout.is_reference(name) and (url := file_url(api, job.id, key)) is not None}
     return JobDetail.model_validate(
         {**job.to_public(), "durations": durations(job), "links": links, "log": log_tail(api.store, job.id),
          "reports": {name.rsplit("/", 1)[0]: url for name, url in links.items() if name.endswith("/report.html")}}
@@ -160,7 +154,7 @@ def unpublished(job: Job, key: str) -> bool:
     """Whether `key` lies under output/ of a job that has not SUCCEEDED. Results are published there at the end,
     and a job counts as finished only once all of them are; a publish cut short (a failure, a killed container)
     can leave some files behind, which are no results, so they are neither listed nor served."""
-    return job.state is not JobState.SUCCEEDED and key.startswith(f"{job_prefix(job.id)}output/")
+    return job.state is not JobState.SUCCEEDED and key.startswith(layout.output_prefix(job.id))
 
 
 def file_key(job_id: str, path: str) -> str:
@@ -177,7 +171,7 @@ def file_key(job_id: str, path: str) -> str:
             "path must be a relative path inside the job's directory, without '.', '..' or empty segments",
             field="path",
         )
-    return f"{job_prefix(job_id)}{path}"
+    return f"{layout.job_prefix(job_id)}{path}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -311,7 +305,7 @@ def delete_jobs(caller: AuthCaller, all_owners: AllOwners = False) -> Deleted:
 )
 def list_job_files(job_id: JobId, caller: AuthCaller) -> FileList:
     job = caller.service.get(caller.principal, job_id)
-    prefix = job_prefix(job.id)
+    prefix = layout.job_prefix(job.id)
     files = []
     for key in caller.api.store.list(prefix):
         if unpublished(job, key):

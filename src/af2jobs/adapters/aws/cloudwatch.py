@@ -8,14 +8,14 @@
 
 Who publishes what:
     JobsEntered      Count    State         a job entering VALIDATING, MSA, PREDICTING, SUCCEEDED or FAILED (the
-                                            state machine's tasks, af2jobs.stepfn)
-    JobFailures      Count    Stage         a job FAILED, by the stage it failed in (stepfn.mark_failed)
+                                            state machine's tasks, af2jobs.awsrun)
+    JobFailures      Count    Stage         a job FAILED, by the stage it failed in (awsrun.jobstate)
     PhaseSeconds     Seconds  Phase         msa, predict: Batch run time (StartedAt to StoppedAt) of a SUCCEEDED
-                                            job's stages (stepfn.mark_succeeded)
+                                            job's stages (awsrun.jobstate)
     JobCostUSD       None     Phase         cpu, gpu: the dollars of a SUCCEEDED job's phases (af2jobs.cost)
     QueueDepth       Count    Queue,Status  Batch jobs per queue in SUBMITTED..RUNNING, every minute
-                                            (functions/queuedepth, af2jobs.queuedepth)
-    StageCPUUsed     None     Stage         vCPUs busy in an msa or predict container, every minute (af2jobs.batch
+                                            (functions/queuedepth, adapters/aws/queuedepth.py)
+    StageCPUUsed     None     Stage         vCPUs busy in an msa or predict container, every minute (af2jobs.awsrun
                                             .usage: the container's cgroup CPU time)
     StageMemoryUsed  Megabytes Stage        memory of an msa or predict container, every minute (cgroup)
 

@@ -47,10 +47,11 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from pydantic import TypeAdapter
 
 from af2jobs import errors
-from af2jobs.adapters.local.sqlite import MAX_PAGE, MERGED_FIELDS, MUTABLE_FIELDS
-from af2jobs.models import TERMINAL, Job, JobState, can_move, utc_now
-from af2jobs.ports import StateFilter
-from af2jobs.adapters.paging import decode_token, encode_token, states_of
+from af2jobs.models import TERMINAL, Job, JobState, utc_now
+from af2jobs.ports import MERGED_FIELDS, MUTABLE_FIELDS, StateFilter
+from af2jobs.adapters.records import (
+    check_changes, check_limit, decode_token, encode_token, expected_states, states_of,
+)
 
 OWNER_INDEX = "owner-created-index"
 ALL_INDEX = "created-index"
@@ -218,9 +219,7 @@ class _Expression:
 
 def _validated(changes: Mapping[str, Any]) -> dict[str, Any]:
     """The changes as JSON-ready values, checked against the Job model's field types."""
-    unknown = set(changes) - MUTABLE_FIELDS
-    if unknown:
-        raise TypeError(f"cannot change {sorted(unknown)}; only {sorted(MUTABLE_FIELDS)}")
+    check_changes(changes)
     out = {}
     for name, value in changes.items():
         adapter = _CHANGE_TYPES[name]
@@ -243,15 +242,6 @@ def _apply_changes(expr: _Expression, changes: dict[str, Any]) -> None:
             expr.remove(name)
         else:
             expr.set(name, value=value)
-
-
-def _expected_states(expected_from: Collection[JobState], to: JobState) -> frozenset[JobState]:
-    expected = frozenset(JobState(s) for s in expected_from)
-    illegal = sorted(s.value for s in expected if not can_move(s, to))
-    if not expected or illegal:
-        # A caller bug, not a race: the graph never allows these moves.
-        raise ValueError(f"cannot transition {illegal or 'from no state'} to {to.value}")
-    return expected
 
 
 def _cancellation_codes(exc: Exception) -> list[str]:
@@ -385,8 +375,7 @@ class DynamoJobRepository:
         limit: int = 50,
         token: str | None = None,
     ) -> tuple[list[Job], str | None]:
-        if not 1 <= limit <= MAX_PAGE:
-            raise errors.ValidationError(f"limit must be from 1 to {MAX_PAGE}", field="limit")
+        check_limit(limit)
         after = _created_id(*decode_token(token)) if token is not None else None
         jobs: list[Job] = []
         # One more than asked for tells whether a next page exists.
@@ -431,7 +420,7 @@ class DynamoJobRepository:
 
     def transition(self, job_id: str, expected_from: Collection[JobState], to: JobState, **changes: Any) -> Job:
         to = JobState(to)
-        expected = _expected_states(expected_from, to)
+        expected = expected_states(expected_from, to)
         fields = _validated(changes)
         now = utc_now()
         expr = _Expression()

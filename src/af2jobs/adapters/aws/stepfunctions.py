@@ -11,7 +11,7 @@ entry by entry, so writers recording different entries never erase each other's)
                                            per Batch job, so a retry on a larger queue adds an entry.
 
 Names starting with "aws:" are references, not store keys: readers that turn artifacts into download links skip
-them (see `is_reference`).
+them (af2jobs.layout.is_reference).
 """
 
 from __future__ import annotations
@@ -21,24 +21,19 @@ from typing import Any
 
 import boto3
 
-from af2jobs import errors
+from af2jobs import errors, lifecycle
+from af2jobs.layout import REFERENCE_PREFIX
 from af2jobs.models import TERMINAL, Job, JobState
 from af2jobs.ports import JobRepository
 
-REFERENCE_PREFIX = "aws:"
-EXECUTION_ARN = "aws:execution_arn"
-BATCH_JOB_PREFIX = "aws:batch:"
+EXECUTION_ARN = f"{REFERENCE_PREFIX}execution_arn"
+BATCH_JOB_PREFIX = f"{REFERENCE_PREFIX}batch:"
 CANCEL_REASON = "cancelled through af2jobs"
 
 
 def batch_job_artifact(batch_job_id: str) -> str:
     """The artifacts name under which a Batch job of this job is recorded (its value: the stage)."""
     return f"{BATCH_JOB_PREFIX}{batch_job_id}"
-
-
-def is_reference(artifact_name: str) -> bool:
-    """Whether an artifacts entry names an AWS resource rather than an object in the artifact store."""
-    return artifact_name.startswith(REFERENCE_PREFIX)
 
 
 def execution_arn(state_machine_arn: str, job_id: str) -> str:
@@ -99,7 +94,7 @@ class StepFunctionsOrchestrator:
 
     def _mark_cancelled(self, job_id: str) -> None:
         try:
-            self._repo.transition(job_id, {JobState.CANCELLING}, JobState.CANCELLED)
+            lifecycle.finish_cancel(self._repo, job_id, expected={JobState.CANCELLING})
         except errors.ConflictError:
             # A concurrent cancel (or the stopped stage itself) got there first; anything else is a real conflict.
             if self._repo.get(job_id).state not in TERMINAL:

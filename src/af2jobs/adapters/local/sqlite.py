@@ -15,16 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from af2jobs import apikeys, errors
-from af2jobs.models import TERMINAL, Job, JobState, Phase, Principal, can_move, utc_now
+from af2jobs.models import TERMINAL, Job, JobState, Principal, utc_now
 from af2jobs.ports import ApiKeyInfo, StateFilter
-from af2jobs.adapters.paging import decode_token, encode_token, states_of
+from af2jobs.adapters.records import (
+    changed, check_limit, decode_token, encode_token, expected_states, move_conflict, states_of,
+)
 
 BUSY_TIMEOUT_MS = 10_000
-MAX_PAGE = 1000
-# Fields a transition or update may change; the rest (owner, request, ...) are fixed once a job exists.
-MUTABLE_FIELDS = frozenset({"progress", "error", "artifacts", "cost"})
-# Dict fields merged key by key, so writers adding different artifacts never erase each other's.
-MERGED_FIELDS = frozenset({"artifacts", "cost"})
 
 
 class _SqliteFile:
@@ -126,37 +123,6 @@ def _from_row(row: sqlite3.Row) -> Job:
     return Job.model_validate(data)
 
 
-
-
-
-
-
-
-def _changed(job: Job, changes: dict[str, Any], *, to: JobState | None = None) -> Job:
-    """`job` with `changes` applied, the phase times of a move to `to`, a new updated_at and version."""
-    unknown = set(changes) - MUTABLE_FIELDS
-    if unknown:
-        raise TypeError(f"cannot change {sorted(unknown)}; only {sorted(MUTABLE_FIELDS)}")
-    now = utc_now()
-    data = job.model_dump()
-    for name, value in changes.items():
-        if name in MERGED_FIELDS and value is not None:
-            data[name] = {**(data[name] or {}), **dict(value)}
-        else:
-            data[name] = value
-    if to is not None:
-        phases = {k: Phase.model_validate(v) for k, v in data["phases"].items()}
-        current = phases.get(job.state.value)
-        if current is not None and current.ended_at is None:
-            current.ended_at = now
-        phases[to.value] = Phase(started_at=now, ended_at=now if to in TERMINAL else None)
-        data["phases"] = phases
-        data["state"] = to
-    data["updated_at"] = now
-    data["version"] = job.version + 1
-    return Job.model_validate(data)
-
-
 class SqliteJobRepository:
     """JobRepository on a SQLite file. Safe to share between threads; several processes may open one file."""
 
@@ -204,8 +170,7 @@ class SqliteJobRepository:
         limit: int = 50,
         token: str | None = None,
     ) -> tuple[list[Job], str | None]:
-        if not 1 <= limit <= MAX_PAGE:
-            raise errors.ValidationError(f"limit must be from 1 to {MAX_PAGE}", field="limit")
+        check_limit(limit)
         where: list[str] = []
         args: list[Any] = []
         if owner is not None:
@@ -230,19 +195,12 @@ class SqliteJobRepository:
 
     def transition(self, job_id: str, expected_from: Collection[JobState], to: JobState, **changes: Any) -> Job:
         to = JobState(to)
-        expected = frozenset(JobState(s) for s in expected_from)
-        illegal = sorted(s.value for s in expected if not can_move(s, to))
-        if not expected or illegal:
-            # A caller bug, not a race: the graph never allows these moves.
-            raise ValueError(f"cannot transition {illegal or 'from no state'} to {to.value}")
+        expected = expected_states(expected_from, to)
         with self._db.write() as conn:
             job = self._get(conn, job_id)
             if job.state not in expected:
-                raise errors.ConflictError(
-                    f"job {job_id} is {job.state.value}, not {'/'.join(sorted(s.value for s in expected))}; "
-                    f"it cannot move to {to.value}"
-                )
-            moved = _changed(job, changes, to=to)
+                raise move_conflict(job, expected, to)
+            moved = changed(job, changes, to=to)
             self._write_back(conn, job, moved, expected)
         return moved
 
@@ -252,9 +210,9 @@ class SqliteJobRepository:
             job = self._get(conn, job_id)
             if expected is not None and job.state not in expected:
                 raise errors.ConflictError(f"job {job_id} is {job.state.value}; not updated")
-            changed = _changed(job, changes)
-            self._write_back(conn, job, changed, expected or frozenset({job.state}))
-        return changed
+            new = changed(job, changes)
+            self._write_back(conn, job, new, expected or frozenset({job.state}))
+        return new
 
     @staticmethod
     def _write_back(conn: sqlite3.Connection, old: Job, new: Job, expected: frozenset[JobState]) -> None:

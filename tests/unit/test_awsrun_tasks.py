@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from af2jobs import stepfn
-from af2jobs.batch import EXIT_GPU_OUT_OF_MEMORY
+from af2jobs.awsrun import failures, validate
+from af2jobs.awsrun.contract import EXIT_GPU_OUT_OF_MEMORY
 from af2jobs.models import Job, JobRequest, JobState
 from tests.conftest import UBIQUITIN
 
-QUEUES = {name: f"arn:aws:batch:us-east-1:123456789012:job-queue/q-{name}" for name in stepfn.GPU_QUEUES}
+QUEUES = {name: f"arn:aws:batch:us-east-1:123456789012:job-queue/q-{name}" for name in validate.GPU_QUEUES}
 
 
 def _job(state: JobState = JobState.PREDICTING, **request: Any) -> Job:
@@ -40,11 +40,11 @@ class Reports:
 
 
 def test_a_batch_failure_is_read_in_either_casing_and_from_the_last_attempt():
-    pascal = stepfn.batch_failure(_cause(PASCAL))
-    assert pascal == stepfn.BatchFailure("j-1", "predict-abc", "q-low", "Essential container in task exited", 75)
+    pascal = failures.batch_failure(_cause(PASCAL))
+    assert pascal == failures.BatchFailure("j-1", "predict-abc", "q-low", "Essential container in task exited", 75)
     camel = {"jobId": "j-1", "jobName": "predict-abc", "jobQueue": QUEUES["low"], "status": "FAILED",
              "container": {}, "attempts": [{"container": {"exitCode": 1}}, {"container": {"exitCode": 137}}]}
-    assert stepfn.batch_failure(_cause(camel)).exit_code == 137
+    assert failures.batch_failure(_cause(camel)).exit_code == 137
 
 
 @pytest.mark.parametrize("failure", [
@@ -54,33 +54,33 @@ def test_a_batch_failure_is_read_in_either_casing_and_from_the_last_attempt():
     {},
 ])
 def test_other_failures_are_not_batch_jobs(failure):
-    assert stepfn.batch_failure(failure) is None
+    assert failures.batch_failure(failure) is None
 
 
 def test_the_plan_picks_the_queue_and_scales_resources_with_the_gpu_count():
     request = JobRequest.parse({"fasta": "ubq", "sequence": UBIQUITIN, "gpu": 4, "que": "high"})
-    plan = stepfn._plan(request, request.records(), QUEUES, cached=False)
+    plan = validate.plan(request, request.records(), QUEUES, cached=False)
     assert (plan["queue"], plan["next_queue"], plan["next_queue_arn"]) == ("high", "p4", QUEUES["p4"])
     assert plan["resources"] == [{"Type": "GPU", "Value": "4"}, {"Type": "VCPU", "Value": "32"},
                                  {"Type": "MEMORY", "Value": "122880"}]
     auto = JobRequest.parse({"fasta": "ubq", "sequence": UBIQUITIN})
-    assert stepfn._plan(auto, auto.records(), QUEUES, cached=True)["queue"] == "low"  # 76 residues
-    assert [stepfn.next_queue(q) for q in stepfn.GPU_QUEUES] == ["mid", "high", "p4", None]
+    assert validate.plan(auto, auto.records(), QUEUES, cached=True)["queue"] == "low"  # 76 residues
+    assert [validate.next_queue(q) for q in validate.GPU_QUEUES] == ["mid", "high", "p4", None]
 
 
 def test_a_failed_job_records_the_batch_jobs_own_report_else_what_the_failure_says():
     job = _job()
     report = {"stage": "features", "type": "StageError", "message": "features: no MSA rows"}
-    error = stepfn.describe_failure(Reports({"j-1": report}), job, _cause({**PASCAL, "Container": {"ExitCode": 1}}))
+    error = failures.describe_failure(Reports({"j-1": report}), job, _cause({**PASCAL, "Container": {"ExitCode": 1}}))
     assert (error.type, error.stage) == ("StageError", "features")
     assert error.message.startswith("features: no MSA rows [Batch job predict-abc (j-1) on queue q-low")
 
-    oom = stepfn.describe_failure(Reports(), job, _cause(PASCAL))
+    oom = failures.describe_failure(Reports(), job, _cause(PASCAL))
     assert (oom.type, oom.stage) == ("GpuOutOfMemory", "predict")
 
     lambda_error = {"Error": "InvalidJob", "Cause": json.dumps({"errorType": "InvalidJob", "errorMessage": "bad"})}
-    invalid = stepfn.describe_failure(Reports(), _job(JobState.VALIDATING), lambda_error)
+    invalid = failures.describe_failure(Reports(), _job(JobState.VALIDATING), lambda_error)
     assert (invalid.type, invalid.message, invalid.stage) == ("InvalidJob", "bad", "validating")
 
-    timeout = stepfn.describe_failure(Reports(), _job(JobState.MSA), {"Error": "States.Timeout", "Cause": ""})
+    timeout = failures.describe_failure(Reports(), _job(JobState.MSA), {"Error": "States.Timeout", "Cause": ""})
     assert timeout.type == "States.Timeout" and "TimeoutSeconds" in timeout.message and timeout.stage == "msa"

@@ -16,16 +16,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+
+from af2jobs.awsrun.parts import Metrics
 
 log = logging.getLogger(__name__)
 
 CGROUP = Path("/sys/fs/cgroup")
 USAGE_INTERVAL_S = 60.0
-
-
-class Metrics(Protocol):
-    def put(self, name: str, value: float, **dimensions: str) -> None: ...
 
 
 def _read(path: Path) -> str | None:

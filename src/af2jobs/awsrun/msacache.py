@@ -1,0 +1,83 @@
+"""The Batch stages' side of the MSA cache shared through S3 (af2jobs.adapters.aws.workarea.S3MsaCache). Before a
+record's search its entry, if S3 has one, is put where the pipeline's local cache looks; after a search the new
+entry goes to S3, with the identity of the databases searched (the manifest): Validate runs outside the VPC,
+cannot see the databases, and keys cached MSAs by the manifest."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from botocore.exceptions import ClientError
+
+from af2jobs import atomic
+from af2jobs.fasta import FastaRecord
+from af2jobs.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# The pipeline's local MSA cache is settings.cache_dir/msa/<key[:2]>/<key> (af2jobs.pipeline.run.msa_stage and
+# pipeline.msa.run_msa), with report.json written last: an S3 entry is fetched into that place.
+MSA_CACHE_REPORT = "report.json"
+
+
+class SharedMsaCache(Protocol):
+    def has(self, key: str) -> bool: ...
+
+    def fetch(self, key: str, entry: Path) -> bool: ...
+
+    def store(self, key: str, entry: Path) -> None: ...
+
+    def publish_manifest(self, databases: list[dict[str, Any]]) -> None: ...
+
+
+class MsaCacheBridge:
+    """Between the pipeline's local MSA cache (on the shared file system) and the S3 one."""
+
+    def __init__(self, settings: Settings, shared: SharedMsaCache, say: Callable[[str], None]) -> None:
+        self.settings = settings
+        self.shared = shared
+        self.say = say  # a line in the job's log
+
+    def _local_entry(self, key: str) -> Path:
+        return self.settings.cache_dir / "msa" / key[:2] / key
+
+    def fetch(self, record: FastaRecord, databases: list[Any]) -> None:
+        """Put the S3 cache's entry for the record where the pipeline's local cache looks, if S3 has one."""
+        from af2jobs.pipeline.msa import cache_key
+
+        if not self.settings.msa_cache:
+            return
+        key = cache_key(record.sequence, databases)
+        entry = self._local_entry(key)
+        if (entry / MSA_CACHE_REPORT).is_file() or not self.shared.has(key):
+            return
+        # Fetched beside the entry and renamed into place: other jobs read this cache (on the shared file system),
+        # and one that put the same entry in place first keeps theirs, as good as ours.
+        try:
+            with atomic.staging_dir(entry, replace=False) as staging:
+                self.shared.fetch(key, staging)
+        except OSError as exc:
+            log.warning("%s: the shared cache's MSA could not be fetched (%s); it is searched instead", record.name, exc)
+            return
+        self.say(f"{record.name}: MSA fetched from the shared cache")
+
+    def share(self, timings: dict[str, Any], workdir: Path) -> None:
+        """The record's MSA into the S3 cache, and the databases it was searched in as the cache's manifest.
+        Best effort: the MSA is done either way."""
+        msa = timings["msa"]
+        if msa["cache"] == "off":
+            return
+        entry = self._local_entry(msa["cache_key"])
+        try:
+            if (entry / MSA_CACHE_REPORT).is_file() and not self.shared.has(msa["cache_key"]):
+                self.shared.store(msa["cache_key"], entry)
+            self.shared.publish_manifest(json.loads((workdir / "msas" / "databases.json").read_text()))
+        except (ClientError, OSError) as exc:
+            log.warning("could not share the MSA through the S3 cache: %s", exc)
+
+
+__all__ = ["MSA_CACHE_REPORT", "MsaCacheBridge", "SharedMsaCache"]
