@@ -1,8 +1,8 @@
 """`af2 submit|list|show|watch|cancel|delete|download`: the job API from the command line, local or AWS alike.
 
-Only the standard library speaks HTTP here (urllib), so the client installs anywhere Python does. The API URL and
-key come from --api-url/--api-key or AF2_API_URL/AF2_API_KEY. Errors are the API's own messages; exit codes follow
-main.py: 2 for input the API rejected as invalid (400/413/415/422), 1 for anything else.
+HTTP is httpx's. The API URL and key come from --api-url/--api-key or AF2_API_URL/AF2_API_KEY. Errors are the
+API's own messages; exit codes follow main.py: 2 for input the API rejected as invalid (400/413/415/422), 1 for
+anything else.
 """
 
 from __future__ import annotations
@@ -12,14 +12,12 @@ import json
 import re
 import socket
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
-from email.message import Message
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -56,36 +54,25 @@ class ApiUnreachableError(errors.Af2JobsError):
 
 
 @dataclass
-class ApiResponse:
-    status: int
-    headers: Message
-    data: bytes = b""
-
-    def json(self) -> Any:
-        return json.loads(self.data) if self.data else None
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    # urllib would repeat the Authorization header to wherever Location points (an S3 presigned URL, which
-    # refuses a second credential, and must not see the key anyway). Redirects are followed by hand, without it.
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[override]
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect)
-
-
-@dataclass
 class ApiClient:
+    """The job API over httpx. Redirects are never followed with the key: the download route's redirect (to an S3
+    presigned URL, which refuses a second credential and must not see the key anyway) is followed by hand,
+    without it."""
+
     base_url: str
     key: str
     timeout: float = API_TIMEOUT_S
     user_agent: str = field(default=f"af2jobs/{__version__}")
+    _http: httpx.Client | None = field(default=None, init=False, repr=False)
 
-    def url(self, path: str, query: dict[str, Any] | None = None) -> str:
-        url = self.base_url.rstrip("/") + path
-        params = {k: v for k, v in (query or {}).items() if v is not None}
-        return f"{url}?{urllib.parse.urlencode(params)}" if params else url
+    @property
+    def http(self) -> httpx.Client:
+        if self._http is None:
+            self._http = httpx.Client(follow_redirects=False, headers={"User-Agent": self.user_agent})
+        return self._http
+
+    def url(self, path: str) -> str:
+        return self.base_url.rstrip("/") + path
 
     def call(
         self,
@@ -97,82 +84,48 @@ class ApiClient:
         headers: dict[str, str] | None = None,
     ) -> Any:
         """One API call; the decoded JSON answer, or the API's error raised as an af2jobs error."""
-        data = json.dumps(body).encode() if body is not None else None
-        all_headers = {"Accept": "application/json", **(headers or {})}
-        if data is not None:
-            all_headers["Content-Type"] = "application/json"
-        return self.send(method, self.url(path, query), data=data, headers=all_headers).json()
-
-    def send(
-        self,
-        method: str,
-        url: str,
-        *,
-        data: bytes | None = None,
-        headers: dict[str, str] | None = None,
-        authorize: bool = True,
-        timeout: float | None = None,
-    ) -> ApiResponse:
-        request = urllib.request.Request(url, data=data, method=method, headers={"User-Agent": self.user_agent})
-        for name, value in (headers or {}).items():
-            request.add_header(name, value)
-        if authorize:
-            request.add_header("Authorization", self.key)  # the bare key, as the seed's clients send it
-        with _open(request, timeout or self.timeout) as response:
-            return ApiResponse(response.status, response.headers, response.read())
+        params = {k: v for k, v in (query or {}).items() if v is not None}
+        request = self.http.build_request(method, self.url(path), params=params, json=body,
+                                          headers={"Accept": "application/json", **self._key(), **(headers or {})},
+                                          timeout=self.timeout)
+        response = _send(self.http, request)
+        return response.json() if response.content else None
 
     def download(self, url: str, dest: Path) -> int:
         """Fetch `url` (an API route, or a presigned URL it redirects to) into `dest`; returns the bytes written."""
         authorize = not _is_absolute(url)
-        target = self.url(url) if authorize else url
-        with _open(self._request(target, authorize), DOWNLOAD_TIMEOUT_S) as response:
-            if response.status in (301, 302, 303, 307, 308):
+        request = self.http.build_request("GET", self.url(url) if authorize else url,
+                                          headers=self._key() if authorize else {}, timeout=DOWNLOAD_TIMEOUT_S)
+        response = _send(self.http, request, stream=True)
+        try:
+            if response.is_redirect:
                 # Only the API itself gets the key; the presigned URL carries its own credentials.
                 location = response.headers["Location"]
-                with _open(self._request(location, authorize=False), DOWNLOAD_TIMEOUT_S) as redirected:
-                    return _save(redirected, dest)
+                response.close()
+                response = _send(self.http, self.http.build_request("GET", location, timeout=DOWNLOAD_TIMEOUT_S),
+                                 stream=True)
             return _save(response, dest)
+        finally:
+            response.close()
 
-    def _request(self, url: str, authorize: bool) -> urllib.request.Request:
-        request = urllib.request.Request(url, headers={"User-Agent": self.user_agent})
-        if authorize:
-            request.add_header("Authorization", self.key)
-        return request
-
-
-class _Response:
-    """A response from urllib, whatever its status (urllib raises HTTPError for non-2xx)."""
-
-    def __init__(self, raw: Any) -> None:
-        self.raw = raw
-        self.status: int = raw.status if hasattr(raw, "status") else raw.code
-        self.headers: Message = raw.headers
-
-    def read(self, size: int | None = None) -> bytes:
-        # None, not -1: http.client reads a chunked body raw, framing and all, when given a negative size.
-        return self.raw.read(size)
-
-    def __enter__(self) -> _Response:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.raw.close()
+    def _key(self) -> dict[str, str]:
+        return {"Authorization": self.key}  # the bare key, as the seed's clients send it
 
 
-def _open(request: urllib.request.Request, timeout: float) -> _Response:
-    """Open `request`; API errors and network failures become af2jobs errors with a message for people."""
+def _send(client: httpx.Client, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+    """Send `request`; API errors and network failures become af2jobs errors with a message for people. A redirect
+    is returned as it is."""
     try:
-        return _Response(_OPENER.open(request, timeout=timeout))
-    except urllib.error.HTTPError as exc:
-        if 300 <= exc.code < 400:
-            return _Response(exc)
-        raise _api_error(exc.code, exc.read(), request.full_url) from None
-    except urllib.error.URLError as exc:
-        raise _unreachable(request.full_url, exc.reason) from None
-    except TimeoutError:
-        raise ApiUnreachableError(f"{_origin(request.full_url)} did not answer within {timeout:g} s") from None
-    except ConnectionError as exc:  # a reset mid-response
-        raise _unreachable(request.full_url, exc) from None
+        response = client.send(request, stream=stream)
+    except httpx.TimeoutException:
+        raise ApiUnreachableError(f"{_origin(str(request.url))} did not answer in time") from None
+    except httpx.TransportError as exc:
+        raise _unreachable(str(request.url), exc) from None
+    if response.is_success or response.is_redirect:
+        return response
+    if stream:
+        response.read()
+    raise _api_error(response.status_code, response.content, str(request.url))
 
 
 def _origin(url: str) -> str:
@@ -180,17 +133,27 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"  # never the query: a presigned URL's query is a credential
 
 
-def _unreachable(url: str, reason: object) -> ApiUnreachableError:
+def _reason(exc: BaseException) -> BaseException:
+    """The OS-level error at the bottom of a transport error (httpx wraps httpcore, which wraps the socket's)."""
+    seen: BaseException = exc
+    for _ in range(10):
+        inner = seen.__cause__ or seen.__context__
+        if inner is None:
+            break
+        seen = inner
+    return seen
+
+
+def _unreachable(url: str, exc: httpx.TransportError) -> ApiUnreachableError:
     where = _origin(url)
-    if isinstance(reason, ConnectionRefusedError):
+    reason = _reason(exc)
+    if isinstance(reason, ConnectionRefusedError) or "refused" in str(exc).lower():
         return ApiUnreachableError(
             f"cannot connect to {where}: connection refused (is the server running? check --api-url / AF2_API_URL)"
         )
-    if isinstance(reason, (TimeoutError, socket.timeout)):
-        return ApiUnreachableError(f"{where} did not answer in time")
     if isinstance(reason, socket.gaierror):
         return ApiUnreachableError(f"cannot resolve the host of {where} (check --api-url / AF2_API_URL)")
-    return ApiUnreachableError(f"cannot reach {where}: {reason}")
+    return ApiUnreachableError(f"cannot reach {where}: {exc or reason}")
 
 
 def _api_error(status: int, data: bytes, url: str) -> errors.Af2JobsError:
@@ -213,12 +176,12 @@ def _is_absolute(url: str) -> bool:
     return urllib.parse.urlsplit(url).scheme in ("http", "https")
 
 
-def _save(response: _Response, dest: Path) -> int:
-    """Write the body to a temporary file next to `dest`, then rename: an interrupted download leaves no
-    truncated file under the final name."""
+def _save(response: httpx.Response, dest: Path) -> int:
+    """Write the body to `dest` through af2jobs.atomic: an interrupted download leaves no truncated file under the
+    final name."""
     size = 0
     with atomic.replacing(dest) as out:
-        while chunk := response.read(_CHUNK):
+        for chunk in response.iter_bytes(_CHUNK):
             out.write(chunk)
             size += len(chunk)
     return size

@@ -10,15 +10,15 @@ the timeout.
 
 from __future__ import annotations
 
-import json
 import logging
 import smtplib
-import urllib.request
 import uuid
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from af2jobs import atomic, errors, notification
 from af2jobs.models import Job, JobEvent
@@ -66,7 +66,6 @@ class LocalNotifier:
         self.smtp_from = smtp_from
         self.to = to
         if webhook_url is not None and not webhook_url.startswith(("http://", "https://")):
-            # urllib would also open file: and ftp: URLs; a webhook is HTTP.
             raise errors.ConfigurationError(f"AF2_WEBHOOK_URL must be an http(s) URL, not {webhook_url!r}")
         self.webhook_url = webhook_url
         self.store = store  # to read results and give links; without it the message carries store keys only
@@ -96,13 +95,6 @@ class LocalNotifier:
         with smtplib.SMTP(self.smtp_host, self.smtp_port, timeout=self.timeout_s) as smtp:
             smtp.send_message(mail)
 
-    def _post_webhook(self, message: dict[str, Any]) -> None:
-        request = urllib.request.Request(
-            self.webhook_url,
-            data=json.dumps(message).encode(),
-            headers={"Content-Type": "application/json", "User-Agent": "af2jobs"},
-            method="POST",
-        )
-        # urlopen raises HTTPError on a non-2xx answer, which _deliver logs.
-        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-            response.read()
+    def _post_webhook(self, data: dict[str, Any]) -> None:
+        response = httpx.post(self.webhook_url, json=data, headers={"User-Agent": "af2jobs"}, timeout=self.timeout_s)
+        response.raise_for_status()  # a non-2xx answer is a failed delivery, which _deliver logs
