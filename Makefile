@@ -15,11 +15,12 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION := 3.3.30
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
-.PHONY: demo test venv db tools browser clean help deploy images check-iac checkov reliability
+.PHONY: demo test test-fast venv db tools browser clean help deploy images check-iac checkov reliability
 
 help:
 	@echo "make demo   set up everything and predict the bundled example (ubiquitin) on this machine"
 	@echo "make test   set up and run the whole test suite"
+	@echo "make test-fast  the tests that load no JAX (no model, no sequence search): the core, adapters, API, AWS"
 	@echo "make reliability  the long load and fault runs (docs/reliability.md)"
 	@echo "make deploy build and deploy the AWS stack (samconfig.toml; docs/operations.md)"
 	@echo "make images build the msa and predict images and push them to the stack's ECR repositories (docker)"
@@ -61,6 +62,11 @@ browser: tools
 
 test: db $(NODE_STAMP) tools $(CHECKOV_STAMP)
 	$(PY) -m pytest -q
+
+# What loads no JAX: everything but the pipeline tests (pytest -m pipeline). Needs no database; a test that loads
+# JAX anyway fails the run (tests/conftest.py).
+test-fast: $(STAMP) $(NODE_STAMP) tools $(CHECKOV_STAMP)
+	AF2_TEST_NO_JAX=1 $(PY) -m pytest -q -m "not pipeline"
 
 # The long load and fault runs (docs/reliability.md); `make test` runs the short ones and skips these.
 reliability: db

@@ -46,3 +46,24 @@ def settings_factory(tmp_path, demo_db_root, shared_cache):
         return s
 
     return make
+
+
+# `make test-fast`: the suite without JAX. Modules marked pipeline as a whole are not even imported (an import of
+# the pipeline loads JAX); any test that still loads JAX fails the run, so the target keeps its promise.
+NO_JAX = "AF2_TEST_NO_JAX"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if os.environ.get(NO_JAX) and collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        if "pytestmark = pytest.mark.pipeline" in collection_path.read_text(encoding="utf-8"):
+            return True
+    return None
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    import sys
+
+    if os.environ.get(NO_JAX) and "jax" in sys.modules:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        print(f"\n{NO_JAX} is set, but a test loaded JAX: mark it pipeline (pytest -m pipeline runs those)",
+              file=sys.stderr)

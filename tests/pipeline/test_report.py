@@ -114,11 +114,10 @@ def _ctx(**fields):
 def test_the_pipeline_writes_the_jobs_comment_escaped_and_the_records_measured_cost(workdir: Path) -> None:
     from af2jobs import cost
     from af2jobs.fasta import FastaRecord
-    from af2jobs.pipeline.run import write_record_report
 
     record = FastaRecord(name=NAME, description="", sequence="A" * L, line=1)
     timings = json.loads((workdir / "timings.json").read_text())
-    write_record_report(workdir, record, _ctx(comment=COMMENT, queue="mid", gpus=2), timings)
+    report.write_record_report(workdir, record, _ctx(comment=COMMENT, queue="mid", gpus=2), timings)
     page = (workdir / report.REPORT_NAME).read_text()
     assert COMMENT not in page and '<p id="comment">Comment: &lt;script&gt;alert(&quot;x&quot;)' in page
     # timings.json measured both phases: MSA 1.5 s on the MSA instance, prediction 12.25 s on 2 of g6e's GPU.

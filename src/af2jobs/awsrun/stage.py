@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -58,8 +59,9 @@ class WorkArea(Protocol):
 
 def is_gpu_out_of_memory(exc: BaseException) -> bool:
     """Whether the exception, or one it was raised from, is XLA failing to allocate device memory."""
-    import jax
-
+    jax = sys.modules.get("jax")
+    if jax is None:
+        return False  # JAX never ran here: nothing it raised
     seen: BaseException | None = exc
     for _ in range(10):  # __context__ chains are short; the bound guards against a cycle
         if seen is None:

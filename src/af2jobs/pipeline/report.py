@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import logging
 import os
 import pickle
 from collections.abc import Mapping
@@ -29,6 +30,8 @@ from typing import Any
 import numpy as np
 
 from af2jobs import atomic
+
+log = logging.getLogger(__name__)
 
 REPORT_NAME = "report.html"
 PLOTS = ("plddt.png", "pae.png", "msa_depth.png")
@@ -338,4 +341,20 @@ def write_report(workdir: Path, name: str, *, comment: str = "", cost: Mapping[s
     return out
 
 
-__all__ = ["write_report", "render_html", "read_outputs", "write_plots", "find_viewer", "svg_trace", "REPORT_NAME"]
+def write_record_report(workdir: Path, record: Any, ctx: Any, timings: Mapping[str, Any]) -> None:
+    """report.html of a predicted record (a FastaRecord), with the job's comment and the record's cost: its measured
+    stages priced (af2jobs.cost.record_cost) on the queue and GPU count of the pipeline's Context `ctx`. The report
+    is a view of files already written: a failure to draw it is logged, and must not turn a finished prediction
+    into a failed one."""
+    from af2jobs import cost
+
+    try:
+        length = len(record.sequence)
+        priced = cost.record_cost(timings, length=length, queue=ctx.queue or cost.auto_queue(length), gpus=ctx.gpus,
+                                  strategy=ctx.run.strategy, models=len(ctx.run.model_names))
+        write_report(workdir, record.name, comment=ctx.comment, cost=priced)
+    except Exception:
+        log.exception("%s: report.html could not be written", record.name)
+
+
+__all__ = ["write_record_report", "write_report", "render_html", "read_outputs", "write_plots", "find_viewer", "svg_trace", "REPORT_NAME"]

@@ -27,6 +27,7 @@ from af2jobs.pipeline import msa as msa_mod
 from af2jobs.pipeline import outputs
 from af2jobs.pipeline import params as params_mod
 from af2jobs.pipeline import predict as predict_mod
+from af2jobs.pipeline import report
 from af2jobs.runconfig import RunConfig
 from af2jobs.settings import Settings
 
@@ -128,25 +129,9 @@ def predict_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
         prediction, dbs, ctx.run.model_dump(mode="json"), predict_mod.device_kind()))
     timings["outputs"] = {"seconds": round(time.perf_counter() - t0, 3)}
     atomic.write_json(workdir / "timings.json", timings)
-    write_record_report(workdir, record, ctx, timings)
+    report.write_record_report(workdir, record, ctx, timings)
     return {"timings": timings, "best": prediction.ranked[0].summary(),
             "untrained": prediction.ranked[0].params.untrained}
-
-
-def write_record_report(workdir: Path, record: FastaRecord, ctx: Context, timings: dict) -> None:
-    """report.html of a predicted record, with the job's comment and the record's cost (its measured stages
-    priced, af2jobs.cost.record_cost). The report is a view of files already written: a failure to draw it is
-    logged, and must not turn a finished prediction into a failed one."""
-    from af2jobs import cost
-    from af2jobs.pipeline import report
-
-    try:
-        length = len(record.sequence)
-        priced = cost.record_cost(timings, length=length, queue=ctx.queue or cost.auto_queue(length), gpus=ctx.gpus,
-                                  strategy=ctx.run.strategy, models=len(ctx.run.model_names))
-        report.write_report(workdir, record.name, comment=ctx.comment, cost=priced)
-    except Exception:
-        log.exception("%s: report.html could not be written", record.name)
 
 
 @dataclass
