@@ -11,9 +11,11 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from af2jobs import errors
+from af2jobs.models import Principal
 
 KEY_PREFIX = "af2"
 # scrypt's interactive-login cost. The secret is 256 random bits, so this guards a leaked database against
@@ -36,6 +38,18 @@ class NewKey:
     def text(self) -> str:
         """The key as its owner uses it; nothing stores this."""
         return f"{KEY_PREFIX}_{self.key_id}_{self.secret}"
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    """What a store holds of one key (never the secret)."""
+
+    owner: str
+    admin: bool
+    salt: bytes
+    kdf: str
+    hash: bytes
+    revoked: bool
 
 
 def check_owner(owner: object) -> None:
@@ -69,3 +83,16 @@ def secret_matches(secret: str, stored: tuple[bytes, str, bytes] | None) -> bool
         return False
     salt, kdf, expected = stored
     return hmac.compare_digest(hash_secret(secret, salt, kdf), expected)
+
+
+def verify(key: object, find: Callable[[str], StoredKey | None]) -> Principal | None:
+    """Who `key` belongs to, from what `find` (a store's lookup by key id) holds of it; None for an unknown, wrong,
+    malformed or revoked key. An unknown key id costs the same hashing as a known one."""
+    parsed = parse(key)
+    if parsed is None:
+        return None
+    key_id, secret = parsed
+    stored = find(key_id)
+    if not secret_matches(secret, None if stored is None else (stored.salt, stored.kdf, stored.hash)):
+        return None
+    return None if stored.revoked else Principal(owner=stored.owner, admin=stored.admin)

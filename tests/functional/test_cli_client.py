@@ -17,6 +17,7 @@ from rich.console import Console
 
 from af2jobs.api.app import create_asgi_app
 from af2jobs.cli import client as client_cli
+from af2jobs.cli.api_client import ApiClient
 from af2jobs.cli.main import main
 from af2jobs.models import JobState
 from tests.functional.api_support import SEQ, Keys, World, close_world, free_port, local_keys, local_world, serve
@@ -344,7 +345,7 @@ def test_download_follows_a_redirect_to_storage_without_sending_the_key(tmp_path
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        api = client_cli.ApiClient(base_url=f"http://127.0.0.1:{server.server_port}/api", key="secret-key")
+        api = ApiClient(base_url=f"http://127.0.0.1:{server.server_port}/api", key="secret-key")
         size = api.download("/jobs/abc/file?path=ranked_0.pdb", tmp_path / "ranked_0.pdb")
     finally:
         server.shutdown()

@@ -10,7 +10,8 @@ from collections.abc import Callable
 import pytest
 
 from af2jobs import errors, wiring
-from af2jobs.adapters.local.worker import Worker, parse_gpus
+from af2jobs.adapters.local.gpuslots import parse_gpus
+from af2jobs.adapters.local.worker import Worker
 from af2jobs.api.routes import log_tail
 from af2jobs.jobrun import CASP14_NOTE, run_config_for
 from af2jobs.lifecycle import INTERRUPTED

@@ -20,7 +20,7 @@ from typing import Any
 
 from af2jobs import cost, errors, layout, lifecycle
 from af2jobs.awsrun.contract import EXIT_GPU_OUT_OF_MEMORY
-from af2jobs.awsrun.errors import JobStateConflict, OutputsMissing, job_id_of, refuse_cancelled
+from af2jobs.awsrun.errors import JobStateConflict, OutputsMissing
 from af2jobs.awsrun.failures import batch_failure, batch_field, describe_failure
 from af2jobs.awsrun.parts import TaskParts
 from af2jobs.models import TERMINAL, Job, JobState, Progress
@@ -32,18 +32,16 @@ S = JobState
 
 
 def start_msa(parts: TaskParts, event: Mapping[str, Any]) -> dict[str, Any]:
-    job_id = job_id_of(event)
-    job = parts.repo.get(job_id)
-    refuse_cancelled(job)
+    job = parts.job(event)
+    job_id = job.id
     if job.state is not S.MSA:  # MSA already: a retried invoke
         job = parts.move(job_id, lifecycle.begin_msa, "MSA job submitted to the CPU queue")
     return {"state": job.state.value}
 
 
 def start_prediction(parts: TaskParts, event: Mapping[str, Any]) -> dict[str, Any]:
-    job_id = job_id_of(event)
-    job = parts.repo.get(job_id)
-    refuse_cancelled(job)
+    job = parts.job(event)
+    job_id = job.id
     if job.state is S.VALIDATING:
         # An MSA cache hit skips the MSA job, but the state graph passes through MSA: the phase shows it took ~0 s.
         job = parts.move(job_id, lifecycle.begin_msa, "MSA cache hit: no MSA job")
@@ -55,8 +53,7 @@ def start_prediction(parts: TaskParts, event: Mapping[str, Any]) -> dict[str, An
 def check_predict_failure(parts: TaskParts, event: Mapping[str, Any]) -> dict[str, Any]:
     """Input: failure (the Catch's Error and Cause), queue, next_queue. Output: retry (run again on next_queue),
     out_of_memory, exit_code."""
-    job_id = job_id_of(event)
-    refuse_cancelled(parts.repo.get(job_id))  # a terminated prediction fails too; that is no reason to retry
+    job_id = parts.job(event).id  # a terminated prediction fails too; that is no reason to retry
     failure = batch_failure(event.get("failure") or {})
     exit_code = failure.exit_code if failure is not None else None
     out_of_memory = exit_code == EXIT_GPU_OUT_OF_MEMORY
@@ -70,9 +67,8 @@ def check_predict_failure(parts: TaskParts, event: Mapping[str, Any]) -> dict[st
 
 
 def mark_succeeded(parts: TaskParts, event: Mapping[str, Any]) -> dict[str, Any]:
-    job_id = job_id_of(event)
-    job = parts.repo.get(job_id)
-    refuse_cancelled(job)
+    job = parts.job(event)
+    job_id = job.id
     if job.state is S.SUCCEEDED:
         return {"state": job.state.value}
     summaries = _published_summaries(parts.store, job)
@@ -162,9 +158,8 @@ def _published_summaries(store: ArtifactStore, job: Job) -> list[dict[str, Any]]
 
 def mark_failed(parts: TaskParts, event: Mapping[str, Any]) -> dict[str, Any]:
     """Input: failure (the Catch's Error and Cause). The job becomes FAILED with an error naming the stage."""
-    job_id = job_id_of(event)
-    job = parts.repo.get(job_id)
-    refuse_cancelled(job)
+    job = parts.job(event)
+    job_id = job.id
     if job.state is S.FAILED:  # a retried invoke
         return {"state": job.state.value, "error": job.error.model_dump() if job.error else None}
     if job.state in TERMINAL:

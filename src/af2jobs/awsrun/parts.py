@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from af2jobs import lifecycle
-from af2jobs.awsrun.errors import race_lost_as_step_error
+from af2jobs.awsrun.errors import job_id_of, race_lost_as_step_error, refuse_cancelled
 from af2jobs.models import Job
 from af2jobs.ports import ArtifactStore, JobRepository, Notifier
 from af2jobs.settings import Settings
@@ -52,6 +52,12 @@ class TaskParts:
             self.metrics.put(name, value, **dimensions)
         except Exception:
             log.exception("metric %s not published", name)
+
+    def job(self, event: Mapping[str, Any]) -> Job:
+        """The job the task's input names; JobCancelled for one being cancelled or cancelled."""
+        job = self.repo.get(job_id_of(event))
+        refuse_cancelled(job)
+        return job
 
     def move(self, job_id: str, move: Callable[..., Job], *args: Any, **kwargs: Any) -> Job:
         """A lifecycle move (`move(repo, job_id, *args, **kwargs)`), counted in the JobsEntered metric; a lost

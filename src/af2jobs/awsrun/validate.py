@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from af2jobs import errors, jobrun, lifecycle
-from af2jobs.awsrun.errors import InvalidJob, JobStateConflict, job_id_of, refuse_cancelled
+from af2jobs.awsrun.errors import InvalidJob, JobStateConflict
 from af2jobs.awsrun.parts import MsaCacheIndex, TaskParts
 from af2jobs.fasta import FastaRecord
 from af2jobs.models import AUTO_QUEUE_LIMITS, Job, JobRequest, JobState, Progress
@@ -31,9 +31,8 @@ MEMORY_MIB_PER_GPU = 30720
 
 def validate(parts: TaskParts, event: Mapping[str, Any]) -> dict[str, Any]:
     """Input: job_id, and queues (GPU queue name -> ARN, from the definition's substitutions). Output: plan()."""
-    job_id = job_id_of(event)
-    job = parts.repo.get(job_id)
-    refuse_cancelled(job)
+    job = parts.job(event)
+    job_id = job.id
     if job.state is S.QUEUED:
         job = parts.move(job_id, lifecycle.begin_validation, "checking the request and its input")
     elif job.state is not S.VALIDATING:  # VALIDATING: this task is being retried after a lost answer

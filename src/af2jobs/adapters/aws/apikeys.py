@@ -62,17 +62,16 @@ class DynamoApiKeyStore:
         return key.text
 
     def verify(self, key: str) -> Principal | None:
-        parsed = apikeys.parse(key)
-        if parsed is None:
-            return None
-        key_id, secret = parsed
+        return apikeys.verify(key, self._stored)
+
+    def _stored(self, key_id: str) -> apikeys.StoredKey | None:
         item = self._client.get_item(
             TableName=self.table_name, Key={"key_id": {"S": key_id}}, ConsistentRead=True
         ).get("Item")
-        stored = None if item is None else (item["salt"]["B"], item["kdf"]["S"], item["hash"]["B"])
-        if not apikeys.secret_matches(secret, stored) or "revoked_at" in item:
+        if item is None:
             return None
-        return Principal(owner=item["owner"]["S"], admin=item["admin"]["BOOL"])
+        return apikeys.StoredKey(owner=item["owner"]["S"], admin=item["admin"]["BOOL"], salt=item["salt"]["B"],
+                                 kdf=item["kdf"]["S"], hash=item["hash"]["B"], revoked="revoked_at" in item)
 
     def list(self, owner: str | None = None) -> list[ApiKeyInfo]:
         request: dict[str, Any] = {

@@ -278,15 +278,14 @@ class SqliteApiKeyStore:
         return key.text
 
     def verify(self, key: str) -> Principal | None:
-        parsed = apikeys.parse(key)
-        if parsed is None:
-            return None
-        key_id, secret = parsed
+        return apikeys.verify(key, self._stored)
+
+    def _stored(self, key_id: str) -> apikeys.StoredKey | None:
         row = self._db.read().execute("SELECT * FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
-        stored = None if row is None else (row["salt"], row["kdf"], row["hash"])
-        if not apikeys.secret_matches(secret, stored) or row["revoked_at"] is not None:
+        if row is None:
             return None
-        return Principal(owner=row["owner"], admin=bool(row["admin"]))
+        return apikeys.StoredKey(owner=row["owner"], admin=bool(row["admin"]), salt=row["salt"], kdf=row["kdf"],
+                                 hash=row["hash"], revoked=row["revoked_at"] is not None)
 
     def list(self, owner: str | None = None) -> list[ApiKeyInfo]:
         sql = "SELECT key_id, owner, admin, created_at, revoked_at FROM api_keys"

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from af2jobs import errors, jobrun, layout, lifecycle
+from af2jobs.adapters.local.gpuslots import devices, parse_gpus
 from af2jobs.adapters.local.jobpass import JobPass
 from af2jobs.jobrun import MSA_DONE, PipelineStages, StageRunner
 from af2jobs.models import RUNNING, UNFINISHED, Job, JobEvent, JobState, utc_now
@@ -50,29 +51,6 @@ log = logging.getLogger(__name__)
 S = JobState
 LOCK_NAME = "worker.lock"
 _PAGE = 500
-
-
-def parse_gpus(text: str) -> list[str | None]:
-    """GPU slot ids from AF2_GPUS ("0,1"); one slot on whatever JAX sees (None) when empty."""
-    ids = [part.strip() for part in text.split(",") if part.strip()]
-    if any(not i.isdigit() for i in ids) or len(set(ids)) != len(ids):
-        raise errors.ConfigurationError(f"AF2_GPUS (--gpus) must list distinct GPU numbers like 0,1; got {text!r}")
-    return list(ids) or [None]
-
-
-def _devices(slots: list[str | None]) -> list[Any]:
-    """The JAX device each slot pins its thread to (None: JAX's default)."""
-    if slots == [None]:
-        return [None]
-    import jax
-
-    by_id = {d.id: d for d in jax.devices()}
-    missing = [s for s in slots if int(s) not in by_id]
-    if missing:
-        raise errors.ConfigurationError(
-            f"AF2_GPUS (--gpus) names {', '.join(missing)}, but JAX sees devices {sorted(by_id)} ({jax.default_backend()})"
-        )
-    return [by_id[int(s)] for s in slots]
 
 
 class Worker:
@@ -104,12 +82,12 @@ class Worker:
         if self._threads or self._stopping.is_set():
             raise RuntimeError("a Worker is started once")
         self._take_lock()
-        devices = _devices(self.slots)
+        slot_devices = devices(self.slots)
         if self.settings.cpu_workers and isinstance(self.stages, PipelineStages):
             import af2jobs.pipeline.run  # noqa: F401  (JAX's import cost here, not in the first job)
         for i in range(self.settings.cpu_workers):
             self._spawn(f"af2-cpu-{i}", lambda: self._serve_queue(self._cpu_q, self._cpu_task))
-        for slot, device in zip(self.slots, devices, strict=True):
+        for slot, device in zip(self.slots, slot_devices, strict=True):
             self._spawn(f"af2-gpu-{slot or 0}", lambda d=device: self._gpu_loop(d))
         log.info("worker started: %d CPU worker(s), GPU slots %s", self.settings.cpu_workers, self.slots)
 
@@ -325,4 +303,4 @@ class LocalOrchestrator:
         self.worker.cancel(job)
 
 
-__all__ = ["LocalOrchestrator", "Worker", "parse_gpus"]
+__all__ = ["LocalOrchestrator", "Worker"]
