@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from af2jobs import atomic
-from af2jobs.errors import Af2JobsError, CancelledError, StageError
+from af2jobs.errors import CancelledError, StageError
 from af2jobs.fasta import FastaRecord
 from af2jobs.pipeline import databases as db_mod
 from af2jobs.pipeline import features as features_mod
@@ -176,4 +176,4 @@ def predict_records(records: list[FastaRecord], out_root: Path, ctx: Context) ->
 
 
 __all__ = ["Context", "RecordResult", "msa_stage", "predict_stage", "predict_record", "predict_records",
-           "resolve_run_config", "Af2JobsError"]
+           "resolve_run_config"]
