@@ -201,7 +201,7 @@ def estimate(length: int, *, queue: str, gpus: int = 1, strategy: str = "best", 
 
 def auto_queue(length: int) -> str:
     """The queue `que: auto` picks for a longest record of `length` residues (models.AUTO_QUEUE_LIMITS)."""
-    from af2jobs.models import AUTO_QUEUE_LIMITS
+    from af2jobs.request import AUTO_QUEUE_LIMITS
 
     return next(q for q, limit in AUTO_QUEUE_LIMITS.items() if limit is None or length <= limit)
 

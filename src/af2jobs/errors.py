@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 
 class Af2JobsError(Exception):
     """Base of every error af2jobs raises on purpose."""
@@ -16,6 +18,14 @@ class Af2JobsError(Exception):
 
     def to_dict(self) -> dict[str, str | None]:
         return {"error": type(self).__name__, "message": self.message, "field": self.field}
+
+    def at(self, index: int) -> Af2JobsError:
+        """The same error, about element `index` of a list (a batch of jobs): "element 1: ...", field "[1].x"."""
+        located = copy.copy(self)
+        located.message = f"element {index}: {self.message}"
+        located.field = f"[{index}]" + (f".{self.field}" if self.field else "")
+        located.args = (located.message,)
+        return located
 
 
 class ValidationError(Af2JobsError):

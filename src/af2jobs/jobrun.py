@@ -36,7 +36,8 @@ import pydantic
 
 from af2jobs import atomic, errors, layout
 from af2jobs.fasta import FastaRecord
-from af2jobs.models import Job, JobRequest
+from af2jobs.models import Job
+from af2jobs.request import JobRequest
 from af2jobs.ports import ArtifactStore
 from af2jobs.runconfig import RunConfig
 from af2jobs.settings import Settings

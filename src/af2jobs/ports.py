@@ -81,6 +81,11 @@ class ArtifactStore(Protocol):
         """A URL the caller can fetch the object from (presigned on S3, file:// locally)."""
         ...
 
+    def upload_url(self, key: str, expires_s: int = 3600) -> str | None:
+        """A URL the caller can PUT the object to directly (presigned on S3); None where uploads go through the
+        API itself (the local directory store)."""
+        ...
+
 
 class Orchestrator(Protocol):
     """Runs the pipeline for a job (Step Functions + Batch on AWS, a worker locally)."""

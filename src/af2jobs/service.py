@@ -8,18 +8,8 @@ import logging
 
 from af2jobs import errors, layout, lifecycle
 from af2jobs.fasta import FastaRecord, to_fasta
-from af2jobs.models import (
-    RUNNING,
-    TERMINAL,
-    UNFINISHED,
-    Job,
-    JobError,
-    JobEvent,
-    JobRequest,
-    JobState,
-    Principal,
-    new_job_id,
-)
+from af2jobs.models import RUNNING, TERMINAL, UNFINISHED, Job, JobError, JobEvent, JobState, Principal, new_job_id
+from af2jobs.request import JobRequest
 from af2jobs.ports import ArtifactStore, JobRepository, Notifier, Orchestrator, StateFilter
 from af2jobs.settings import Settings
 
@@ -53,36 +43,71 @@ class JobService:
         """Validate the input now (a FASTA error raises before anything is stored), store it under
         jobs/<id>/input.fasta, record the job as QUEUED and start it. A repeated idempotency key returns the
         first job and starts nothing."""
+        job, fresh = self._store(*self._prepare(principal, request, idempotency_key))
+        if fresh:
+            self._launch(job)
+        return job
+
+    def submit_many(self, principal: Principal, requests: list[JobRequest],
+                    idempotency_key: str | None = None) -> builtins.list[Job]:
+        """Several jobs (the original platform's request file), all or none: every request and its input is
+        checked before any job is stored, and an error names the element (its index) and the field. Element i
+        of a batch sent with an idempotency key has the key "<key>#<i>"."""
+        if not requests:
+            raise errors.ValidationError("the array holds no job: give one or more", field="body")
+        prepared = []
+        for i, request in enumerate(requests):
+            key = None if idempotency_key is None else f"{idempotency_key}#{i}"
+            try:
+                prepared.append(self._prepare(principal, request, key))
+            except errors.Af2JobsError as exc:
+                raise exc.at(i) from None
+        stored: list[tuple[Job, bool]] = []
+        try:
+            for job, data in prepared:
+                stored.append(self._store(job, data))
+        except BaseException:
+            for job, fresh in stored:
+                if fresh:  # nothing has started them: they go without a trace
+                    lifecycle.finish_cancel(self.repo, job.id, expected={JobState.QUEUED})
+                    self._delete(self.repo.get(job.id))
+            raise
+        for job, fresh in stored:
+            if fresh:
+                self._launch(job)
+        return [job for job, _ in stored]
+
+    def _prepare(self, principal: Principal, request: JobRequest,
+                 idempotency_key: str | None) -> tuple[Job, bytes]:
+        """The job a request makes and its canonical input, read and checked; nothing is stored yet."""
         records = self._records(request, principal.owner)
         # The record keeps the queue actually used, so the orchestrator and a re-read agree on it.
         resolved = request.model_copy(update={"que": request.queue_for(max(len(r.sequence) for r in records))})
         job_id = new_job_id()
-        key = layout.input_key(job_id)
-        job = Job(
-            id=job_id,
-            owner=principal.owner,
-            request=resolved,
-            idempotency_key=idempotency_key,
-            artifacts={layout.INPUT_NAME: key},
-        )
+        job = Job(id=job_id, owner=principal.owner, request=resolved, idempotency_key=idempotency_key,
+                  artifacts={layout.INPUT_NAME: layout.input_key(job_id)})
         # Canonical FASTA (a bare sequence gains its header), so every later stage reads one format.
-        self.store.put_bytes(key, to_fasta(records).encode())
+        return job, to_fasta(records).encode()
+
+    def _store(self, job: Job, data: bytes) -> tuple[Job, bool]:
+        """Store the job's input and record; (the job, True), or (the first job, False) for a repeated key."""
+        self.store.put_bytes(layout.input_key(job.id), data)
         try:
             stored = self.repo.create(job)
         except BaseException:
             self.store.delete_prefix(job.id)  # no record will ever point at it
             raise
-        if stored.id != job.id:
-            # A repeat: the first submission owns the job; drop the input written for this attempt.
-            self.store.delete_prefix(job.id)
-            if stored.request != resolved:
-                raise errors.ConflictError(
-                    "idempotency key already used for a different request", field="idempotency_key"
-                )
-            return stored
-        self._start(stored)
-        self._notify(stored, JobEvent.SUBMITTED)
-        return stored
+        if stored.id == job.id:
+            return stored, True
+        # A repeat: the first submission owns the job; drop the input written for this attempt.
+        self.store.delete_prefix(job.id)
+        if stored.request != job.request:
+            raise errors.ConflictError("idempotency key already used for a different request", field="idempotency_key")
+        return stored, False
+
+    def _launch(self, job: Job) -> None:
+        self._start(job)
+        self._notify(job, JobEvent.SUBMITTED)
 
     def _records(self, request: JobRequest, owner: str) -> list[FastaRecord]:
         max_length = self.settings.max_length

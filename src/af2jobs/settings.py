@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     # than the GPU's memory holds runs (slower) instead of failing. Read when JAX starts its GPU backend.
     unified_memory: bool = False
     max_request_bytes: int = Field(1 << 20, ge=1024, description="Largest API request body / inline FASTA.")
+    max_upload_bytes: int = Field(256 << 20, ge=1024, description="Largest file the local server takes at PUT /uploads.")
 
     # Where the platform runs. "local": SQLite, a directory, an in-process worker. "aws": DynamoDB, S3,
     # Step Functions, SNS; each AWS name below is then required and a missing one fails at start-up.

@@ -13,7 +13,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from af2jobs.api.app import create_asgi_app
-from af2jobs.models import JobRequest, JobState, Principal
+from af2jobs.models import JobState, Principal
+from af2jobs.request import JobRequest
 from tests.functional.api_support import SEQ, World, close_world, local_keys, local_world, serve
 
 MAX_EXAMPLES = 30
@@ -54,6 +55,8 @@ OPERATIONS = [
     ("DELETE", "/jobs/{job_id}"),
     ("GET", "/jobs/{job_id}/files"),
     ("GET", "/jobs/{job_id}/file"),
+    ("POST", "/uploads"),
+    ("PUT", "/uploads"),
 ]
 
 

@@ -24,7 +24,8 @@ from af2jobs.adapters.aws.dynamodb import ALL_INDEX, OWNER_INDEX
 from af2jobs.adapters.aws.sns import LINK_SECONDS, MAX_MESSAGE_BYTES, sns_payload
 from af2jobs.notification import Notification, build
 from af2jobs.adapters.aws.stepfunctions import EXECUTION_ARN, batch_job_artifact, execution_arn
-from af2jobs.models import RUNNING, Job, JobError, JobEvent, JobRequest, JobState, Phase
+from af2jobs.models import RUNNING, Job, JobError, JobEvent, JobState, Phase
+from af2jobs.request import JobRequest
 from tests.functional import moto_support
 from tests.functional.moto_support import CallLog
 

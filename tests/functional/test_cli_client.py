@@ -133,6 +133,51 @@ def test_submit_of_an_upload_reads_it_from_the_callers_folder(url: str, world: W
     assert len(world.repo.list(None)[0]) == 1
 
 
+REQUESTS = Path(__file__).parents[1] / "data" / "requests"
+
+
+def test_submit_of_the_2021_request_file_uploads_its_files_and_makes_every_job(
+    url: str, world: World, tmp_path: Path, capsys
+) -> None:
+    request = json.loads((REQUESTS / "command_2021.json").read_text())
+    for job in request:
+        (tmp_path / job["file_name"]).write_text(f">{job['fasta']}\n{SEQ}\n")
+    (tmp_path / "command.json").write_text(json.dumps(request))
+    code, out, err = af2(capsys, "submit", "--request", str(tmp_path / "command.json"))
+    assert code == 0, err
+    jobs = {j.id: j for j in world.repo.list(None)[0]}
+    assert out.split() and set(out.split()) == set(jobs) and len(jobs) == 3
+    owner = world.keys.verify(world.ann).owner
+    assert world.store.list(f"input/{owner}/") == sorted(f"input/{owner}/{j['file_name']}" for j in request)
+    by_name = {j.request.fasta: j.request for j in jobs.values()}
+    assert by_name["7BW6"].model_names == ["model_1", "model_2", "model_3", "model_4", "model_5"]
+    assert (by_name["1A9X"].db_preset, by_name["7K59"].db_preset) == ("reduced_dbs", "full_dbs")
+
+
+def test_submit_of_the_2022_request_file_names_the_element_that_cannot_apply(
+    url: str, world: World, tmp_path: Path, capsys
+) -> None:
+    code, out, err = af2(capsys, "submit", "--request", str(REQUESTS / "sample_parameters_2022.json"),
+                         "--files", str(tmp_path))
+    assert code == 2 and out == "" and "element 1: model_preset multimer" in err
+    assert world.repo.list(None)[0] == [] and world.store.list("input/") == []  # checked before any upload
+
+
+def test_a_fasta_over_the_inline_limit_is_uploaded_and_submitted_by_file_name(
+    url: str, world: World, tmp_path: Path, capsys
+) -> None:
+    big = tmp_path / "many.fasta"
+    big.write_text("".join(f">r{i}\n{SEQ}\n" for i in range(1_000_000 // len(SEQ) + 10)))
+    assert big.stat().st_size > client_cli.MAX_FASTA_BYTES
+    code, out, err = af2(capsys, "submit", str(big), "--models", "model_1")
+    assert code == 0, err
+    job = only_job(world)
+    assert job.request.file_name == "many.fasta" and job.request.sequence is None
+    assert world.store.get_bytes(f"jobs/{job.id}/input.fasta").count(b">") > 3000
+    code, out, _ = af2(capsys, "upload", str(big), "--as", "lab/again.fasta")
+    assert code == 0 and out.strip() == "lab/again.fasta"
+
+
 def test_submit_of_a_missing_file_is_bad_input(url: str, tmp_path: Path, capsys) -> None:
     code, _, err = af2(capsys, "submit", str(tmp_path / "nope.fasta"))
     assert code == 2 and "does not exist" in err
@@ -143,7 +188,7 @@ def test_submit_of_a_missing_file_is_bad_input(url: str, tmp_path: Path, capsys)
 
 
 def submit(world: World, name: str, key: str | None = None) -> str:
-    from af2jobs.models import JobRequest
+    from af2jobs.request import JobRequest
 
     principal = world.keys.verify(key or world.ann)
     assert principal is not None

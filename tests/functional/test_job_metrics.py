@@ -18,7 +18,8 @@ from af2jobs.awsrun import jobstate
 from af2jobs.awsrun.parts import TaskParts
 from af2jobs.adapters.aws import DynamoJobRepository, S3ArtifactStore
 from af2jobs.adapters.aws.cloudwatch import METRICS, NAMESPACE, EmfMetrics, PutMetricData, emf_document
-from af2jobs.models import Job, JobRequest, JobState
+from af2jobs.models import Job, JobState
+from af2jobs.request import JobRequest
 from monitoring import gpumon
 from tests.functional import moto_support
 

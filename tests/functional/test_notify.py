@@ -17,7 +17,8 @@ import pytest
 from af2jobs import errors
 from af2jobs.adapters.local.files import DirectoryArtifactStore
 from af2jobs.adapters.local.notify import LocalNotifier
-from af2jobs.models import Job, JobError, JobEvent, JobRequest, JobState, Phase
+from af2jobs.models import Job, JobError, JobEvent, JobState, Phase
+from af2jobs.request import JobRequest
 from af2jobs.notification import UNTRAINED_LINE
 from tests.conftest import UBIQUITIN
 

@@ -19,7 +19,8 @@ import requests
 from af2jobs import errors
 from af2jobs.adapters.local.files import DirectoryArtifactStore
 from af2jobs.adapters.local.sqlite import SqliteApiKeyStore, SqliteJobRepository
-from af2jobs.models import RUNNING, Job, JobError, JobRequest, JobState, Principal, Progress
+from af2jobs.models import RUNNING, Job, JobError, JobState, Principal, Progress
+from af2jobs.request import JobRequest
 from af2jobs.ports import ApiKeyStore, ArtifactStore, JobRepository
 from tests.fakes import MemoryArtifactStore, MemoryJobRepository
 from tests.functional import moto_support

@@ -12,7 +12,8 @@ from af2jobs.adapters.local.notify import LocalNotifier
 from af2jobs.adapters.local.sqlite import SqliteApiKeyStore, SqliteJobRepository
 from af2jobs.adapters.local.worker import LocalOrchestrator, Worker
 from af2jobs.cli.main import main
-from af2jobs.models import JobRequest, JobState, Principal
+from af2jobs.models import JobState, Principal
+from af2jobs.request import JobRequest
 from af2jobs.settings import Settings
 from tests.conftest import UBIQUITIN
 

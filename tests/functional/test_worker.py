@@ -15,7 +15,8 @@ from af2jobs.adapters.local.worker import Worker
 from af2jobs.api.routes import log_tail
 from af2jobs.jobrun import CASP14_NOTE, run_config_for
 from af2jobs.lifecycle import INTERRUPTED
-from af2jobs.models import Job, JobRequest, JobState, Principal
+from af2jobs.models import Job, JobState, Principal
+from af2jobs.request import JobRequest
 from af2jobs.notification import UNTRAINED_LINE
 from tests.conftest import UBIQUITIN
 

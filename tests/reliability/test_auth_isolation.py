@@ -192,7 +192,9 @@ def test_no_key_reaches_a_log_at_debug_or_a_reply(
         job_id = anns_job(env, route)
         for key in [*bad_keys(env).values(), w.ann, w.bob, f"Bearer {w.admin}"]:
             replies.append(route_request(env, route, key, job_id))
-    assert {r.status for r in replies} <= {200, 201, 307, 401, 404, 409}
+            # On AWS an upload goes to storage, not through the API: its PUT route answers 400 to a good key.
+            refused = env.kind == "lambda" and str(route) == "PUT /uploads" and replies[-1].status == 400
+            assert refused or replies[-1].status in {200, 201, 307, 401, 404, 409}, (str(route), replies[-1].text)
     # The authorizer Lambda's core, with a valid and a wrong key.
     authorize({**AUTH_EVENT, "authorizationToken": w.ann}, w.keys)
     with pytest.raises(Exception, match=UNAUTHORIZED):  # noqa: PT011 - API Gateway's contract

@@ -24,7 +24,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from af2jobs.models import Job, JobRequest, JobState, Principal
+from af2jobs.models import Job, JobState, Principal
+
+from af2jobs.request import JobRequest
 from tests.conftest import UBIQUITIN
 from tests.statemachine.sfn_support import Platform, _template_job_definition, platform
 

@@ -22,7 +22,8 @@ import pytest
 from af2jobs import atomic, jobrun, wiring
 from af2jobs.adapters.local import worker as worker_mod
 from af2jobs.api.routes import log_tail
-from af2jobs.models import Job, JobRequest, JobState, Principal
+from af2jobs.models import Job, JobState, Principal
+from af2jobs.request import JobRequest
 from tests.conftest import UBIQUITIN
 
 pytestmark = pytest.mark.pipeline

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from af2jobs import errors
 from af2jobs.adapters.local.sqlite import SqliteJobRepository
 from af2jobs.fasta import AMINO_ACIDS, SLUG_MAX, FastaRecord, parse_fasta, to_fasta
-from af2jobs.models import TERMINAL, TRANSITIONS, Job, JobRequest, JobState, advance, can_move
+from af2jobs.models import TERMINAL, TRANSITIONS, Job, JobState, advance, can_move
+from af2jobs.request import JobRequest
 from af2jobs.settings import MIN_LENGTH
 
 S = JobState

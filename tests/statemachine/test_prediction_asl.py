@@ -16,7 +16,8 @@ import pytest
 
 from af2jobs.awsrun import contract as batch_codes
 from af2jobs import cost
-from af2jobs.models import Job, JobRequest, JobState, Principal
+from af2jobs.models import Job, JobState, Principal
+from af2jobs.request import JobRequest
 from af2jobs.layout import input_key
 from af2jobs.service import JobService
 from tests.conftest import UBIQUITIN

@@ -10,7 +10,8 @@ import pytest
 
 from af2jobs.awsrun import failures, validate
 from af2jobs.awsrun.contract import EXIT_GPU_OUT_OF_MEMORY
-from af2jobs.models import Job, JobRequest, JobState
+from af2jobs.models import Job, JobState
+from af2jobs.request import JobRequest
 from tests.conftest import UBIQUITIN
 
 QUEUES = {name: f"arn:aws:batch:us-east-1:123456789012:job-queue/q-{name}" for name in validate.GPU_QUEUES}

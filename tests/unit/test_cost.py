@@ -10,7 +10,7 @@ import pytest
 
 from af2jobs import cost
 from af2jobs.cli import main as cli_main
-from af2jobs.models import JobRequest
+from af2jobs.request import JobRequest
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,7 +17,8 @@ from af2jobs.adapters.local.worker import Worker
 from af2jobs.api.routes import log_tail
 from af2jobs.awsrun.contract import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK
 from af2jobs.awsrun.stage import BatchStage
-from af2jobs.models import Job, JobError, JobEvent, JobRequest, JobState, Principal
+from af2jobs.models import Job, JobError, JobEvent, JobState, Principal
+from af2jobs.request import JobRequest
 from af2jobs.service import JobService
 from af2jobs.settings import Settings
 from tests.conftest import UBIQUITIN

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 from datetime import date, datetime, timedelta, timezone
 
 import pydantic
@@ -12,19 +14,8 @@ from hypothesis import strategies as st
 
 from af2jobs import errors
 from af2jobs.runconfig import parse_strategy
-from af2jobs.models import (
-    AUTO_QUEUE_LIMITS,
-    MODEL_NAMES,
-    TERMINAL,
-    TRANSITIONS,
-    UNFINISHED,
-    Job,
-    JobRequest,
-    JobState,
-    advance,
-    can_move,
-    is_terminal,
-)
+from af2jobs.models import TERMINAL, TRANSITIONS, UNFINISHED, Job, JobState, advance, can_move, is_terminal
+from af2jobs.request import AUTO_QUEUE_LIMITS, MODEL_NAMES, JobRequest
 
 SEQ = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"
 S = JobState
@@ -114,8 +105,15 @@ BAD_VALUES = [
     ("model_names", []),
     ("model_names", ["model_6"]),
     ("model_names", ["model_1", "model_1"]),
-    ("model_names", "model_1"),
+    ("model_names", "model_1,model_6"),
+    ("model_names", " , "),
     ("preset", "fast"),
+    ("preset", 1),
+    ("db_preset", "small_dbs"),
+    ("model_preset", "monomer_pTM2"),
+    ("model_preset", "multimer"),
+    ("num_multimer_predictions_per_model", 5),
+    ("models_to_relax", "some"),
     ("max_template_date", "14/05/2020"),
     ("max_template_date", "2020-02-30"),
     ("max_template_date", 1589414400),
@@ -315,3 +313,46 @@ def test_each_owner_uploads_into_one_folder_of_its_own(owner: str, prefix: str) 
 
     assert upload_prefix(owner) == prefix
     assert prefix.count("/") == 2  # input/<one segment>/
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The original platform's request bodies (tests/data/requests: the shapes of its 2021 command.json and its 2022
+# sampleParameters.json)
+
+REQUESTS = Path(__file__).parents[1] / "data" / "requests"
+
+
+def test_the_2021_command_items_parse_as_written() -> None:
+    first, second, third = (JobRequest.parse(item) for item in json.loads((REQUESTS / "command_2021.json").read_text()))
+    assert first.model_names == list(MODEL_NAMES) and (first.db_preset, first.model_preset) == ("full_dbs", "monomer_ptm")
+    assert second.model_names == ["model_1"] and (second.preset, second.db_preset) == ("reduced", "reduced_dbs")
+    assert (third.preset, third.db_preset, third.model_preset, third.models_to_relax) == (
+        "full", "full_dbs", "monomer_ptm", "best")
+    assert (first.que, first.gpu, second.que, third.que) == ("high", 4, "mid", "low")
+
+
+def test_the_2022_items_parse_and_a_multimer_item_is_refused_naming_its_field() -> None:
+    items = json.loads((REQUESTS / "sample_parameters_2022.json").read_text())
+    monomer, casp14 = JobRequest.parse(items[0]), JobRequest.parse(items[3])
+    assert (monomer.db_preset, monomer.model_preset, monomer.preset) == ("reduced_dbs", "monomer", None)
+    assert (casp14.model_preset, casp14.max_template_date) == ("monomer_casp14", date(2020, 5, 14))
+    for item in items[1:3]:
+        with pytest.raises(errors.ValidationError) as info:
+            JobRequest.parse(item)
+        assert info.value.field == "model_preset" and "multimer" in info.value.message
+
+
+@pytest.mark.parametrize(("spelling", "db", "model"), [
+    ({"preset": "CASP14"}, "full_dbs", "monomer_casp14"),
+    ({"preset": "Reduced", "db_preset": "REDUCED_DBS"}, "reduced_dbs", "monomer_ptm"),
+    ({"db_preset": "full_dbs", "model_preset": "monomer_casp14"}, "full_dbs", "monomer_casp14"),
+])
+def test_preset_and_db_model_presets_are_one_choice(spelling: dict, db: str, model: str) -> None:
+    r = JobRequest.parse(request(**spelling))
+    assert (r.db_preset, r.model_preset) == (db, model)
+    assert JobRequest.parse(r.model_dump(mode="json")) == r  # the stored form reads back the same
+
+
+def test_two_spellings_that_disagree_are_refused() -> None:
+    err = parse_error(preset="casp14", db_preset="reduced_dbs")
+    assert err.field == "preset" and "casp14 means db_preset full_dbs" in err.message

@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from af2jobs.models import JobRequest
+from af2jobs.request import JobRequest
 from af2jobs.runconfig import RunConfig, canonical_strategy, parse_strategy
 
 

@@ -11,7 +11,8 @@ import pytest
 from af2jobs import errors
 from af2jobs.adapters.local.files import DirectoryArtifactStore
 from af2jobs.adapters.local.sqlite import SqliteJobRepository
-from af2jobs.models import Job, JobEvent, JobRequest, JobState, Principal
+from af2jobs.models import Job, JobEvent, JobState, Principal
+from af2jobs.request import JobRequest
 from af2jobs.service import JobService
 from af2jobs.settings import Settings
 from tests.fakes import RecordingNotifier, RecordingOrchestrator

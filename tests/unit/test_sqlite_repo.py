@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from af2jobs.adapters.local.sqlite import SqliteApiKeyStore, SqliteJobRepository
-from af2jobs.models import Job, JobRequest
+from af2jobs.models import Job
+from af2jobs.request import JobRequest
 
 REQUEST = JobRequest.parse({"fasta": "job1", "sequence": "MKTAYIAKQRQISFVKSHFSRQ"})
 

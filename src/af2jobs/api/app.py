@@ -23,7 +23,7 @@ from aws_lambda_powertools.event_handler.openapi.models import APIKey
 
 from af2jobs import __version__, errors
 from af2jobs.api.auth import AUTH_HEADER
-from af2jobs.api.context import ApiContext, ServicesLike, context_middleware
+from af2jobs.api.context import ApiContext, ServicesLike, body_limit, context_middleware, is_upload
 from af2jobs.api.routes import BadRequestError, error_response, router, validation_error_response
 
 OPENAPI_PATH = "/openapi.json"
@@ -41,7 +41,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 def create_asgi_app(services: ServicesLike) -> LocalApi:
     """The local server's ASGI app (run it with uvicorn)."""
     api = ApiContext.for_local(services)
-    app = LocalApi(max_request_bytes=api.max_request_bytes, enable_validation=True, debug=False)
+    app = LocalApi(api=api, enable_validation=True, debug=False)
     _assemble(app, api)
     return app
 
@@ -85,9 +85,9 @@ class LocalApi(HttpResolverLocal):
     """HttpResolverLocal that refuses bodies over the limit while reading them, so a huge upload cannot fill the
     server's memory (HttpResolverLocal buffers whatever arrives). API Gateway caps bodies before Lambda does."""
 
-    def __init__(self, *, max_request_bytes: int, **kwargs: Any) -> None:
+    def __init__(self, *, api: ApiContext, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.max_request_bytes = max_request_bytes
+        self.api = api
         # Powertools runs each sync middleware in a thread of the loop's default executor, and that thread blocks
         # until the next middleware, which needs another thread: a few concurrent requests took every thread and
         # the server stopped answering (tests/reliability/test_load.py). Requests pass the chain one at a time.
@@ -97,22 +97,26 @@ class LocalApi(HttpResolverLocal):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        body = await self._read_body(scope, receive)
+        limit, setting = body_limit(self.api, scope.get("method", ""), scope.get("path", ""))
+        body = await self._read_body(scope, receive, limit)
         if body is None:
-            await _send_error(send, self._too_large())
+            await _send_error(send, errors.PayloadTooLargeError(
+                f"request body is larger than {limit:,} bytes ({setting})", field="body"))
             return
         try:
             body.decode("utf-8")  # HttpResolverLocal decodes the body before any route or handler could refuse it
         except UnicodeDecodeError as exc:
-            await _send_error(send, BadRequestError(f"the body is not valid JSON: {_not_utf8(exc)}", field="body"))
+            what = "the file is not text" if is_upload(scope.get("method", ""), scope.get("path", "")) else \
+                "the body is not valid JSON"
+            await _send_error(send, BadRequestError(f"{what}: {_not_utf8(exc)}", field="body"))
             return
         async with self._one_at_a_time:
             await super().__call__(scope, _replay(body, receive), send)
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+    async def _read_body(self, scope: Scope, receive: Receive, limit: int) -> bytes | None:
         """The whole body, or None as soon as it is known to exceed the limit."""
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_request_bytes:
+        if declared is not None and declared > limit:
             return None
         chunks: list[bytes] = []
         size = 0
@@ -122,34 +126,32 @@ class LocalApi(HttpResolverLocal):
                 break
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_request_bytes:
+            if size > limit:
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
 
-    def _too_large(self) -> errors.PayloadTooLargeError:
-        return errors.PayloadTooLargeError(
-            f"request body is larger than {self.max_request_bytes:,} bytes (AF2_MAX_REQUEST_BYTES)", field="body"
-        )
-
 
 class JsonBodyValidation(OpenAPIRequestValidationMiddleware):
-    """Powertools' request validation for an API whose bodies are JSON only: a form or multipart body is 415
-    (Powertools would parse it, and a multipart type without a boundary raises ValueError, a 500). A body that
-    json.loads cannot take without raising something other than JSONDecodeError (not UTF-8, nested too deeply, an
-    integer of more than sys.get_int_max_str_digits() digits) is 400 like any other unreadable JSON."""
+    """Powertools' request validation for an API whose bodies are JSON only. A body is read as JSON whatever its
+    Content-Type says (`curl -d` sends JSON as application/x-www-form-urlencoded); one that is not JSON under
+    another type (a form, a multipart upload) is 415: Powertools would parse it, and a multipart type without a
+    boundary raises ValueError, a 500. A body that json.loads cannot take without raising something other than
+    JSONDecodeError (not UTF-8, nested too deeply, an integer of more than sys.get_int_max_str_digits() digits)
+    is 400 like any other unreadable JSON. An array is a batch of jobs (POST /jobs)."""
 
-    def _get_body(self, app: Any) -> dict[str, Any]:
+    def _get_body(self, app: Any) -> Any:
         content_type = app.current_event.headers.get("content-type", "").strip()
-        if content_type and not content_type.startswith(content_types.APPLICATION_JSON):
+        if content_type and not content_type.startswith(content_types.APPLICATION_JSON) \
+                and not _reads_as_json(app.current_event):
             raise RequestUnsupportedContentType(
                 "Unsupported content type",
                 errors=[{"type": "unsupported_content_type", "loc": ("body",), "msg": content_type, "input": {}}],
             )
         try:
-            body = super()._get_body(app)
+            body = self._parse_json_data(app)
         except UnicodeDecodeError as exc:
             problem = _not_utf8(exc)
         except RecursionError:
@@ -157,13 +159,17 @@ class JsonBodyValidation(OpenAPIRequestValidationMiddleware):
         except ValueError as exc:  # JSONDecodeError is handled by Powertools; this is e.g. a 5000-digit integer
             problem = str(exc).split(";")[0]
         else:
-            if isinstance(body, list):
-                # Powertools would validate the first element alone (its form-data rule) and drop the rest.
-                msg = "the body must be one JSON object (one job), not an array: submit jobs one at a time"
-                raise RequestValidationError([{"type": "af2jobs", "loc": ("body",), "msg": msg, "input": {}}])
             return body
         ctx = {"error": problem}
         raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": "", "ctx": ctx}])
+
+
+def _reads_as_json(event: Any) -> bool:
+    """Whether the body is a JSON object or array (for a body sent under another Content-Type)."""
+    try:
+        return isinstance(json.loads(event.decoded_body or ""), (dict, list))
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, too deep, too long a number
+        return False
 
 
 def _not_utf8(exc: UnicodeDecodeError) -> str:

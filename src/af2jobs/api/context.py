@@ -35,6 +35,7 @@ class ApiContext:
     store: ArtifactStore
     keys: ApiKeyStore
     max_request_bytes: int
+    max_upload_bytes: int  # PUT /uploads (the local server)
     # Local server: the API itself serves artifact bytes, and links point at its download route. Lambda: responses
     # are capped at 6 MB, so clients are sent to the store's presigned URLs instead.
     serve_files: bool
@@ -56,6 +57,7 @@ class ApiContext:
             store=services.store,
             keys=services.keys,
             max_request_bytes=services.service.settings.max_request_bytes,
+            max_upload_bytes=services.service.settings.max_upload_bytes,
             serve_files=serve_files,
             trust_authorizer=trust_authorizer,
         )
@@ -79,6 +81,7 @@ class Caller:
     principal: Principal
     api: ApiContext
     path: str
+    event: BaseProxyEvent
 
     @property
     def service(self) -> JobService:
@@ -92,13 +95,28 @@ def body_size(event: BaseProxyEvent) -> int:
     return len(body.encode("utf-8", errors="surrogatepass"))
 
 
+UPLOAD_PATH = "/uploads"
+
+
+def is_upload(method: str, path: str) -> bool:
+    """PUT /uploads: a file's bytes, under AF2_MAX_UPLOAD_BYTES rather than AF2_MAX_REQUEST_BYTES."""
+    return method.upper() == "PUT" and path.rstrip("/").endswith(UPLOAD_PATH)
+
+
+def body_limit(api: ApiContext, method: str, path: str) -> tuple[int, str]:
+    """The largest body this request may carry, and the setting that says so."""
+    if is_upload(method, path):
+        return api.max_upload_bytes, "AF2_MAX_UPLOAD_BYTES"
+    return api.max_request_bytes, "AF2_MAX_REQUEST_BYTES"
+
+
 def admit(event: BaseProxyEvent, api: ApiContext) -> Principal:
     """The checks that come before anything else is looked at: body size (413), then the caller's key (401)."""
     size = body_size(event)
-    if size > api.max_request_bytes:
+    limit, setting = body_limit(api, event.http_method, event.path)
+    if size > limit:
         raise errors.PayloadTooLargeError(
-            f"request body is {size:,} bytes; the limit is {api.max_request_bytes:,} (AF2_MAX_REQUEST_BYTES)",
-            field="body",
+            f"request body is {size:,} bytes; the limit is {limit:,} ({setting})", field="body",
         )
     return authenticate(event, api.keys, trust_authorizer=api.trust_authorizer)
 
@@ -113,4 +131,4 @@ def authenticated(request: Request) -> Caller:
     """Route dependency: the admitted caller of this request."""
     api: ApiContext = request.context[CONTEXT_KEY]
     event = request.resolved_event
-    return Caller(principal=admit(event, api), api=api, path=public_path(event))
+    return Caller(principal=admit(event, api), api=api, path=public_path(event), event=event)

@@ -26,11 +26,16 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
+from pydantic_core import PydanticCustomError
 
 from af2jobs import errors, layout
 from af2jobs.api.context import ApiContext, Caller, admit, authenticated
-from af2jobs.api.schemas import Deleted, ErrorBody, FileLink, FileList, JobDetail, JobList, JobPage, JobView
-from af2jobs.models import Job, JobRequest, JobState
+from af2jobs.api.schemas import (
+    Deleted, ErrorBody, FileLink, FileList, JobDetail, JobList, JobPage, JobView, UploadRequest, UploadTicket, Uploaded,
+)
+from af2jobs.models import Job, JobState
+from af2jobs.layout import upload_prefix
+from af2jobs.request import JobRequest, check_file_name, field_named_by
 from af2jobs.ports import MAX_PAGE, ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -41,6 +46,7 @@ JOB_ID = r"^[0-9a-f]{32}$"
 LOG_TAIL = 50
 JSON = content_types.APPLICATION_JSON
 OCTET_STREAM = "application/octet-stream"
+UPLOAD_SECONDS = 3600
 
 AuthCaller = Annotated[Caller, Depends(authenticated)]
 JobId = Annotated[str, Path(pattern=JOB_ID, description="A job id (32 hex digits).")]
@@ -186,13 +192,18 @@ def file_key(job_id: str, path: str) -> str:
     tags=["jobs"],
     responses=_doc(
         201,
-        "The queued job. A retry with the same Idempotency-Key returns the first job.",
+        "The queued job (for an array body: {jobs: [...]}, in the array's order). A retry with the same "
+        "Idempotency-Key returns the first job(s).",
         400, 404, 409, 413, 415,
-        headers={"Location": {"description": "The job's URL.", "schema": {"type": "string"}}},
+        headers={"Location": {"description": "The job's URL (one job only).", "schema": {"type": "string"}}},
     ),
 )
 def submit_job(
-    body: Annotated[JobRequest, Body(description="The job; give exactly one of file_name or sequence.")],
+    body: Annotated[
+        JobRequest | list[JobRequest],
+        Body(description="One job, or an array of jobs (the original platform's request file): every element is "
+                         "checked first, and all or none are created. Give exactly one of file_name or sequence."),
+    ],
     caller: AuthCaller,
     idempotency_key: Annotated[
         str | None,
@@ -203,7 +214,12 @@ def submit_job(
             description="Any string unique to this submission; retrying with it returns the same job.",
         ),
     ] = None,
-) -> Response[JobView]:
+) -> Response[JobView | JobList]:
+    if isinstance(body, list):
+        jobs = caller.service.submit_many(caller.principal, body, idempotency_key)
+        log.info("%d jobs submitted by %s: %s", len(jobs), caller.principal.owner, " ".join(j.id for j in jobs))
+        views = [view(j).model_copy(update={"estimate": submit_estimate(j, caller.api.store)}) for j in jobs]
+        return Response(status_code=201, content_type=JSON, body=JobList(jobs=views))
     job = caller.service.submit(caller.principal, body, idempotency_key)
     log.info("job %s submitted by %s", job.id, caller.principal.owner, extra={"job_id": job.id})
     return Response(
@@ -356,6 +372,57 @@ def get_job_file(
     )
 
 
+@router.post(
+    "/uploads",
+    status_code=201,
+    operation_id="createUpload",
+    summary="Where to upload a file that a job's file_name (or an MSA's) will name",
+    tags=["files"],
+    responses=_doc(201, "Where to PUT the file: a presigned URL on AWS, this API's PUT /uploads locally."),
+)
+def create_upload(body: Annotated[UploadRequest, Body()], caller: AuthCaller) -> Response[UploadTicket]:
+    name = _upload_name(body.file_name)
+    if caller.api.serve_files:  # the local server takes the file itself
+        ticket = UploadTicket(file_name=name, url=f"/uploads?file_name={quote(name, safe='/')}", through_api=True,
+                              max_bytes=caller.api.max_upload_bytes)
+    else:
+        url = caller.api.store.upload_url(upload_prefix(caller.principal.owner) + name, UPLOAD_SECONDS)
+        if url is None:
+            raise errors.ConfigurationError("this deployment's store cannot sign upload URLs")
+        ticket = UploadTicket(file_name=name, url=url, through_api=False, expires_in=UPLOAD_SECONDS)
+    return Response(status_code=201, content_type=JSON, body=ticket)
+
+
+@router.put(
+    "/uploads",
+    status_code=201,
+    operation_id="putUpload",
+    summary="Upload a file to your folder input/<owner>/ (the local server; on AWS, PUT to POST /uploads' URL)",
+    tags=["files"],
+    responses=_doc(201, "The file is stored.", 400, 413),
+)
+def put_upload(
+    file_name: Annotated[str, Query(min_length=1, max_length=1000, description="Its path in input/<owner>/.")],
+    caller: AuthCaller,
+) -> Response[Uploaded]:
+    if not caller.api.serve_files:
+        raise BadRequestError("on AWS a file goes straight to storage: PUT it to the URL that POST /uploads gives",
+                              field="file_name")
+    name = _upload_name(file_name)
+    body = caller.event.decoded_body or ""
+    data = body.encode("utf-8") if isinstance(body, str) else body
+    caller.api.store.put_bytes(upload_prefix(caller.principal.owner) + name, data)
+    log.info("%s uploaded %s (%d bytes)", caller.principal.owner, name, len(data))
+    return Response(status_code=201, content_type=JSON, body=Uploaded(file_name=name, bytes=len(data)))
+
+
+def _upload_name(name: str) -> str:
+    try:
+        return check_file_name(name)
+    except PydanticCustomError as exc:
+        raise errors.ValidationError(exc.message(), field="file_name") from None
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Errors: every failure leaves as ErrorBody with its status; this is the only place statuses are chosen.
 
@@ -400,18 +467,52 @@ def handle_unexpected(exc: Exception) -> Response[dict[str, Any]]:
     return Response(status_code=500, content_type=JSON, body=_INTERNAL)
 
 
+# What pydantic says when the body is not of a union member's shape (an array read as one job, or the reverse).
+_NOT_THIS_SHAPE = frozenset({"list_type", "model_type", "dict_type", "model_attributes_type"})
+
+
+def _one_branch(errs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A body is one job or an array of jobs (JobRequest | list[JobRequest]): pydantic reports both readings, each
+    under its member's label. Keep the reading the body had (an object or an array), without the label; an array's
+    element index then stands as "[i]" at the head of the field."""
+    def member(err: dict[str, Any]) -> str | None:
+        loc = err.get("loc") or ()
+        return str(loc[1]) if len(loc) > 1 and loc[0] == "body" and "JobRequest" in str(loc[1]) else None
+
+    labels = {member(e) for e in errs} - {None}
+    if not labels:
+        return errs
+    not_this = {member(e) for e in errs if e.get("type") in _NOT_THIS_SHAPE and len(e.get("loc") or ()) == 2}
+    keep = (labels - not_this) or labels
+    out = []
+    for err in errs:
+        label = member(err)
+        if label is None or label not in keep:
+            continue
+        rest = tuple(err["loc"][2:])
+        if label.startswith("list[") and rest and isinstance(rest[0], int):
+            out.append({**err, "loc": ("body", f"[{rest[0]}]", *rest[1:]), "index": rest[0]})
+        else:
+            out.append({**err, "loc": ("body", *rest)})
+    return out
+
+
 def from_request_validation(exc: RequestValidationError) -> errors.ValidationError:
     """Powertools' validation errors as one af2jobs error naming the first field at fault."""
     messages: list[str] = []
     fields: list[str] = []
-    for err in exc.errors():
+    for err in _one_branch(list(exc.errors())):
         if err.get("type") == "json_invalid":
             detail = (err.get("ctx") or {}).get("error", "invalid JSON")
             return BadRequestError(f"the body is not valid JSON: {detail}", field="body")
         where, name = _location(err.get("loc") or ())
+        whole = name is None or (name.startswith("[") and "." not in name)  # the request (or an element) as a whole
+        if where == "body" and whole and err.get("type") == "af2jobs" and (named := field_named_by(err)):
+            name = f"{name}.{named}" if name else named  # a whole-request rule of JobRequest's names its field
         if name or where == "body":
             fields.append(name or "body")  # ('body',): the body as a whole is missing or not an object
-        messages.append(_message(err, where, name))
+        message = _message(err, where, name)
+        messages.append(f"element {err['index']}: {message}" if "index" in err else message)
     return errors.ValidationError("; ".join(messages), field=fields[0] if fields else None)
 
 

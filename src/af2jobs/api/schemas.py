@@ -6,7 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from af2jobs.models import JobError, JobRequest, JobState, Phase, Progress
+from af2jobs.models import JobError, JobState, Phase, Progress
+
+from af2jobs.request import JobRequest
 
 
 class ErrorBody(BaseModel):
@@ -76,3 +78,28 @@ class FileLink(BaseModel):
 
 class FileList(BaseModel):
     files: list[FileLink]
+
+
+class UploadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file_name: str = Field(description="The file's path inside your own folder input/<owner>/ (what a job's "
+                                       "file_name then names).")
+
+
+class UploadTicket(BaseModel):
+    """Where to send the file: PUT its bytes to `url` (a presigned S3 URL on AWS, without the API key; this
+    API's own PUT /uploads locally, with it)."""
+
+    file_name: str
+    method: str = "PUT"
+    url: str
+    through_api: bool = Field(description="True: the URL is this API's (send the API key); False: a presigned "
+                                          "URL (send no key).")
+    expires_in: int | None = Field(None, description="Seconds the URL works (a presigned URL only).")
+    max_bytes: int | None = Field(None, description="The largest file the URL takes, where it has a limit.")
+
+
+class Uploaded(BaseModel):
+    file_name: str
+    bytes: int

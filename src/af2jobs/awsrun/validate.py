@@ -13,7 +13,8 @@ from af2jobs import errors, jobrun, lifecycle
 from af2jobs.awsrun.errors import InvalidJob, JobStateConflict
 from af2jobs.awsrun.parts import MsaCacheIndex, TaskParts
 from af2jobs.fasta import FastaRecord
-from af2jobs.models import AUTO_QUEUE_LIMITS, Job, JobRequest, JobState, Progress
+from af2jobs.models import Job, JobState, Progress
+from af2jobs.request import AUTO_QUEUE_LIMITS, JobRequest
 from af2jobs.pipeline.databases import Database
 from af2jobs.pipeline.msa import cache_key
 from af2jobs.settings import Settings

@@ -89,6 +89,17 @@ class ApiClient:
         finally:
             response.close()
 
+    def upload(self, path: Path, file_name: str) -> dict[str, Any]:
+        """Put a local file into the caller's folder input/<owner>/ as `file_name` (POST /uploads, then a PUT to
+        the URL it gives: this API locally, a presigned S3 URL without the key on AWS); the API's answer."""
+        ticket = self.call("POST", "/uploads", body={"file_name": file_name})
+        url = ticket["url"] if is_absolute(ticket["url"]) else self.url(ticket["url"])
+        headers = {"Content-Type": "application/octet-stream", **(self._key() if ticket["through_api"] else {})}
+        request = self.http.build_request("PUT", url, content=path.read_bytes(), headers=headers,
+                                          timeout=DOWNLOAD_TIMEOUT_S)
+        response = _send(self.http, request)
+        return response.json() if ticket["through_api"] and response.content else {"file_name": file_name}
+
     def _key(self) -> dict[str, str]:
         return {"Authorization": self.key}  # the bare key, as the seed's clients send it
 

@@ -21,7 +21,8 @@ from rich.table import Table
 
 from af2jobs import errors
 from af2jobs.cli.api_client import ApiClient, is_absolute
-from af2jobs.models import MODEL_NAMES, PRESETS, QUEUES, JobRequest, JobState
+from af2jobs.models import JobState
+from af2jobs.request import DB_PRESETS, MODEL_NAMES, MODEL_PRESETS, PRESETS, QUEUES, RELAX, JobRequest
 from af2jobs.settings import Settings
 
 WATCH_INTERVAL_S = 2.0
@@ -39,13 +40,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--api-key", help="your API key (default: AF2_API_KEY)")
 
     p = sub.add_parser("submit", parents=[common], help="submit a FASTA file as a job; prints the job id")
-    p.add_argument("fasta", type=Path, nargs="?", help="FASTA file (or a bare sequence in a text file)")
+    p.add_argument("fasta", type=Path, nargs="?", help="FASTA file (or a bare sequence in a text file); one over "
+                                                       "the inline limit is uploaded first")
     p.add_argument("--file-name", help="instead of FASTA: a file already uploaded to your folder input/<owner>/, "
                                        "by its path there (for inputs over the inline limit)")
+    p.add_argument("--request", type=Path, help="instead of FASTA: a request file in the original platform's form "
+                                                "(a JSON job, or an array of jobs); the file_name of each is "
+                                                "uploaded from --files first when it is there")
+    p.add_argument("--files", type=Path, help="with --request: the folder holding its file_name files (default: "
+                                              "the request file's folder)")
     p.add_argument("--name", help="job name (default: from the file name)")
     p.add_argument("--models", help=f"comma-separated subset of {','.join(MODEL_NAMES)} (default: all)")
     p.add_argument("--strategy", help="all | best | stop-at-score:X (default: all)")
-    p.add_argument("--preset", choices=PRESETS, help="database preset (default: full)")
+    p.add_argument("--preset", type=str.lower, choices=list(PRESETS),
+                   help="the 2021 spelling: full | reduced | casp14 (default: full)")
+    p.add_argument("--db-preset", type=str.lower, choices=DB_PRESETS, help="full_dbs (default) | reduced_dbs")
+    p.add_argument("--model-preset", type=str.lower, choices=MODEL_PRESETS,
+                   help="monomer_ptm (default) | monomer | monomer_casp14")
+    p.add_argument("--models-to-relax", type=str.lower, choices=RELAX, help="best (default) | all | none")
     p.add_argument("--que", choices=QUEUES, help="queue (default: auto, by sequence length)")
     p.add_argument("--gpu", type=int, help="GPUs for the job, 1-8 (default: 1)")
     p.add_argument("--max-template-date", help="YYYY-MM-DD (default: 2020-05-14)")
@@ -54,6 +66,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--estimate", action="store_true",
                    help="print the estimated time and cost (JSON) and do not submit; needs no API")
     p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("upload", parents=[common], help="upload a file to your folder input/<owner>/ (for "
+                                                         "file_name); prints its name there")
+    p.add_argument("file", type=Path)
+    p.add_argument("--as", dest="file_name", help="its path in input/<owner>/ (default: the file's name)")
+    p.set_defaults(func=cmd_upload)
 
     p = sub.add_parser("list", parents=[common], help="list your jobs, newest first")
     p.add_argument("--state", type=str.upper, choices=[s.value for s in JobState], help="only jobs in this state")
@@ -126,29 +144,33 @@ def _job_name(path: Path) -> str:
 def _read_fasta(path: Path) -> str:
     if not path.is_file():
         raise errors.ValidationError(f"{path} does not exist or is not a file", field="fasta")
-    size = path.stat().st_size
-    if size > MAX_FASTA_BYTES:
-        raise errors.ValidationError(
-            f"{path} is {size:,} bytes; the limit for an inline sequence is {MAX_FASTA_BYTES:,}", field="fasta"
-        )
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise errors.ValidationError(f"{path} is not UTF-8 text", field="fasta") from None
 
 
+def _too_big_to_inline(path: Path | None) -> bool:
+    return path is not None and path.is_file() and path.stat().st_size > MAX_FASTA_BYTES
+
+
 def submission(args: argparse.Namespace) -> dict[str, Any]:
-    """The request body, validated here with the API's own schema so that mistakes cost no round trip."""
+    """The request body, validated here with the API's own schema so that mistakes cost no round trip. A FASTA
+    over the inline limit is named by file_name, as the upload it will be."""
     if (args.fasta is None) == (args.file_name is None):
         raise errors.ValidationError("give a FASTA file or --file-name (an upload under input/<owner>/), not both",
                                      field="fasta")
+    upload = _too_big_to_inline(args.fasta)
     fields: dict[str, Any] = {
         "fasta": args.name or _job_name(args.fasta or Path(args.file_name)),
-        "sequence": _read_fasta(args.fasta) if args.fasta is not None else None,
-        "file_name": args.file_name,
+        "sequence": _read_fasta(args.fasta) if args.fasta is not None and not upload else None,
+        "file_name": args.fasta.name if upload else args.file_name,
         "model_names": args.models.split(",") if args.models else None,
         "strategy": args.strategy,
         "preset": args.preset,
+        "db_preset": args.db_preset,
+        "model_preset": args.model_preset,
+        "models_to_relax": args.models_to_relax,
         "que": args.que,
         "gpu": args.gpu,
         "max_template_date": args.max_template_date,
@@ -159,7 +181,49 @@ def submission(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
+def _request_file(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The jobs of a request file (one JSON job or an array), each checked with the API's own schema."""
+    try:
+        data = json.loads(args.request.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise errors.ValidationError(f"{args.request}: not a readable JSON request file ({exc})", field="request") \
+            from None
+    jobs = data if isinstance(data, list) else [data]
+    for i, job in enumerate(jobs):
+        try:
+            JobRequest.parse(job)
+        except errors.Af2JobsError as exc:
+            raise exc.at(i) from None
+    return jobs
+
+
+def cmd_submit_request(args: argparse.Namespace) -> int:
+    jobs = _request_file(args)
+    client = client_from(args)
+    folder = args.files or args.request.parent
+    for job in jobs:
+        local = folder / job["file_name"] if job.get("file_name") else None
+        if local is not None and local.is_file():
+            client.upload(local, job["file_name"])
+    headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
+    answer = client.call("POST", "/jobs", body=jobs, headers=headers)
+    for job in answer["jobs"]:
+        print(job["id"])
+    return 0
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    if not args.file.is_file():
+        raise errors.ValidationError(f"{args.file} does not exist or is not a file", field="file")
+    print(client_from(args).upload(args.file, args.file_name or args.file.name)["file_name"])
+    return 0
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
+    if args.request is not None:
+        if args.fasta is not None or args.file_name is not None:
+            raise errors.ValidationError("give --request, or a FASTA file / --file-name, not both", field="request")
+        return cmd_submit_request(args)
     body = submission(args)
     if getattr(args, "estimate", False):
         from af2jobs.cost import estimate_request
@@ -169,11 +233,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
                                          field="file_name")
 
         request = JobRequest.parse(body)
-        lengths = [len(r.sequence) for r in request.records(max_length=Settings().max_length)]
+        records = request.parse_sequence(args.fasta.read_bytes(), name=request.fasta, max_length=Settings().max_length)
+        lengths = [len(r.sequence) for r in records]
         print(json.dumps(estimate_request(request, lengths), indent=2))
         return 0
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
-    job = client_from(args).call("POST", "/jobs", body=body, headers=headers)
+    client = client_from(args)
+    if _too_big_to_inline(args.fasta):
+        client.upload(args.fasta, body["file_name"])
+    job = client.call("POST", "/jobs", body=body, headers=headers)
     print(job["id"])
     return 0
 

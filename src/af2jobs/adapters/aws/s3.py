@@ -91,6 +91,15 @@ class S3ArtifactStore:
                 f"{first.get('Code')} {first.get('Message')}"
             )
 
+    def upload_url(self, key: str, expires_s: int = 3600) -> str | None:
+        """A presigned PUT URL for `key` valid for `expires_s` seconds (1 s to 7 days)."""
+        check_key(key)
+        if not 1 <= expires_s <= MAX_URL_SECONDS:
+            raise errors.ValidationError(f"expires_s must be from 1 to {MAX_URL_SECONDS}", field="expires_s")
+        return self._client.generate_presigned_url(
+            "put_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
+        )
+
     def url(self, key: str, expires_s: int = 3600) -> str:
         """A presigned GET URL valid for `expires_s` seconds (1 s to 7 days); NotFoundError if no such object."""
         check_key(key)

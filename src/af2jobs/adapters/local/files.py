@@ -85,6 +85,11 @@ class DirectoryArtifactStore:
         shutil.rmtree(job_dir)
         return count
 
+    def upload_url(self, key: str, expires_s: int = 3600) -> str | None:
+        """None: the local server takes uploads itself (PUT /uploads)."""
+        check_key(key)
+        return None
+
     def url(self, key: str, expires_s: int = 3600) -> str:
         """A file:// URI; local files do not expire, so expires_s is accepted for the port's sake only."""
         path = self._path(key)
