@@ -35,10 +35,10 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # The small real sequence database (UniProt sample + HMMER's globins), from Debian's package registry.
-db: $(STAMP)
+db: $(STAMP) tools
 	$(AF2) db fetch-demo
 
-demo: db
+demo: db $(NODE_STAMP)
 	$(AF2) predict --example ubiquitin --out $(DEMO_OUT) --strategy best
 	@echo
 	@echo "Results: $(abspath $(DEMO_OUT))/ubiquitin  (ranked_0.pdb, ranked_0.cif, ranking_debug.json, timings.json, versions.json)"

@@ -13,11 +13,9 @@ One work dir per record holds the pipeline's file contract (msas/, features.pkl,
 structures). The pipeline writes features.pkl and timings.json in place, so their presence proves nothing; the
 markers MSA_DONE and PREDICT_DONE, written once a stage returned, tell finished work from work cut short.
 
-Presets (JobRequest.preset) are data applied to the resolved RunConfig:
-    full     the run configuration resolved from settings (and the runner's overrides)
-    reduced  as full, with max_msa_clusters and max_extra_msa halved: less memory and time, a shallower MSA
-    casp14   AlphaFold's CASP14 preset averages 8 ensembles; this model code runs one, so ensembling is NOT
-             applied. The job runs with num_recycle 3 and its versions.json "notes" say so.
+Presets are AlphaFold 2.3's, and part of the RunConfig: db_preset (full_dbs | reduced_dbs) picks the MSA's
+databases, model_preset (monomer_ptm | monomer | monomer_casp14) the parameters and the ensembles; the original
+platform's 2021 spelling (full | reduced | casp14) maps onto these (af2jobs.request.PRESETS).
 
 The pipeline (JAX) is imported inside PipelineStages' methods: importing this module stays cheap.
 """
@@ -43,17 +41,19 @@ from af2jobs.runconfig import RunConfig
 from af2jobs.settings import Settings
 
 MSA_DONE = ".af2-msa-done.json"
+SUPPLIED_MSA = "supplied_msa"  # msas/supplied_msa.a3m|.sto: the request's own MSA (pipeline.msa.SUPPLIED_MSA)
 PREDICT_DONE = ".af2-predict-done.json"
 OUTPUT_FILES = (
     "ranked_*.pdb", "ranked_*.cif", "ranking_debug.json", "timings.json", "versions.json",
-    "confidence_*_full.json", "features.pkl", "report.html", "*.png",
+    "confidence_*_full.json", "*_predicted_aligned_error_v1.json", "features.pkl", "report.html", "*.png",
 )
 OUTPUT_DIRS = ("msas",)
 # What a prediction writes into its working directory; cleared before a prediction runs again.
-PREDICT_WRITES = ("ranked_*", "confidence_*", "ranking_debug.json", "versions.json", "report.html", "*.png")
+PREDICT_WRITES = ("ranked_*", "confidence_*", "*_predicted_aligned_error_v1.json", "ranking_debug.json",
+                  "versions.json", "report.html", "*.png")
 CASP14_NOTE = (
-    "preset casp14: AlphaFold's CASP14 preset averages 8 ensembles; this model code runs one ensemble, so "
-    "ensembling is not applied (num_recycle 3)"
+    "model_preset monomer_casp14: AlphaFold's CASP14 configuration, the original (non-pTM) models averaging 8 "
+    "ensembles of the input features per recycle"
 )
 Progress = Callable[[str, str, Mapping[str, Any]], None]  # (stage, event, details), as the pipeline reports
 
@@ -75,15 +75,19 @@ def run_config_for(
     from af2jobs.pipeline.run import resolve_run_config
 
     values = {"model_names": request.model_names, "strategy": request.strategy, "gpus": request.gpu,
-              **(overrides or {})}
+              "db_preset": request.db_preset, "model_preset": request.model_preset, **(overrides or {})}
     try:
-        base = resolve_run_config(settings, **values)
-        changes, notes = _preset(request.preset, base)
-        return RunConfig.model_validate({**base.model_dump(), **changes}), notes
+        config = resolve_run_config(settings, **values)
+        return config, presets_notes(config)
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise errors.ValidationError(f"run configuration: {where}: {err['msg']}", field=where or None) from None
+
+
+def presets_notes(config: RunConfig) -> list[str]:
+    """What versions.json says of the presets beyond the run configuration itself."""
+    return [CASP14_NOTE] if config.model_preset == "monomer_casp14" else []
 
 
 def report_fields(request: JobRequest, records: list[FastaRecord]) -> dict[str, Any]:
@@ -91,16 +95,6 @@ def report_fields(request: JobRequest, records: list[FastaRecord]) -> dict[str, 
     reports price their stages on (the queue the request resolves to for its longest record)."""
     longest = max(len(r.sequence) for r in records)
     return {"comment": request.comment, "queue": request.queue_for(longest), "gpus": request.gpu}
-
-
-def _preset(preset: str, base: RunConfig) -> tuple[dict[str, Any], list[str]]:
-    if preset == "reduced":
-        clusters, extra = max(1, base.max_msa_clusters // 2), max(1, base.max_extra_msa // 2)
-        note = f"preset reduced: MSA depth caps halved to max_msa_clusters {clusters}, max_extra_msa {extra}"
-        return {"max_msa_clusters": clusters, "max_extra_msa": extra}, [note]
-    if preset == "casp14":
-        return {"num_recycle": 3}, [CASP14_NOTE]
-    return {}, []
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -115,7 +109,8 @@ class Prepared:
     preset: str
     notes: list[str] = field(default_factory=list)
     context: Any = None  # the StageRunner's own (pipeline.run.Context for PipelineStages)
-    databases: list[Any] = field(default_factory=list)  # what the MSA searches (its cache keys depend on them)
+    databases: list[Any] = field(default_factory=list)  # the installed databases (the MSA cache keys on them)
+    supplied: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # slug -> (format, text): own MSAs
 
 
 class StageRunner(Protocol):
@@ -172,6 +167,18 @@ class PipelineStages:
         return predict_stage(record, workdir, prepared.context)
 
 
+def prepare(stages: StageRunner, store: ArtifactStore, job: Job, records: list[FastaRecord], *,
+            progress: Progress, should_cancel: Callable[[], bool]) -> Prepared:
+    """The job's stages made ready by `stages`, with the MSAs its request brought (read from the store)."""
+    prepared = stages.prepare(job, records, progress=progress, should_cancel=should_cancel)
+    prefix = f"{layout.SUPPLIED}/"
+    for name, key in job.artifacts.items():
+        if name.startswith(prefix):
+            slug, _, fmt = name.removeprefix(prefix).rpartition(".")
+            prepared.supplied[slug] = (fmt, store.get_bytes(key))
+    return prepared
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The stages, one record at a time
 
@@ -196,6 +203,10 @@ def run_msa_record(stages: StageRunner, record: FastaRecord, workdir: Path, prep
     # A search cut short leaves files that must not pass for results: start this record afresh.
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
+    if record.slug in prepared.supplied:  # the request's own MSA: the stage makes features of it, no search
+        fmt, data = prepared.supplied[record.slug]
+        (workdir / "msas").mkdir()
+        (workdir / "msas" / f"{SUPPLIED_MSA}.{fmt}").write_bytes(data)
     timings = stages.msa(record, workdir, prepared)
     atomic.write_json(workdir / MSA_DONE, {"timings": timings})
     return timings
@@ -213,7 +224,7 @@ def _reset_predict_outputs(workdir: Path) -> None:
 def _annotate_versions(path: Path, prepared: Prepared) -> None:
     # versions.json is the job's record of what ran; the preset is decided here, not in the pipeline.
     versions = json.loads(path.read_text())
-    versions["preset"] = prepared.preset
+    versions["preset"] = prepared.preset  # the 2021 spelling, where the presets have one
     versions["notes"] = [n for n in [versions.get("note"), *prepared.notes] if n]
     atomic.write_json(path, versions)
 
@@ -258,7 +269,7 @@ def publish(
 
 
 __all__ = [
-    "CASP14_NOTE", "MSA_DONE", "PREDICT_DONE", "PipelineStages", "Prepared", "StageRunner", "msa_done",
+    "CASP14_NOTE", "MSA_DONE", "PREDICT_DONE", "PipelineStages", "Prepared", "StageRunner", "msa_done", "prepare",
     "output_files", "publish", "read_records", "report_fields", "run_config_for", "run_msa_record",
     "run_predict_record",
 ]

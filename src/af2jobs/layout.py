@@ -4,6 +4,7 @@ writes is made here, and `check_key` is the one rule a key must pass in either s
     input/<owner>/NAME                       uploads, in the owner's own folder (upload_prefix)
     jobs/<id>/input.fasta                    the job's input as canonical FASTA, written by the service at submit
     jobs/<id>/log.txt                        the job's log
+    jobs/<id>/supplied/<slug>.a3m|.sto       an MSA the request brought for a record (its search is skipped)
     jobs/<id>/output/<slug>/...              a record's published results
     jobs/<id>/output/predictions.json        the records' best models and scores, published last
     jobs/<id>/output/gpu_summary.json        the GPU agent's summary of the prediction (AWS)
@@ -86,6 +87,18 @@ def log_key(job_id: str) -> str:
     return f"{job_prefix(job_id)}{LOG_NAME}"
 
 
+SUPPLIED = "supplied"
+
+
+def supplied_msa_name(slug: str, fmt: str) -> str:
+    """The job's artifacts name of a record's supplied MSA (its store key is under the job's prefix)."""
+    return f"{SUPPLIED}/{slug}.{fmt}"
+
+
+def supplied_msa_key(job_id: str, slug: str, fmt: str) -> str:
+    return f"{job_prefix(job_id)}{supplied_msa_name(slug, fmt)}"
+
+
 def output_prefix(job_id: str) -> str:
     return f"{job_prefix(job_id)}output/"
 
@@ -118,5 +131,5 @@ def msa_entry_prefix(cache_key: str) -> str:
 __all__ = [
     "GPU_SUMMARY", "INPUT_NAME", "LOG_NAME", "MSA_CACHE_PREFIX", "MSA_MANIFEST_KEY", "PREDICTIONS", "REFERENCE_PREFIX", "TOP_LEVELS",
     "check_key", "failure_key", "gpu_summary_key", "input_key", "is_reference", "job_prefix", "log_key", "msa_entry_prefix",
-    "output_key", "output_prefix", "predictions_key", "upload_prefix", "work_prefix",
+    "output_key", "output_prefix", "predictions_key", "supplied_msa_key", "supplied_msa_name", "upload_prefix", "work_prefix",
 ]

@@ -50,6 +50,7 @@ MAX_INLINE_BYTES = 1_000_000
 AUTO_QUEUE_LIMITS: dict[str, int | None] = {"low": 400, "mid": 1000, "high": 2000, "p4": None}
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_RECORD_RE = re.compile(r"[^\s\x00-\x1f\x7f]{1,200}")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _ERROR_TYPE = "af2jobs"  # marks our own messages, which already name the field
 
@@ -120,6 +121,11 @@ class JobRequest(BaseModel):
         None, description="Seeds per model for model_preset multimer (AlphaFold's default 5).")
     models_to_relax: str = Field("best", json_schema_extra={"enum": list(RELAX)}, description="Amber relaxation: best (the top-ranked model, AlphaFold's "
                                                      "default) | all | none.")
+    msa: dict[str, str] | None = Field(
+        None, description="Your own MSA for records (record name -> A3M or Stockholm text, the query first): their "
+                          "search is skipped. Checked at submit; kept with the job's files, not on its record.")
+    msa_file_names: dict[str, str] | None = Field(
+        None, description="As msa, for MSAs uploaded to your folder input/<owner>/ (record name -> file_name).")
     max_template_date: date = DEFAULT_TEMPLATE_DATE
     que: str = "auto"
     comment: str = ""
@@ -214,6 +220,26 @@ class JobRequest(BaseModel):
             raise _invalid(f"model_preset must be one of {', '.join(MODEL_PRESETS)}")
         return v.lower()
 
+    @field_validator("msa", "msa_file_names", mode="before")
+    @classmethod
+    def _msas(cls, v: Any, info: Any) -> Any:
+        if v is None:
+            return v
+        if not isinstance(v, Mapping) or not v:
+            raise _invalid(f"{info.field_name} must be an object: record name -> "
+                           + ("MSA text" if info.field_name == "msa" else "file_name"))
+        for record, value in v.items():
+            if not isinstance(record, str) or not _RECORD_RE.fullmatch(record):
+                raise _invalid(f"{info.field_name} names {str(record)[:60]!r}, which is no record name (a FASTA "
+                               "header's first word)")
+            if not isinstance(value, str) or not value.strip():
+                raise _invalid(f"{info.field_name}[{record}] must be non-empty text")
+            if info.field_name == "msa_file_names":
+                check_file_name(value)
+            elif not _is_unicode(value):
+                raise _invalid(f"msa[{record}] must be valid Unicode text")
+        return dict(v)
+
     @field_validator("num_multimer_predictions_per_model", mode="before")
     @classmethod
     def _seeds(cls, v: Any) -> Any:
@@ -284,6 +310,9 @@ class JobRequest(BaseModel):
         if self.model_preset == "multimer":
             raise _invalid("model_preset multimer (a complex, AlphaFold-Multimer) is not run by af2jobs yet; "
                            "submit each chain as a monomer (model_preset monomer_ptm)")
+        both = set(self.msa or {}) & set(self.msa_file_names or {})
+        if both:
+            raise _invalid(f"msa and msa_file_names both give record {sorted(both)[0]}: give one")
         if self.num_multimer_predictions_per_model is not None:
             raise _invalid("num_multimer_predictions_per_model applies to model_preset multimer only")
         return self
@@ -297,6 +326,11 @@ class JobRequest(BaseModel):
             return cls.model_validate(data)
         except pydantic.ValidationError as exc:
             raise _to_validation_error(exc) from None
+
+    def msa_upload_key(self, owner: str, record: str) -> str | None:
+        """The store key of record's uploaded MSA (msa_file_names), in the owner's own folder; None if none."""
+        name = (self.msa_file_names or {}).get(record)
+        return None if name is None else upload_prefix(owner) + name
 
     def upload_key(self, owner: str) -> str | None:
         """The store key file_name names: inside the owner's own folder under input/, so that no one can submit

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MODEL_NAMES = ("model_1", "model_2", "model_3", "model_4", "model_5")
+CASP14_ENSEMBLES = 8  # AlphaFold's model_config('model_1') with CONFIG_DIFFS monomer_casp14: eval.num_ensemble 8
 _STOP_AT = re.compile(r"^stop-at-score:(.+)$")
 
 
@@ -42,8 +43,12 @@ class RunConfig(BaseModel):
     model_names: tuple[str, ...] = MODEL_NAMES
     strategy: str = "all"
     num_recycle: int = Field(3, ge=0, le=48)
-    # pTM heads give pTM and the predicted aligned error; rank by pTM when present, as AlphaFold's ranking does.
-    use_ptm: bool = True
+    # AlphaFold 2.3's presets. db_preset picks the MSA's databases: full_dbs searches BFD + UniRef30 with HHblits,
+    # reduced_dbs small BFD with jackhmmer (both: UniRef90 and MGnify with jackhmmer). model_preset picks the
+    # parameters: monomer_ptm the pTM models (pTM and the predicted aligned error), monomer the original ones,
+    # monomer_casp14 the original ones averaged over 8 ensembles (AlphaFold's CASP14 configuration).
+    db_preset: Literal["full_dbs", "reduced_dbs"] = "full_dbs"
+    model_preset: Literal["monomer_ptm", "monomer", "monomer_casp14"] = "monomer_ptm"
     rank_by: Literal["plddt", "ptm"] = "plddt"
     max_msa_clusters: int = Field(512, ge=1)
     max_extra_msa: int = Field(5120, ge=1)
@@ -79,6 +84,14 @@ class RunConfig(BaseModel):
     @classmethod
     def _strategy(cls, v: str) -> str:
         return canonical_strategy(v)
+
+    @property
+    def use_ptm(self) -> bool:
+        return self.model_preset == "monomer_ptm"
+
+    @property
+    def num_ensemble(self) -> int:
+        return CASP14_ENSEMBLES if self.model_preset == "monomer_casp14" else 1
 
     @property
     def strategy_kind(self) -> str:

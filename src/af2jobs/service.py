@@ -6,7 +6,7 @@ import builtins  # JobService.list shadows the builtin inside the class
 import contextlib
 import logging
 
-from af2jobs import errors, layout, lifecycle
+from af2jobs import errors, layout, lifecycle, msafile
 from af2jobs.fasta import FastaRecord, to_fasta
 from af2jobs.models import RUNNING, TERMINAL, UNFINISHED, Job, JobError, JobEvent, JobState, Principal, new_job_id
 from af2jobs.request import JobRequest
@@ -64,8 +64,8 @@ class JobService:
                 raise exc.at(i) from None
         stored: list[tuple[Job, bool]] = []
         try:
-            for job, data in prepared:
-                stored.append(self._store(job, data))
+            for job, files in prepared:
+                stored.append(self._store(job, files))
         except BaseException:
             for job, fresh in stored:
                 if fresh:  # nothing has started them: they go without a trace
@@ -78,20 +78,58 @@ class JobService:
         return [job for job, _ in stored]
 
     def _prepare(self, principal: Principal, request: JobRequest,
-                 idempotency_key: str | None) -> tuple[Job, bytes]:
-        """The job a request makes and its canonical input, read and checked; nothing is stored yet."""
+                 idempotency_key: str | None) -> tuple[Job, dict[str, bytes]]:
+        """The job a request makes and the files it brings (store key -> bytes), read and checked; nothing is
+        stored yet. A supplied MSA's text goes to the job's files, not onto its record."""
         records = self._records(request, principal.owner)
-        # The record keeps the queue actually used, so the orchestrator and a re-read agree on it.
-        resolved = request.model_copy(update={"que": request.queue_for(max(len(r.sequence) for r in records))})
         job_id = new_job_id()
+        files = {layout.input_key(job_id): to_fasta(records).encode()}  # canonical: a bare sequence gains a header
+        artifacts = {layout.INPUT_NAME: layout.input_key(job_id)}
+        for record, fmt, data in self._supplied_msas(request, records, principal.owner):
+            name = layout.supplied_msa_name(record.slug, fmt)
+            artifacts[name] = layout.supplied_msa_key(job_id, record.slug, fmt)
+            files[artifacts[name]] = data
+        # The record keeps the queue actually used, so the orchestrator and a re-read agree on it.
+        resolved = request.model_copy(update={"que": request.queue_for(max(len(r.sequence) for r in records)),
+                                              "msa": None})
         job = Job(id=job_id, owner=principal.owner, request=resolved, idempotency_key=idempotency_key,
-                  artifacts={layout.INPUT_NAME: layout.input_key(job_id)})
-        # Canonical FASTA (a bare sequence gains its header), so every later stage reads one format.
-        return job, to_fasta(records).encode()
+                  artifacts=artifacts)
+        return job, files
 
-    def _store(self, job: Job, data: bytes) -> tuple[Job, bool]:
-        """Store the job's input and record; (the job, True), or (the first job, False) for a repeated key."""
-        self.store.put_bytes(layout.input_key(job.id), data)
+    def _supplied_msas(self, request: JobRequest, records: builtins.list[FastaRecord],
+                       owner: str) -> builtins.list[tuple[FastaRecord, str, bytes]]:
+        """Each supplied MSA (inline, or uploaded) checked against its record: (record, format, text)."""
+        by_name = {r.name: r for r in records}
+        named = {**(request.msa or {}), **(request.msa_file_names or {})}
+        unknown = sorted(set(named) - set(by_name))
+        if unknown:
+            field = "msa" if unknown[0] in (request.msa or {}) else "msa_file_names"
+            raise errors.ValidationError(f"{field} names record {unknown[0]}, which the input does not have "
+                                         f"(its records: {', '.join(by_name)})", field=f"{field}.{unknown[0]}")
+        supplied = []
+        for name in named:
+            text = (request.msa or {}).get(name)
+            if text is None:
+                text = self._uploaded_text(request.msa_upload_key(owner, name), f"msa_file_names.{name}")
+            fmt = msafile.check(text, by_name[name].sequence, name)
+            supplied.append((by_name[name], fmt, text.replace("\r\n", "\n").encode()))
+        return supplied
+
+    def _uploaded_text(self, key: str, field: str) -> str:
+        try:
+            data = self.store.get_bytes(key)
+        except errors.NotFoundError:
+            raise errors.NotFoundError(f"{field}: no object {key} (uploads are read from your own folder under "
+                                       "input/); upload the file there first", field=field) from None
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise errors.ValidationError(f"{field}: {key} is not UTF-8 text", field=field) from None
+
+    def _store(self, job: Job, files: dict[str, bytes]) -> tuple[Job, bool]:
+        """Store the job's files and record; (the job, True), or (the first job, False) for a repeated key."""
+        for key, data in files.items():
+            self.store.put_bytes(key, data)
         try:
             stored = self.repo.create(job)
         except BaseException:

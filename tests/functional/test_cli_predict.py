@@ -47,6 +47,9 @@ def test_predict_writes_alphafold_layout(env, tmp_path):
     assert "UNTRAINED" in (d / "ranked_0.cif").read_text().split("data_")[0]
     assert set(ranking["screen"]) == {"model_1", "model_3"} and ranking["untrained"] is True
     assert len(conf["predicted_aligned_error"]) == len(UBIQUITIN) and 0 <= conf["ptm"] <= 1
+    [afdb] = json.loads((d / f"{best}_predicted_aligned_error_v1.json").read_text())  # AlphaFold DB's layout
+    assert afdb["predicted_aligned_error"] == conf["predicted_aligned_error"]
+    assert afdb["max_predicted_aligned_error"] == pytest.approx(conf["max_predicted_aligned_error"], abs=0.01)
     timings = json.loads((d / "timings.json").read_text())
     assert {"msa", "features", "predict", "outputs", "total_s"} <= set(timings)
     models = timings["predict"]["models"]
@@ -55,7 +58,11 @@ def test_predict_writes_alphafold_layout(env, tmp_path):
     versions = json.loads((d / "versions.json").read_text())
     assert versions["params_status"] == "UNTRAINED" and "UNTRAINED" in versions["note"]
     assert versions["alphafold"] and versions["packages"]["jax"]
-    assert {db["name"] for db in versions["databases"]} == {"uniref90", "small_bfd"}
+    # db_preset full_dbs (the default): UniRef90 by jackhmmer, BFD + UniRef30 by HHblits; not small BFD.
+    assert {db["name"] for db in versions["databases"]} == {"uniref90", "bfd", "uniref30"}
+    assert (versions["db_preset"], versions["model_preset"], versions["msa_supplied"]) == (
+        "full_dbs", "monomer_ptm", False)
+    assert (d / "msas" / "bfd_uniref_hits.a3m").is_file() and not (d / "msas" / "small_bfd_hits.sto").exists()
     assert versions["msa_depth_caps"] == {"max_msa_clusters": 16, "max_extra_msa": 32}
     sto = (d / "msas" / "uniref90_hits.sto").read_text()
     assert sum(1 for line in sto.splitlines() if line and not line.startswith(("#", "//"))) > 10
@@ -71,6 +78,42 @@ def test_predict_writes_alphafold_layout(env, tmp_path):
     again = json.loads((tmp_path / "again" / "ubq" / "timings.json").read_text())
     assert again["msa"]["cache"] == "hit" and again["msa"]["search_s"] == 0.0
     assert [m["phase"] for m in again["predict"]["models"]] == ["full", "full"]
+
+
+def test_reduced_dbs_searches_small_bfd_and_the_original_models_give_no_ptm(env, tmp_path):
+    fasta = tmp_path / "ubq.fasta"
+    fasta.write_text(f">ubq\n{UBIQUITIN[:50]}\n")
+    out = tmp_path / "out"
+    assert main(["predict", str(fasta), "--out", str(out), "--db-preset", "reduced_dbs", "--model-preset", "monomer",
+                 *FAST]) == 0
+    versions = json.loads((out / "ubq" / "versions.json").read_text())
+    assert {db["name"] for db in versions["databases"]} == {"uniref90", "small_bfd"}
+    assert set(versions["params"]) == {"model_1", "model_3"}  # params_model_N, not params_model_N_ptm
+    best = json.loads((out / "ubq" / "ranking_debug.json").read_text())["order"][0]
+    assert "ptm" not in json.loads((out / "ubq" / f"confidence_{best}_full.json").read_text())
+
+
+def test_an_msa_of_your_own_is_used_and_no_database_is_searched(env, tmp_path, capsys):
+    seq = UBIQUITIN[:40]
+    fasta = tmp_path / "ubq.fasta"
+    fasta.write_text(f">ubq\n{seq}\n")
+    own = tmp_path / "own.a3m"
+    own.write_text(f">ubq\n{seq}\n>relative\n{seq[:10]}-{seq[11:]}\n>other\nmk{seq[:20]}A{seq[21:]}\n")
+    out, empty = tmp_path / "out", tmp_path / "no-databases"
+    empty.mkdir()
+    assert main(["predict", str(fasta), "--out", str(out), "--msa", str(own), "--db-root", str(empty), *FAST]) == 0
+    d = out / "ubq"
+    timings = json.loads((d / "timings.json").read_text())
+    assert timings["msa"]["cache"] == "supplied" and timings["features"]["msa_rows"] == 3
+    versions = json.loads((d / "versions.json").read_text())
+    assert versions["msa_supplied"] is True and versions["databases"] == []
+    assert (d / "msas" / "supplied_msa.a3m").read_text() == own.read_text()
+
+    bad = tmp_path / "bad.a3m"
+    bad.write_text(f">ubq\n{seq}\n>short\n{seq[:-3]}\n")
+    assert main(["predict", str(fasta), "--out", str(tmp_path / "o"), "--msa", str(bad), *FAST]) == 2
+    assert "msa for record 'ubq', line 3: row short has 37 match columns" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_several_records_are_separate_monomer_predictions(env, tmp_path):

@@ -209,16 +209,23 @@ def test_one_worker_per_data_directory(build):
         other.start()
 
 
-def test_presets_are_data_over_the_run_configuration(settings_factory):
+def test_presets_are_alphafolds_in_the_run_configuration(settings_factory):
     settings = settings_factory()
-    request = JobRequest.parse({"fasta": "ubq", "sequence": UBIQUITIN, "model_names": ["model_2"]})
 
-    full, notes = run_config_for(request, settings, TINY)
+    def config(**fields):
+        request = JobRequest.parse({"fasta": "ubq", "sequence": UBIQUITIN, "model_names": ["model_2"], **fields})
+        return run_config_for(request, settings, TINY)
+
+    full, notes = config()
     assert (full.max_msa_clusters, full.max_extra_msa, full.model_names, notes) == (16, 32, ("model_2",), [])
-    reduced, notes = run_config_for(request.model_copy(update={"preset": "reduced"}), settings, TINY)
-    assert (reduced.max_msa_clusters, reduced.max_extra_msa) == (8, 16) and "halved" in notes[0]
-    casp14, notes = run_config_for(request.model_copy(update={"preset": "casp14"}), settings, {"num_recycle": 9})
-    assert casp14.num_recycle == 3 and notes == [CASP14_NOTE] and "not applied" in CASP14_NOTE
+    assert (full.db_preset, full.use_ptm, full.num_ensemble) == ("full_dbs", True, 1)
+    reduced, notes = config(preset="reduced")  # small BFD instead of BFD + UniRef30; the MSA depth is kept
+    assert (reduced.db_preset, reduced.max_msa_clusters, reduced.max_extra_msa, notes) == ("reduced_dbs", 16, 32, [])
+    casp14, notes = config(preset="casp14")  # the original models, 8 ensembles
+    assert (casp14.model_preset, casp14.use_ptm, casp14.num_ensemble) == ("monomer_casp14", False, 8)
+    assert notes == [CASP14_NOTE] and "8 ensembles" in CASP14_NOTE
+    monomer, _ = config(model_preset="monomer", db_preset="reduced_dbs")
+    assert (monomer.use_ptm, monomer.num_ensemble, monomer.db_preset) == (False, 1, "reduced_dbs")
 
 
 def test_gpu_slots_come_from_the_gpu_list():

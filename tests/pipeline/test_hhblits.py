@@ -7,58 +7,25 @@ steps that make BFD and UniRef30. "bfd" holds the first half of the globins and 
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from alphafold.data import parsers
 
-from af2jobs.pipeline import databases, features, msa
+from af2jobs.pipeline import databases, features, hhsuitedb, msa
 
 pytestmark = pytest.mark.pipeline
 
-HHSUITE_DATA = Path(os.environ.get("HHLIB", "/usr/share/hhsuite")) / "data"
-
-
-def _cstranslate() -> str:
-    # Debian ships cstranslate per instruction set under libexec, without a working command on PATH.
-    found = shutil.which("cstranslate") or next(
-        (str(p) for p in sorted(Path("/usr/libexec/hhsuite").glob("cstranslate-plain")) if p.is_file()), None)
-    if found is None:
-        pytest.fail("HH-suite's cstranslate is missing: run `make test`, which installs the Debian package hhsuite")
-    return found
-
-
-def _read_fasta(path: Path) -> list[tuple[str, str]]:
-    records: list[tuple[str, str]] = []
-    for line in path.read_text().splitlines():
-        if line.startswith(">"):
-            records.append((line[1:].split()[0], ""))
-        elif line.strip():
-            records[-1] = (records[-1][0], records[-1][1] + line.strip())
-    return records
-
 
 def _build(prefix: Path, records: list[tuple[str, str]]) -> None:
-    """An HH-suite database (a3m, hhm and cs219 ffindex pairs) with one single-sequence MSA per record."""
-    a3m_dir = prefix.parent / "a3m"
-    a3m_dir.mkdir(parents=True)
-    for name, seq in records:
-        (a3m_dir / f"{name}.a3m").write_text(f">{name}\n{seq}\n")
-    run = lambda *cmd: subprocess.run(cmd, check=True, capture_output=True)  # noqa: E731
-    run("ffindex_build", "-s", f"{prefix}_a3m.ffdata", f"{prefix}_a3m.ffindex", str(a3m_dir))
-    run("ffindex_apply", f"{prefix}_a3m.ffdata", f"{prefix}_a3m.ffindex", "-i", f"{prefix}_hhm.ffindex",
-        "-d", f"{prefix}_hhm.ffdata", "--", "hhmake", "-i", "stdin", "-o", "stdout", "-v", "0")
-    run(_cstranslate(), "-f", "-x", "0.3", "-c", "4", "-I", "a3m", "-i", f"{prefix}_a3m", "-o", f"{prefix}_cs219",
-        "-A", str(HHSUITE_DATA / "cs219.lib"), "-D", str(HHSUITE_DATA / "context_data.lib"))
-    shutil.rmtree(a3m_dir)
+    """An HH-suite database with one single-sequence MSA per record."""
+    hhsuitedb.build(prefix, ((name, f">{name}\n{seq}\n") for name, seq in records))
 
 
 @pytest.fixture(scope="module")
 def globins(demo_db_root) -> list[tuple[str, str]]:
-    return _read_fasta(demo_db_root / "small_bfd" / "bfd-first_non_consensus_sequences.fasta")
+    return databases.read_fasta(demo_db_root / "small_bfd" / "bfd-first_non_consensus_sequences.fasta")
 
 
 @pytest.fixture(scope="module")

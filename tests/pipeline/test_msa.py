@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from alphafold.data import parsers
 
+from af2jobs import errors
 from af2jobs.errors import StageError
 from af2jobs.pipeline import databases, msa
 from tests.conftest import UBIQUITIN
@@ -13,13 +14,20 @@ pytestmark = pytest.mark.pipeline
 
 
 @pytest.fixture(scope="module")
-def dbs(demo_db_root):
+def installed(demo_db_root):
     return databases.discover(demo_db_root)
 
 
-def test_discover_reports_demo_databases(dbs):
-    by_name = {d.name: d for d in dbs}
-    assert set(by_name) == {"uniref90", "small_bfd"}
+@pytest.fixture(scope="module")
+def dbs(installed):
+    """What db_preset reduced_dbs searches: UniRef90 and small BFD, both by jackhmmer."""
+    return databases.for_preset(installed, "reduced_dbs")
+
+
+def test_discover_reports_demo_databases(installed):
+    by_name = {d.name: d for d in installed}
+    assert set(by_name) == {"uniref90", "small_bfd", "bfd", "uniref30"}
+    assert by_name["bfd"].tool == by_name["uniref30"].tool == "hhblits"
     assert by_name["uniref90"].sequences == 20000
     assert by_name["small_bfd"].sequences == 45
     assert by_name["uniref90"].version.startswith("debian:mmseqs2-examples=")
@@ -62,6 +70,17 @@ def test_cache_key_changes_with_database_identity(dbs):
     changed = [databases.Database(d.name, d.path, d.tool, d.version + "-new", d.size_bytes, d.sequences) for d in dbs]
     assert msa.cache_key(UBIQUITIN, dbs) != msa.cache_key(UBIQUITIN, changed)
     assert msa.cache_key(UBIQUITIN, dbs) != msa.cache_key(UBIQUITIN[:-1], dbs)
+
+
+def test_each_db_preset_searches_alphafolds_databases_and_says_what_is_missing(installed):
+    assert {d.name for d in databases.for_preset(installed, "full_dbs")} == {"uniref90", "bfd", "uniref30"}
+    assert {d.name for d in databases.for_preset(installed, "reduced_dbs")} == {"uniref90", "small_bfd"}
+    without_hhblits = [d for d in installed if d.tool == "jackhmmer"]
+    with pytest.raises(errors.DatabaseError, match="db_preset full_dbs searches bfd and uniref30 .* use db_preset "
+                                                   "reduced_dbs"):
+        databases.for_preset(without_hhblits, "full_dbs")
+    with pytest.raises(errors.DatabaseError, match="no sequence database"):
+        databases.for_preset([], "reduced_dbs")
 
 
 def test_no_database_is_a_stage_error(tmp_path):

@@ -49,8 +49,8 @@ def build(settings_factory):
         services.close()
 
 
-def submit(services: wiring.Services) -> Job:
-    body = {"fasta": "ubq", "sequence": UBIQUITIN, "model_names": ["model_1"], "strategy": "best"}
+def submit(services: wiring.Services, **fields: Any) -> Job:
+    body = {"fasta": "ubq", "sequence": UBIQUITIN, "model_names": ["model_1"], "strategy": "best", **fields}
     return services.service.submit(ANN, JobRequest.parse(body))
 
 
@@ -102,7 +102,7 @@ def test_a_corrupt_sequence_database_fails_the_job_in_msa_naming_the_file(build,
     (root / "uniref90" / "uniref90.fasta").write_bytes(bytes(range(256)) * 64)  # not a sequence file
     (root / "small_bfd").symlink_to(demo_db_root / "small_bfd")
     services = build(db_root=root)
-    job = settled(services, submit(services).id)
+    job = settled(services, submit(services, db_preset="reduced_dbs").id)  # the databases present: small BFD's
 
     assert_failed_cleanly(services, job, "msa")
     assert job.error.type == "StageError"

@@ -265,3 +265,31 @@ def test_delete_finished_removes_only_finished_jobs(w: World) -> None:
     with pytest.raises(errors.ForbiddenError):
         w.service.delete_finished(BOB, everyone=True)
     assert w.service.delete_finished(ADMIN, everyone=True) == [bobs.id]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# MSAs a request brings
+
+OWN_MSA = f">q\n{SEQ}\n>h\n{SEQ[:5]}-{SEQ[6:]}\n"
+
+
+def test_a_supplied_msa_is_checked_and_kept_with_the_jobs_files_not_on_its_record(w: World) -> None:
+    w.store.put_bytes("input/ann/big.sto", f"# STOCKHOLM 1.0\nq {SEQ}\n//\n".encode())
+    two = f">first\n{SEQ}\n>second\n{SEQ}\n"
+    job = w.service.submit(ANN, req(sequence=two, msa={"first": OWN_MSA}, msa_file_names={"second": "big.sto"}))
+    assert job.request.msa is None and job.request.msa_file_names == {"second": "big.sto"}
+    assert w.store.get_bytes(job.artifacts["supplied/first.a3m"]).decode() == OWN_MSA
+    assert w.store.get_bytes(job.artifacts["supplied/second.sto"]).startswith(b"# STOCKHOLM")
+    assert job.artifacts["supplied/first.a3m"] == f"jobs/{job.id}/supplied/first.a3m"
+
+
+@pytest.mark.parametrize(("fields", "field", "says"), [
+    ({"msa": {"job1": f">q\n{SEQ[1:]}\n"}}, "msa.job1", "msa for record 'job1', line 1: the first row"),
+    ({"msa": {"nope": OWN_MSA}}, "msa.nope", "msa names record nope, which the input does not have"),
+    ({"msa_file_names": {"job1": "absent.a3m"}}, "msa_file_names.job1", "no object input/ann/absent.a3m"),
+])
+def test_a_bad_supplied_msa_stores_nothing(w: World, fields: dict, field: str, says: str) -> None:
+    with pytest.raises(errors.Af2JobsError) as info:
+        w.service.submit(ANN, req(**fields))
+    assert info.value.field == field and says in info.value.message, info.value.message
+    assert nothing_stored(w)

@@ -5,7 +5,6 @@ cannot see the databases, and keys cached MSAs by the manifest."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -45,13 +44,19 @@ class MsaCacheBridge:
     def _local_entry(self, key: str) -> Path:
         return self.settings.cache_dir / "msa" / key[:2] / key
 
-    def fetch(self, record: FastaRecord, databases: list[Any]) -> None:
+    def fetch(self, record: FastaRecord, databases: list[Any], db_preset: str) -> None:
         """Put the S3 cache's entry for the record where the pipeline's local cache looks, if S3 has one."""
+        from af2jobs.errors import DatabaseError
+        from af2jobs.pipeline.databases import for_preset
         from af2jobs.pipeline.msa import cache_key
 
         if not self.settings.msa_cache:
             return
-        key = cache_key(record.sequence, databases)
+        try:
+            key = cache_key(record.sequence, for_preset(databases, db_preset))
+        except DatabaseError:
+            return  # the preset's databases are missing: the MSA stage says so
+
         entry = self._local_entry(key)
         if (entry / MSA_CACHE_REPORT).is_file() or not self.shared.has(key):
             return
@@ -65,17 +70,17 @@ class MsaCacheBridge:
             return
         self.say(f"{record.name}: MSA fetched from the shared cache")
 
-    def share(self, timings: dict[str, Any], workdir: Path) -> None:
-        """The record's MSA into the S3 cache, and the databases it was searched in as the cache's manifest.
-        Best effort: the MSA is done either way."""
+    def share(self, timings: dict[str, Any], databases: list[Any]) -> None:
+        """The record's MSA into the S3 cache, and the databases installed (each preset searches some of them) as
+        the cache's manifest. Best effort: the MSA is done either way."""
         msa = timings["msa"]
-        if msa["cache"] == "off":
+        if msa["cache"] not in ("hit", "miss"):  # off, or the request's own MSA
             return
         entry = self._local_entry(msa["cache_key"])
         try:
             if (entry / MSA_CACHE_REPORT).is_file() and not self.shared.has(msa["cache_key"]):
                 self.shared.store(msa["cache_key"], entry)
-            self.shared.publish_manifest(json.loads((workdir / "msas" / "databases.json").read_text()))
+            self.shared.publish_manifest([db.to_dict() for db in databases])
         except (ClientError, OSError) as exc:
             log.warning("could not share the MSA through the S3 cache: %s", exc)
 

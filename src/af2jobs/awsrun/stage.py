@@ -140,8 +140,8 @@ class BatchStage:
         self.job = job
         self.records = jobrun.read_records(self.store, job, self.settings.max_length)
         self.progress.total = len(self.records)
-        self.prepared = self.stages.prepare(job, self.records, should_cancel=self._should_cancel,
-                                            progress=lambda *event: self._guarded(self.progress, *event))
+        self.prepared = jobrun.prepare(self.stages, self.store, job, self.records, should_cancel=self._should_cancel,
+                                       progress=lambda *event: self._guarded(self.progress, *event))
         self._log(f"{self.stage} stage of {len(self.records)} record(s), Batch job {self.batch_job_id}; "
                   f"run config {self.prepared.run_config.model_dump_json()}")
 
@@ -155,9 +155,9 @@ class BatchStage:
             if self._restore(record, workdir):
                 self._log(f"{record.name}: MSA finished by an earlier attempt; kept")
                 continue
-            self.cache.fetch(record, self.prepared.databases)
+            self.cache.fetch(record, self.prepared.databases, self.prepared.run_config.db_preset)
             timings = jobrun.run_msa_record(self.stages, record, workdir, self.prepared)
-            self.cache.share(timings, workdir)
+            self.cache.share(timings, self.prepared.databases)
             self.work.save(self.job_id, record.slug, workdir, last=jobrun.MSA_DONE)
             self._check_stop()
         n = len(self.records)
@@ -181,7 +181,7 @@ class BatchStage:
             workdir = scratch / record.slug
             if not self._restore(record, workdir):
                 # No MSA job ran (Validate found the MSA cached): its MSA comes from the cache, features are made here.
-                self.cache.fetch(record, self.prepared.databases)
+                self.cache.fetch(record, self.prepared.databases, self.prepared.run_config.db_preset)
                 timings = jobrun.run_msa_record(self.stages, record, workdir, self.prepared)
                 if timings["msa"]["cache"] != "hit":
                     self._log(f"{record.name}: the cached MSA was not found for these databases; searched here")

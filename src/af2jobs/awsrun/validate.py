@@ -15,7 +15,8 @@ from af2jobs.awsrun.parts import MsaCacheIndex, TaskParts
 from af2jobs.fasta import FastaRecord
 from af2jobs.models import Job, JobState, Progress
 from af2jobs.request import AUTO_QUEUE_LIMITS, JobRequest
-from af2jobs.pipeline.databases import Database
+from af2jobs.errors import DatabaseError
+from af2jobs.pipeline.databases import Database, for_preset
 from af2jobs.pipeline.msa import cache_key
 from af2jobs.settings import Settings
 
@@ -39,7 +40,7 @@ def validate(parts: TaskParts, event: Mapping[str, Any]) -> dict[str, Any]:
     elif job.state is not S.VALIDATING:  # VALIDATING: this task is being retried after a lost answer
         raise JobStateConflict(f"job {job_id} is {job.state.value}; Validate starts QUEUED jobs")
     request, records = _revalidate(parts, job)
-    run = plan(request, records, event["queues"], msa_cached(parts.msa_cache, records, parts.settings))
+    run = plan(request, records, event["queues"], msa_cached(parts.msa_cache, records, parts.settings, request))
     message = (f"{len(records)} record(s), longest {run['longest']}; GPU queue {run['queue']}, "
                f"{run['gpu']} GPU(s); MSA {'cached' if run['msa_cached'] else 'to compute'}")
     parts.progress(job_id, progress=Progress(stage="validating", message=message), expected={S.VALIDATING})
@@ -102,16 +103,21 @@ def manifest_databases(index: MsaCacheIndex) -> list[Database] | None:
         return None
 
 
-def msa_cached(index: MsaCacheIndex, records: list[FastaRecord], settings: Settings) -> bool:
+def msa_cached(index: MsaCacheIndex, records: list[FastaRecord], settings: Settings, request: JobRequest) -> bool:
     """Whether S3 holds an MSA for every record, keyed as the MSA job would key it today. The manifest describes
-    the databases of the latest MSA job; after a database reload the first job searches and refreshes it (and the
-    predict stage recomputes the key from the databases it sees, so a stale manifest costs time, never results)."""
+    the databases installed when the latest MSA job ran; after a database reload the first job searches and
+    refreshes it (and the predict stage recomputes the key from the databases it sees, so a stale manifest costs
+    time, never results)."""
     if not settings.msa_cache:
         return False
     databases = manifest_databases(index)
     if databases is None:
         return False
-    return all(index.has(cache_key(record.sequence, databases)) for record in records)
+    try:
+        searched = for_preset(databases, request.db_preset)
+    except DatabaseError:
+        return False  # the MSA job will say what is missing
+    return all(index.has(cache_key(record.sequence, searched)) for record in records)
 
 
 __all__ = ["GPU_QUEUES", "MEMORY_MIB_PER_GPU", "VCPUS_PER_GPU", "manifest_databases", "msa_cached", "next_queue",

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from af2jobs import errors
+from af2jobs import errors, msafile
 from af2jobs.cli.api_client import ApiClient, is_absolute
 from af2jobs.models import JobState
 from af2jobs.request import DB_PRESETS, MODEL_NAMES, MODEL_PRESETS, PRESETS, QUEUES, RELAX, JobRequest
@@ -58,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-preset", type=str.lower, choices=MODEL_PRESETS,
                    help="monomer_ptm (default) | monomer | monomer_casp14")
     p.add_argument("--models-to-relax", type=str.lower, choices=RELAX, help="best (default) | all | none")
+    p.add_argument("--msa", action="append", default=[], metavar="[NAME=]FILE",
+                   help="your own MSA (A3M or Stockholm, the query first) for a record: its search is skipped; "
+                        "repeat with NAME=FILE for several records. A large one is uploaded first")
     p.add_argument("--que", choices=QUEUES, help="queue (default: auto, by sequence length)")
     p.add_argument("--gpu", type=int, help="GPUs for the job, 1-8 (default: 1)")
     p.add_argument("--max-template-date", help="YYYY-MM-DD (default: 2020-05-14)")
@@ -154,13 +157,14 @@ def _too_big_to_inline(path: Path | None) -> bool:
     return path is not None and path.is_file() and path.stat().st_size > MAX_FASTA_BYTES
 
 
-def submission(args: argparse.Namespace) -> dict[str, Any]:
-    """The request body, validated here with the API's own schema so that mistakes cost no round trip. A FASTA
-    over the inline limit is named by file_name, as the upload it will be."""
+def submission(args: argparse.Namespace) -> tuple[dict[str, Any], list[tuple[Path, str]]]:
+    """The request body, validated here with the API's own schema so that mistakes cost no round trip, and the
+    files to upload first (local path, file_name): a FASTA over the inline limit, large MSAs."""
     if (args.fasta is None) == (args.file_name is None):
         raise errors.ValidationError("give a FASTA file or --file-name (an upload under input/<owner>/), not both",
                                      field="fasta")
     upload = _too_big_to_inline(args.fasta)
+    uploads = [(args.fasta, args.fasta.name)] if upload else []
     fields: dict[str, Any] = {
         "fasta": args.name or _job_name(args.fasta or Path(args.file_name)),
         "sequence": _read_fasta(args.fasta) if args.fasta is not None and not upload else None,
@@ -177,8 +181,19 @@ def submission(args: argparse.Namespace) -> dict[str, Any]:
         "comment": args.comment,
     }
     body = {k: v for k, v in fields.items() if v is not None}
+    if args.msa:
+        if args.fasta is None:
+            raise errors.ValidationError("--msa needs the FASTA file here (to match MSAs to records)", field="msa")
+        names = [r.name for r in JobRequest.parse_sequence(args.fasta.read_bytes(), name=body["fasta"],
+                                                          max_length=Settings().max_length)]
+        for name, path in msafile.assign(args.msa, names).items():
+            if path.stat().st_size > MAX_FASTA_BYTES // 2:
+                body.setdefault("msa_file_names", {})[name] = f"msa/{path.name}"
+                uploads.append((path, f"msa/{path.name}"))
+            else:
+                body.setdefault("msa", {})[name] = _read_fasta(path)
     JobRequest.parse(body)
-    return body
+    return body, uploads
 
 
 def _request_file(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -224,7 +239,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if args.fasta is not None or args.file_name is not None:
             raise errors.ValidationError("give --request, or a FASTA file / --file-name, not both", field="request")
         return cmd_submit_request(args)
-    body = submission(args)
+    body, uploads = submission(args)
     if getattr(args, "estimate", False):
         from af2jobs.cost import estimate_request
 
@@ -239,8 +254,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return 0
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
     client = client_from(args)
-    if _too_big_to_inline(args.fasta):
-        client.upload(args.fasta, body["file_name"])
+    for path, file_name in uploads:
+        client.upload(path, file_name)
     job = client.call("POST", "/jobs", body=body, headers=headers)
     print(job["id"])
     return 0

@@ -55,7 +55,7 @@ def list_databases(args) -> int:
 
 
 def fetch_demo(args) -> int:
-    from af2jobs.pipeline import databases
+    from af2jobs.pipeline import demo
 
-    databases.fetch_demo(_root(args), force=args.force)
+    demo.fetch_demo(_root(args), force=args.force)
     return 0

@@ -9,8 +9,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from af2jobs import msafile
 from af2jobs.errors import ValidationError
 from af2jobs.fasta import parse_fasta
+from af2jobs.request import DB_PRESETS, MODEL_PRESETS
 from af2jobs.runconfig import MODEL_NAMES
 from af2jobs.settings import Settings, apply_device_memory
 
@@ -32,6 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db-root", type=Path, help="database root (default: AF2_DB_ROOT or DATA_DIR/databases)")
     p.add_argument("--params-dir", type=Path, help="directory with official params_model_*.npz")
     p.add_argument("--seed", type=int, default=0, help="random seed of the model")
+    p.add_argument("--db-preset", type=str.lower, choices=DB_PRESETS,
+                   help="full_dbs (default): BFD + UniRef30 by HHblits; reduced_dbs: small BFD by jackhmmer")
+    p.add_argument("--model-preset", type=str.lower, choices=[m for m in MODEL_PRESETS if m != "multimer"],
+                   help="monomer_ptm (default) | monomer | monomer_casp14 (8 ensembles)")
+    p.add_argument("--msa", action="append", default=[], metavar="[NAME=]FILE",
+                   help="your own MSA (A3M or Stockholm, the query first) for a record: its search is skipped; "
+                        "repeat with NAME=FILE for several records")
     p.add_argument("--gpus", type=int, help="devices to use: with --strategy all, models run on separate GPUs in "
                                             "parallel (default 1)")
     p.set_defaults(func=run)
@@ -47,6 +56,19 @@ def _read_input(args) -> bytes:
         raise ValidationError(f"input file {path} is {path.stat().st_size:,} bytes; the limit is "
                               f"{MAX_INPUT_BYTES:,}", field="input")
     return path.read_bytes()
+
+
+def _supplied_msas(values: list[str], records) -> dict[str, tuple[str, bytes]]:
+    """--msa files, each checked against its record: record name -> (format, text)."""
+    by_name = {r.name: r for r in records}
+    out = {}
+    for name, path in msafile.assign(values, list(by_name)).items():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValidationError(f"--msa {path}: not UTF-8 text", field="msa") from None
+        out[name] = (msafile.check(text, by_name[name].sequence, name), text.encode())
+    return out
 
 
 def _caps(text: str | None) -> tuple[int | None, int | None]:
@@ -68,7 +90,8 @@ def _run_config(args, settings: Settings):
     try:
         return resolve_run_config(settings, model_names=args.models, strategy=args.strategy,
                                   num_recycle=args.recycles, max_msa_clusters=clusters, max_extra_msa=extra,
-                                  profile=args.profile, random_seed=args.seed, gpus=args.gpus)
+                                  profile=args.profile, random_seed=args.seed, gpus=args.gpus,
+                                  db_preset=args.db_preset, model_preset=args.model_preset)
     except PydanticError as exc:
         err = exc.errors()[0]
         raise ValidationError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}", field=str(err["loc"][0])) from None
@@ -80,6 +103,7 @@ def run(args) -> int:
     apply_device_memory(settings)
     # Validate everything before any work or any file: bad input leaves nothing behind.
     records = parse_fasta(_read_input(args), max_length=settings.max_length)
+    supplied = _supplied_msas(args.msa, records)
     run_config = _run_config(args, settings)
 
     from af2jobs.cli.progress import StageReporter
@@ -87,7 +111,7 @@ def run(args) -> int:
 
     console = Console() if Console().is_terminal else Console(width=200)
     with StageReporter() as reporter:
-        ctx = Context(settings=settings, run=run_config, progress=reporter)
+        ctx = Context(settings=settings, run=run_config, progress=reporter, supplied_msas=supplied)
         results = predict_records(records, args.out, ctx)
     _summary(console, results, run_config)
     return 0

@@ -1,4 +1,4 @@
-"""Sequence databases in AlphaFold's layout under one root, their identity, and the small demo database.
+"""Sequence databases in AlphaFold's layout under one root, their identity, and what each db_preset searches.
 
     db_root/uniref90/uniref90.fasta        jackhmmer (pyhmmer)
     db_root/mgnify/mgy_clusters*.fa        jackhmmer (pyhmmer)
@@ -6,17 +6,14 @@
     db_root/bfd/<prefix>_a3m.ffdata + db_root/uniref30/<prefix>_a3m.ffdata   HHblits, when the binary is present
 
 A `VERSION` file beside each database says where it came from; its identity (version, size, mtime) keys the MSA cache.
+The small demo database is af2jobs.pipeline.demo's.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
-import os
 import shutil
-import subprocess
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -63,7 +60,20 @@ def _ffindex_prefix(directory: Path) -> Path | None:
     return Path(str(data[0])[: -len("_a3m.ffdata")]) if data else None
 
 
-def _count_sequences(path: Path) -> int:
+def read_fasta(path: Path) -> list[tuple[str, str]]:
+    """(name, sequence) of each record of a database FASTA file (names are the header's first word)."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    records: list[tuple[str, str]] = []
+    with opener(path, "rt") as fh:
+        for line in fh:
+            if line.startswith(">"):
+                records.append((line[1:].split()[0], ""))
+            elif line.strip() and records:
+                records[-1] = (records[-1][0], records[-1][1] + line.strip())
+    return records
+
+
+def count_sequences(path: Path) -> int:
     opener = gzip.open if path.name.endswith(".gz") else open
     n = 0
     with opener(path, "rb") as fh:
@@ -87,7 +97,7 @@ def _describe(name: str, path: Path, tool: str, data_file: Path) -> Database:
             meta = {}
     count = meta.get("sequences") if meta.get("size") == st.st_size and meta.get("mtime") == st.st_mtime else None
     if count is None and tool == "jackhmmer":
-        count = _count_sequences(data_file)
+        count = count_sequences(data_file)
         try:
             atomic.write_json(meta_path, {"size": st.st_size, "mtime": st.st_mtime, "sequences": count}, indent=None)
         except OSError:
@@ -110,84 +120,29 @@ def discover(db_root: Path, hhblits_binary: str | None = None) -> list[Database]
     return found
 
 
-# --- the small demo database, fetched from Debian's package registry -----------------------------------------
-
-@dataclass(frozen=True)
-class DemoSource:
-    database: str
-    package: str
-    member: str  # path inside the package
-    target: str  # file name under db_root/<database>/
-    description: str
-
-
-DEMO_SOURCES = (
-    DemoSource(
-        "uniref90", "mmseqs2-examples", "usr/share/doc/mmseqs2/example-data/DB.fasta.gz", "uniref90.fasta",
-        "20,000 UniProt sequences (MMseqs2 example database)",
-    ),
-    DemoSource(
-        "small_bfd", "hmmer-examples", "usr/share/doc/hmmer/examples/tutorial/globins45.fa",
-        "bfd-first_non_consensus_sequences.fasta", "45 globins (HMMER tutorial)",
-    ),
-)
+# What each db_preset searches (AlphaFold 2.3's run_alphafold): UniRef90 and MGnify with jackhmmer either way;
+# full_dbs adds BFD + UniRef30 with HHblits, reduced_dbs small BFD with jackhmmer. The preset's own databases
+# must be installed; UniRef90 and MGnify are searched when they are.
+PRESET_DATABASES: dict[str, tuple[str, ...]] = {
+    "full_dbs": ("uniref90", "mgnify", "bfd", "uniref30"),
+    "reduced_dbs": ("uniref90", "mgnify", "small_bfd"),
+}
+PRESET_REQUIRES: dict[str, tuple[str, ...]] = {"full_dbs": ("bfd", "uniref30"), "reduced_dbs": ("small_bfd",)}
+NO_DATABASE = "no sequence database is configured (run 'af2 db fetch-demo' or set AF2_DB_ROOT)"
 
 
-def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
-    except FileNotFoundError as exc:
-        raise DatabaseError(f"'{cmd[0]}' is not installed; the demo database comes from Debian packages") from exc
-
-
-def _apt_download(package: str, workdir: Path) -> Path:
-    result = _run(["apt-get", "download", package], workdir)
-    if result.returncode != 0 and os.geteuid() == 0:
-        # A fresh machine may have no package lists yet.
-        _run(["apt-get", "update", "-qq"], workdir)
-        result = _run(["apt-get", "download", package], workdir)
-    debs = sorted(workdir.glob(f"{package}_*.deb"))
-    if result.returncode != 0 or not debs:
+def for_preset(found: list[Database], db_preset: str) -> list[Database]:
+    """The installed databases that db_preset searches; DatabaseError naming what is missing when the preset's
+    own databases are not all there."""
+    if not found:
+        raise DatabaseError(NO_DATABASE)
+    names = {db.name for db in found}
+    missing = [name for name in PRESET_REQUIRES[db_preset] if name not in names]
+    if missing:
+        other = "reduced_dbs" if db_preset == "full_dbs" else "full_dbs"
+        how = " with HHblits (hhsuite)" if db_preset == "full_dbs" else ""
         raise DatabaseError(
-            f"could not download Debian package '{package}': {result.stderr.strip() or result.stdout.strip()}"
-            + ("" if os.geteuid() == 0 else " (run 'sudo apt-get update' once and try again)")
-        )
-    return debs[0]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def fetch_demo(db_root: Path, *, force: bool = False, log=print) -> list[Path]:
-    """Install the demo databases under db_root. Already present ones are kept (a second run costs nothing)."""
-    written = []
-    for src in DEMO_SOURCES:
-        target_dir = db_root / src.database
-        target = target_dir / src.target
-        if target.is_file() and (target_dir / "VERSION").is_file() and not force:
-            log(f"{src.database}: present ({target})")
-            continue
-        with tempfile.TemporaryDirectory(prefix="af2db-") as tmp:
-            work = Path(tmp)
-            log(f"{src.database}: fetching Debian package {src.package}")
-            deb = _apt_download(src.package, work)
-            version = _run(["dpkg-deb", "-f", str(deb), "Version"], work).stdout.strip()
-            extracted = work / "x"
-            result = _run(["dpkg-deb", "-x", str(deb), str(extracted)], work)
-            member = extracted / src.member
-            if result.returncode != 0 or not member.is_file():
-                raise DatabaseError(f"package {src.package} has no {src.member}: {result.stderr.strip()}")
-            opener = gzip.open if member.name.endswith(".gz") else open
-            with opener(member, "rb") as fin, atomic.replacing(target) as fout:
-                shutil.copyfileobj(fin, fout)
-            digest = _sha256(target)
-            atomic.write_text(target_dir / "VERSION",
-                              f"debian:{src.package}={version} sha256:{digest[:16]}\n{src.description}\n")
-            written.append(target)
-            log(f"{src.database}: {target} ({_count_sequences(target)} sequences)")
-    return written
+            f"db_preset {db_preset} searches {' and '.join(PRESET_REQUIRES[db_preset])}{how}, and "
+            f"{', '.join(missing)} is not installed (installed: {', '.join(sorted(names))}): use db_preset "
+            f"{other}, or install {', '.join(missing)} (af2 db)")
+    return [db for db in found if db.name in PRESET_DATABASES[db_preset]]

@@ -12,16 +12,19 @@ import numpy as np
 from alphafold.data import parsers, pipeline
 
 from af2jobs import atomic
-from af2jobs.pipeline.msa import OUTPUT_NAMES
+from af2jobs.pipeline.msa import OUTPUT_NAMES, supplied
 
 # AlphaFold's order of MSAs in the features: uniref90, bfd, mgnify.
 _ORDER = ("uniref90", "bfd_uniref", "small_bfd", "mgnify")
 
 
 def read_msas(msa_dir: Path) -> list[tuple[str, parsers.Msa]]:
+    """The MSAs in msa_dir, in AlphaFold's order; a supplied one (the request's own) comes first."""
+    own = supplied(msa_dir)
+    paths = [("supplied", own)] if own is not None else []
+    paths += [(name, msa_dir / OUTPUT_NAMES[name]) for name in _ORDER]
     msas = []
-    for name in _ORDER:
-        path = msa_dir / OUTPUT_NAMES[name]
+    for name, path in paths:
         if not path.is_file():
             continue
         text = path.read_text()

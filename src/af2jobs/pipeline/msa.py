@@ -19,7 +19,7 @@ from typing import Callable
 
 from af2jobs import atomic
 from af2jobs.errors import StageError
-from af2jobs.pipeline.databases import Database
+from af2jobs.pipeline.databases import NO_DATABASE, Database
 
 # AlphaFold's jackhmmer settings (alphafold/data/tools/jackhmmer.py) and hit limits (alphafold/data/pipeline.py).
 JACKHMMER_OPTIONS = {"max_iterations": 1, "E": 1e-4, "incE": 1e-4, "F1": 5e-4, "F2": 5e-5, "F3": 5e-7}
@@ -30,6 +30,8 @@ OUTPUT_NAMES = {
     "small_bfd": "small_bfd_hits.sto",
     "bfd_uniref": "bfd_uniref_hits.a3m",
 }
+# The request's own MSA (af2jobs.jobrun puts it in msas/ before the stage runs): read first, searched for nothing.
+SUPPLIED_MSA = "supplied_msa"
 CACHE_FORMAT = 1
 # Databases up to this size are held in memory (several threads search them); larger ones are streamed.
 IN_MEMORY_LIMIT = 2 << 30
@@ -157,6 +159,19 @@ def _store(cache_dir: Path, msa_dir: Path, searches: list[SearchReport]) -> None
         (tmp / "report.json").write_text(json.dumps([asdict(s) for s in searches]))
 
 
+def supplied(msa_dir: Path) -> Path | None:
+    """The request's own MSA in msa_dir, if it brought one."""
+    return next(iter(sorted(msa_dir.glob(f"{SUPPLIED_MSA}.*"))), None)
+
+
+def supplied_report(path: Path) -> MsaReport:
+    """The MSA report of a supplied MSA: no search, its rows as hits."""
+    text = path.read_text()
+    rows = text.count("\n>") + text.startswith(">") if path.suffix == ".a3m" else sum(
+        1 for line in text.splitlines() if line.strip() and not line.startswith(("#", "//")))
+    return MsaReport([SearchReport("supplied", path.name, max(0, rows - 1), 0.0)], "supplied", "", 0.0)
+
+
 def run_msa(
     sequence: str,
     databases: list[Database],
@@ -187,7 +202,7 @@ def run_msa(
     if hh:
         tasks.append(("bfd_uniref", lambda c: _hhblits(sequence, hh, msa_dir / OUTPUT_NAMES["bfd_uniref"], c)))
     if not tasks:
-        raise StageError("no sequence database is configured (run 'af2 db fetch-demo' or set AF2_DB_ROOT)", stage="msa")
+        raise StageError(NO_DATABASE, stage="msa")
     cpus_each = max(1, cpus // len(tasks))
 
     def run_one(name: str, fn: Callable[[int], int]) -> SearchReport:

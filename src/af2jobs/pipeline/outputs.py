@@ -82,6 +82,17 @@ def confidence(run: ModelRun) -> dict:
     return out
 
 
+def pae_afdb(run: ModelRun) -> list[dict] | None:
+    """The predicted aligned error as the AlphaFold Protein Structure Database serves it (and AlphaFold 2.3 writes
+    pae_<model>.json): [{"predicted_aligned_error": [[...]], "max_predicted_aligned_error": X}]. None without a
+    pTM head."""
+    r = run.result
+    if "predicted_aligned_error" not in r:
+        return None
+    return [{"predicted_aligned_error": _round(r["predicted_aligned_error"], 2),
+             "max_predicted_aligned_error": round(float(r["max_predicted_aligned_error"]), 2)}]
+
+
 def ranking_debug(prediction: Prediction, rank_by: str) -> dict:
     metric = "ptms" if rank_by == "ptm" else "plddts"
     return {
@@ -93,7 +104,8 @@ def ranking_debug(prediction: Prediction, rank_by: str) -> dict:
     }
 
 
-def versions(prediction: Prediction, databases: list[dict], run_config: dict, device: str) -> dict:
+def versions(prediction: Prediction, databases: list[dict], run_config: dict, device: str,
+             msa_supplied: bool = False) -> dict:
     pkgs = {}
     for pkg in _PACKAGES:
         try:
@@ -114,6 +126,9 @@ def versions(prediction: Prediction, databases: list[dict], run_config: dict, de
         "params_status": "UNTRAINED" if untrained else "official",
         "note": UNTRAINED_NOTE if untrained else None,
         "databases": databases,
+        "db_preset": run_config["db_preset"],
+        "model_preset": run_config["model_preset"],
+        "msa_supplied": msa_supplied,  # the request (or --msa) brought the MSA: no database was searched
         "msa_depth_caps": {"max_msa_clusters": run_config["max_msa_clusters"],
                            "max_extra_msa": run_config["max_extra_msa"]},
         "run_config": run_config,
@@ -127,4 +142,6 @@ def write_structures(out: Path, name: str, prediction: Prediction, rank_by: str)
         (out / f"ranked_{i}.cif").write_text(cif_text(name, run, prediction.features, prediction.strategy))
     for run in prediction.runs:
         atomic.write_json(out / f"confidence_{run.model}_{run.phase}.json", confidence(run))
+        if run.phase == "full" and (pae := pae_afdb(run)) is not None:
+            atomic.write_json(out / f"{run.model}_predicted_aligned_error_v1.json", pae, indent=None)
     atomic.write_json(out / "ranking_debug.json", ranking_debug(prediction, rank_by))

@@ -52,6 +52,7 @@ def runtime_config(name: str, run: RunConfig) -> ml_collections.ConfigDict:
     Models 1-5 then differ only in their parameters, so they share one compiled function.
     """
     cfg = official_config(variant(name, run.use_ptm), run.profile)
+    cfg.data.eval.num_ensemble = run.num_ensemble
     cfg.data.common.use_templates = False
     cfg.data.common.reduce_msa_clusters_by_max_templates = False
     cfg.model.embeddings_and_evoformer.template.enabled = False

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from af2jobs import atomic
-from af2jobs.errors import CancelledError, StageError
+from af2jobs.errors import Af2JobsError, CancelledError, StageError
 from af2jobs.fasta import FastaRecord
 from af2jobs.pipeline import databases as db_mod
 from af2jobs.pipeline import features as features_mod
@@ -49,6 +49,8 @@ class Context:
     comment: str = ""
     queue: str | None = None
     gpus: int = 1
+    # af2 predict --msa: record name -> (format, text) of the MSA the caller brings (its search is skipped).
+    supplied_msas: dict[str, tuple[str, bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -78,17 +80,31 @@ def _read_timings(workdir: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def msa_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
-    timings = _read_timings(workdir)
-    ctx.progress("msa", "start", {"databases": [d.name for d in ctx.databases]})
+def _search(record: FastaRecord, workdir: Path, ctx: Context) -> tuple[msa_mod.MsaReport, list]:
+    """The MSA: the request's own (msas/supplied_msa.*), or a search of the db_preset's databases."""
+    own = msa_mod.supplied(workdir / "msas")
+    if own is not None:
+        ctx.progress("msa", "supplied", {"file": own.name})
+        return msa_mod.supplied_report(own), []
+    try:
+        searched = db_mod.for_preset(ctx.databases, ctx.run.db_preset)
+    except Af2JobsError as exc:
+        raise StageError(exc.message, stage="msa") from None
+    ctx.progress("msa", "start", {"databases": [d.name for d in searched]})
     cache_root = ctx.settings.cache_dir / "msa" if ctx.settings.msa_cache else None
     report = msa_mod.run_msa(
-        record.sequence, ctx.databases, workdir / "msas", cpus=ctx.settings.cpus, cache_root=cache_root,
+        record.sequence, searched, workdir / "msas", cpus=ctx.settings.cpus, cache_root=cache_root,
         progress=lambda db, event, details: ctx.progress("msa", f"database_{event}", {"database": db, **details}),
     )
+    return report, searched
+
+
+def msa_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
+    timings = _read_timings(workdir)
+    report, searched = _search(record, workdir, ctx)
     search_s = 0.0 if report.cache == "hit" else round(report.seconds, 3)
     timings["msa"] = {**report.to_dict(), "search_s": search_s}
-    atomic.write_json(workdir / "msas" / "databases.json", [d.to_dict() for d in ctx.databases])
+    atomic.write_json(workdir / "msas" / "databases.json", [d.to_dict() for d in searched])
     ctx.progress("msa", "done", {"cache": report.cache, "seconds": report.seconds})
     if ctx.should_cancel():
         raise CancelledError("the job was cancelled after the MSA stage")
@@ -126,7 +142,8 @@ def predict_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
     dbs_file = workdir / "msas" / "databases.json"
     dbs = json.loads(dbs_file.read_text()) if dbs_file.is_file() else []
     atomic.write_json(workdir / "versions.json", outputs.versions(
-        prediction, dbs, ctx.run.model_dump(mode="json"), predict_mod.device_kind()))
+        prediction, dbs, ctx.run.model_dump(mode="json"), predict_mod.device_kind(),
+        msa_supplied=msa_mod.supplied(workdir / "msas") is not None))
     timings["outputs"] = {"seconds": round(time.perf_counter() - t0, 3)}
     atomic.write_json(workdir / "timings.json", timings)
     report.write_record_report(workdir, record, ctx, timings)
@@ -150,6 +167,10 @@ def predict_record(record: FastaRecord, out_root: Path, ctx: Context) -> RecordR
     t0 = time.perf_counter()
     with atomic.staging_dir(final) as staging:
         (staging / "input.fasta").write_text(f">{record.name} {record.description}".rstrip() + f"\n{record.sequence}\n")
+        if record.name in ctx.supplied_msas:
+            fmt, data = ctx.supplied_msas[record.name]
+            (staging / "msas").mkdir()
+            (staging / "msas" / f"{msa_mod.SUPPLIED_MSA}.{fmt}").write_bytes(data)
         msa_stage(record, staging, ctx)
         result = predict_stage(record, staging, ctx)
         timings = result["timings"]

@@ -72,8 +72,8 @@ class JobPass:
         """Read and check the job's input and run configuration, and make its stages ready."""
         self.records = jobrun.read_records(self.worker.store, job, self.worker.settings.max_length)
         self.progress.total = len(self.records)
-        self.prepared = self.worker.stages.prepare(job, self.records, progress=self.progress,
-                                                   should_cancel=self.should_cancel)
+        self.prepared = jobrun.prepare(self.worker.stages, self.worker.store, job, self.records,
+                                       progress=self.progress, should_cancel=self.should_cancel)
         self.worker.log(self.job_id, f"{len(self.records)} record(s); run config "
                                      f"{self.prepared.run_config.model_dump_json()}")
 
