@@ -44,12 +44,13 @@ MSA_DONE = ".af2-msa-done.json"
 SUPPLIED_MSA = "supplied_msa"  # msas/supplied_msa.a3m|.sto: the request's own MSA (pipeline.msa.SUPPLIED_MSA)
 PREDICT_DONE = ".af2-predict-done.json"
 OUTPUT_FILES = (
-    "ranked_*.pdb", "ranked_*.cif", "ranking_debug.json", "timings.json", "versions.json",
+    "ranked_*.pdb", "ranked_*.cif", "unrelaxed_*.pdb", "unrelaxed_*.cif", "relaxed_*.pdb", "relaxed_*.cif",
+    "ranking_debug.json", "timings.json", "versions.json",
     "confidence_*_full.json", "*_predicted_aligned_error_v1.json", "features.pkl", "report.html", "*.png",
 )
 OUTPUT_DIRS = ("msas",)
 # What a prediction writes into its working directory; cleared before a prediction runs again.
-PREDICT_WRITES = ("ranked_*", "confidence_*", "*_predicted_aligned_error_v1.json", "ranking_debug.json",
+PREDICT_WRITES = ("ranked_*", "unrelaxed_*", "relaxed_*", "confidence_*", "*_predicted_aligned_error_v1.json", "ranking_debug.json",
                   "versions.json", "report.html", "*.png")
 CASP14_NOTE = (
     "model_preset monomer_casp14: AlphaFold's CASP14 configuration, the original (non-pTM) models averaging 8 "
@@ -75,7 +76,8 @@ def run_config_for(
     from af2jobs.pipeline.run import resolve_run_config
 
     values = {"model_names": request.model_names, "strategy": request.strategy, "gpus": request.gpu,
-              "db_preset": request.db_preset, "model_preset": request.model_preset, **(overrides or {})}
+              "db_preset": request.db_preset, "model_preset": request.model_preset,
+              "models_to_relax": request.models_to_relax, **(overrides or {})}
     try:
         config = resolve_run_config(settings, **values)
         return config, presets_notes(config)

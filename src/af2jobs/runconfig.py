@@ -50,6 +50,8 @@ class RunConfig(BaseModel):
     db_preset: Literal["full_dbs", "reduced_dbs"] = "full_dbs"
     model_preset: Literal["monomer_ptm", "monomer", "monomer_casp14"] = "monomer_ptm"
     rank_by: Literal["plddt", "ptm"] = "plddt"
+    # Amber relaxation (AlphaFold's relax on OpenMM): best = the top-ranked model (AlphaFold 2.3's default).
+    models_to_relax: Literal["best", "all", "none"] = "best"
     max_msa_clusters: int = Field(512, ge=1)
     max_extra_msa: int = Field(5120, ge=1)
     # "full": AlphaFold2's published architecture. "tiny": 1 Evoformer block, 1 extra-MSA block, 2 structure layers,

@@ -13,7 +13,7 @@ from tests.conftest import UBIQUITIN
 
 pytestmark = pytest.mark.pipeline
 
-FAST = ["--profile", "tiny", "--max-msa", "16:32", "--models", "model_1,model_3"]
+FAST = ["--profile", "tiny", "--max-msa", "16:32", "--models", "model_1,model_3", "--models-to-relax", "none"]
 
 
 @pytest.fixture
@@ -33,7 +33,8 @@ def test_predict_writes_alphafold_layout(env, tmp_path):
     fasta = tmp_path / "ubq.fasta"
     fasta.write_text(f">ubq test\n{UBIQUITIN[:40]}\n{UBIQUITIN[40:]}\n")
     out = tmp_path / "out"
-    assert main(["predict", str(fasta), "--out", str(out), "--strategy", "best", *FAST]) == 0
+    assert main(["predict", str(fasta), "--out", str(out), "--strategy", "best", *FAST,
+                 "--models-to-relax", "best"]) == 0
     d = out / "ubq"
     pdb = (d / "ranked_0.pdb").read_text()
     bfactors = _ca_bfactors(pdb)
@@ -64,6 +65,16 @@ def test_predict_writes_alphafold_layout(env, tmp_path):
         "full_dbs", "monomer_ptm", False)
     assert (d / "msas" / "bfd_uniref_hits.a3m").is_file() and not (d / "msas" / "small_bfd_hits.sto").exists()
     assert versions["msa_depth_caps"] == {"max_msa_clusters": 16, "max_extra_msa": 32}
+    # Amber relaxation of the best model (AlphaFold's default): ranked_0 is the relaxed structure, with hydrogens
+    # and the pLDDT kept; the unrelaxed one stays beside it.
+    relax = ranking["relax"][best]
+    assert relax["error"] is None and relax["platform"] == "CPU" and relax["seconds"] > 0
+    assert relax["violations_after"] <= relax["violations_before"] and relax["energy_after"] < relax["energy_before"]
+    assert "Amber-relaxed" in pdb.split("ATOM")[0] and any(line[76:78].strip() == "H" for line in pdb.splitlines())
+    assert (d / f"relaxed_{best}.pdb").read_text() == pdb
+    assert "unrelaxed (not Amber-relaxed)" in (d / f"unrelaxed_{best}.pdb").read_text()
+    assert set(_ca_bfactors((d / f"unrelaxed_{best}.pdb").read_text())) == set(bfactors)
+    assert json.loads((d / "timings.json").read_text())["relax"]["models"][best]["seconds"] == relax["seconds"]
     sto = (d / "msas" / "uniref90_hits.sto").read_text()
     assert sum(1 for line in sto.splitlines() if line and not line.startswith(("#", "//"))) > 10
     assert (d / "features.pkl").stat().st_size > 0
@@ -78,6 +89,29 @@ def test_predict_writes_alphafold_layout(env, tmp_path):
     again = json.loads((tmp_path / "again" / "ubq" / "timings.json").read_text())
     assert again["msa"]["cache"] == "hit" and again["msa"]["search_s"] == 0.0
     assert [m["phase"] for m in again["predict"]["models"]] == ["full", "full"]
+
+
+def test_a_relaxation_that_fails_leaves_the_unrelaxed_structure_and_says_why(env, tmp_path, monkeypatch):
+    from alphafold.relax import relax
+
+    def cannot(self, *, prot):
+        raise ValueError("Minimization failed after 100 attempts.")
+
+    monkeypatch.setattr(relax.AmberRelaxation, "process", cannot)
+    fasta = tmp_path / "ubq.fasta"
+    fasta.write_text(f">ubq\n{UBIQUITIN[:40]}\n")
+    out = tmp_path / "out"
+    assert main(["predict", str(fasta), "--out", str(out), *FAST, "--models-to-relax", "all"]) == 0
+    d = out / "ubq"
+    ranking = json.loads((d / "ranking_debug.json").read_text())
+    assert set(ranking["relax"]) == {"model_1", "model_3"}
+    for model, attempt in ranking["relax"].items():
+        assert attempt["error"] == "ValueError: Minimization failed after 100 attempts."
+        assert attempt["violations_after"] is None and not (d / f"relaxed_{model}.pdb").exists()
+    pdb = (d / "ranked_0.pdb").read_text()
+    remarks = " ".join(line[11:].strip() for line in pdb.splitlines() if line.startswith("REMARK"))
+    assert "unrelaxed: the Amber relaxation failed (ValueError: Minimization failed after 100 attempts.)" in remarks
+    assert pdb == (d / f"unrelaxed_{ranking['order'][0]}.pdb").read_text()
 
 
 def test_reduced_dbs_searches_small_bfd_and_the_original_models_give_no_ptm(env, tmp_path):

@@ -109,7 +109,8 @@ def poll(server: Server, key: str, job_id: str, until, timeout: float = 180, eve
 
 
 def submit(server: Server, key: str, sequence: str) -> str:
-    body = {"fasta": "ubq", "sequence": sequence, "model_names": ["model_1"], "strategy": "best"}
+    body = {"fasta": "ubq", "sequence": sequence, "model_names": ["model_1"], "strategy": "best",
+            "models_to_relax": "none"}
     status, answer = call(server, key, "POST", "/jobs", body)
     assert status == 201, answer
     return json.loads(answer)["id"]

@@ -26,7 +26,7 @@ S = JobState
 ANN = Principal("ann")
 # The tiny model with small MSA caps and the default 3 recycles, as in the other pipeline tests: every job here
 # has the same configuration and shapes, so the model compiles once per session (and models 1-5 share it).
-TINY = {"profile": "tiny", "max_msa_clusters": 16, "max_extra_msa": 32}
+TINY = {"profile": "tiny", "max_msa_clusters": 16, "max_extra_msa": 32, "models_to_relax": "none"}
 # All five models in full: ~20 recycles of ~0.3 s, a prediction that runs long enough to be interrupted.
 SLOW = {**TINY, "model_names": ["model_1", "model_2", "model_3", "model_4", "model_5"], "strategy": "all"}
 

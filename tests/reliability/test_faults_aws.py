@@ -45,7 +45,8 @@ def aws(monkeypatch, tmp_path, demo_db_root, shared_cache) -> Iterator[Platform]
 
 
 def submit(aws: Platform, **fields: Any) -> Job:
-    body = {"fasta": "ubq", "sequence": UBIQUITIN, "model_names": ["model_1"], "strategy": "best", **fields}
+    body = {"fasta": "ubq", "sequence": UBIQUITIN, "model_names": ["model_1"], "strategy": "best",
+            "models_to_relax": "none", **fields}
     return aws.services.service.submit(ANN, JobRequest.parse(body))
 
 

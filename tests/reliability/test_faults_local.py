@@ -31,7 +31,7 @@ pytestmark = pytest.mark.pipeline
 S = JobState
 ANN = Principal("ann")
 # The shapes of tests/functional/test_worker.py: the tiny model compiles once per session.
-TINY = {"profile": "tiny", "max_msa_clusters": 16, "max_extra_msa": 32}
+TINY = {"profile": "tiny", "max_msa_clusters": 16, "max_extra_msa": 32, "models_to_relax": "none"}
 
 
 @pytest.fixture

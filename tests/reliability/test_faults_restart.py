@@ -50,7 +50,8 @@ def test_sigkill_mid_predict_then_restart_predicts_again_and_publishes_complete_
     try:
         key = subprocess.run([*AF2, "keys", "create", "--owner", "alice"], env=env, capture_output=True, text=True,
                              check=True).stdout.strip()
-        body = {"fasta": "ubq", "sequence": UBIQUITIN, "model_names": MODELS, "strategy": "all"}
+        body = {"fasta": "ubq", "sequence": UBIQUITIN, "model_names": MODELS, "strategy": "all",
+                "models_to_relax": "none"}
         status, answer = call(server, key, "POST", "/jobs", body)
         assert status == 201, answer
         victim = json.loads(answer)["id"]

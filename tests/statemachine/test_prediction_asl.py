@@ -54,7 +54,8 @@ class NotStarted:
 
 
 def request(**fields: Any) -> JobRequest:
-    body = {"fasta": "ubq", "sequence": UBIQUITIN, "model_names": ["model_1"], "strategy": "best", **fields}
+    body = {"fasta": "ubq", "sequence": UBIQUITIN, "model_names": ["model_1"], "strategy": "best",
+            "models_to_relax": "none", **fields}
     return JobRequest.parse(body)
 
 

@@ -12,7 +12,7 @@ from rich.table import Table
 from af2jobs import msafile
 from af2jobs.errors import ValidationError
 from af2jobs.fasta import parse_fasta
-from af2jobs.request import DB_PRESETS, MODEL_PRESETS
+from af2jobs.request import DB_PRESETS, MODEL_PRESETS, RELAX
 from af2jobs.runconfig import MODEL_NAMES
 from af2jobs.settings import Settings, apply_device_memory
 
@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="full_dbs (default): BFD + UniRef30 by HHblits; reduced_dbs: small BFD by jackhmmer")
     p.add_argument("--model-preset", type=str.lower, choices=[m for m in MODEL_PRESETS if m != "multimer"],
                    help="monomer_ptm (default) | monomer | monomer_casp14 (8 ensembles)")
+    p.add_argument("--models-to-relax", type=str.lower, choices=RELAX,
+                   help="Amber relaxation: best (default, the top-ranked model) | all | none")
     p.add_argument("--msa", action="append", default=[], metavar="[NAME=]FILE",
                    help="your own MSA (A3M or Stockholm, the query first) for a record: its search is skipped; "
                         "repeat with NAME=FILE for several records")
@@ -91,7 +93,8 @@ def _run_config(args, settings: Settings):
         return resolve_run_config(settings, model_names=args.models, strategy=args.strategy,
                                   num_recycle=args.recycles, max_msa_clusters=clusters, max_extra_msa=extra,
                                   profile=args.profile, random_seed=args.seed, gpus=args.gpus,
-                                  db_preset=args.db_preset, model_preset=args.model_preset)
+                                  db_preset=args.db_preset, model_preset=args.model_preset,
+                                  models_to_relax=args.models_to_relax)
     except PydanticError as exc:
         err = exc.errors()[0]
         raise ValidationError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}", field=str(err["loc"][0])) from None

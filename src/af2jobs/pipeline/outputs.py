@@ -17,6 +17,7 @@ from alphafold.common import protein
 import af2jobs
 from af2jobs import atomic
 from af2jobs.pipeline.predict import ModelRun, Prediction
+from af2jobs.pipeline.relax import Relaxed
 
 UNTRAINED_NOTE = (
     "UNTRAINED PARAMETERS: deterministic random weights of the official AlphaFold2 shapes, not the published "
@@ -29,7 +30,7 @@ def _round(values, digits: int = 2) -> list:
     return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
 
 
-def _protein(run: ModelRun, features: dict) -> protein.Protein:
+def unrelaxed_protein(run: ModelRun, features: dict) -> protein.Protein:
     plddt = np.asarray(run.result["plddt"], dtype=np.float64)
     mask = run.result["structure_module"]["final_atom_mask"]
     length = len(plddt)  # the features may be padded to a length bucket; the result is not
@@ -40,13 +41,24 @@ def _protein(run: ModelRun, features: dict) -> protein.Protein:
     )
 
 
-def _remarks(name: str, run: ModelRun, strategy: str) -> list[str]:
+def _relax_line(relaxed: Relaxed | None, relaxed_form: bool) -> str:
+    if relaxed_form:
+        return (f"Amber-relaxed (AlphaFold relax, OpenMM {relaxed.platform}): residues with violations "
+                f"{relaxed.violations_before} before, {relaxed.violations_after} after")
+    if relaxed is not None and relaxed.error:
+        return f"unrelaxed: the Amber relaxation failed ({relaxed.error[:200]})"
+    return "unrelaxed (not Amber-relaxed)"
+
+
+def _remarks(name: str, run: ModelRun, strategy: str, relaxed: Relaxed | None = None,
+             relaxed_form: bool = False) -> list[str]:
     lines = [
         f"af2jobs {af2jobs.__version__} prediction of {name}",
         f"model {run.params.model}, {run.recycles} recycles, strategy {strategy}",
         f"mean pLDDT {run.mean_plddt:.2f}" + (f", pTM {run.ptm:.3f}" if run.ptm is not None else ""),
         "B-factor column holds per-residue pLDDT (0-100)",
         f"parameters: {run.params.source}, {run.params.release}, sha256 {run.params.sha256[:16]}",
+        _relax_line(relaxed, relaxed_form),
     ]
     if run.params.untrained:
         lines += ["UNTRAINED PARAMETERS: random weights of the official shapes,",
@@ -54,16 +66,14 @@ def _remarks(name: str, run: ModelRun, strategy: str) -> list[str]:
     return lines
 
 
-def pdb_text(name: str, run: ModelRun, features: dict, strategy: str) -> str:
-    wrapped = [part for line in _remarks(name, run, strategy) for part in textwrap.wrap(line, 69)]
-    remarks = "".join(f"REMARK   1 {part}\n" for part in wrapped)
-    return remarks + protein.to_pdb(_protein(run, features))
+def pdb_text(prot: protein.Protein, remarks: list[str]) -> str:
+    wrapped = [part for line in remarks for part in textwrap.wrap(line, 69)]
+    return "".join(f"REMARK   1 {part}\n" for part in wrapped) + protein.to_pdb(prot)
 
 
-def cif_text(name: str, run: ModelRun, features: dict, strategy: str) -> str:
-    body = protein.to_mmcif(_protein(run, features), file_id=name, model_type="Monomer")
-    comments = "".join(f"# {line}\n" for line in _remarks(name, run, strategy))
-    return comments + body
+def cif_text(prot: protein.Protein, remarks: list[str], name: str) -> str:
+    body = protein.to_mmcif(prot, file_id=name, model_type="Monomer")
+    return "".join(f"# {line}\n" for line in remarks) + body
 
 
 def confidence(run: ModelRun) -> dict:
@@ -136,12 +146,33 @@ def versions(prediction: Prediction, databases: list[dict], run_config: dict, de
     }
 
 
-def write_structures(out: Path, name: str, prediction: Prediction, rank_by: str) -> None:
+def write_structures(out: Path, name: str, prediction: Prediction, rank_by: str, proteins: dict,
+                     relaxed: dict[str, Relaxed] | None = None) -> None:
+    """AlphaFold's structure files: unrelaxed_<model> for every ranked model, relaxed_<model> for each one the Amber
+    relaxation finished, and ranked_<i> in ranking order, the relaxed form where there is one (AlphaFold writes
+    ranked_* the same way)."""
+    relaxed = relaxed or {}
     for i, run in enumerate(prediction.ranked):
-        (out / f"ranked_{i}.pdb").write_text(pdb_text(name, run, prediction.features, prediction.strategy))
-        (out / f"ranked_{i}.cif").write_text(cif_text(name, run, prediction.features, prediction.strategy))
+        model, attempt = run.model, relaxed.get(run.model)
+        unrelaxed = (pdb_text(proteins[model], _remarks(name, run, prediction.strategy, attempt)),
+                     cif_text(proteins[model], _remarks(name, run, prediction.strategy, attempt), name))
+        _write_pair(out, f"unrelaxed_{model}", unrelaxed)
+        best = unrelaxed
+        if attempt is not None and attempt.pdb is not None:
+            remarks = _remarks(name, run, prediction.strategy, attempt, relaxed_form=True)
+            wrapped = [part for line in remarks for part in textwrap.wrap(line, 69)]
+            best = ("".join(f"REMARK   1 {part}\n" for part in wrapped) + attempt.pdb,
+                    cif_text(protein.from_pdb_string(attempt.pdb), remarks, name))
+            _write_pair(out, f"relaxed_{model}", best)
+        _write_pair(out, f"ranked_{i}", best)
     for run in prediction.runs:
         atomic.write_json(out / f"confidence_{run.model}_{run.phase}.json", confidence(run))
         if run.phase == "full" and (pae := pae_afdb(run)) is not None:
             atomic.write_json(out / f"{run.model}_predicted_aligned_error_v1.json", pae, indent=None)
-    atomic.write_json(out / "ranking_debug.json", ranking_debug(prediction, rank_by))
+    atomic.write_json(out / "ranking_debug.json", {**ranking_debug(prediction, rank_by),
+                                                    "relax": {m: r.summary() for m, r in relaxed.items()}})
+
+
+def _write_pair(out: Path, stem: str, texts: tuple[str, str]) -> None:
+    (out / f"{stem}.pdb").write_text(texts[0])
+    (out / f"{stem}.cif").write_text(texts[1])

@@ -27,6 +27,7 @@ from af2jobs.pipeline import msa as msa_mod
 from af2jobs.pipeline import outputs
 from af2jobs.pipeline import params as params_mod
 from af2jobs.pipeline import predict as predict_mod
+from af2jobs.pipeline import relax as relax_mod
 from af2jobs.pipeline import report
 from af2jobs.runconfig import RunConfig
 from af2jobs.settings import Settings
@@ -137,8 +138,14 @@ def predict_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
                           "models": [r.summary() for r in prediction.runs]}
     ctx.progress("predict", "done", {"best": prediction.ranked[0].summary()})
 
+    proteins = {run.model: outputs.unrelaxed_protein(run, prediction.features) for run in prediction.ranked}
     t0 = time.perf_counter()
-    outputs.write_structures(workdir, record.name, prediction, ctx.run.rank_by)
+    relaxed = relax_mod.relax_prediction(prediction, ctx.run.models_to_relax, proteins,
+                                         progress=lambda event, details: ctx.progress("relax", event, details))
+    timings["relax"] = {"seconds": round(time.perf_counter() - t0, 3),
+                        "models": {m: r.summary() for m, r in relaxed.items()}}
+    t0 = time.perf_counter()
+    outputs.write_structures(workdir, record.name, prediction, ctx.run.rank_by, proteins, relaxed)
     dbs_file = workdir / "msas" / "databases.json"
     dbs = json.loads(dbs_file.read_text()) if dbs_file.is_file() else []
     atomic.write_json(workdir / "versions.json", outputs.versions(
