@@ -18,7 +18,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 .PHONY: demo test test-fast venv db tools browser clean help deploy images check-iac checkov reliability
 
 help:
-	@echo "make demo   set up everything and predict the bundled example (ubiquitin) on this machine"
+	@echo "make demo   set up everything and predict the bundled example (yeast ubiquitin, with a template) on this machine"
 	@echo "make test   set up and run the whole test suite"
 	@echo "make test-fast  the tests that load no JAX (no model, no sequence search): the core, adapters, API, AWS"
 	@echo "make reliability  the long load and fault runs (docs/reliability.md)"
@@ -34,26 +34,32 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# The small real sequence database (UniProt sample + HMMER's globins), from Debian's package registry.
+# The small real databases (a UniProt sample, HMMER's globins, a pdb70-style template database of real PDB entries),
+# from Debian's package registry.
 db: $(STAMP) tools
 	$(AF2) db fetch-demo
 
 demo: db $(NODE_STAMP)
-	$(AF2) predict --example ubiquitin --out $(DEMO_OUT) --strategy best
+	$(AF2) predict --example yeast_ubiquitin --out $(DEMO_OUT) --strategy best
 	@echo
-	@echo "Results: $(abspath $(DEMO_OUT))/ubiquitin  (ranked_0.pdb, ranked_0.cif, ranking_debug.json, timings.json, versions.json)"
+	@echo "Results: $(abspath $(DEMO_OUT))/yeast_ubiquitin  (ranked_0.pdb relaxed, unrelaxed_/relaxed_<model>.pdb, report.html, ranking_debug.json with the templates used, timings.json, versions.json)"
 
 # asl-validator for the state machine checks, at the version package-lock.json pins.
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-# From Debian's package registry, what the suite needs besides Python: headless Chromium for the report test
-# (tests/pipeline/test_report.py) and HH-suite for the HHblits path (tests/pipeline/test_hhblits.py).
+# From Debian's package registry, what the suite and the demo need besides Python: headless Chromium for the report
+# test (tests/pipeline/test_report.py), HH-suite (HHblits for full_dbs, HHsearch and hhmake/ffindex for the template
+# database), Kalign (template realignment, alphafold.data.templates), HMMER (hmmsearch of pdb_seqres) and rsync (the
+# database loader's pdb_mmcif mirror, tests/functional/test_dbload.py).
 tools:
 	@missing=""; \
 	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing="$$missing chromium"; \
 	command -v hhblits >/dev/null || missing="$$missing hhsuite"; \
+	command -v kalign >/dev/null || missing="$$missing kalign"; \
+	command -v hmmsearch >/dev/null || missing="$$missing hmmer"; \
+	command -v rsync >/dev/null || missing="$$missing rsync"; \
 	if [ -n "$$missing" ]; then \
 	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q $$missing; fi

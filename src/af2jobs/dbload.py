@@ -9,6 +9,8 @@ af2jobs.pipeline.databases and the params loader read:
     ROOT/params/params_model_{1..5}[_ptm].npz          ROOT/uniref90/uniref90.fasta
     ROOT/mgnify/mgy_clusters_2022_05.fa                ROOT/small_bfd/bfd-first_non_consensus_sequences.fasta
     ROOT/bfd/bfd_metaclust_..._{a3m,cs219,hhm}.ff*     ROOT/uniref30/UniRef30_2021_03_{a3m,cs219,hhm}.ff*
+    ROOT/pdb70/pdb70_{a3m,cs219,hhm}.ff*               ROOT/pdb_seqres/pdb_seqres.txt
+    ROOT/pdb_mmcif/mmcif_files/<id>.cif, ROOT/pdb_mmcif/obsolete.dat
     ROOT/<name>/VERSION   written last; its first line is the database's version (the MSA cache keys on it)
 
 Per database: download into WORK/downloads (a partial file resumes with an HTTP Range request, and starts over
@@ -16,8 +18,11 @@ if the file changed on the server meanwhile), check it against the checksum its 
 the server's MD5 or CRC32C header, or a metalink file), unpack into WORK/staging/<name>, then move that folder to
 ROOT/<name> in one rename. A database whose VERSION names the same source is left alone, so after any failure the
 job is simply run again and does only what is left. WORK lies outside ROOT so that half-written files are never
-exported to the database bucket. Databases for templates (pdb70, pdb_mmcif) are not loaded: af2jobs runs without
-templates.
+exported to the database bucket.
+
+pdb_mmcif is no single file: it is mirrored with rsync from the PDB's rsync server into WORK/downloads/pdb_mmcif
+(a second run transfers only what changed), as AlphaFold's download_pdb_mmcif.sh does, then unzipped into
+WORK/staging/pdb_mmcif/mmcif_files beside the PDB's obsolete.dat and moved into place like the others.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tarfile
 import threading
@@ -49,6 +55,7 @@ from af2jobs import __version__, atomic
 from af2jobs.errors import DatabaseError
 
 CHUNK = 8 << 20
+MMCIF_FILES = "mmcif_files"  # af2jobs.pipeline.databases.MMCIF_FILES (this module loads no pipeline)
 USER_AGENT = f"af2jobs-dbload/{__version__}"
 GB = 1e9
 
@@ -69,11 +76,12 @@ class ChecksumError(DatabaseError):
 class Source:
     name: str  # folder under ROOT
     url: str
-    unpack: str  # "gunzip" (one file, named `target`) | "tar" (members into the folder) | "none"
+    unpack: str  # "gunzip" (one file, named `target`) | "tar" (members into the folder) | "none" | "mirror" (rsync)
     version: str  # first line of VERSION
     target: str | None = None  # file name for "gunzip" / "none"
     checksum: str | None = None  # pinned "md5:<hex>" or "sha256:<hex>"; else the server's own (see _expected)
     checksum_url: str | None = None  # a metalink file holding the MD5 (UniProt publishes one per release)
+    extra_url: str | None = None  # "mirror": a file fetched beside the mirrored ones (the PDB's obsolete.dat)
     unpacked_gb: float = 0.0  # for the free-space check
 
     @property
@@ -102,12 +110,22 @@ SOURCES: dict[str, Source] = {
         Source("bfd", f"{_GCS}/alphafold-databases/casp14_versions/"
                "bfd_metaclust_clu_complete_id30_c90_final_seq.sorted_opt.tar.gz", "tar",
                "bfd_metaclust_clu_complete_id30_c90_final_seq.sorted_opt", unpacked_gb=1800),
+        # Templates (AlphaFold 2.3's download_pdb70.sh, download_pdb_mmcif.sh, download_pdb_seqres.sh).
+        Source("pdb70", "https://wwwuser.gwdg.de/~compbiol/data/hhsuite/databases/hhsuite_dbs/old-releases/"
+               "pdb70_from_mmcif_200401.tar.gz", "tar", "pdb70_from_mmcif_200401", unpacked_gb=56),
+        Source("pdb_mmcif", "rsync://rsync.rcsb.org:33444/ftp_data/structures/divided/mmCIF/", "mirror",
+               "pdb_mmcif", extra_url="https://files.wwpdb.org/pub/pdb/data/status/obsolete.dat", unpacked_gb=240),
+        # Changes every week at this address, like UniRef90; VERSION's checksum tells one week's from another.
+        Source("pdb_seqres", "https://files.wwpdb.org/pub/pdb/derived_data/pdb_seqres.txt", "none", "pdb_seqres",
+               target="pdb_seqres.txt", unpacked_gb=0.3),
     )
 }
+TEMPLATES = ("pdb70", "pdb_mmcif", "pdb_seqres")
 SETS: dict[str, tuple[str, ...]] = {
     # AlphaFold's reduced_dbs preset: jackhmmer on small BFD instead of HHblits on BFD + UniRef30.
-    "reduced": ("params", "small_bfd", "mgnify", "uniref90"),
-    "full": ("params", "small_bfd", "mgnify", "uniref90", "uniref30", "bfd"),
+    # Both with the template databases: models 1 and 2 were trained with templates.
+    "reduced": ("params", "small_bfd", "mgnify", "uniref90", *TEMPLATES),
+    "full": ("params", "small_bfd", "mgnify", "uniref90", "uniref30", "bfd", *TEMPLATES),
 }
 
 
@@ -490,6 +508,8 @@ class Loader:
         return Outcome(source.name, "loaded", detail, time.monotonic() - started, _size(target))
 
     def _load(self, source: Source, target: Path) -> str:
+        if source.unpack == "mirror":
+            return self._mirror(source, target)
         downloads = self.work / "downloads"
         downloads.mkdir(parents=True, exist_ok=True)
         archive = downloads / source.filename
@@ -520,6 +540,53 @@ class Loader:
             _checked(archive).unlink(missing_ok=True)
         self.log(f"{source.name}: loaded into {target} (verified: {verified})")
         return f"{source.version}; verified {verified}"
+
+    def _mirror(self, source: Source, target: Path) -> str:
+        """rsync the source's tree (gzipped mmCIF files in two-letter folders) into WORK/downloads/<name>, unzip it
+        flat into WORK/staging/<name>/mmcif_files with the extra file beside it, and move that into place."""
+        rsync = shutil.which("rsync")
+        if rsync is None:
+            raise DatabaseError(f"{source.name}: rsync is not installed; {source.name} is mirrored with rsync")
+        raw = self.work / "downloads" / source.name
+        raw.mkdir(parents=True, exist_ok=True)
+        self.log(f"{source.name}: mirroring {source.url}")
+        command = [rsync, "--recursive", "--links", "--perms", "--times", "--compress", "--delete", "--timeout=600",
+                   source.url, f"{raw}/"]
+        for attempt in range(1, self.retries + 1):
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode == 0:
+                break
+            self.log(f"{source.name}: rsync exited {done.returncode} (attempt {attempt}/{self.retries}): "
+                     f"{done.stderr.strip()[-300:]}")
+            if attempt == self.retries:
+                raise DownloadError(f"{source.name}: rsync of {source.url} failed: {done.stderr.strip()[-300:]}")
+            time.sleep(self.backoff_s * attempt)
+        staged = self.work / "staging" / source.name
+        if staged.exists():
+            shutil.rmtree(staged)
+        files = staged / MMCIF_FILES
+        files.mkdir(parents=True)
+        count = 0
+        for gz in sorted(raw.rglob("*.cif.gz")):
+            with gzip.open(gz, "rb") as fin, open(files / gz.name.removesuffix(".gz"), "wb") as fout:
+                shutil.copyfileobj(fin, fout, CHUNK)
+            count += 1
+        if count == 0:
+            raise DatabaseError(f"{source.name}: {source.url} holds no *.cif.gz files")
+        if source.extra_url:
+            extra = raw.parent / f"{source.name}-{source.extra_url.rsplit('/', 1)[-1]}"
+            extra.unlink(missing_ok=True)  # it changes with each PDB release: always the current one
+            download(source.extra_url, extra, http=self.http, retries=self.retries, backoff_s=self.backoff_s,
+                     log=self.log)
+            shutil.copyfile(extra, staged / source.extra_url.rsplit("/", 1)[-1])
+        today = datetime.now(timezone.utc).date().isoformat()
+        (staged / "VERSION").write_text("\n".join([
+            f"{source.version}@{today} {count} entries", f"source: {source.url}",
+            f"extra: {source.extra_url or '-'}", "verified: rsync (checksums in transfer)",
+            f"loaded: {datetime.now(timezone.utc).isoformat(timespec='seconds')}", f"loader: {USER_AGENT}", ""]))
+        install(staged, target)
+        self.log(f"{source.name}: {count} entries loaded into {target}")
+        return f"{source.version}@{today}; {count} entries"
 
     def _check_space(self, source: Source, archive: Path) -> None:
         part = archive.with_name(archive.name + ".part")

@@ -77,7 +77,8 @@ def run_config_for(
 
     values = {"model_names": request.model_names, "strategy": request.strategy, "gpus": request.gpu,
               "db_preset": request.db_preset, "model_preset": request.model_preset,
-              "models_to_relax": request.models_to_relax, **(overrides or {})}
+              "models_to_relax": request.models_to_relax, "max_template_date": request.max_template_date,
+              **(overrides or {})}
     try:
         config = resolve_run_config(settings, **values)
         return config, presets_notes(config)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import date
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -50,6 +51,8 @@ class RunConfig(BaseModel):
     db_preset: Literal["full_dbs", "reduced_dbs"] = "full_dbs"
     model_preset: Literal["monomer_ptm", "monomer", "monomer_casp14"] = "monomer_ptm"
     rank_by: Literal["plddt", "ptm"] = "plddt"
+    # Templates released after this date are not used (AlphaFold's max_template_date); None: no limit (today).
+    max_template_date: date | None = None
     # Amber relaxation (AlphaFold's relax on OpenMM): best = the top-ranked model (AlphaFold 2.3's default).
     models_to_relax: Literal["best", "all", "none"] = "best"
     max_msa_clusters: int = Field(512, ge=1)

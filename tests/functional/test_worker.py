@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from af2jobs import errors, wiring
+from af2jobs import errors, layout, wiring
 from af2jobs.adapters.local.gpuslots import parse_gpus
 from af2jobs.adapters.local.worker import Worker
 from af2jobs.api.routes import log_tail
@@ -18,7 +18,7 @@ from af2jobs.lifecycle import INTERRUPTED
 from af2jobs.models import Job, JobState, Principal
 from af2jobs.request import JobRequest
 from af2jobs.notification import UNTRAINED_LINE
-from tests.conftest import UBIQUITIN
+from tests.conftest import DATA, UBIQUITIN
 
 pytestmark = pytest.mark.pipeline
 
@@ -128,6 +128,49 @@ def test_a_job_runs_every_record_to_succeeded_and_publishes_its_files(build):
     done = messages["succeeded"]
     assert done["untrained_note"] == UNTRAINED_LINE and done["download"] == f"af2 download {job.id} DIR"
     assert [r["best_model"] for r in done["records"]] == ["model_1", "model_1"]
+
+
+def test_the_original_platforms_request_files_run_as_written_to_succeeded(build):
+    """Both versions' request bodies (2021 command.json, 2022 sampleParameters.json) as the platform's users wrote
+    them, their FASTA files uploaded to the owner's folder. Ubiquitin stands in for each file's protein, so that
+    the tiny model on the demo database runs them all in the suite's time; the fields are the files' own."""
+    services = build()
+    requests = {name: json.loads((DATA / "requests" / name).read_text())
+                for name in ("command_2021.json", "sample_parameters_2022.json")}
+    for items in requests.values():
+        for item in items:
+            services.store.put_bytes(layout.upload_prefix(ANN.owner) + item["file_name"],
+                                     f">{item['fasta']}\n{UBIQUITIN}\n".encode())
+    jobs = services.service.submit_many(ANN, [JobRequest.parse(i) for i in requests["command_2021.json"]])
+    # 2022: the multimer elements cannot apply yet, each refused with a message naming its field; the others run.
+    monomers = []
+    for item in requests["sample_parameters_2022.json"]:
+        try:
+            monomers.append(JobRequest.parse(item))
+        except errors.ValidationError as exc:
+            assert item["model_preset"] == "multimer" and exc.field == "model_preset" and "multimer" in exc.message
+    assert [r.fasta for r in monomers] == ["7BW6", "6TBT"]
+    jobs += services.service.submit_many(ANN, monomers)
+
+    expected = {  # fasta -> (db_preset, model_preset, models run, max_template_date)
+        "7BW6": [("full_dbs", "monomer_ptm", 5, "2020-05-14"), ("reduced_dbs", "monomer", 5, "2021-11-01")],
+        "1A9X": [("reduced_dbs", "monomer_ptm", 1, "2020-05-14")],
+        "7K59": [("full_dbs", "monomer_ptm", 5, "2020-05-14")],
+        "6TBT": [("reduced_dbs", "monomer_casp14", 5, "2020-05-14")],
+    }
+    seen: dict[str, list] = {}
+    for job in jobs:
+        job = settled(services, job.id, timeout=600)
+        assert job.state is S.SUCCEEDED, (job.request.fasta, job.error)
+        slug = json.loads(services.store.get_bytes(job.artifacts["predictions.json"]))["records"][0]["dir"]
+        versions = json.loads(services.store.get_bytes(job.artifacts[f"{slug}/versions.json"]))
+        ranking = json.loads(services.store.get_bytes(job.artifacts[f"{slug}/ranking_debug.json"]))
+        seen.setdefault(job.request.fasta, []).append((
+            versions["db_preset"], versions["model_preset"], len(ranking["order"]),
+            ranking["templates"]["max_template_date"]))
+        # Human ubiquitin's own structure (1UBQ, released 1987) is its template under either date.
+        assert ranking["templates"]["used"][0]["pdb_id"] == "1ubq"
+    assert seen == expected
 
 
 def test_a_failing_stage_fails_the_job_with_its_stage_and_message(build, tmp_path):

@@ -26,7 +26,7 @@ def dbs(installed):
 
 def test_discover_reports_demo_databases(installed):
     by_name = {d.name: d for d in installed}
-    assert set(by_name) == {"uniref90", "small_bfd", "bfd", "uniref30"}
+    assert set(by_name) == {"uniref90", "small_bfd", "bfd", "uniref30", "pdb70", "pdb_mmcif", "pdb_seqres"}
     assert by_name["bfd"].tool == by_name["uniref30"].tool == "hhblits"
     assert by_name["uniref90"].sequences == 20000
     assert by_name["small_bfd"].sequences == 45
@@ -42,7 +42,7 @@ def test_search_writes_alphafold_layout_with_real_hits(dbs, tmp_path):
     assert uniref.sequences[0] == UBIQUITIN
     assert len(uniref.sequences) > 10
     assert all(len(s) == len(UBIQUITIN) for s in uniref.sequences)
-    assert {s.database for s in report.searches} == {"uniref90", "small_bfd"}
+    assert {s.database for s in report.searches} == {"uniref90", "small_bfd", "pdb70"}  # pdb70: templates
     assert ("uniref90", "start") in events and ("uniref90", "done") in events
     globins = parsers.parse_stockholm((tmp_path / "msas" / "small_bfd_hits.sto").read_text())
     assert globins.sequences == [UBIQUITIN]  # ubiquitin has no globin homologue: the query alone
@@ -73,8 +73,9 @@ def test_cache_key_changes_with_database_identity(dbs):
 
 
 def test_each_db_preset_searches_alphafolds_databases_and_says_what_is_missing(installed):
-    assert {d.name for d in databases.for_preset(installed, "full_dbs")} == {"uniref90", "bfd", "uniref30"}
-    assert {d.name for d in databases.for_preset(installed, "reduced_dbs")} == {"uniref90", "small_bfd"}
+    # Each with HHsearch of pdb70 for the templates, when pdb70 and pdb_mmcif are installed.
+    assert {d.name for d in databases.for_preset(installed, "full_dbs")} == {"uniref90", "bfd", "uniref30", "pdb70"}
+    assert {d.name for d in databases.for_preset(installed, "reduced_dbs")} == {"uniref90", "small_bfd", "pdb70"}
     without_hhblits = [d for d in installed if d.tool == "jackhmmer"]
     with pytest.raises(errors.DatabaseError, match="db_preset full_dbs searches bfd and uniref30 .* use db_preset "
                                                    "reduced_dbs"):

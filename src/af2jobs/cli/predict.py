@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import date
 from importlib import resources
 from pathlib import Path
 
@@ -23,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="predict structures for a FASTA file on this machine")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("input", nargs="?", type=Path, help="FASTA file (several records: each is its own prediction)")
-    src.add_argument("--example", choices=["ubiquitin"], help="predict a bundled example instead of a file")
+    src.add_argument("--example", choices=["ubiquitin", "yeast_ubiquitin"],
+                     help="predict a bundled example instead of a file (yeast_ubiquitin has a template in the demo "
+                          "database: human ubiquitin, 1UBQ)")
     p.add_argument("--out", type=Path, required=True, help="output directory (one subdirectory per record)")
     p.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated subset of model_1..model_5")
     p.add_argument("--strategy", default="all", help="all | best | stop-at-score:X (default: all)")
@@ -40,12 +43,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="monomer_ptm (default) | monomer | monomer_casp14 (8 ensembles)")
     p.add_argument("--models-to-relax", type=str.lower, choices=RELAX,
                    help="Amber relaxation: best (default, the top-ranked model) | all | none")
+    p.add_argument("--max-template-date", type=_iso_date, metavar="YYYY-MM-DD",
+                   help="use only templates released by this date (default: no limit; jobs submitted through the "
+                        "API default to the original platform's 2020-05-14)")
     p.add_argument("--msa", action="append", default=[], metavar="[NAME=]FILE",
                    help="your own MSA (A3M or Stockholm, the query first) for a record: its search is skipped; "
                         "repeat with NAME=FILE for several records")
     p.add_argument("--gpus", type=int, help="devices to use: with --strategy all, models run on separate GPUs in "
                                             "parallel (default 1)")
     p.set_defaults(func=run)
+
+
+def _iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from None
 
 
 def _read_input(args) -> bytes:
@@ -94,7 +107,7 @@ def _run_config(args, settings: Settings):
                                   num_recycle=args.recycles, max_msa_clusters=clusters, max_extra_msa=extra,
                                   profile=args.profile, random_seed=args.seed, gpus=args.gpus,
                                   db_preset=args.db_preset, model_preset=args.model_preset,
-                                  models_to_relax=args.models_to_relax)
+                                  models_to_relax=args.models_to_relax, max_template_date=args.max_template_date)
     except PydanticError as exc:
         err = exc.errors()[0]
         raise ValidationError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}", field=str(err["loc"][0])) from None
@@ -122,17 +135,20 @@ def run(args) -> int:
 
 def _summary(console: Console, results, run_config) -> None:
     table = Table(title=f"af2 predict: {len(results)} monomer prediction(s), strategy {run_config.strategy}")
-    for col in ("record", "length", "best model", "mean pLDDT", "pTM", "MSA", "compile s", "predict s",
-                "total s", "output"):
+    for col in ("record", "length", "best model", "mean pLDDT", "pTM", "MSA", "templates", "relaxed", "compile s",
+                "predict s", "total s", "output"):
         table.add_column(col)
     for r in results:
         msa = r.timings["msa"]
         hits = sum(s["hits"] for s in msa["searches"])
         models = r.timings["predict"]["models"]
+        used = r.timings.get("templates", {}).get("used", [])
+        relaxed = [m for m, info in r.timings.get("relax", {}).get("models", {}).items() if info.get("error") is None]
         table.add_row(
             r.record.name, str(len(r.record.sequence)), r.best["model"], f"{r.best['mean_plddt']:.1f}",
             "-" if r.best["ptm"] is None else f"{r.best['ptm']:.3f}",
-            f"{hits} hits ({msa['cache']})", f"{sum(m['compile_s'] for m in models):.1f}",
+            f"{hits} hits ({msa['cache']})", ", ".join(used[:2]) + (f" +{len(used) - 2}" if len(used) > 2 else "")
+            or "none", ", ".join(relaxed) or "none", f"{sum(m['compile_s'] for m in models):.1f}",
             f"{sum(m['run_s'] for m in models):.1f}", f"{r.timings['total_s']:.1f}", str(r.out_dir),
         )
     console.print(table)

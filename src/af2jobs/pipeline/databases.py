@@ -1,9 +1,13 @@
-"""Sequence databases in AlphaFold's layout under one root, their identity, and what each db_preset searches.
+"""Sequence and template databases in AlphaFold's layout under one root, their identity, and what each db_preset
+searches (the template search with it, when pdb70 and pdb_mmcif are installed).
 
     db_root/uniref90/uniref90.fasta        jackhmmer (pyhmmer)
     db_root/mgnify/mgy_clusters*.fa        jackhmmer (pyhmmer)
     db_root/small_bfd/bfd-first_non_consensus_sequences.fasta   jackhmmer (pyhmmer)
     db_root/bfd/<prefix>_a3m.ffdata + db_root/uniref30/<prefix>_a3m.ffdata   HHblits, when the binary is present
+    db_root/pdb70/pdb70_{a3m,hhm,cs219}.ff*                 HHsearch of the UniRef90 MSA (templates)
+    db_root/pdb_mmcif/mmcif_files/*.cif, pdb_mmcif/obsolete.dat   the templates' structures
+    db_root/pdb_seqres/pdb_seqres.txt                        hmmsearch (AlphaFold-Multimer's templates)
 
 A `VERSION` file beside each database says where it came from; its identity (version, size, mtime) keys the MSA cache.
 The small demo database is af2jobs.pipeline.demo's.
@@ -22,6 +26,10 @@ from af2jobs.errors import DatabaseError
 
 JACKHMMER_DATABASES = ("uniref90", "mgnify", "small_bfd")
 HHBLITS_DATABASES = ("bfd", "uniref30")
+# Templates: pdb70 (HHsearch) finds them, pdb_mmcif holds their structures, pdb_seqres is the multimer's search.
+TEMPLATE_DATABASES = ("pdb70", "pdb_mmcif")
+MMCIF_FILES = "mmcif_files"
+OBSOLETE = "obsolete.dat"
 FASTA_SUFFIXES = (".fasta", ".fa", ".fasta.gz", ".fa.gz")
 _META = ".af2db.json"
 
@@ -29,8 +37,8 @@ _META = ".af2db.json"
 @dataclass(frozen=True)
 class Database:
     name: str
-    path: Path  # a FASTA file for jackhmmer; an ffindex prefix for HHblits
-    tool: str  # "jackhmmer" | "hhblits"
+    path: Path  # a FASTA file (jackhmmer, hmmsearch); an ffindex prefix (HHblits, HHsearch); the mmCIF folder
+    tool: str  # "jackhmmer" | "hhblits" | "hhsearch" | "mmcif" | "hmmsearch"
     version: str
     size_bytes: int
     sequences: int | None
@@ -83,6 +91,16 @@ def count_sequences(path: Path) -> int:
     return n
 
 
+def _describe_mmcif(folder: Path) -> Database:
+    """pdb_mmcif: its structures' folder, with their count (and their bytes) as identity beside VERSION."""
+    files = sorted(folder.glob("*.cif"))
+    version_file = folder.parent / "VERSION"
+    size = sum(p.stat().st_size for p in files)
+    version = version_file.read_text().strip().splitlines()[0] if version_file.is_file() else \
+        f"{MMCIF_FILES}@{max((int(p.stat().st_mtime) for p in files), default=0)}"
+    return Database("pdb_mmcif", folder, "mmcif", version, size, len(files))
+
+
 def _describe(name: str, path: Path, tool: str, data_file: Path) -> Database:
     """Identity of one database; the sequence count is cached beside it since counting a real uniref90 takes minutes."""
     st = data_file.stat()
@@ -96,7 +114,7 @@ def _describe(name: str, path: Path, tool: str, data_file: Path) -> Database:
         except ValueError:
             meta = {}
     count = meta.get("sequences") if meta.get("size") == st.st_size and meta.get("mtime") == st.st_mtime else None
-    if count is None and tool == "jackhmmer":
+    if count is None and tool in ("jackhmmer", "hmmsearch"):
         count = count_sequences(data_file)
         try:
             atomic.write_json(meta_path, {"size": st.st_size, "mtime": st.st_mtime, "sequences": count}, indent=None)
@@ -117,7 +135,29 @@ def discover(db_root: Path, hhblits_binary: str | None = None) -> list[Database]
     if hhblits and all(prefixes):
         for name, prefix in zip(HHBLITS_DATABASES, prefixes):
             found.append(_describe(name, prefix, "hhblits", Path(f"{prefix}_a3m.ffdata")))
+    pdb70 = _ffindex_prefix(db_root / "pdb70")
+    if pdb70 is not None:
+        found.append(_describe("pdb70", pdb70, "hhsearch", Path(f"{pdb70}_hhm.ffdata")))
+    mmcif = db_root / "pdb_mmcif" / MMCIF_FILES
+    if mmcif.is_dir() and any(mmcif.glob("*.cif")):
+        found.append(_describe_mmcif(mmcif))
+    seqres = db_root / "pdb_seqres" / "pdb_seqres.txt"
+    if seqres.is_file():
+        found.append(_describe("pdb_seqres", seqres, "hmmsearch", seqres))
     return found
+
+
+def template_source(found: list[Database]) -> tuple[Database, Database] | None:
+    """(pdb70, pdb_mmcif) when both are installed; None when neither is (templates are then empty, as AlphaFold's
+    are when it finds none); DatabaseError naming the missing one when only one of them is."""
+    by_name = {db.name: db for db in found}
+    present = [name for name in TEMPLATE_DATABASES if name in by_name]
+    if not present:
+        return None
+    if len(present) == 1:
+        missing = next(n for n in TEMPLATE_DATABASES if n not in by_name)
+        raise DatabaseError(f"templates need pdb70 and pdb_mmcif, and {missing} is not installed (af2 db)")
+    return by_name["pdb70"], by_name["pdb_mmcif"]
 
 
 # What each db_preset searches (AlphaFold 2.3's run_alphafold): UniRef90 and MGnify with jackhmmer either way;
@@ -145,4 +185,5 @@ def for_preset(found: list[Database], db_preset: str) -> list[Database]:
             f"db_preset {db_preset} searches {' and '.join(PRESET_REQUIRES[db_preset])}{how}, and "
             f"{', '.join(missing)} is not installed (installed: {', '.join(sorted(names))}): use db_preset "
             f"{other}, or install {', '.join(missing)} (af2 db)")
-    return [db for db in found if db.name in PRESET_DATABASES[db_preset]]
+    templates = template_source(found)
+    return [db for db in found if db.name in PRESET_DATABASES[db_preset]] + ([templates[0]] if templates else [])

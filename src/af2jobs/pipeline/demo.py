@@ -4,6 +4,12 @@
     small_bfd/...fasta           the 45 globins of HMMER's tutorial (hmmer-examples)
     bfd/, uniref30/              tiny HH-suite databases made from the same globins (first half, second half) with
                                  HH-suite's own tools, so that db_preset full_dbs (HHblits) runs too
+    pdb_mmcif/, pdb70/, pdb_seqres/
+                                 a tiny template database of real PDB entries: 1UBQ (human ubiquitin) and 1A0Q (an
+                                 antibody Fab) as the freesasa package ships them (PDB format, written as mmCIF by
+                                 gemmi with the release date of their REVDAT records), 1CBS (CRABP2) as libcifpp-dev
+                                 ships it (mmCIF); pdb70 made of their chains with HH-suite's tools, pdb_seqres
+                                 their sequences in the PDB's seqres format
 
 Each folder has its VERSION: where the data came from and its checksum.
 """
@@ -79,6 +85,7 @@ def fetch_demo(db_root: Path, *, force: bool = False, log=print) -> list[Path]:
     """Install the demo databases under db_root. Already present ones are kept (a second run costs nothing)."""
     written = _fetch_packages(db_root, force=force, log=log)
     written += _build_hhsuite_demo(db_root, force=force, log=log)
+    written += _build_templates(db_root, force=force, log=log)
     return written
 
 
@@ -139,3 +146,117 @@ def _build_hhsuite_demo(db_root: Path, *, force: bool, log) -> list[Path]:
         written.append(folder)
         log(f"{name}: {folder} ({len(part)} entries)")
     return written
+
+
+
+# --- the template database -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Entry:
+    pdb_id: str
+    package: str
+    member: str  # inside the package: a PDB file (converted) or an mmCIF file, maybe gzipped
+
+
+TEMPLATE_ENTRIES = (
+    Entry("1ubq", "freesasa", "usr/share/freesasa/test-data/1ubq.pdb"),
+    Entry("1a0q", "freesasa", "usr/share/freesasa/test-data/1a0q.pdb"),
+    Entry("1cbs", "libcifpp-dev", "usr/share/doc/libcifpp-dev/examples/1cbs.cif.gz"),
+)
+OBSOLETE_HEADER = " LIST OF OBSOLETE COORDINATE ENTRIES AND SUCCESSORS\n"
+
+
+def pdb_to_mmcif(pdb_text: str) -> str:
+    """A PDB-format entry as mmCIF, written by gemmi, with what AlphaFold's mmCIF parser reads: entities and their
+    sequences, chemical component types, and the release date (the REVDAT record of modification type 0)."""
+    import gemmi
+
+    st = gemmi.read_pdb_string(pdb_text)
+    st.setup_entities()
+    st.assign_label_seq_id()
+    doc = st.make_mmcif_document(gemmi.MmcifOutputGroups(True))
+    block = doc.sole_block()
+    for row in block.find("_chem_comp.", ["id", "type"]):
+        info = gemmi.find_tabulated_residue(row[0])
+        row[1] = gemmi.cif.quote("L-peptide linking" if info is not None and info.is_amino_acid() else "non-polymer")
+    released = _release_date(pdb_text)
+    loop = block.init_loop("_pdbx_audit_revision_history.", ["ordinal", "data_content_type", "major_revision",
+                                                                "minor_revision", "revision_date"])
+    loop.add_row(["1", gemmi.cif.quote("Structure model"), "1", "0", released])
+    return doc.as_string()
+
+
+def _release_date(pdb_text: str) -> str:
+    import datetime
+
+    for line in pdb_text.splitlines():
+        if line.startswith("REVDAT") and line[31:32] == "0":
+            day = datetime.datetime.strptime(line[13:22].strip(), "%d-%b-%y").date()
+            if day.year > datetime.date.today().year:  # two-digit years: 1987, not 2087
+                day = day.replace(year=day.year - 100)
+            return day.isoformat()
+    raise DatabaseError("the PDB file has no REVDAT record of its release")
+
+
+def _protein_chains(mmcif_text: str, pdb_id: str) -> dict[str, str]:
+    """Author chain id -> sequence of each protein chain, as AlphaFold's parser reads them."""
+    from alphafold.data import mmcif_parsing
+
+    parsed = mmcif_parsing.parse(file_id=pdb_id, mmcif_string=mmcif_text)
+    if parsed.mmcif_object is None:
+        raise DatabaseError(f"{pdb_id}: AlphaFold's mmCIF parser refuses it: {parsed.errors}")
+    return dict(parsed.mmcif_object.chain_to_seqres)
+
+
+def _build_templates(db_root: Path, *, force: bool, log) -> list[Path]:
+    mmcif_dir = db_root / "pdb_mmcif"
+    if all((db_root / name / "VERSION").is_file() for name in ("pdb_mmcif", "pdb70", "pdb_seqres")) and not force:
+        log("pdb_mmcif, pdb70, pdb_seqres: present")
+        return []
+    missing = hhsuitedb.missing_tools()
+    if missing:
+        log(f"templates: not built: HH-suite is not installed ({', '.join(missing)}); install the Debian package "
+            "hhsuite (make tools) and run af2 db fetch-demo again")
+        return []
+    chains: dict[str, str] = {}
+    sources = []
+    with atomic.staging_dir(mmcif_dir) as staging, tempfile.TemporaryDirectory(prefix="af2db-") as tmp:
+        (staging / "mmcif_files").mkdir()
+        for entry in TEMPLATE_ENTRIES:
+            text, version = _package_member(entry.package, entry.member, Path(tmp))
+            cif = text if entry.member.endswith((".cif", ".cif.gz")) else pdb_to_mmcif(text)
+            (staging / "mmcif_files" / f"{entry.pdb_id}.cif").write_text(cif)
+            for chain, seq in _protein_chains(cif, entry.pdb_id).items():
+                chains[f"{entry.pdb_id}_{chain}"] = seq
+            sources.append(f"{entry.pdb_id}: debian:{entry.package}={version}")
+        (staging / "obsolete.dat").write_text(OBSOLETE_HEADER)
+        (staging / "VERSION").write_text(f"demo:pdb_mmcif {len(TEMPLATE_ENTRIES)} entries\n" + "\n".join(sources) + "\n")
+    with atomic.staging_dir(db_root / "pdb70") as staging:
+        hhsuitedb.build(staging / "pdb70", ((name, f">{name}\n{seq}\n") for name, seq in chains.items()))
+        (staging / "VERSION").write_text(f"demo:pdb70 {len(chains)} chains\none single-sequence MSA per chain of "
+                                         "pdb_mmcif, built with HH-suite\n")
+    with atomic.staging_dir(db_root / "pdb_seqres") as staging:
+        (staging / "pdb_seqres.txt").write_text("".join(
+            f">{name} mol:protein length:{len(seq)}  {name.split('_')[0].upper()}\n{seq}\n"
+            for name, seq in chains.items()))
+        (staging / "VERSION").write_text(f"demo:pdb_seqres {len(chains)} chains\n")
+    log(f"templates: pdb_mmcif ({len(TEMPLATE_ENTRIES)} entries), pdb70 and pdb_seqres ({len(chains)} chains)")
+    return [mmcif_dir, db_root / "pdb70", db_root / "pdb_seqres"]
+
+
+def _package_member(package: str, member: str, work: Path) -> tuple[str, str]:
+    """The text of one file of a Debian package, and the package's version."""
+    folder = work / package
+    if not folder.is_dir():
+        folder.mkdir()
+        deb = _apt_download(package, folder)
+        result = _run(["dpkg-deb", "-x", str(deb), str(folder / "x")], folder)
+        if result.returncode != 0:
+            raise DatabaseError(f"could not unpack {deb.name}: {result.stderr.strip()}")
+        (folder / "version").write_text(_run(["dpkg-deb", "-f", str(deb), "Version"], folder).stdout.strip())
+    path = folder / "x" / member
+    if not path.is_file():
+        raise DatabaseError(f"package {package} has no {member}")
+    opener = gzip.open if member.endswith(".gz") else open
+    with opener(path, "rt") as fh:
+        return fh.read(), (folder / "version").read_text()

@@ -1,6 +1,7 @@
 """Features stage: AlphaFold's own feature code over the sequence and the msas/ files, written as features.pkl.
 
-Templates are off (no pdb70/mmCIF search is configured), so every model runs without template features.
+Template features come from af2jobs.pipeline.templates (empty ones when no template database is installed, as
+AlphaFold's are when it finds no template).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 from alphafold.data import parsers, pipeline
 
 from af2jobs import atomic
+from af2jobs.pipeline import templates
 from af2jobs.pipeline.msa import OUTPUT_NAMES, supplied
 
 # AlphaFold's order of MSAs in the features: uniref90, bfd, mgnify.
@@ -50,7 +52,9 @@ def _deduplicate(msas: list[parsers.Msa], query: str) -> list[parsers.Msa]:
     return out
 
 
-def build_features(sequence: str, description: str, msa_dir: Path) -> dict[str, np.ndarray]:
+def build_features(sequence: str, description: str, msa_dir: Path,
+                   template_features: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """AlphaFold's monomer features: sequence, MSA and template features (empty templates when none)."""
     msas = [m for _, m in read_msas(msa_dir)]
     for msa in msas:
         if msa.sequences and msa.sequences[0] != sequence:
@@ -58,6 +62,7 @@ def build_features(sequence: str, description: str, msa_dir: Path) -> dict[str, 
     return {
         **pipeline.make_sequence_features(sequence=sequence, description=description, num_res=len(sequence)),
         **pipeline.make_msa_features(_deduplicate(msas, sequence)),
+        **(template_features if template_features is not None else templates.empty()),
     }
 
 

@@ -19,6 +19,7 @@ from typing import Callable
 
 from af2jobs import atomic
 from af2jobs.errors import StageError
+from af2jobs.pipeline import templates
 from af2jobs.pipeline.databases import NO_DATABASE, Database
 
 # AlphaFold's jackhmmer settings (alphafold/data/tools/jackhmmer.py) and hit limits (alphafold/data/pipeline.py).
@@ -29,10 +30,11 @@ OUTPUT_NAMES = {
     "mgnify": "mgnify_hits.sto",
     "small_bfd": "small_bfd_hits.sto",
     "bfd_uniref": "bfd_uniref_hits.a3m",
+    "pdb70": "pdb_hits.hhr",
 }
 # The request's own MSA (af2jobs.jobrun puts it in msas/ before the stage runs): read first, searched for nothing.
 SUPPLIED_MSA = "supplied_msa"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: gaps in insert columns are '-' (see _stockholm)
 # Databases up to this size are held in memory (several threads search them); larger ones are streamed.
 IN_MEMORY_LIMIT = 2 << 30
 
@@ -90,13 +92,15 @@ def _stockholm(query_name: str, sequence: str, msa, limit: int | None) -> tuple[
     """Stockholm text whose first row is the query, as AlphaFold's parsers expect.
 
     pyhmmer's TopHits.to_msa() leaves the query out; its reference (RF) line marks the match columns,
-    which for a single-sequence HMM are exactly the query's residues.
+    which for a single-sequence HMM are exactly the query's residues. A gap in an insert column is written '-'
+    (HMMER writes '.'): AlphaFold's parse_stockholm would count a '.' as a deleted residue, and its
+    convert_stockholm_to_a3m (the template search's input) drops the dots and shifts the row.
     """
     reference = msa.reference.decode() if isinstance(msa.reference, bytes) else msa.reference
     residues = iter(sequence)
     query_row = "".join(next(residues) if c.lower() == "x" else "-" for c in reference)
     names = [n.decode() if isinstance(n, bytes) else n for n in msa.names]
-    rows = list(msa.alignment)
+    rows = [row.replace(".", "-") for row in msa.alignment]
     if limit is not None:
         names, rows = names[: limit - 1], rows[: limit - 1]
     width = max([len(query_name)] + [len(n) for n in names]) + 1
@@ -196,6 +200,7 @@ def run_msa(
 
     jack = [db for db in databases if db.tool == "jackhmmer"]
     hh = [db for db in databases if db.tool == "hhblits"]
+    pdb70 = next((db for db in databases if db.tool == "hhsearch"), None)
     tasks: list[tuple[str, Callable[[int], int]]] = [
         (db.name, lambda c, db=db: _jackhmmer(sequence, db, msa_dir / OUTPUT_NAMES[db.name], c)) for db in jack
     ]
@@ -218,6 +223,9 @@ def run_msa(
 
     with ThreadPoolExecutor(max_workers=len(tasks)) as pool:
         searches = list(pool.map(lambda t: run_one(*t), tasks))
+    uniref90 = msa_dir / OUTPUT_NAMES["uniref90"]
+    if pdb70 is not None and uniref90.is_file():  # the templates: HHsearch of the UniRef90 MSA, as AlphaFold does
+        searches.append(run_one("pdb70", lambda c: templates.search(msa_dir, pdb70.path, uniref90)))
     if entry is not None:
         _store(entry, msa_dir, searches)
     return MsaReport(searches, "miss" if entry is not None else "off", key, time.perf_counter() - start)

@@ -19,6 +19,7 @@ from af2jobs import atomic
 from af2jobs.pipeline.predict import ModelRun, Prediction
 from af2jobs.pipeline.relax import Relaxed
 
+TEMPLATE_MODELS = ("model_1", "model_2")  # the models trained with templates, which use them
 UNTRAINED_NOTE = (
     "UNTRAINED PARAMETERS: deterministic random weights of the official AlphaFold2 shapes, not the published "
     "weights. This structure and its confidence scores carry no biological meaning."
@@ -115,7 +116,7 @@ def ranking_debug(prediction: Prediction, rank_by: str) -> dict:
 
 
 def versions(prediction: Prediction, databases: list[dict], run_config: dict, device: str,
-             msa_supplied: bool = False) -> dict:
+             msa_supplied: bool = False, templates: dict | None = None) -> dict:
     pkgs = {}
     for pkg in _PACKAGES:
         try:
@@ -139,6 +140,9 @@ def versions(prediction: Prediction, databases: list[dict], run_config: dict, de
         "db_preset": run_config["db_preset"],
         "model_preset": run_config["model_preset"],
         "msa_supplied": msa_supplied,  # the request (or --msa) brought the MSA: no database was searched
+        # The templates models 1 and 2 used (af2jobs.pipeline.templates): PDB id, chain, release date; None when
+        # no template database is installed.
+        "templates": templates,
         "msa_depth_caps": {"max_msa_clusters": run_config["max_msa_clusters"],
                            "max_extra_msa": run_config["max_extra_msa"]},
         "run_config": run_config,
@@ -147,7 +151,7 @@ def versions(prediction: Prediction, databases: list[dict], run_config: dict, de
 
 
 def write_structures(out: Path, name: str, prediction: Prediction, rank_by: str, proteins: dict,
-                     relaxed: dict[str, Relaxed] | None = None) -> None:
+                     relaxed: dict[str, Relaxed] | None = None, templates: dict | None = None) -> None:
     """AlphaFold's structure files: unrelaxed_<model> for every ranked model, relaxed_<model> for each one the Amber
     relaxation finished, and ranked_<i> in ranking order, the relaxed form where there is one (AlphaFold writes
     ranked_* the same way)."""
@@ -169,8 +173,13 @@ def write_structures(out: Path, name: str, prediction: Prediction, rank_by: str,
         atomic.write_json(out / f"confidence_{run.model}_{run.phase}.json", confidence(run))
         if run.phase == "full" and (pae := pae_afdb(run)) is not None:
             atomic.write_json(out / f"{run.model}_predicted_aligned_error_v1.json", pae, indent=None)
-    atomic.write_json(out / "ranking_debug.json", {**ranking_debug(prediction, rank_by),
-                                                    "relax": {m: r.summary() for m, r in relaxed.items()}})
+    with_templates = [r.model for r in prediction.runs if r.model in TEMPLATE_MODELS]  # screens included
+    atomic.write_json(out / "ranking_debug.json", {
+        **ranking_debug(prediction, rank_by),
+        "relax": {m: r.summary() for m, r in relaxed.items()},
+        "templates": {"used": (templates or {}).get("used", []), "by_models": sorted(set(with_templates)),
+                      "max_template_date": (templates or {}).get("max_template_date")},
+    })
 
 
 def _write_pair(out: Path, stem: str, texts: tuple[str, str]) -> None:

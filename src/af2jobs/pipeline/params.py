@@ -47,16 +47,14 @@ def official_config(name: str, profile: str) -> ml_collections.ConfigDict:
 
 
 def runtime_config(name: str, run: RunConfig) -> ml_collections.ConfigDict:
-    """The configuration a prediction runs with: no templates, the run's MSA caps and recycles.
+    """The configuration a prediction runs with: the published one (templates for models 1 and 2, as they were
+    trained; none for 3-5) with the run's MSA caps, recycles and ensembles.
 
-    Models 1-5 then differ only in their parameters, so they share one compiled function.
+    Models 1 and 2 then differ only in their parameters, and so do 3, 4 and 5: two compiled functions serve all
+    five models.
     """
     cfg = official_config(variant(name, run.use_ptm), run.profile)
     cfg.data.eval.num_ensemble = run.num_ensemble
-    cfg.data.common.use_templates = False
-    cfg.data.common.reduce_msa_clusters_by_max_templates = False
-    cfg.model.embeddings_and_evoformer.template.enabled = False
-    cfg.model.embeddings_and_evoformer.template.embed_torsion_angles = False  # only read with templates on
     cfg.data.common.max_extra_msa = run.max_extra_msa
     cfg.data.eval.max_msa_clusters = run.max_msa_clusters
     cfg.data.common.num_recycle = run.num_recycle

@@ -1,8 +1,9 @@
 """Inference stage: the AlphaFold2 model (alphafold-colabfold, JAX, haiku) under a selection strategy.
 
-Models whose runtime configuration is the same (all five, with templates off) share one compiled function:
-parameters are arguments of the jitted apply, not constants baked into it. The compile is done ahead of time so
-its cost is measured apart from the run; JAX's persistent compilation cache makes a new process pay it once.
+Models whose runtime configuration is the same (models 1 and 2, which use templates; models 3, 4 and 5) share one
+compiled function: parameters are arguments of the jitted apply, not constants baked into it. The compile is done
+ahead of time so its cost is measured apart from the run; JAX's persistent compilation cache makes a new process
+pay it once.
 
 Strategies:
   all               every requested model with full recycling, ranked (AlphaFold's and the seed's default)

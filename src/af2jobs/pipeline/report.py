@@ -93,6 +93,7 @@ def read_outputs(workdir: Path) -> dict[str, Any]:
         "best": best, "order": order, "confidence": conf or {}, "pdb": pdb, "plddt": plddt,
         "pae": (conf or {}).get("predicted_aligned_error"), "msa_depth": msa_depth(workdir),
         "timings": _json(workdir / "timings.json") or {}, "versions": _json(workdir / "versions.json") or {},
+        "ranking": ranking,
     }
 
 
@@ -240,6 +241,32 @@ def _cost_rows(cost: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
             ("prices", f"{usd.get('region', '')} on-demand list prices as of {usd.get('prices_as_of', '?')}")]
 
 
+def _templates_html(templates: Mapping[str, Any] | None, ranking: Mapping[str, Any]) -> str:
+    if not templates:
+        return "<p id=\"templates\">No template database was installed: models 1 and 2 ran without templates.</p>"
+    used = templates.get("used") or []
+    models = ", ".join((ranking.get("templates") or {}).get("by_models") or []) or "none of the models run"
+    head = (f'<p id="templates">HHsearch of the MSA against pdb70: {templates.get("hits", 0)} hit(s); '
+            f'{len(used)} used (released on or before {_e(templates.get("max_template_date", "?"))}), by '
+            f"{_e(models)}.</p>")
+    rows = [(f"{t['pdb_id']}_{t['chain']}", f"released {t.get('release_date')}, sum_probs {t.get('sum_probs')}, "
+             f"{t.get('aligned_cols')} aligned columns") for t in used]
+    return head + (_table(rows) if rows else "")
+
+
+def _relax_html(relax: Mapping[str, Any]) -> str:
+    if not relax:
+        return "<p id=\"relax\">No model was relaxed (models_to_relax none).</p>"
+    rows = []
+    for model, r in relax.items():
+        if r.get("error"):
+            rows.append((model, f"FAILED, the structure is unrelaxed: {r['error']}"))
+        else:
+            rows.append((model, f"residues with violations {r['violations_before']} before, "
+                                f"{r['violations_after']} after; {r['seconds']:.1f} s on OpenMM {r['platform']}"))
+    return '<div id="relax">' + _table(rows) + "</div>"
+
+
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222;max-width:1100px}
 .banner{background:#b00020;color:#fff;padding:.8rem 1rem;font-weight:bold;border-radius:4px}
@@ -304,6 +331,8 @@ def render_html(name: str, data: Mapping[str, Any], plots: Mapping[str, Path], *
                  + _img(plots.get("pae.png"), "predicted aligned error"))
     parts.append("<h2>MSA depth</h2>" + (_img(plots.get("msa_depth.png"), "MSA depth per position")
                                          or "<p>No MSA features found.</p>"))
+    parts.append("<h2>Templates</h2>" + _templates_html(versions.get("templates"), data.get("ranking") or {}))
+    parts.append("<h2>Amber relaxation</h2>" + _relax_html((data.get("ranking") or {}).get("relax") or {}))
     parts.append("<h2>Timings</h2>" + _table(_timing_rows(data["timings"])))
     parts.append("<h2>Cost</h2>" + _table(_cost_rows(cost)))
     params = versions.get("params") or {}

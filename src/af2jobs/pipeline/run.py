@@ -15,6 +15,7 @@ import os
 import pickle
 import time
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +29,7 @@ from af2jobs.pipeline import outputs
 from af2jobs.pipeline import params as params_mod
 from af2jobs.pipeline import predict as predict_mod
 from af2jobs.pipeline import relax as relax_mod
+from af2jobs.pipeline import templates as templates_mod
 from af2jobs.pipeline import report
 from af2jobs.runconfig import RunConfig
 from af2jobs.settings import Settings
@@ -86,7 +88,14 @@ def _search(record: FastaRecord, workdir: Path, ctx: Context) -> tuple[msa_mod.M
     own = msa_mod.supplied(workdir / "msas")
     if own is not None:
         ctx.progress("msa", "supplied", {"file": own.name})
-        return msa_mod.supplied_report(own), []
+        report = msa_mod.supplied_report(own)
+        source = _templates(ctx)
+        if source is not None:  # the templates are searched with the request's own MSA
+            t0 = time.perf_counter()
+            hits = templates_mod.search(workdir / "msas", source[0].path, own)
+            report.searches.append(msa_mod.SearchReport("pdb70", templates_mod.HITS_NAME, hits,
+                                                        round(time.perf_counter() - t0, 3)))
+        return report, [source[0]] if source is not None else []
     try:
         searched = db_mod.for_preset(ctx.databases, ctx.run.db_preset)
     except Af2JobsError as exc:
@@ -98,6 +107,29 @@ def _search(record: FastaRecord, workdir: Path, ctx: Context) -> tuple[msa_mod.M
         progress=lambda db, event, details: ctx.progress("msa", f"database_{event}", {"database": db, **details}),
     )
     return report, searched
+
+
+def _templates(ctx: Context):
+    try:
+        return db_mod.template_source(ctx.databases)
+    except Af2JobsError as exc:
+        raise StageError(exc.message, stage="msa") from None
+
+
+def _template_features(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
+    """Template features of the template search's hits (empty without template databases or hits)."""
+    source = _templates(ctx)
+    if source is None:
+        return templates_mod.empty()
+    mmcif = source[1].path
+    when = ctx.run.max_template_date or date.today()
+    try:
+        feats, used = templates_mod.featurize(record.sequence, workdir / "msas", mmcif, when,
+                                              mmcif.parent / db_mod.OBSOLETE)
+    except Af2JobsError as exc:
+        raise StageError(exc.message, stage="features") from None
+    ctx.progress("templates", "done", {"used": len(used), "templates": ",".join(u["pdb_id"] for u in used)})
+    return feats
 
 
 def msa_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
@@ -113,9 +145,13 @@ def msa_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
     ctx.progress("features", "start", {})
     t0 = time.perf_counter()
     try:
-        feats = features_mod.build_features(record.sequence, record.name, workdir / "msas")
+        template_feats = _template_features(record, workdir, ctx)
+        feats = features_mod.build_features(record.sequence, record.name, workdir / "msas", template_feats)
     except ValueError as exc:
         raise StageError(str(exc), stage="features") from exc
+    found = templates_mod.used(workdir / "msas")
+    timings["templates"] = {"hits": found["hits"], "used": [u["pdb_id"] + "_" + u["chain"] for u in found["used"]],
+                            "seconds": found["seconds"]} if found else {"hits": 0, "used": []}
     features_mod.write_features(feats, workdir / "features.pkl")
     timings["features"] = {"seconds": round(time.perf_counter() - t0, 3), "msa_rows": int(feats["msa"].shape[0])}
     atomic.write_json(workdir / "timings.json", timings)
@@ -145,12 +181,13 @@ def predict_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
     timings["relax"] = {"seconds": round(time.perf_counter() - t0, 3),
                         "models": {m: r.summary() for m, r in relaxed.items()}}
     t0 = time.perf_counter()
-    outputs.write_structures(workdir, record.name, prediction, ctx.run.rank_by, proteins, relaxed)
+    used = templates_mod.used(workdir / "msas")
+    outputs.write_structures(workdir, record.name, prediction, ctx.run.rank_by, proteins, relaxed, used)
     dbs_file = workdir / "msas" / "databases.json"
     dbs = json.loads(dbs_file.read_text()) if dbs_file.is_file() else []
     atomic.write_json(workdir / "versions.json", outputs.versions(
         prediction, dbs, ctx.run.model_dump(mode="json"), predict_mod.device_kind(),
-        msa_supplied=msa_mod.supplied(workdir / "msas") is not None))
+        msa_supplied=msa_mod.supplied(workdir / "msas") is not None, templates=used))
     timings["outputs"] = {"seconds": round(time.perf_counter() - t0, 3)}
     atomic.write_json(workdir / "timings.json", timings)
     report.write_record_report(workdir, record, ctx, timings)

@@ -1,0 +1,50 @@
+"""Amber relaxation (AlphaFold's relax module on OpenMM's CPU platform) of a real structure: 1UBQ from the demo's
+pdb_mmcif, its waters removed, with clashes put in on purpose."""
+
+from __future__ import annotations
+
+import dataclasses
+import gemmi
+import numpy as np
+import pytest
+from alphafold.common import protein
+
+from af2jobs.pipeline import relax
+
+pytestmark = pytest.mark.pipeline
+
+
+@pytest.fixture(scope="module")
+def ubiquitin(demo_db_root) -> protein.Protein:
+    st = gemmi.read_structure(str(demo_db_root / "pdb_mmcif" / "mmcif_files" / "1ubq.cif"))
+    st.remove_ligands_and_waters()
+    st.setup_entities()
+    prot = protein.from_pdb_string(st.make_pdb_string())
+    # pLDDT in the B-factor column, as a prediction has it (relax carries it over).
+    return dataclasses.replace(prot, b_factors=np.full_like(prot.b_factors, 90.0))
+
+
+def _clash(prot: protein.Protein) -> protein.Protein:
+    """Residue 40's side chain pushed into residue 41's (an overlap the minimiser must resolve)."""
+    pos = prot.atom_positions.copy()
+    shift = pos[40, 1] - pos[39, 1]
+    pos[39, 4:] += 0.8 * shift * (prot.atom_mask[39, 4:, None] > 0)
+    return dataclasses.replace(prot, atom_positions=pos)
+
+
+def test_a_real_structure_relaxes_with_lower_energy_and_no_violation(ubiquitin):
+    done = relax.relax_one("1ubq", _clash(ubiquitin), use_gpu=False)
+    assert done.error is None and done.platform == "CPU"
+    assert done.violations_before >= 1 and done.violations_after == 0
+    assert done.energy_after < done.energy_before
+    assert 0 < done.rmsd < 2.0  # restrained to where it was: the clash moves, the fold does not
+    relaxed = protein.from_pdb_string(done.pdb)
+    assert relaxed.aatype.tolist() == ubiquitin.aatype.tolist()
+    assert np.allclose(relaxed.b_factors[:, 1], 90.0)
+    assert "H" in {line[76:78].strip() for line in done.pdb.splitlines() if line.startswith("ATOM")}
+
+
+def test_what_cannot_be_relaxed_is_reported_not_raised(ubiquitin):
+    unknown = dataclasses.replace(ubiquitin, aatype=np.full_like(ubiquitin.aatype, 20))  # every residue UNK
+    done = relax.relax_one("unk", unknown, use_gpu=False)
+    assert done.pdb is None and done.error
