@@ -88,12 +88,17 @@ def load(spec: str):
     merged = gemmi.Structure()
     merged.add_model(gemmi.Model("1"))
     names = iter("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    edge = None  # each further file is moved along x to lie 10 A beyond the ones before: no overlap between them
     for part in spec.split("+"):
         st = gemmi.read_structure(part)
         st.setup_entities()
         st.remove_ligands_and_waters()
         st.remove_hydrogens()
         st.remove_alternative_conformations()
+        xs = [a.pos.x for ch in st[0] for r in ch for a in r]
+        shift = 0.0 if edge is None else edge + 10.0 - min(xs)
+        st[0].transform_pos_and_adp(gemmi.Transform(gemmi.Mat33(), gemmi.Vec3(shift, 0, 0)))
+        edge = max(xs) + shift
         for chain in st[0]:
             if len(chain.get_polymer()) == 0:
                 continue

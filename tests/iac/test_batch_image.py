@@ -88,29 +88,48 @@ def _platforms(glibc: tuple[int, int]) -> list[str]:
     return tags
 
 
+def _pip_wheels(stage: dict) -> list[list[str]]:
+    """The requirement arguments of each `pip wheel` in a stage ('.' is the af2jobs source)."""
+    found = []
+    for line in stage["lines"]:
+        for command in line.split("&&"):
+            if "pip wheel" in command:
+                words = shlex.split(command.split("pip wheel", 1)[1])
+                found.append([w for w, before in zip(words, [""] + words) if not w.startswith("-")
+                              and before != "--wheel-dir"])
+    return found
+
+
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    """The af2jobs wheel, built from a copy of what the image's wheel stage copies (no build/ left in the repo)."""
+def wheels(tmp_path_factory) -> Path:
+    """What the image's wheel stage leaves in /wheels, built the same way: the af2jobs wheel from a copy of what
+    the stage copies (no build/ left in the repo), and the wheels of the source-only dependencies it names."""
     source = tmp_path_factory.mktemp("source")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     out = tmp_path_factory.mktemp("wheel")
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out),
-                             str(source)], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (built,) = out.glob("af2jobs-*.whl")
-    return built
+    built = _pip_wheels(_stages()["wheel"])
+    assert ["."] in built, "the wheel stage no longer builds the af2jobs wheel"
+    for requirements in built:
+        requirements = [str(source) if r == "." else r for r in requirements]
+        result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir",
+                                 str(out), *requirements], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list(out.glob("af2jobs-*.whl"))) == 1
+    return out
 
 
 @pytest.mark.parametrize("target", ["msa", "predict"])
-def test_the_stages_pip_install_resolves_to_wheels_for_its_python_and_libc(target, wheel, tmp_path):
+def test_the_stages_pip_install_resolves_to_wheels_for_its_python_and_libc(target, wheels, tmp_path):
     stage = _stages()[target]
     known = [(re.fullmatch(pattern, stage["base"]), value) for pattern, value in BASES.items()]
     match, (python, glibc) = next(((m, v) for m, v in known if m), (None, (None, None)))
     assert match, f"unknown base image {stage['base']}: add its Python and glibc to BASES"
     python = python or match.group(1)
     (install,) = _pip_installs(stage)
+    assert "--find-links=/wheels" in " ".join(stage["lines"]), "the install must see the wheel stage's wheels"
+    (wheel,) = wheels.glob("af2jobs-*.whl")
     extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
     requirements = []
     for requirement in install:
@@ -126,12 +145,12 @@ def test_the_stages_pip_install_resolves_to_wheels_for_its_python_and_libc(targe
     result = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed", "--report", str(report),
          "--only-binary=:all:", *platforms, "--implementation", "cp", "--python-version", python,
-         "--target", str(tmp_path / "target"), *requirements],
+         "--find-links", str(wheels), "--target", str(tmp_path / "target"), *requirements],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     names = {i["metadata"]["name"].lower().replace("_", "-") for i in json.loads(report.read_text())["install"]}
-    assert {"af2jobs", "jax", "dm-haiku", "alphafold-colabfold", "pyhmmer"} <= names
+    assert {"af2jobs", "jax", "dm-haiku", "alphafold-colabfold", "pyhmmer", "pdbfixer", "openmm"} <= names
     if target == "predict":
         assert "jax-cuda12-plugin" in names
     else:

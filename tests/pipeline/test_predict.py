@@ -138,7 +138,7 @@ def test_a_nearby_length_in_the_same_bucket_pays_no_compile(provider, tmp_path):
         msa_dir.mkdir()
         return feats.build_features(seq, "x", msa_dir)  # no MSA files: the query alone
 
-    a = _predict(raw_for(UBIQUITIN[:70]), provider, model_names="model_3", length_buckets=True).ranked[0]
+    _predict(raw_for(UBIQUITIN[:70]), provider, model_names="model_3", length_buckets=True).ranked[0]
     b = _predict(raw_for(UBIQUITIN[:66]), provider, model_names="model_3", length_buckets=True).ranked[0]
     assert b.compile_s == 0.0  # 70 and 66 both run at 96
     assert b.result["plddt"].shape == (66,)

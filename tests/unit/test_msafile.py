@@ -21,7 +21,7 @@ def test_a3m_and_stockholm_of_the_query_pass_and_say_their_format():
     ("", None, "empty"),
     ("MKT\n", 1, "not an MSA"),
     (f">query\n{Q[:-1]}\n", 1, "first row is not the query"),
-    (f">query\nM-KTAYIAKQR\n", 1, "first row is not the query"),
+    (">query\nM-KTAYIAKQR\n", 1, "first row is not the query"),
     (f">query\n{Q}\n>h\nMKTAYIAKQ\n", 3, "h has 9 match columns"),
     (f">query\n{Q}\n>h\nMKTAY1AKQR\n", 4, "'1' is not an alignment letter"),
     (f"MKT\n>query\n{Q}\n", 1, "not an MSA"),

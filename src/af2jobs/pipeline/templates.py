@@ -18,11 +18,13 @@ import shutil
 import time
 from datetime import date
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from af2jobs import atomic
 from af2jobs.errors import DatabaseError
+
+if TYPE_CHECKING:  # numpy only where features are made: the Lambda layer imports this module's names without it
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ def search(msa_dir: Path, pdb70_prefix: Path, msa_file: Path) -> int:
 
 
 def empty() -> dict[str, np.ndarray]:
+    import numpy as np
     from alphafold.data import templates
 
     return {name: np.array([], dtype=dtype) for name, dtype in templates.TEMPLATE_FEATURES.items()}
@@ -62,6 +65,7 @@ def featurize(sequence: str, msa_dir: Path, mmcif_dir: Path, max_template_date: 
               obsolete: Path | None) -> tuple[dict[str, np.ndarray], list[dict]]:
     """The template features of the hits in msa_dir/pdb_hits.hhr, and one entry per template used (written to
     msa_dir/templates.json): PDB id and chain, release date, HHsearch's sum_probs, aligned columns."""
+    import numpy as np
     from alphafold.data import mmcif_parsing, parsers, templates
 
     hits_file = msa_dir / HITS_NAME
