@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from af2jobs.errors import FastaError
 from af2jobs.settings import MIN_LENGTH
 
-__all__ = ["AMINO_ACIDS", "FastaRecord", "parse_fasta", "to_fasta"]
+__all__ = ["AMINO_ACIDS", "FastaRecord", "complex_record", "parse_fasta", "to_fasta"]
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWYX"
 LINE_WIDTH = 60
@@ -75,11 +75,40 @@ class FastaRecord:
     description: str
     sequence: str
     line: int
+    # A complex (model_preset multimer): its chains, in FASTA order; `sequence` is then their residues end to end,
+    # so that its length is the summed length that limits, buckets, memory estimates and the queue go by.
+    chains: tuple["FastaRecord", ...] = ()
 
     @property
     def slug(self) -> str:
         """A name safe as a file or directory name on any filesystem and in shell commands."""
         return _slug(self.name)
+
+    @property
+    def is_complex(self) -> bool:
+        return bool(self.chains)
+
+
+def complex_record(records: list[FastaRecord], name: str, max_length: int | None = None) -> FastaRecord:
+    """The records of one FASTA as one complex (AlphaFold-Multimer reads a multi-record FASTA so): chains A, B, ...
+    in their order. max_length limits the summed length, which is what the GPU holds."""
+    if not records:
+        raise FastaError("a complex needs at least one chain")
+    total = sum(len(r.sequence) for r in records)
+    if max_length is not None and total > max_length:
+        lengths = " + ".join(str(len(r.sequence)) for r in records)
+        raise FastaError(f"the complex has {total} residues in all ({lengths}), over the limit of {max_length}: "
+                         "a complex is predicted as one structure, so its chains' summed length counts")
+    if len(records) > len(CHAIN_IDS):
+        raise FastaError(f"a complex holds at most {len(CHAIN_IDS)} chains (the PDB format's chain ids), not "
+                         f"{len(records)}")
+    description = f"complex of {len(records)} chain{'s' * (len(records) > 1)}: " + ", ".join(
+        f"{CHAIN_IDS[i]}={r.name}" for i, r in enumerate(records))
+    return FastaRecord(name, description, "".join(r.sequence for r in records), records[0].line, tuple(records))
+
+
+# AlphaFold's protein.PDB_CHAIN_IDS: the chain ids of a complex's chains, in order.
+CHAIN_IDS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 
 def parse_fasta(

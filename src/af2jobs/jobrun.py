@@ -56,6 +56,10 @@ CASP14_NOTE = (
     "model_preset monomer_casp14: AlphaFold's CASP14 configuration, the original (non-pTM) models averaging 8 "
     "ensembles of the input features per recycle"
 )
+MULTIMER_NOTE = (
+    "model_preset multimer: the FASTA's records predicted as one complex with AlphaFold-Multimer v3, {seeds} "
+    "seed(s) per model ({total} predictions), ranked by 0.8 ipTM + 0.2 pTM"
+)
 Progress = Callable[[str, str, Mapping[str, Any]], None]  # (stage, event, details), as the pipeline reports
 
 
@@ -66,7 +70,7 @@ Progress = Callable[[str, str, Mapping[str, Any]], None]  # (stage, event, detai
 def read_records(store: ArtifactStore, job: Job, max_length: int) -> list[FastaRecord]:
     """The job's records, from the canonical FASTA the service stored at submit (FastaError if it is bad)."""
     data = store.get_bytes(layout.input_key(job.id))
-    return job.request.parse_sequence(data, name=job.request.fasta, max_length=max_length)
+    return job.request.records(data, max_length=max_length)
 
 
 def run_config_for(
@@ -78,7 +82,7 @@ def run_config_for(
     values = {"model_names": request.model_names, "strategy": request.strategy, "gpus": request.gpu,
               "db_preset": request.db_preset, "model_preset": request.model_preset,
               "models_to_relax": request.models_to_relax, "max_template_date": request.max_template_date,
-              **(overrides or {})}
+              "num_multimer_predictions_per_model": request.predictions_per_model, **(overrides or {})}
     try:
         config = resolve_run_config(settings, **values)
         return config, presets_notes(config)
@@ -90,6 +94,8 @@ def run_config_for(
 
 def presets_notes(config: RunConfig) -> list[str]:
     """What versions.json says of the presets beyond the run configuration itself."""
+    if config.multimer:
+        return [MULTIMER_NOTE.format(seeds=config.seeds, total=config.seeds * len(config.model_names))]
     return [CASP14_NOTE] if config.model_preset == "monomer_casp14" else []
 
 

@@ -41,6 +41,7 @@ DEFAULT_TEMPLATE_DATE = date(2020, 5, 14)
 MAX_COMMENT = 1000
 MAX_GPUS = 8
 MAX_SEEDS = 25
+DEFAULT_SEEDS = 5  # run_alphafold's num_multimer_predictions_per_model
 # An inline FASTA this large is a file upload in disguise; it belongs under input/.
 MAX_INLINE_BYTES = 1_000_000
 
@@ -113,7 +114,8 @@ class JobRequest(BaseModel):
                                                    "by jackhmmer); reduced_dbs: small BFD by jackhmmer instead.")
     model_preset: str = Field("monomer_ptm", json_schema_extra={"enum": list(MODEL_PRESETS)}, description="monomer_ptm: the pTM models (pTM and PAE); monomer: the "
                                                          "original models; monomer_casp14: monomer with 8 "
-                                                         "ensembles; multimer: a complex (not yet: refused).")
+                                                         "ensembles; multimer: the FASTA's records are one complex "
+                                                         "(AlphaFold-Multimer v3).")
     preset: str | None = Field(None, json_schema_extra={"enum": [*PRESETS, None]}, description="The 2021 spelling: full = full_dbs + monomer_ptm, reduced = "
                                                  "reduced_dbs + monomer_ptm, casp14 = full_dbs + monomer_casp14 "
                                                  "(any case). Filled in from db_preset and model_preset.")
@@ -307,13 +309,13 @@ class JobRequest(BaseModel):
             raise _invalid(f"preset {self.preset} means db_preset {db} and model_preset {model}, but the request "
                            f"gives db_preset {self.db_preset} and model_preset {self.model_preset}: give one "
                            "spelling")
-        if self.model_preset == "multimer":
-            raise _invalid("model_preset multimer (a complex, AlphaFold-Multimer) is not run by af2jobs yet; "
-                           "submit each chain as a monomer (model_preset monomer_ptm)")
+        if self.model_preset == "multimer" and (self.msa or self.msa_file_names):
+            raise _invalid(("msa" if self.msa else "msa_file_names") + " applies to monomer records: a complex "
+                           "(model_preset multimer) is searched chain by chain")
         both = set(self.msa or {}) & set(self.msa_file_names or {})
         if both:
             raise _invalid(f"msa and msa_file_names both give record {sorted(both)[0]}: give one")
-        if self.num_multimer_predictions_per_model is not None:
+        if self.num_multimer_predictions_per_model is not None and self.model_preset != "multimer":
             raise _invalid("num_multimer_predictions_per_model applies to model_preset multimer only")
         return self
 
@@ -345,11 +347,25 @@ class JobRequest(BaseModel):
         return parse_fasta(_with_header(text, name), max_length=max_length)
 
     def records(self, text: str | bytes | None = None, *, max_length: int = 2500) -> list[FastaRecord]:
-        """The request's records: the inline sequence, or `text` read from file_name by the caller."""
+        """What the request predicts: the records of the inline sequence (or of `text`, read from file_name by the
+        caller), each its own monomer; for model_preset multimer one complex of them all (the job's name), whose
+        summed length max_length limits."""
+        from af2jobs.fasta import complex_record
+
         source = self.sequence if text is None else text
         if source is None:
             raise ValueError("records() needs the uploaded file's text for a file_name request")
-        return self.parse_sequence(source, name=self.fasta, max_length=max_length)
+        records = self.parse_sequence(source, name=self.fasta, max_length=max_length)
+        if self.model_preset == "multimer":
+            return [complex_record(records, self.fasta, max_length)]
+        return records
+
+    @property
+    def predictions_per_model(self) -> int:
+        """Predictions each model makes: num_multimer_predictions_per_model (default 5) for a complex, else 1."""
+        if self.model_preset != "multimer":
+            return 1
+        return self.num_multimer_predictions_per_model or DEFAULT_SEEDS
 
     def queue_for(self, longest: int) -> str:
         """The Batch queue: `que` as given, or for auto the first queue in AUTO_QUEUE_LIMITS that fits."""

@@ -11,6 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MODEL_NAMES = ("model_1", "model_2", "model_3", "model_4", "model_5")
 CASP14_ENSEMBLES = 8  # AlphaFold's model_config('model_1') with CONFIG_DIFFS monomer_casp14: eval.num_ensemble 8
+# AlphaFold-Multimer's own defaults (its config, and run_alphafold's num_multimer_predictions_per_model): up to 20
+# recycles, stopping once the structure moves less than 0.5 A; 5 seeds per model.
+MULTIMER_RECYCLES = 20
+MULTIMER_TOLERANCE = 0.5
+MULTIMER_SEEDS = 5
 _STOP_AT = re.compile(r"^stop-at-score:(.+)$")
 
 
@@ -47,9 +52,12 @@ class RunConfig(BaseModel):
     # AlphaFold 2.3's presets. db_preset picks the MSA's databases: full_dbs searches BFD + UniRef30 with HHblits,
     # reduced_dbs small BFD with jackhmmer (both: UniRef90 and MGnify with jackhmmer). model_preset picks the
     # parameters: monomer_ptm the pTM models (pTM and the predicted aligned error), monomer the original ones,
-    # monomer_casp14 the original ones averaged over 8 ensembles (AlphaFold's CASP14 configuration).
+    # monomer_casp14 the original ones averaged over 8 ensembles (AlphaFold's CASP14 configuration), multimer the
+    # AlphaFold-Multimer v3 models for a complex (ranked by 0.8 ipTM + 0.2 pTM).
     db_preset: Literal["full_dbs", "reduced_dbs"] = "full_dbs"
-    model_preset: Literal["monomer_ptm", "monomer", "monomer_casp14"] = "monomer_ptm"
+    model_preset: Literal["monomer_ptm", "monomer", "monomer_casp14", "multimer"] = "monomer_ptm"
+    # model_preset multimer: predictions (seeds) per model; 5 models x 5 seeds = 25, as AlphaFold makes them.
+    num_multimer_predictions_per_model: int = Field(MULTIMER_SEEDS, ge=1, le=25)
     rank_by: Literal["plddt", "ptm"] = "plddt"
     # Templates released after this date are not used (AlphaFold's max_template_date); None: no limit (today).
     max_template_date: date | None = None
@@ -94,6 +102,30 @@ class RunConfig(BaseModel):
     def use_ptm(self) -> bool:
         return self.model_preset == "monomer_ptm"
 
+    @property
+    def multimer(self) -> bool:
+        return self.model_preset == "multimer"
+
+    @property
+    def seeds(self) -> int:
+        """Predictions per model: each with its own random seed for a complex; one for a monomer."""
+        return self.num_multimer_predictions_per_model if self.multimer else 1
+
+    def variant(self, model_name: str) -> str:
+        """The parameter set of a model under this preset: model_1_ptm, model_1, model_1_multimer_v3."""
+        if self.multimer:
+            return f"{model_name}_multimer_v3"
+        return f"{model_name}_ptm" if self.use_ptm else model_name
+
+    def prediction_name(self, model_name: str, seed_index: int) -> str:
+        """AlphaFold's name of one prediction: model_1_multimer_v3_pred_0 for a complex, model_1 for a monomer."""
+        return f"{self.variant(model_name)}_pred_{seed_index}" if self.multimer else model_name
+
+    def seed_of(self, model_index: int, seed_index: int) -> int:
+        """The random seed of one prediction, as run_alphafold derives it: model index + seed * number of models."""
+        if not self.multimer:
+            return self.random_seed
+        return model_index + (self.random_seed + seed_index) * len(self.model_names)
     @property
     def num_ensemble(self) -> int:
         return CASP14_ENSEMBLES if self.model_preset == "monomer_casp14" else 1

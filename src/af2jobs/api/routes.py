@@ -136,7 +136,7 @@ def submit_estimate(job: Job, store: ArtifactStore) -> dict[str, Any] | None:
     from af2jobs.cost import estimate_request
 
     try:
-        records = job.request.parse_sequence(store.get_bytes(layout.input_key(job.id)), name=job.request.fasta)
+        records = job.request.records(store.get_bytes(layout.input_key(job.id)))
         return estimate_request(job.request, [len(r.sequence) for r in records])
     except (errors.Af2JobsError, KeyError, ValueError):
         log.warning("job %s: no cost estimate", job.id, extra={"job_id": job.id})

@@ -8,6 +8,7 @@ searches (the template search with it, when pdb70 and pdb_mmcif are installed).
     db_root/pdb70/pdb70_{a3m,hhm,cs219}.ff*                 HHsearch of the UniRef90 MSA (templates)
     db_root/pdb_mmcif/mmcif_files/*.cif, pdb_mmcif/obsolete.dat   the templates' structures
     db_root/pdb_seqres/pdb_seqres.txt                        hmmsearch (AlphaFold-Multimer's templates)
+    db_root/uniprot/uniprot.fasta                            jackhmmer (AlphaFold-Multimer: its species pair rows)
 
 A `VERSION` file beside each database says where it came from; its identity (version, size, mtime) keys the MSA cache.
 The small demo database is af2jobs.pipeline.demo's.
@@ -24,10 +25,11 @@ from pathlib import Path
 from af2jobs import atomic
 from af2jobs.errors import DatabaseError
 
-JACKHMMER_DATABASES = ("uniref90", "mgnify", "small_bfd")
+JACKHMMER_DATABASES = ("uniref90", "mgnify", "small_bfd", "uniprot")
 HHBLITS_DATABASES = ("bfd", "uniref30")
 # Templates: pdb70 (HHsearch) finds them, pdb_mmcif holds their structures, pdb_seqres is the multimer's search.
 TEMPLATE_DATABASES = ("pdb70", "pdb_mmcif")
+MULTIMER_TEMPLATE_DATABASES = ("pdb_seqres", "pdb_mmcif")
 MMCIF_FILES = "mmcif_files"
 OBSOLETE = "obsolete.dat"
 FASTA_SUFFIXES = (".fasta", ".fa", ".fasta.gz", ".fa.gz")
@@ -147,17 +149,19 @@ def discover(db_root: Path, hhblits_binary: str | None = None) -> list[Database]
     return found
 
 
-def template_source(found: list[Database]) -> tuple[Database, Database] | None:
-    """(pdb70, pdb_mmcif) when both are installed; None when neither is (templates are then empty, as AlphaFold's
-    are when it finds none); DatabaseError naming the missing one when only one of them is."""
+def template_source(found: list[Database], multimer: bool = False) -> tuple[Database, Database] | None:
+    """(pdb70, pdb_mmcif) when both are installed (for a complex: pdb_seqres, pdb_mmcif, as AlphaFold-Multimer
+    searches); None when neither is (templates are then empty, as AlphaFold's are when it finds none);
+    DatabaseError naming the missing one when only one of them is."""
+    names = MULTIMER_TEMPLATE_DATABASES if multimer else TEMPLATE_DATABASES
     by_name = {db.name: db for db in found}
-    present = [name for name in TEMPLATE_DATABASES if name in by_name]
+    present = [name for name in names if name in by_name]
     if not present:
         return None
     if len(present) == 1:
-        missing = next(n for n in TEMPLATE_DATABASES if n not in by_name)
-        raise DatabaseError(f"templates need pdb70 and pdb_mmcif, and {missing} is not installed (af2 db)")
-    return by_name["pdb70"], by_name["pdb_mmcif"]
+        missing = next(n for n in names if n not in by_name)
+        raise DatabaseError(f"templates need {names[0]} and {names[1]}, and {missing} is not installed (af2 db)")
+    return by_name[names[0]], by_name[names[1]]
 
 
 # What each db_preset searches (AlphaFold 2.3's run_alphafold): UniRef90 and MGnify with jackhmmer either way;
@@ -171,9 +175,14 @@ PRESET_REQUIRES: dict[str, tuple[str, ...]] = {"full_dbs": ("bfd", "uniref30"), 
 NO_DATABASE = "no sequence database is configured (run 'af2 db fetch-demo' or set AF2_DB_ROOT)"
 
 
-def for_preset(found: list[Database], db_preset: str) -> list[Database]:
+def for_preset(found: list[Database], db_preset: str, *, multimer: bool = False,
+               pairing: bool = False) -> list[Database]:
     """The installed databases that db_preset searches; DatabaseError naming what is missing when the preset's
-    own databases are not all there."""
+    own databases are not all there.
+
+    For a chain of a complex (multimer) the template search is hmmsearch of pdb_seqres instead of HHsearch of
+    pdb70, and a heteromer's chains (pairing) are searched against UniProt too, whose species identifiers pair
+    the rows of different chains (AlphaFold-Multimer searches UniProt only when the chains differ)."""
     if not found:
         raise DatabaseError(NO_DATABASE)
     names = {db.name for db in found}
@@ -185,5 +194,9 @@ def for_preset(found: list[Database], db_preset: str) -> list[Database]:
             f"db_preset {db_preset} searches {' and '.join(PRESET_REQUIRES[db_preset])}{how}, and "
             f"{', '.join(missing)} is not installed (installed: {', '.join(sorted(names))}): use db_preset "
             f"{other}, or install {', '.join(missing)} (af2 db)")
-    templates = template_source(found)
-    return [db for db in found if db.name in PRESET_DATABASES[db_preset]] + ([templates[0]] if templates else [])
+    if pairing and "uniprot" not in names:
+        raise DatabaseError("a complex of different chains pairs its MSAs by species from a UniProt search, and "
+                            f"uniprot is not installed (installed: {', '.join(sorted(names))}): install it (af2 db)")
+    templates = template_source(found, multimer)
+    wanted = PRESET_DATABASES[db_preset] + (("uniprot",) if pairing else ())
+    return [db for db in found if db.name in wanted] + ([templates[0]] if templates else [])

@@ -1,6 +1,8 @@
 """The small real demo database, from Debian's package registry, in AlphaFold's layout (af2 db fetch-demo):
 
     uniref90/uniref90.fasta      20,000 UniProt sequences (the MMseqs2 example database, mmseqs2-examples)
+    uniprot/uniprot.fasta        the same 20,000 UniProt sequences: their UniProt names carry the species codes
+                                 that pair the rows of a complex's chains (AlphaFold-Multimer's UniProt search)
     small_bfd/...fasta           the 45 globins of HMMER's tutorial (hmmer-examples)
     bfd/, uniref30/              tiny HH-suite databases made from the same globins (first half, second half) with
                                  HH-suite's own tools, so that db_preset full_dbs (HHblits) runs too
@@ -43,6 +45,10 @@ DEMO_SOURCES = (
     DemoSource(
         "uniref90", "mmseqs2-examples", "usr/share/doc/mmseqs2/example-data/DB.fasta.gz", "uniref90.fasta",
         "20,000 UniProt sequences (MMseqs2 example database)",
+    ),
+    DemoSource(
+        "uniprot", "mmseqs2-examples", "usr/share/doc/mmseqs2/example-data/DB.fasta.gz", "uniprot.fasta",
+        "20,000 UniProt sequences (MMseqs2 example database): species codes for a complex's MSA pairing",
     ),
     DemoSource(
         "small_bfd", "hmmer-examples", "usr/share/doc/hmmer/examples/tutorial/globins45.fa",

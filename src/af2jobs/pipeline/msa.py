@@ -24,13 +24,15 @@ from af2jobs.pipeline.databases import NO_DATABASE, Database
 
 # AlphaFold's jackhmmer settings (alphafold/data/tools/jackhmmer.py) and hit limits (alphafold/data/pipeline.py).
 JACKHMMER_OPTIONS = {"max_iterations": 1, "E": 1e-4, "incE": 1e-4, "F1": 5e-4, "F2": 5e-5, "F3": 5e-7}
-HIT_LIMITS = {"uniref90": 10_000, "mgnify": 501, "small_bfd": None}
+HIT_LIMITS = {"uniref90": 10_000, "mgnify": 501, "small_bfd": None, "uniprot": 50_000}
 OUTPUT_NAMES = {
     "uniref90": "uniref90_hits.sto",
     "mgnify": "mgnify_hits.sto",
     "small_bfd": "small_bfd_hits.sto",
     "bfd_uniref": "bfd_uniref_hits.a3m",
     "pdb70": "pdb_hits.hhr",
+    "uniprot": "uniprot_hits.sto",
+    "pdb_seqres": "pdb_hits.sto",
 }
 # The request's own MSA (af2jobs.jobrun puts it in msas/ before the stage runs): read first, searched for nothing.
 SUPPLIED_MSA = "supplied_msa"
@@ -67,6 +69,35 @@ def cache_key(sequence: str, databases: list[Database]) -> str:
         "databases": sorted(db.identity for db in databases),
     }, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def unique_chains(record) -> list[tuple[str, str]]:
+    """(chain id, sequence) of each distinct sequence of a complex, at its first chain (AlphaFold-Multimer searches
+    identical chains once); for a single record, one ("", sequence)."""
+    from af2jobs.fasta import CHAIN_IDS
+
+    if not record.chains:
+        return [("", record.sequence)]
+    seen: dict[str, str] = {}
+    for chain_id, chain in zip(CHAIN_IDS, record.chains):
+        seen.setdefault(chain.sequence, chain_id)
+    return [(chain_id, seq) for seq, chain_id in seen.items()]
+
+
+def searched_for(record, databases: list[Database], db_preset: str) -> list[Database]:
+    """The databases a record's searches use (DatabaseError naming what is missing): a complex's chains search
+    pdb_seqres for templates, and UniProt as well when they differ (the rows that pair)."""
+    from af2jobs.pipeline.databases import for_preset
+
+    if not record.chains:
+        return for_preset(databases, db_preset)
+    return for_preset(databases, db_preset, multimer=True, pairing=len(unique_chains(record)) > 1)
+
+
+def record_keys(record, databases: list[Database], db_preset: str) -> list[str]:
+    """The MSA cache keys of a record: one per distinct chain of a complex (a chain seen before costs no search)."""
+    searched = searched_for(record, databases, db_preset)
+    return [cache_key(seq, searched) for _, seq in unique_chains(record)]
 
 
 _blocks: dict[tuple, object] = {}
@@ -201,6 +232,7 @@ def run_msa(
     jack = [db for db in databases if db.tool == "jackhmmer"]
     hh = [db for db in databases if db.tool == "hhblits"]
     pdb70 = next((db for db in databases if db.tool == "hhsearch"), None)
+    seqres = next((db for db in databases if db.tool == "hmmsearch"), None)
     tasks: list[tuple[str, Callable[[int], int]]] = [
         (db.name, lambda c, db=db: _jackhmmer(sequence, db, msa_dir / OUTPUT_NAMES[db.name], c)) for db in jack
     ]
@@ -226,6 +258,8 @@ def run_msa(
     uniref90 = msa_dir / OUTPUT_NAMES["uniref90"]
     if pdb70 is not None and uniref90.is_file():  # the templates: HHsearch of the UniRef90 MSA, as AlphaFold does
         searches.append(run_one("pdb70", lambda c: templates.search(msa_dir, pdb70.path, uniref90)))
+    if seqres is not None and uniref90.is_file():  # a complex's chain: hmmsearch of pdb_seqres, as AlphaFold-Multimer
+        searches.append(run_one("pdb_seqres", lambda c: templates.search_seqres(msa_dir, seqres.path, uniref90, c)))
     if entry is not None:
         _store(entry, msa_dir, searches)
     return MsaReport(searches, "miss" if entry is not None else "off", key, time.perf_counter() - start)

@@ -35,6 +35,13 @@ def unrelaxed_protein(run: ModelRun, features: dict) -> protein.Protein:
     plddt = np.asarray(run.result["plddt"], dtype=np.float64)
     mask = run.result["structure_module"]["final_atom_mask"]
     length = len(plddt)  # the features may be padded to a length bucket; the result is not
+    if "asym_id" in features:  # a complex: chains A, B, ... from asym_id 1, 2, ...; residues numbered per chain
+        fold = run.result["structure_module"]
+        return protein.Protein(
+            aatype=np.asarray(features["aatype"][:length]), atom_positions=fold["final_atom_positions"],
+            atom_mask=mask, residue_index=np.asarray(features["residue_index"][:length]) + 1,
+            chain_index=np.asarray(features["asym_id"][:length]).astype(np.int32) - 1,
+            b_factors=plddt[:, None] * mask)
     own = {k: features[k][:, :length] for k in ("aatype", "residue_index")}
     return protein.from_prediction(
         features=own, result=run.result, b_factors=plddt[:, None] * mask,
@@ -56,7 +63,8 @@ def _remarks(name: str, run: ModelRun, strategy: str, relaxed: Relaxed | None = 
     lines = [
         f"af2jobs {af2jobs.__version__} prediction of {name}",
         f"model {run.params.model}, {run.recycles} recycles, strategy {strategy}",
-        f"mean pLDDT {run.mean_plddt:.2f}" + (f", pTM {run.ptm:.3f}" if run.ptm is not None else ""),
+        f"mean pLDDT {run.mean_plddt:.2f}" + (f", pTM {run.ptm:.3f}" if run.ptm is not None else "")
+        + (f", ipTM {run.iptm:.3f}" if run.iptm is not None else ""),
         "B-factor column holds per-residue pLDDT (0-100)",
         f"parameters: {run.params.source}, {run.params.release}, sha256 {run.params.sha256[:16]}",
         _relax_line(relaxed, relaxed_form),
@@ -73,7 +81,8 @@ def pdb_text(prot: protein.Protein, remarks: list[str]) -> str:
 
 
 def cif_text(prot: protein.Protein, remarks: list[str], name: str) -> str:
-    body = protein.to_mmcif(prot, file_id=name, model_type="Monomer")
+    kind = "Multimer" if len(np.unique(prot.chain_index)) > 1 else "Monomer"
+    body = protein.to_mmcif(prot, file_id=name, model_type=kind)
     return "".join(f"# {line}\n" for line in remarks) + body
 
 
@@ -87,6 +96,8 @@ def confidence(run: ModelRun) -> dict:
     }
     if run.ptm is not None:
         out["ptm"] = round(run.ptm, 4)
+    if run.iptm is not None:
+        out.update(iptm=round(run.iptm, 4), seed=run.seed)
     if "predicted_aligned_error" in r and run.phase == "full":  # a screen's PAE is not worth keeping
         out["max_predicted_aligned_error"] = float(r["max_predicted_aligned_error"])
         out["predicted_aligned_error"] = _round(r["predicted_aligned_error"], 2)
@@ -105,9 +116,15 @@ def pae_afdb(run: ModelRun) -> list[dict] | None:
 
 
 def ranking_debug(prediction: Prediction, rank_by: str) -> dict:
-    metric = "ptms" if rank_by == "ptm" else "plddts"
+    multimer = prediction.ranked[0].iptm is not None
+    metric = "iptm+ptm" if multimer else "ptms" if rank_by == "ptm" else "plddts"
+    extra = {}
+    if multimer:  # AlphaFold-Multimer's ranking_debug.json: 0.8 ipTM + 0.2 pTM (here on a 0-100 scale), and both
+        extra = {"iptm": {r.model: round(r.iptm, 4) for r in prediction.ranked},
+                 "ptm": {r.model: round(r.ptm, 4) for r in prediction.ranked if r.ptm is not None}}
     return {
         metric: {r.model: round(r.ranking_confidence, 4) for r in prediction.ranked},
+        **extra,
         "order": [r.model for r in prediction.ranked],
         "strategy": prediction.strategy,
         "screen": {r.model: round(r.ranking_confidence, 4) for r in prediction.runs if r.phase == "screen"},
@@ -173,7 +190,8 @@ def write_structures(out: Path, name: str, prediction: Prediction, rank_by: str,
         atomic.write_json(out / f"confidence_{run.model}_{run.phase}.json", confidence(run))
         if run.phase == "full" and (pae := pae_afdb(run)) is not None:
             atomic.write_json(out / f"{run.model}_predicted_aligned_error_v1.json", pae, indent=None)
-    with_templates = [r.model for r in prediction.runs if r.model in TEMPLATE_MODELS]  # screens included
+    # Models 1-2 of a monomer, every multimer model (screens included).
+    with_templates = [r.model for r in prediction.runs if r.model in TEMPLATE_MODELS or r.iptm is not None]
     atomic.write_json(out / "ranking_debug.json", {
         **ranking_debug(prediction, rank_by),
         "relax": {m: r.summary() for m, r in relaxed.items()},

@@ -33,10 +33,15 @@ def variant(model_name: str, use_ptm: bool) -> str:
     return f"{model_name}_ptm" if use_ptm else model_name
 
 
+def is_multimer(cfg: ml_collections.ConfigDict) -> bool:
+    return bool(cfg.model.global_config.multimer_mode)
+
+
 def official_config(name: str, profile: str) -> ml_collections.ConfigDict:
     """The published configuration of a model (templates as published), shrunk for the 'tiny' profile."""
     cfg = af_config.model_config(name)
-    cfg.data.eval.num_ensemble = 1
+    if not is_multimer(cfg):
+        cfg.data.eval.num_ensemble = 1
     if profile == "tiny":
         evo = cfg.model.embeddings_and_evoformer
         evo.evoformer_num_block = 1
@@ -53,7 +58,9 @@ def runtime_config(name: str, run: RunConfig) -> ml_collections.ConfigDict:
     Models 1 and 2 then differ only in their parameters, and so do 3, 4 and 5: two compiled functions serve all
     five models.
     """
-    cfg = official_config(variant(name, run.use_ptm), run.profile)
+    cfg = official_config(run.variant(name), run.profile)
+    if is_multimer(cfg):
+        return _multimer_runtime(cfg, run)
     cfg.data.eval.num_ensemble = run.num_ensemble
     cfg.data.common.max_extra_msa = run.max_extra_msa
     cfg.data.eval.max_msa_clusters = run.max_msa_clusters
@@ -66,6 +73,24 @@ def runtime_config(name: str, run: RunConfig) -> ml_collections.ConfigDict:
     g.length_buckets = run.length_buckets
     if jax.default_backend() == "gpu":
         # Fused Pallas kernels (or the CUDA ones on pre-Ampere parts), as the GPU supports them.
+        import colabfold_kernels
+
+        g.update(colabfold_kernels.dispatch())
+    return cfg
+
+
+def _multimer_runtime(cfg: ml_collections.ConfigDict, run: RunConfig) -> ml_collections.ConfigDict:
+    """AlphaFold-Multimer's configuration with the run's MSA caps (cluster centres, extra rows), recycles and
+    tolerance. Its features are not processed by the monomer input pipeline: the model samples the MSA itself.
+    Models 1-3 then share one compiled function, 4 and 5 (1,152 extra rows) another."""
+    evo = cfg.model.embeddings_and_evoformer
+    evo.num_msa = min(evo.num_msa, run.max_msa_clusters)
+    evo.num_extra_msa = min(evo.num_extra_msa, run.max_extra_msa)
+    cfg.model.num_recycle = run.num_recycle
+    cfg.model.recycle_early_stop_tolerance = run.recycle_tolerance
+    g = cfg.model.global_config
+    g.bfloat16 = run.bfloat16
+    if jax.default_backend() == "gpu":
         import colabfold_kernels
 
         g.update(colabfold_kernels.dispatch())
@@ -94,8 +119,47 @@ def _dummy_features(cfg: ml_collections.ConfigDict, length: int = 16) -> dict:
     return raw
 
 
+def _dummy_multimer_features(length: int = 16) -> dict:
+    """A two-chain complex of poly-alanine with single-sequence MSAs, through AlphaFold-Multimer's own merge."""
+    from alphafold.data import feature_processing, pipeline_multimer
+    from alphafold.data import templates as af_templates
+
+    seq = "A" * length
+    chains = {}
+    for chain_id in ("A", "B"):
+        feats = {**af_pipeline.make_sequence_features(seq, f"chain_{chain_id}", length),
+                 **af_pipeline.make_msa_features([parsers.Msa([seq], [[0] * length], ["shape"])]),
+                 **{name: np.zeros((1, length, 37, 3) if name == "template_all_atom_positions" else
+                                   (1, length, 37) if name == "template_all_atom_masks" else
+                                   (1, length, 22), np.float32)
+                    for name in ("template_aatype", "template_all_atom_masks", "template_all_atom_positions")},
+                 "template_domain_names": np.array([b"none"], dtype=object),
+                 "template_sequence": np.array([b"none"], dtype=object),
+                 "template_sum_probs": np.zeros((1, 1), np.float32)}
+        assert set(af_templates.TEMPLATE_FEATURES) <= set(feats)
+        chains[chain_id] = pipeline_multimer.convert_monomer_features(feats, chain_id=chain_id)
+    merged = feature_processing.pair_and_merge(pipeline_multimer.add_assembly_features(chains))
+    return pipeline_multimer.pad_msa(merged, 512)
+
+
+def model_inputs(feat: dict) -> dict:
+    """The features the multimer model reads (the merged features also carry strings and bookkeeping)."""
+    return {k: v for k, v in feat.items() if np.asarray(v).dtype != object and k not in _NOT_INPUTS}
+
+
+_NOT_INPUTS = ("auth_chain_id", "num_alignments", "num_templates", "msa_species_identifiers",
+               "template_domain_names", "template_sequence", "template_sum_probs", "domain_name", "sequence")
+
+
 def param_shapes(cfg: ml_collections.ConfigDict) -> dict[str, dict[str, jax.ShapeDtypeStruct]]:
     runner = af_model.RunModel(cfg)
+    if is_multimer(cfg):
+        feat = model_inputs(_dummy_multimer_features())
+        length = feat["aatype"].shape[0]
+        prev = {"prev_msa_first_row": np.zeros([length, 256], np.float16),
+                "prev_pair": np.zeros([length, length, 128], np.float16),
+                "prev_pos": np.zeros([length, 37, 3], np.float16)}
+        return jax.eval_shape(runner.init, jax.random.PRNGKey(0), {**feat, "prev": prev})
     feat = runner.process_features(_dummy_features(cfg), random_seed=0)
     return jax.eval_shape(runner.init, jax.random.PRNGKey(0), feat)
 

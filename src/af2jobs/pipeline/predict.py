@@ -9,6 +9,10 @@ Strategies:
   all               every requested model with full recycling, ranked (AlphaFold's and the seed's default)
   best              every model screened without recycling, then only the winner with full recycling
   stop-at-score:X   models in order with full recycling until one reaches score X
+
+For a complex (model_preset multimer) each model makes `num_multimer_predictions_per_model` predictions, one per
+seed (model_1_multimer_v3_pred_0 ...), ranked by AlphaFold-Multimer's 0.8 ipTM + 0.2 pTM; the strategies treat
+each model x seed as a model (best screens all of them and recycles the winner in full).
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ def default_msa_caps() -> tuple[int, int]:
 
 @dataclass(eq=False)
 class ModelRun:
-    model: str
+    model: str  # the prediction's name: model_1, or model_1_multimer_v3_pred_0 for a complex
     phase: str  # "screen" (no recycling) | "full"
     recycles: int
     params_s: float  # loading (or generating, the first time) the parameters
@@ -71,14 +75,21 @@ class ModelRun:
     # The recycling state after the last iteration (on the device), so a screen can go on as the full run.
     state: dict | None = field(default=None, repr=False)
     device: str = ""
+    base_model: str = ""  # model_1 ... model_5 (the request's name of the model)
+    seed_index: int = 0  # which of the model's predictions (a complex's seeds)
+    seed: int = 0  # the random seed it ran with
+    iptm: float | None = None  # a complex's interface pTM
 
     def summary(self) -> dict:
-        return {
+        out = {
             "model": self.model, "phase": self.phase, "recycles": self.recycles, "device": self.device,
             "params_s": round(self.params_s, 3), "compile_s": round(self.compile_s, 3), "run_s": round(self.run_s, 3),
             "ranking_confidence": round(self.ranking_confidence, 4), "mean_plddt": round(self.mean_plddt, 4),
             "ptm": None if self.ptm is None else round(self.ptm, 4), "params": self.params.source,
         }
+        if self.iptm is not None:
+            out.update(iptm=round(self.iptm, 4), seed=self.seed)
+        return out
 
 
 @dataclass
@@ -121,15 +132,24 @@ class _Compiled:
 
 
 def _first_batch(cfg, feat: dict) -> dict:
-    """The arguments apply sees in the first recycle: one ensemble slice plus the zero recycling state."""
-    n = cfg.data.eval.num_ensemble
-    length = feat["aatype"].shape[1]
+    """The arguments apply sees in the first recycle: one ensemble slice (all of a complex's features) plus the
+    zero recycling state."""
+    multimer = params_mod.is_multimer(cfg)
+    length = feat["aatype"].shape[0 if multimer else 1]
     prev = {
         "prev_msa_first_row": np.zeros([length, 256], np.float16),
         "prev_pair": np.zeros([length, length, 128], np.float16),
         "prev_pos": np.zeros([length, 37, 3], np.float16),
     }
+    if multimer:
+        return {**feat, "prev": prev}
+    n = cfg.data.eval.num_ensemble
     return {**{k: v[:n] for k, v in feat.items()}, "prev": prev}
+
+
+def feature_length(raw: dict) -> int:
+    """The residues of the raw features: a monomer's seq_length is per residue, a complex's a scalar."""
+    return int(np.ravel(raw["seq_length"])[0])
 
 
 def process_features(cfg, raw: dict, random_seed: int, pad_to: int) -> dict:
@@ -186,9 +206,10 @@ def _recycle(runner: af_model.RunModel, feat: dict, seed: int, iterations: int, 
     without keep_large the outputs over 1 MiB (logits [L, L, 64], PAE) are left on the device and dropped.
     """
     cfg = runner.config
+    multimer = params_mod.is_multimer(cfg)
     n = cfg.data.eval.num_ensemble
     if state is None:
-        state = _zero_state(feat["aatype"].shape[1])
+        state = _zero_state(feat["aatype"].shape[0 if multimer else 1])
     feat = jax.device_put(feat)
     key = jax.random.PRNGKey(seed)
     for _ in range(start):
@@ -196,7 +217,8 @@ def _recycle(runner: af_model.RunModel, feat: dict, seed: int, iterations: int, 
     result, r = None, start - 1
     for r in range(start, iterations):
         key, sub_key = jax.random.split(key)
-        batch = {**af_model._slice_recycle(feat, r * n, n), "prev": state}
+        # A complex's model samples its MSA from the key each recycle; a monomer's features carry one slice each.
+        batch = {**feat, "prev": state} if multimer else {**af_model._slice_recycle(feat, r * n, n), "prev": state}
         result = runner.apply(runner.params, sub_key, batch)
         state = result.pop("prev")
         result = af_model._fetch_small(result)
@@ -231,6 +253,13 @@ def _device_name() -> str:
     if not isinstance(device, jax.Device):  # unset, or a platform name
         device = jax.devices()[0]
     return f"{device.platform}:{device.id}"
+
+
+def winner_device(winner: ModelRun, devices: list):
+    """The device whose memory holds a screen's recycling state (None: the default device)."""
+    if devices == [None] or not winner.device:
+        return None
+    return next((d for d in devices if f"{d.platform}:{d.id}" == winner.device), None)
 
 
 class _Thread(threading.Thread):
@@ -268,27 +297,34 @@ class Predictor:
             raise CancelledError("the job was cancelled during prediction")
 
     def _features_for(self, cfg, fingerprint: str, raw: dict) -> dict:
+        if fingerprint not in self._features and params_mod.is_multimer(cfg):
+            self._features[fingerprint] = params_mod.model_inputs(raw)  # the model samples and crops itself
         if fingerprint not in self._features:
-            length = int(raw["seq_length"][0])
+            length = feature_length(raw)
             pad_to = bucket_length(length) if self.run.length_buckets else length
             self._features[fingerprint] = process_features(cfg, raw, self.run.random_seed, pad_to)
         return self._features[fingerprint]
 
-    def run_model(self, name: str, raw: dict, phase: str, resume: ModelRun | None = None) -> ModelRun:
-        """One model's prediction; `resume` (its own screen) makes the full run go on from the screen's state."""
+    def run_model(self, name: str, raw: dict, phase: str, resume: ModelRun | None = None,
+                  seed_index: int = 0) -> ModelRun:
+        """One model's prediction (for a complex, its seed_index-th); `resume` (its own screen) makes the full run
+        go on from the screen's state."""
         self._check_cancel()
         cfg = params_mod.runtime_config(name, self.run)
         fingerprint = params_mod.config_fingerprint(cfg)
         feat = self._features_for(cfg, fingerprint, raw)
+        model_index = list(self.run.model_names).index(name) if name in self.run.model_names else 0
+        seed = self.run.seed_of(model_index, seed_index)
+        label = self.run.prediction_name(name, seed_index)
         t0 = time.perf_counter()
-        all_params, identity = self.provider.get(params_mod.variant(name, self.run.use_ptm), self.run.profile)
+        all_params, identity = self.provider.get(self.run.variant(name), self.run.profile)
         params = params_mod.select(all_params, params_mod.param_shapes_for(cfg))
         params_s = time.perf_counter() - t0
         entry, compile_s = _Compiled.get(cfg, fingerprint, feat, params)
-        self.progress("model_start", {"model": name, "phase": phase, "compile_s": compile_s})
+        self.progress("model_start", {"model": label, "phase": phase, "compile_s": compile_s})
 
         def on_recycle(result, r):
-            self.progress("recycle", {"model": name, "phase": phase, "recycle": r})
+            self.progress("recycle", {"model": label, "phase": phase, "recycle": r})
             self._check_cancel()
 
         # A screen's large outputs are not kept, unless without recycling the winning screen is the result.
@@ -299,16 +335,17 @@ class Predictor:
             device_feat = self._device_features(fingerprint, feat)
             iterations = 1 if phase == "screen" else self.run.num_recycle + 1
             start, state = (1, resume.state) if resume is not None else (0, None)
-            result, recycles, state = _recycle(entry.runner, device_feat, self.run.random_seed, iterations, start,
+            result, recycles, state = _recycle(entry.runner, device_feat, seed, iterations, start,
                                                state, on_recycle, keep_large)
             run_s = time.perf_counter() - t0
-        result = crop_result(result, int(raw["seq_length"][0]))
+        result = crop_result(result, feature_length(raw))
         ptm = float(result["ptm"]) if "ptm" in result else None
         model_run = ModelRun(
-            model=name, phase=phase, recycles=int(recycles), params_s=params_s, compile_s=compile_s, run_s=run_s,
+            model=label, phase=phase, recycles=int(recycles), params_s=params_s, compile_s=compile_s, run_s=run_s,
             ranking_confidence=float(result["ranking_confidence"]), mean_plddt=float(result["mean_plddt"]),
             ptm=ptm, params=identity, result=result, state=state if phase == "screen" else None,
-            device=_device_name(),
+            device=_device_name(), base_model=name, seed_index=seed_index, seed=seed,
+            iptm=float(result["iptm"]) if "iptm" in result else None,
         )
         self.progress("model_done", model_run.summary())
         return model_run
@@ -326,16 +363,21 @@ class Predictor:
             return [None]
         return jax.local_devices()[: self.run.gpus]
 
-    def _run_on_devices(self, models: list[str], raw: dict, devices: list) -> list[ModelRun]:
-        """Full runs of every model, one thread per device, each taking the next model when its device is free.
+    def _tasks(self) -> list[tuple[str, int]]:
+        """(model, seed index) of every prediction to make, in AlphaFold's order (model by model, seed by seed)."""
+        return [(m, i) for m in self.run.model_names for i in range(self.run.seeds)]
+
+    def _run_on_devices(self, tasks: list[tuple[str, int]], raw: dict, devices: list,
+                        phase: str = "full") -> list[ModelRun]:
+        """Runs of every (model, seed), one thread per device, each taking the next when its device is free.
 
         Each device gets its own compiled function (the compile cache is keyed by device); the features are
         processed once, before the threads start. A failure or a cancel stops the others at their next recycle.
         """
-        for m in models:
+        for m in {m for m, _ in tasks}:
             cfg = params_mod.runtime_config(m, self.run)
             self._features_for(cfg, params_mod.config_fingerprint(cfg), raw)
-        pending = list(enumerate(models))
+        pending = list(enumerate(tasks))
         done: dict[int, ModelRun] = {}
         lock = threading.Lock()
         failed = threading.Event()
@@ -351,9 +393,9 @@ class Predictor:
                     with lock:
                         if not pending:
                             return
-                        i, name = pending.pop(0)
+                        i, (name, seed_index) = pending.pop(0)
                     try:
-                        run = self.run_model(name, raw, "full")
+                        run = self.run_model(name, raw, phase, seed_index=seed_index)
                     except BaseException:
                         failed.set()
                         raise
@@ -363,7 +405,7 @@ class Predictor:
         self.progress = serial_progress
         self.should_cancel = lambda: failed.is_set() or should_cancel()
         try:
-            threads = [_Thread(device_loop, d) for d in devices[: len(models)]]
+            threads = [_Thread(device_loop, d) for d in devices[: len(tasks)]]
             for t in threads:
                 t.join()
         finally:
@@ -385,35 +427,47 @@ class Predictor:
 
     def _predict(self, raw: dict) -> Prediction:
         kind, threshold = self.run.strategy_kind, self.run.stop_threshold
-        models = list(self.run.model_names)
+        tasks = self._tasks()
         runs: list[ModelRun] = []
         full: list[ModelRun] = []
-        if kind == "best" and len(models) > 1:
-            for m in models:
-                screen = self.run_model(m, raw, "screen")
-                # Keep only the leader's recycling state on the device (ties go to the first, as max() does).
-                leader = max(runs, key=lambda r: r.ranking_confidence) if runs else None
-                if leader is not None and screen.ranking_confidence <= leader.ranking_confidence:
-                    screen.state = None
-                elif leader is not None:
-                    leader.state = None
-                runs.append(screen)
-            winner = max(runs, key=lambda r: r.ranking_confidence)
+        devices = self._devices()
+        if kind == "best" and len(tasks) > 1:
+            if len(devices) > 1:  # the screens shared across the job's devices; only the winner's state is kept
+                runs = self._run_on_devices(tasks, raw, devices, phase="screen")
+                winner = max(runs, key=lambda r: r.ranking_confidence)
+                for r in runs:
+                    if r is not winner:
+                        r.state = None
+            else:
+                for m, seed_index in tasks:
+                    screen = self.run_model(m, raw, "screen", seed_index=seed_index)
+                    # Keep only the leader's recycling state on the device (ties go to the first, as max() does).
+                    leader = max(runs, key=lambda r: r.ranking_confidence) if runs else None
+                    if leader is not None and screen.ranking_confidence <= leader.ranking_confidence:
+                        screen.state = None
+                    elif leader is not None:
+                        leader.state = None
+                    runs.append(screen)
+                winner = max(runs, key=lambda r: r.ranking_confidence)
             # The screen is the winner's first recycling iteration: its full run goes on from there. Without
             # recycling the screen already is the full run.
-            full = [winner] if self.run.num_recycle == 0 else [self.run_model(winner.model, raw, "full", winner)]
+            if self.run.num_recycle == 0:
+                full = [winner]
+            else:
+                with jax.default_device(winner_device(winner, devices)):
+                    full = [self.run_model(winner.base_model, raw, "full", winner, seed_index=winner.seed_index)]
             for r in runs:
                 r.state = None  # free the device memory of the screens' recycling state
-        elif kind == "all" and len(devices := self._devices()) > 1:
-            full = self._run_on_devices(models, raw, devices)
+        elif kind == "all" and len(devices) > 1:
+            full = self._run_on_devices(tasks, raw, devices)
         else:
-            for m in models:
-                full.append(self.run_model(m, raw, "full"))
+            for m, seed_index in tasks:
+                full.append(self.run_model(m, raw, "full", seed_index=seed_index))
                 if kind == "stop-at-score" and full[-1].ranking_confidence >= threshold:
                     break
         runs += [r for r in full if r not in runs]
         ranked = sorted(full, key=lambda r: r.ranking_confidence, reverse=True)
-        cfg = params_mod.runtime_config(ranked[0].model, self.run)
+        cfg = params_mod.runtime_config(ranked[0].base_model, self.run)
         fingerprint = params_mod.config_fingerprint(cfg)
         return Prediction(
             ranked=ranked, runs=runs, features=self._features_for(cfg, fingerprint, raw),

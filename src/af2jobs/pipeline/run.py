@@ -25,13 +25,14 @@ from af2jobs.fasta import FastaRecord
 from af2jobs.pipeline import databases as db_mod
 from af2jobs.pipeline import features as features_mod
 from af2jobs.pipeline import msa as msa_mod
+from af2jobs.pipeline import multimer as multimer_mod
 from af2jobs.pipeline import outputs
 from af2jobs.pipeline import params as params_mod
 from af2jobs.pipeline import predict as predict_mod
 from af2jobs.pipeline import relax as relax_mod
 from af2jobs.pipeline import templates as templates_mod
 from af2jobs.pipeline import report
-from af2jobs.runconfig import RunConfig
+from af2jobs.runconfig import MULTIMER_RECYCLES, MULTIMER_TOLERANCE, RunConfig
 from af2jobs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ def resolve_run_config(settings: Settings, **overrides) -> RunConfig:
         "max_msa_clusters": settings.max_msa_clusters or clusters,
         "max_extra_msa": settings.max_extra_msa or extra,
     }
+    if overrides.get("model_preset") == "multimer":  # AlphaFold-Multimer's recycling, unless the caller sets it
+        values.update(num_recycle=MULTIMER_RECYCLES, recycle_tolerance=MULTIMER_TOLERANCE)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return RunConfig(**values)
 
@@ -134,6 +137,8 @@ def _template_features(record: FastaRecord, workdir: Path, ctx: Context) -> dict
 
 def msa_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
     timings = _read_timings(workdir)
+    if record.is_complex:
+        return multimer_mod.msa_stage(record, workdir, ctx, timings)
     report, searched = _search(record, workdir, ctx)
     search_s = 0.0 if report.cache == "hit" else round(report.seconds, 3)
     timings["msa"] = {**report.to_dict(), "search_s": search_s}
@@ -181,7 +186,7 @@ def predict_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
     timings["relax"] = {"seconds": round(time.perf_counter() - t0, 3),
                         "models": {m: r.summary() for m, r in relaxed.items()}}
     t0 = time.perf_counter()
-    used = templates_mod.used(workdir / "msas")
+    used = (multimer_mod.used_templates if record.is_complex else templates_mod.used)(workdir / "msas")
     outputs.write_structures(workdir, record.name, prediction, ctx.run.rank_by, proteins, relaxed, used)
     dbs_file = workdir / "msas" / "databases.json"
     dbs = json.loads(dbs_file.read_text()) if dbs_file.is_file() else []

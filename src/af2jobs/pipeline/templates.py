@@ -4,6 +4,8 @@ with max_template_date and pdb_mmcif/obsolete.dat honoured and Kalign realigning
 from its mmCIF chain.
 
     search(sequence, msa_dir, pdb70)        msas/pdb_hits.hhr: part of the MSA stage (and of its cached entry)
+    search_seqres(msa_dir, pdb_seqres, ...) msas/<chain>/pdb_hits.sto: a complex's chain, as AlphaFold-Multimer
+                                             searches (hmmsearch of an HMM of the UniRef90 MSA against pdb_seqres)
     featurize(sequence, msa_dir, mmcif, ...) the template features (MAX_TEMPLATE_HITS at most; the model takes the
                                              first 4) and what was used: msas/templates.json
     empty()                                 no template database: the empty features AlphaFold makes when it finds
@@ -29,6 +31,7 @@ if TYPE_CHECKING:  # numpy only where features are made: the Lambda layer import
 log = logging.getLogger(__name__)
 
 HITS_NAME = "pdb_hits.hhr"
+SEQRES_HITS_NAME = "pdb_hits.sto"
 USED_NAME = "templates.json"
 MAX_TEMPLATE_HITS = 20  # run_alphafold.py's MAX_TEMPLATE_HITS
 UNIREF_MAX_HITS = 10_000  # the UniRef90 rows HHsearch sees (AlphaFold's uniref_max_hits)
@@ -54,6 +57,27 @@ def search(msa_dir: Path, pdb70_prefix: Path, msa_file: Path) -> int:
     return len(parsers.parse_hhr(hhr))
 
 
+def search_seqres(msa_dir: Path, seqres: Path, msa_file: Path, cpus: int = 8) -> int:
+    """AlphaFold-Multimer's template search: hmmbuild of the chain's UniRef90 MSA (deduplicated, empty columns
+    removed), hmmsearch of pdb_seqres with AlphaFold's options; writes msa_dir/pdb_hits.sto, returns the hits."""
+    from alphafold.data import parsers
+    from alphafold.data.tools import hmmsearch
+
+    binaries = {name: shutil.which(name) for name in ("hmmsearch", "hmmbuild")}
+    missing = [name for name, path in binaries.items() if path is None]
+    if missing:
+        raise DatabaseError(f"{' and '.join(missing)} not installed: a complex's template search needs HMMER "
+                            "(Debian hmmer; make tools)")
+    msa = parsers.deduplicate_stockholm_msa(msa_file.read_text())
+    msa = parsers.remove_empty_columns_from_stockholm_msa(msa)
+    searcher = hmmsearch.Hmmsearch(binary_path=binaries["hmmsearch"], hmmbuild_binary_path=binaries["hmmbuild"],
+                                   database_path=str(seqres))
+    sto = searcher.query(msa)
+    (msa_dir / SEQRES_HITS_NAME).write_text(sto)
+    query = parsers.parse_stockholm(msa_file.read_text()).sequences[0]
+    return len(searcher.get_template_hits(output_string=sto, input_sequence=query))
+
+
 def empty() -> dict[str, np.ndarray]:
     import numpy as np
     from alphafold.data import templates
@@ -68,15 +92,22 @@ def featurize(sequence: str, msa_dir: Path, mmcif_dir: Path, max_template_date: 
     import numpy as np
     from alphafold.data import mmcif_parsing, parsers, templates
 
-    hits_file = msa_dir / HITS_NAME
+    seqres_file = msa_dir / SEQRES_HITS_NAME
+    hits_file = seqres_file if seqres_file.is_file() else msa_dir / HITS_NAME
     if not hits_file.is_file():
         return empty(), []
     kalign = shutil.which("kalign")
     if kalign is None:
         raise DatabaseError("kalign is not installed: the template featurisation needs it (Debian kalign; make tools)")
     t0 = time.perf_counter()
-    hits = parsers.parse_hhr(hits_file.read_text())
-    featurizer = templates.HhsearchHitFeaturizer(
+    if hits_file is seqres_file:  # a complex's chain: hmmsearch hits, featurised as AlphaFold-Multimer does
+        a3m = parsers.convert_stockholm_to_a3m(hits_file.read_text(), remove_first_row_gaps=False)
+        hits = parsers.parse_hmmsearch_a3m(query_sequence=sequence, a3m_string=a3m, skip_first=False)
+        kind = templates.HmmsearchHitFeaturizer
+    else:
+        hits = parsers.parse_hhr(hits_file.read_text())
+        kind = templates.HhsearchHitFeaturizer
+    featurizer = kind(
         mmcif_dir=str(mmcif_dir), max_template_date=max_template_date.isoformat(), max_hits=MAX_TEMPLATE_HITS,
         kalign_binary_path=kalign, release_dates_path=None,
         obsolete_pdbs_path=str(obsolete) if obsolete is not None and obsolete.is_file() else None)
@@ -89,6 +120,8 @@ def featurize(sequence: str, msa_dir: Path, mmcif_dir: Path, max_template_date: 
     used = []
     for name, sum_probs in zip(result.features["template_domain_names"], result.features["template_sum_probs"]):
         name = name.decode() if isinstance(name, bytes) else str(name)
+        if not name:  # the all-gap template AlphaFold-Multimer's featuriser makes when it finds none
+            continue
         pdb_id, chain = name.split("_", 1)
         parsed = mmcif_parsing.parse(file_id=pdb_id, mmcif_string=(mmcif_dir / f"{pdb_id}.cif").read_text())
         header = parsed.mmcif_object.header if parsed.mmcif_object is not None else {}
@@ -108,4 +141,5 @@ def used(msa_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-__all__ = ["HITS_NAME", "MAX_TEMPLATE_HITS", "USED_NAME", "empty", "featurize", "search", "used"]
+__all__ = ["HITS_NAME", "MAX_TEMPLATE_HITS", "SEQRES_HITS_NAME", "USED_NAME", "empty", "featurize", "search",
+           "search_seqres", "used"]
