@@ -127,8 +127,9 @@ def parse_fasta(
 
 
 def to_fasta(records: Iterable[FastaRecord]) -> str:
-    """Canonical FASTA text: one header line, residues wrapped at 60, '\\n' line endings."""
-    return "".join(_format_record(record) for record in records)
+    """Canonical FASTA text: one header line, residues wrapped at 60, '\\n' line endings; a complex is written as
+    its chains, in order (as it was read)."""
+    return "".join(_format_record(chain) for record in records for chain in (record.chains or (record,)))
 
 
 # --- decoding -------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import pydantic
 
 from af2jobs import atomic, errors, layout
-from af2jobs.fasta import FastaRecord
+from af2jobs.fasta import CHAIN_IDS, FastaRecord
 from af2jobs.models import Job
 from af2jobs.request import JobRequest
 from af2jobs.ports import ArtifactStore
@@ -104,6 +104,23 @@ def report_fields(request: JobRequest, records: list[FastaRecord]) -> dict[str, 
     reports price their stages on (the queue the request resolves to for its longest record)."""
     longest = max(len(r.sequence) for r in records)
     return {"comment": request.comment, "queue": request.queue_for(longest), "gpus": request.gpu}
+
+
+def prediction_mode(records: list[FastaRecord]) -> dict:
+    """What predictions.json says the records are: monomers, or one complex."""
+    if records and records[0].is_complex:
+        return {"mode": "multimer", "note": "the FASTA's records were predicted as one complex (AlphaFold-Multimer)"}
+    return {"mode": "monomer", "note": "each FASTA record was predicted as its own monomer"}
+
+
+def summary_of(record: FastaRecord, best: dict, untrained: bool) -> dict:
+    """One record's line in predictions.json (and the job's results)."""
+    out = {"name": record.name, "length": len(record.sequence), "dir": record.slug, "best_model": best["model"],
+           "mean_plddt": best["mean_plddt"], "ptm": best["ptm"], "untrained": untrained}
+    if record.is_complex:
+        out.update(iptm=best.get("iptm"), chains=[{"chain": c, "name": r.name, "length": len(r.sequence)}
+                                                  for c, r in zip(CHAIN_IDS, record.chains)])
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -246,10 +263,7 @@ def run_predict_record(stages: StageRunner, record: FastaRecord, workdir: Path, 
     _reset_predict_outputs(workdir)
     result = stages.predict(record, workdir, prepared)
     _annotate_versions(workdir / "versions.json", prepared)
-    best = result["best"]
-    summary = {"name": record.name, "length": len(record.sequence), "dir": record.slug,
-               "best_model": best["model"], "mean_plddt": best["mean_plddt"], "ptm": best["ptm"],
-               "untrained": result["untrained"]}
+    summary = summary_of(record, result["best"], result["untrained"])
     atomic.write_json(workdir / PREDICT_DONE, summary)
     return summary
 
@@ -270,8 +284,7 @@ def publish(
             name = f"{record.slug}/{path.relative_to(workdir).as_posix()}"
             artifacts[name] = layout.output_key(job_id, name)
             store.put_file(artifacts[name], path)
-    summary = {"mode": "monomer", "note": "each FASTA record was predicted as its own monomer",
-               "records": summaries}
+    summary = {**prediction_mode(records), "records": summaries}
     artifacts[layout.PREDICTIONS] = layout.predictions_key(job_id)
     store.put_bytes(artifacts[layout.PREDICTIONS], (json.dumps(summary, indent=2) + "\n").encode())
     return artifacts
@@ -279,6 +292,6 @@ def publish(
 
 __all__ = [
     "CASP14_NOTE", "MSA_DONE", "PREDICT_DONE", "PipelineStages", "Prepared", "StageRunner", "msa_done", "prepare",
-    "output_files", "publish", "read_records", "report_fields", "run_config_for", "run_msa_record",
+    "output_files", "prediction_mode", "publish", "read_records", "summary_of", "report_fields", "run_config_for", "run_msa_record",
     "run_predict_record",
 ]

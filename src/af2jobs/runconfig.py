@@ -122,10 +122,12 @@ class RunConfig(BaseModel):
         return f"{self.variant(model_name)}_pred_{seed_index}" if self.multimer else model_name
 
     def seed_of(self, model_index: int, seed_index: int) -> int:
-        """The random seed of one prediction, as run_alphafold derives it: model index + seed * number of models."""
+        """The random seed of one prediction of a complex, as run_alphafold derives it over its model runners
+        (model_1_multimer_v3_pred_0, _pred_1, ..., model_2_...): runner index + random_seed * runners."""
         if not self.multimer:
             return self.random_seed
-        return model_index + (self.random_seed + seed_index) * len(self.model_names)
+        runners = len(self.model_names) * self.seeds
+        return model_index * self.seeds + seed_index + self.random_seed * runners
     @property
     def num_ensemble(self) -> int:
         return CASP14_ENSEMBLES if self.model_preset == "monomer_casp14" else 1

@@ -130,46 +130,61 @@ def test_a_job_runs_every_record_to_succeeded_and_publishes_its_files(build):
     assert [r["best_model"] for r in done["records"]] == ["model_1", "model_1"]
 
 
+# The original platform's two multimer examples, with stand-ins the tiny model runs in the suite's time: for 3JA9
+# (a homotrimer) three copies of ubiquitin's first 40 residues, which find 1UBQ by hmmsearch of pdb_seqres; for 7ALC
+# (two proteins) the ribosomal proteins L29 and L35 of two bacteria, whose UniProt hits share species that pair rows.
+L29 = "MNAAELRKLSAEQLKDKLAESRKELFDMRFRHATAQLEKTSNLPATKRDIARILTILKEKG"
+L35 = "MPKMKTKSALKKRVKVTATGKIKREQAFRSHLAQNKTKKQKRQSRKASFMKRSDFKRFKFML"
+COMPLEXES = {"3JA9": [UBIQUITIN[:40]] * 3, "7ALC": [L29, L35]}
+
+
 def test_the_original_platforms_request_files_run_as_written_to_succeeded(build):
     """Both versions' request bodies (2021 command.json, 2022 sampleParameters.json) as the platform's users wrote
-    them, their FASTA files uploaded to the owner's folder. Ubiquitin stands in for each file's protein, so that
-    the tiny model on the demo database runs them all in the suite's time; the fields are the files' own."""
-    services = build()
+    them, all their items, their FASTA files uploaded to the owner's folder. Ubiquitin stands in for each monomer
+    file's protein and COMPLEXES for the multimer files', so that the tiny model on the demo database runs them all
+    in the suite's time; the fields are the files' own."""
+    services = build(overrides={**TINY, "num_recycle": 0})
     requests = {name: json.loads((DATA / "requests" / name).read_text())
                 for name in ("command_2021.json", "sample_parameters_2022.json")}
     for items in requests.values():
         for item in items:
-            services.store.put_bytes(layout.upload_prefix(ANN.owner) + item["file_name"],
-                                     f">{item['fasta']}\n{UBIQUITIN}\n".encode())
-    jobs = services.service.submit_many(ANN, [JobRequest.parse(i) for i in requests["command_2021.json"]])
-    # 2022: the multimer elements cannot apply yet, each refused with a message naming its field; the others run.
-    monomers = []
-    for item in requests["sample_parameters_2022.json"]:
-        try:
-            monomers.append(JobRequest.parse(item))
-        except errors.ValidationError as exc:
-            assert item["model_preset"] == "multimer" and exc.field == "model_preset" and "multimer" in exc.message
-    assert [r.fasta for r in monomers] == ["7BW6", "6TBT"]
-    jobs += services.service.submit_many(ANN, monomers)
+            chains = COMPLEXES.get(item["fasta"], [UBIQUITIN])
+            fasta = "".join(f">{item['fasta']}_{i}\n{seq}\n" for i, seq in enumerate(chains))
+            services.store.put_bytes(layout.upload_prefix(ANN.owner) + item["file_name"], fasta.encode())
+    jobs = []
+    for items in requests.values():
+        jobs += services.service.submit_many(ANN, [JobRequest.parse(i) for i in items])
 
-    expected = {  # fasta -> (db_preset, model_preset, models run, max_template_date)
+    expected = {  # fasta -> (db_preset, model_preset, predictions ranked, max_template_date)
         "7BW6": [("full_dbs", "monomer_ptm", 5, "2020-05-14"), ("reduced_dbs", "monomer", 5, "2021-11-01")],
         "1A9X": [("reduced_dbs", "monomer_ptm", 1, "2020-05-14")],
         "7K59": [("full_dbs", "monomer_ptm", 5, "2020-05-14")],
         "6TBT": [("reduced_dbs", "monomer_casp14", 5, "2020-05-14")],
+        "3JA9": [("full_dbs", "multimer", 25, "2021-11-01")],  # 5 models x 5 seeds
+        "7ALC": [("full_dbs", "multimer", 5, "2021-11-01")],  # 5 models x 1 seed
     }
     seen: dict[str, list] = {}
     for job in jobs:
         job = settled(services, job.id, timeout=600)
         assert job.state is S.SUCCEEDED, (job.request.fasta, job.error)
-        slug = json.loads(services.store.get_bytes(job.artifacts["predictions.json"]))["records"][0]["dir"]
+        summary = json.loads(services.store.get_bytes(job.artifacts["predictions.json"]))
+        slug = summary["records"][0]["dir"]
         versions = json.loads(services.store.get_bytes(job.artifacts[f"{slug}/versions.json"]))
         ranking = json.loads(services.store.get_bytes(job.artifacts[f"{slug}/ranking_debug.json"]))
         seen.setdefault(job.request.fasta, []).append((
             versions["db_preset"], versions["model_preset"], len(ranking["order"]),
             ranking["templates"]["max_template_date"]))
-        # Human ubiquitin's own structure (1UBQ, released 1987) is its template under either date.
-        assert ranking["templates"]["used"][0]["pdb_id"] == "1ubq"
+        if job.request.fasta in COMPLEXES:
+            (record,) = summary["records"]
+            assert summary["mode"] == "multimer" and record["iptm"] is not None
+            assert [c["chain"] for c in record["chains"]] == ["A", "B", "C"][: len(COMPLEXES[job.request.fasta])]
+            assert set(ranking["iptm+ptm"]) == set(ranking["order"]) and len(ranking["iptm"]) == len(ranking["order"])
+            pdb = services.store.get_bytes(job.artifacts[f"{slug}/ranked_0.pdb"]).decode()
+            chains = {line[21] for line in pdb.splitlines() if line.startswith("ATOM")}
+            assert chains == set("ABC"[: len(COMPLEXES[job.request.fasta])])
+        if job.request.fasta != "7ALC":
+            # Human ubiquitin's own structure (1UBQ, released 1987) is its template under either date.
+            assert ranking["templates"]["used"][0]["pdb_id"] == "1ubq"
     assert seen == expected
 
 

@@ -111,7 +111,6 @@ BAD_VALUES = [
     ("preset", 1),
     ("db_preset", "small_dbs"),
     ("model_preset", "monomer_pTM2"),
-    ("model_preset", "multimer"),
     ("num_multimer_predictions_per_model", 5),
     ("models_to_relax", "some"),
     ("max_template_date", "14/05/2020"),
@@ -331,15 +330,36 @@ def test_the_2021_command_items_parse_as_written() -> None:
     assert (first.que, first.gpu, second.que, third.que) == ("high", 4, "mid", "low")
 
 
-def test_the_2022_items_parse_and_a_multimer_item_is_refused_naming_its_field() -> None:
+def test_the_2022_items_parse_whole_multimer_items_included() -> None:
     items = json.loads((REQUESTS / "sample_parameters_2022.json").read_text())
-    monomer, casp14 = JobRequest.parse(items[0]), JobRequest.parse(items[3])
+    monomer, trimer, pair, casp14 = (JobRequest.parse(item) for item in items)
     assert (monomer.db_preset, monomer.model_preset, monomer.preset) == ("reduced_dbs", "monomer", None)
     assert (casp14.model_preset, casp14.max_template_date) == ("monomer_casp14", date(2020, 5, 14))
-    for item in items[1:3]:
-        with pytest.raises(errors.ValidationError) as info:
-            JobRequest.parse(item)
-        assert info.value.field == "model_preset" and "multimer" in info.value.message
+    assert (trimer.model_preset, trimer.predictions_per_model, pair.predictions_per_model) == ("multimer", 5, 1)
+    assert monomer.predictions_per_model == 1
+    assert JobRequest.parse({**items[1], "num_multimer_predictions_per_model": None}).predictions_per_model == 5
+
+
+def test_a_multimer_request_reads_its_records_as_one_complex_whose_summed_length_is_limited() -> None:
+    a, b = "MKTAYIAKQRQISFVKSHFS", "GSHMLEDPVRNLKERLEELK"
+    request = JobRequest.parse({"fasta": "pair", "sequence": f">a\n{a}\n>b\n{b}\n>c\n{a}\n",
+                                "model_preset": "multimer"})
+    (complex_,) = request.records()
+    assert complex_.name == "pair" and complex_.is_complex and complex_.sequence == a + b + a
+    assert [c.name for c in complex_.chains] == ["a", "b", "c"]
+    assert "A=a, B=b, C=c" in complex_.description
+    with pytest.raises(errors.FastaError, match="60 residues in all .20 . 20 . 20., over the limit of 50"):
+        request.records(max_length=50)
+    monomers = JobRequest.parse({"fasta": "pair", "sequence": f">a\n{a}\n>b\n{b}\n"}).records()
+    assert [r.is_complex for r in monomers] == [False, False]
+
+
+@pytest.mark.parametrize("field", ["msa", "msa_file_names"])
+def test_a_complex_refuses_its_own_msa_naming_the_field(field: str) -> None:
+    with pytest.raises(errors.ValidationError) as info:
+        JobRequest.parse({"fasta": "x", "sequence": "MKTAYIAKQR", "model_preset": "multimer",
+                          field: {"x": "x.a3m" if field == "msa_file_names" else ">x\nMKTAYIAKQR\n"}})
+    assert info.value.field == field and "complex" in info.value.message
 
 
 @pytest.mark.parametrize(("spelling", "db", "model"), [

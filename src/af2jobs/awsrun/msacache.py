@@ -47,16 +47,18 @@ class MsaCacheBridge:
     def fetch(self, record: FastaRecord, databases: list[Any], db_preset: str) -> None:
         """Put the S3 cache's entry for the record where the pipeline's local cache looks, if S3 has one."""
         from af2jobs.errors import DatabaseError
-        from af2jobs.pipeline.databases import for_preset
-        from af2jobs.pipeline.msa import cache_key
+        from af2jobs.pipeline.msa import record_keys
 
         if not self.settings.msa_cache:
             return
         try:
-            key = cache_key(record.sequence, for_preset(databases, db_preset))
+            keys = record_keys(record, databases, db_preset)  # one per distinct chain of a complex
         except DatabaseError:
             return  # the preset's databases are missing: the MSA stage says so
+        for key in keys:
+            self._fetch_one(record, key)
 
+    def _fetch_one(self, record: FastaRecord, key: str) -> None:
         entry = self._local_entry(key)
         if (entry / MSA_CACHE_REPORT).is_file() or not self.shared.has(key):
             return
@@ -74,12 +76,15 @@ class MsaCacheBridge:
         """The record's MSA into the S3 cache, and the databases installed (each preset searches some of them) as
         the cache's manifest. Best effort: the MSA is done either way."""
         msa = timings["msa"]
-        if msa["cache"] not in ("hit", "miss"):  # off, or the request's own MSA
+        # A complex has an entry per distinct chain; a monomer's MSA is its one entry.
+        entries = [e for e in msa.get("entries", [msa]) if e["cache"] in ("hit", "miss")]  # not off, not supplied
+        if not entries:
             return
-        entry = self._local_entry(msa["cache_key"])
         try:
-            if (entry / MSA_CACHE_REPORT).is_file() and not self.shared.has(msa["cache_key"]):
-                self.shared.store(msa["cache_key"], entry)
+            for e in entries:
+                entry = self._local_entry(e["cache_key"])
+                if (entry / MSA_CACHE_REPORT).is_file() and not self.shared.has(e["cache_key"]):
+                    self.shared.store(e["cache_key"], entry)
             self.shared.publish_manifest([db.to_dict() for db in databases])
         except (ClientError, OSError) as exc:
             log.warning("could not share the MSA through the S3 cache: %s", exc)

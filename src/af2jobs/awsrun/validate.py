@@ -16,8 +16,8 @@ from af2jobs.fasta import FastaRecord
 from af2jobs.models import Job, JobState, Progress
 from af2jobs.request import AUTO_QUEUE_LIMITS, JobRequest
 from af2jobs.errors import DatabaseError
-from af2jobs.pipeline.databases import Database, for_preset
-from af2jobs.pipeline.msa import cache_key
+from af2jobs.pipeline.databases import Database
+from af2jobs.pipeline.msa import record_keys
 from af2jobs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -114,10 +114,10 @@ def msa_cached(index: MsaCacheIndex, records: list[FastaRecord], settings: Setti
     if databases is None:
         return False
     try:
-        searched = for_preset(databases, request.db_preset)
+        keys = [key for record in records for key in record_keys(record, databases, request.db_preset)]
     except DatabaseError:
         return False  # the MSA job will say what is missing
-    return all(index.has(cache_key(record.sequence, searched)) for record in records)
+    return all(index.has(key) for key in keys)
 
 
 __all__ = ["GPU_QUEUES", "MEMORY_MIB_PER_GPU", "VCPUS_PER_GPU", "manifest_databases", "msa_cached", "next_queue",

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from af2jobs import msafile
 from af2jobs.errors import ValidationError
-from af2jobs.fasta import parse_fasta
+from af2jobs.fasta import complex_record, parse_fasta
 from af2jobs.request import DB_PRESETS, MODEL_PRESETS, RELAX
 from af2jobs.runconfig import MODEL_NAMES
 from af2jobs.settings import Settings, apply_device_memory
@@ -23,7 +23,8 @@ MAX_INPUT_BYTES = 10 << 20  # far above any FASTA of sequences within the length
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="predict structures for a FASTA file on this machine")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("input", nargs="?", type=Path, help="FASTA file (several records: each is its own prediction)")
+    src.add_argument("input", nargs="?", type=Path, help="FASTA file (several records: each is its own prediction; "
+                                                         "with --model-preset multimer, one complex)")
     src.add_argument("--example", choices=["ubiquitin", "yeast_ubiquitin"],
                      help="predict a bundled example instead of a file (yeast_ubiquitin has a template in the demo "
                           "database: human ubiquitin, 1UBQ)")
@@ -39,8 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed of the model")
     p.add_argument("--db-preset", type=str.lower, choices=DB_PRESETS,
                    help="full_dbs (default): BFD + UniRef30 by HHblits; reduced_dbs: small BFD by jackhmmer")
-    p.add_argument("--model-preset", type=str.lower, choices=[m for m in MODEL_PRESETS if m != "multimer"],
-                   help="monomer_ptm (default) | monomer | monomer_casp14 (8 ensembles)")
+    p.add_argument("--model-preset", type=str.lower, choices=MODEL_PRESETS,
+                   help="monomer_ptm (default) | monomer | monomer_casp14 (8 ensembles) | multimer (the records are "
+                        "the chains of one complex: AlphaFold-Multimer v3)")
+    p.add_argument("--num-multimer-predictions-per-model", type=int, metavar="N",
+                   help="with --model-preset multimer: seeds per model (default 5: 25 predictions)")
+    p.add_argument("--name", help="with --model-preset multimer: the complex's name (default: the input file's)")
     p.add_argument("--models-to-relax", type=str.lower, choices=RELAX,
                    help="Amber relaxation: best (default, the top-ranked model) | all | none")
     p.add_argument("--max-template-date", type=_iso_date, metavar="YYYY-MM-DD",
@@ -86,6 +91,14 @@ def _supplied_msas(values: list[str], records) -> dict[str, tuple[str, bytes]]:
     return out
 
 
+def _name(text: str) -> str:
+    """A complex's name as a record name: the header's rules (no spaces), from the file name or --name."""
+    import re
+
+    cleaned = re.sub(r"\s+", "_", text.strip()) or "complex"
+    return cleaned[:100]
+
+
 def _caps(text: str | None) -> tuple[int | None, int | None]:
     if text is None:
         return None, None
@@ -107,7 +120,8 @@ def _run_config(args, settings: Settings):
                                   num_recycle=args.recycles, max_msa_clusters=clusters, max_extra_msa=extra,
                                   profile=args.profile, random_seed=args.seed, gpus=args.gpus,
                                   db_preset=args.db_preset, model_preset=args.model_preset,
-                                  models_to_relax=args.models_to_relax, max_template_date=args.max_template_date)
+                                  models_to_relax=args.models_to_relax, max_template_date=args.max_template_date,
+                                  num_multimer_predictions_per_model=args.num_multimer_predictions_per_model)
     except PydanticError as exc:
         err = exc.errors()[0]
         raise ValidationError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}", field=str(err["loc"][0])) from None
@@ -119,8 +133,17 @@ def run(args) -> int:
     apply_device_memory(settings)
     # Validate everything before any work or any file: bad input leaves nothing behind.
     records = parse_fasta(_read_input(args), max_length=settings.max_length)
-    supplied = _supplied_msas(args.msa, records)
     run_config = _run_config(args, settings)
+    if run_config.multimer:
+        if args.msa:
+            raise ValidationError("--msa applies to monomer records: a complex is searched chain by chain",
+                                  field="msa")
+        name = args.name or (args.example or args.input.stem)
+        records = [complex_record(records, _name(name), settings.max_length)]
+    elif args.num_multimer_predictions_per_model is not None:
+        raise ValidationError("--num-multimer-predictions-per-model applies to --model-preset multimer only",
+                              field="num_multimer_predictions_per_model")
+    supplied = _supplied_msas(args.msa, records)
 
     from af2jobs.cli.progress import StageReporter
     from af2jobs.pipeline.run import Context, predict_records
@@ -134,7 +157,8 @@ def run(args) -> int:
 
 
 def _summary(console: Console, results, run_config) -> None:
-    table = Table(title=f"af2 predict: {len(results)} monomer prediction(s), strategy {run_config.strategy}")
+    kind = "complex" if run_config.multimer else "monomer prediction(s)"
+    table = Table(title=f"af2 predict: {len(results)} {kind}, strategy {run_config.strategy}")
     for col in ("record", "length", "best model", "mean pLDDT", "pTM", "MSA", "templates", "relaxed", "compile s",
                 "predict s", "total s", "output"):
         table.add_column(col)
@@ -146,7 +170,8 @@ def _summary(console: Console, results, run_config) -> None:
         relaxed = [m for m, info in r.timings.get("relax", {}).get("models", {}).items() if info.get("error") is None]
         table.add_row(
             r.record.name, str(len(r.record.sequence)), r.best["model"], f"{r.best['mean_plddt']:.1f}",
-            "-" if r.best["ptm"] is None else f"{r.best['ptm']:.3f}",
+            ("-" if r.best["ptm"] is None else f"{r.best['ptm']:.3f}")
+            + (f" (ipTM {r.best['iptm']:.3f})" if r.best.get("iptm") is not None else ""),
             f"{hits} hits ({msa['cache']})", ", ".join(used[:2]) + (f" +{len(used) - 2}" if len(used) > 2 else "")
             or "none", ", ".join(relaxed) or "none", f"{sum(m['compile_s'] for m in models):.1f}",
             f"{sum(m['run_s'] for m in models):.1f}", f"{r.timings['total_s']:.1f}", str(r.out_dir),

@@ -207,7 +207,7 @@ def _recycle(runner: af_model.RunModel, feat: dict, seed: int, iterations: int, 
     """
     cfg = runner.config
     multimer = params_mod.is_multimer(cfg)
-    n = cfg.data.eval.num_ensemble
+    n = 1 if multimer else cfg.data.eval.num_ensemble
     if state is None:
         state = _zero_state(feat["aatype"].shape[0 if multimer else 1])
     feat = jax.device_put(feat)

@@ -93,8 +93,50 @@ def read_outputs(workdir: Path) -> dict[str, Any]:
         "best": best, "order": order, "confidence": conf or {}, "pdb": pdb, "plddt": plddt,
         "pae": (conf or {}).get("predicted_aligned_error"), "msa_depth": msa_depth(workdir),
         "timings": _json(workdir / "timings.json") or {}, "versions": _json(workdir / "versions.json") or {},
-        "ranking": ranking,
+        "ranking": ranking, "chains": _json(workdir / "msas" / "chain_id_map.json"),
     }
+
+
+def ca_chains(pdb: str) -> list[str]:
+    """The chain id of each CA atom of a PDB text, in order."""
+    return [line[21] for line in pdb.splitlines() if line.startswith("ATOM") and line[12:16].strip() == "CA"]
+
+
+CONTACT_A = 8.0  # CA-CA distance of two residues in contact across an interface
+
+
+def interfaces(data: Mapping[str, Any]) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+    """A complex's chains (length, mean pLDDT) and each chain pair's mean PAE, interface contacts (CA-CA under
+    8 A) and the mean PAE and pLDDT over those contacts."""
+    atoms = ca_atoms(data["pdb"])
+    chains = ca_chains(data["pdb"])
+    if not atoms or len(set(chains)) < 2 or len(chains) != len(atoms):
+        return [], []
+    xyz = np.asarray([a[:3] for a in atoms], dtype=float)
+    plddt = np.asarray(data["plddt"] if len(data["plddt"]) == len(atoms) else [a[3] for a in atoms], dtype=float)
+    pae = np.asarray(data["pae"], dtype=float) if data["pae"] else None
+    ids = np.asarray(chains)
+    names = {c: (data.get("chains") or {}).get(c, {}).get("description", "") for c in dict.fromkeys(chains)}
+    chain_rows = [(f"chain {c}", f"{int((ids == c).sum())} residues, mean pLDDT {plddt[ids == c].mean():.1f}"
+                   + (f"; {_e(names[c])}" if names[c] else "")) for c in names]
+    pair_rows = []
+    order = list(names)
+    dist = np.linalg.norm(xyz[:, None] - xyz[None, :], axis=-1)
+    for i, a in enumerate(order):
+        for b in order[i + 1:]:
+            ia, ib = np.where(ids == a)[0], np.where(ids == b)[0]
+            close = dist[np.ix_(ia, ib)] < CONTACT_A
+            text = f"{int(close.sum())} residue pairs within {CONTACT_A:g} A"
+            if pae is not None and pae.shape == dist.shape:
+                block = pae[np.ix_(ia, ib)]
+                text += f"; mean PAE {a}->{b} {block.mean():.1f} A, {b}->{a} {pae[np.ix_(ib, ia)].mean():.1f} A"
+                if close.any():
+                    text += f"; at the contacts {block[close].mean():.1f} A"
+            if close.any():
+                touching = np.union1d(ia[close.any(1)], ib[close.any(0)])
+                text += f"; interface pLDDT {plddt[touching].mean():.1f}"
+            pair_rows.append((f"{a}-{b}", text))
+    return chain_rows, pair_rows
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -241,15 +283,20 @@ def _cost_rows(cost: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
             ("prices", f"{usd.get('region', '')} on-demand list prices as of {usd.get('prices_as_of', '?')}")]
 
 
-def _templates_html(templates: Mapping[str, Any] | None, ranking: Mapping[str, Any]) -> str:
+def _templates_html(templates: Mapping[str, Any] | None, ranking: Mapping[str, Any], complex_: bool = False) -> str:
     if not templates:
-        return "<p id=\"templates\">No template database was installed: models 1 and 2 ran without templates.</p>"
+        return ("<p id=\"templates\">No template database was installed: the models ran without templates.</p>"
+                if complex_ else
+                "<p id=\"templates\">No template database was installed: models 1 and 2 ran without templates.</p>")
     used = templates.get("used") or []
     models = ", ".join((ranking.get("templates") or {}).get("by_models") or []) or "none of the models run"
-    head = (f'<p id="templates">HHsearch of the MSA against pdb70: {templates.get("hits", 0)} hit(s); '
+    search = ("hmmsearch of each chain's MSA against pdb_seqres" if complex_ else
+              "HHsearch of the MSA against pdb70")
+    head = (f'<p id="templates">{search}: {templates.get("hits", 0)} hit(s); '
             f'{len(used)} used (released on or before {_e(templates.get("max_template_date", "?"))}), by '
             f"{_e(models)}.</p>")
-    rows = [(f"{t['pdb_id']}_{t['chain']}", f"released {t.get('release_date')}, sum_probs {t.get('sum_probs')}, "
+    rows = [(f"{t['pdb_id']}_{t['chain']}" + (f" (for chain {t['query_chain']})" if t.get("query_chain") else ""),
+             f"released {t.get('release_date')}, sum_probs {t.get('sum_probs')}, "
              f"{t.get('aligned_cols')} aligned columns") for t in used]
     return head + (_table(rows) if rows else "")
 
@@ -315,6 +362,8 @@ def render_html(name: str, data: Mapping[str, Any], plots: Mapping[str, Path], *
         ("best model", data["best"] or "-"),
         ("mean pLDDT", f"{mean:.2f}" if mean is not None else "-"),
         ("pTM", conf.get("ptm", "-")),
+        *([("ipTM", conf["iptm"]), ("ranking 0.8 ipTM + 0.2 pTM", conf.get("ranking_confidence", "-"))]
+          if "iptm" in conf else []),
         ("residues", len(plddt)),
         ("models ranked", ", ".join(data["order"]) or "-"),
     ]))
@@ -329,9 +378,14 @@ def render_html(name: str, data: Mapping[str, Any], plots: Mapping[str, Path], *
                      "onto its two main axes.</p>" + svg_trace(atoms))
     parts.append("<h2>Confidence</h2>" + _img(plots.get("plddt.png"), "per-residue pLDDT")
                  + _img(plots.get("pae.png"), "predicted aligned error"))
+    chain_rows, pair_rows = interfaces(data)
+    if chain_rows:
+        parts.append('<h2>Chains and interfaces</h2><div id="interfaces">' + _table(chain_rows)
+                     + _table(pair_rows) + "</div>")
     parts.append("<h2>MSA depth</h2>" + (_img(plots.get("msa_depth.png"), "MSA depth per position")
                                          or "<p>No MSA features found.</p>"))
-    parts.append("<h2>Templates</h2>" + _templates_html(versions.get("templates"), data.get("ranking") or {}))
+    parts.append("<h2>Templates</h2>" + _templates_html(versions.get("templates"), data.get("ranking") or {},
+                                                                   bool(data.get("chains"))))
     parts.append("<h2>Amber relaxation</h2>" + _relax_html((data.get("ranking") or {}).get("relax") or {}))
     parts.append("<h2>Timings</h2>" + _table(_timing_rows(data["timings"])))
     parts.append("<h2>Cost</h2>" + _table(_cost_rows(cost)))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from af2jobs import atomic
+from af2jobs.jobrun import prediction_mode, summary_of
 from af2jobs.errors import Af2JobsError, CancelledError, StageError
 from af2jobs.fasta import FastaRecord
 from af2jobs.pipeline import databases as db_mod
@@ -236,11 +237,8 @@ def predict_records(records: list[FastaRecord], out_root: Path, ctx: Context) ->
                                          "length": len(record.sequence)})
         results.append(predict_record(record, out_root, ctx))
     atomic.write_json(out_root / "predictions.json", {
-        "mode": "monomer",
-        "note": "each FASTA record was predicted as its own monomer",
-        "records": [{"name": r.record.name, "length": len(r.record.sequence), "dir": r.out_dir.name,
-                     "best_model": r.best["model"], "mean_plddt": r.best["mean_plddt"], "ptm": r.best["ptm"],
-                     "untrained": r.untrained} for r in results],
+        **prediction_mode(records),
+        "records": [summary_of(r.record, r.best, r.untrained) for r in results],
     })
     return results
 
