@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -81,7 +82,9 @@ class Source:
     target: str | None = None  # file name for "gunzip" / "none"
     checksum: str | None = None  # pinned "md5:<hex>" or "sha256:<hex>"; else the server's own (see _expected)
     checksum_url: str | None = None  # a metalink file holding the MD5 (UniProt publishes one per release)
-    extra_url: str | None = None  # "mirror": a file fetched beside the mirrored ones (the PDB's obsolete.dat)
+    # "mirror": a file fetched beside the mirrored ones (the PDB's obsolete.dat); "gunzip": a second file, verified the
+    # same way, whose records are appended to the first's (AlphaFold's uniprot.fasta: TrEMBL, then SwissProt)
+    extra_url: str | None = None
     unpacked_gb: float = 0.0  # for the free-space check
 
     @property
@@ -90,6 +93,7 @@ class Source:
 
 
 _GCS = "https://storage.googleapis.com"
+_UNIPROT = "https://ftp.ebi.ac.uk/pub/databases/uniprot/current_release/knowledgebase/complete"
 SOURCES: dict[str, Source] = {
     s.name: s
     for s in (
@@ -110,6 +114,11 @@ SOURCES: dict[str, Source] = {
         Source("bfd", f"{_GCS}/alphafold-databases/casp14_versions/"
                "bfd_metaclust_clu_complete_id30_c90_final_seq.sorted_opt.tar.gz", "tar",
                "bfd_metaclust_clu_complete_id30_c90_final_seq.sorted_opt", unpacked_gb=1800),
+        # AlphaFold-Multimer's UniProt (download_uniprot.sh): TrEMBL and SwissProt in one FASTA; the release's
+        # metalink holds both files' MD5.
+        Source("uniprot", f"{_UNIPROT}/uniprot_trembl.fasta.gz", "gunzip", "uniprot", target="uniprot.fasta",
+               extra_url=f"{_UNIPROT}/uniprot_sprot.fasta.gz", checksum_url=f"{_UNIPROT}/RELEASE.metalink",
+               unpacked_gb=105),
         # Templates (AlphaFold 2.3's download_pdb70.sh, download_pdb_mmcif.sh, download_pdb_seqres.sh).
         Source("pdb70", "https://wwwuser.gwdg.de/~compbiol/data/hhsuite/databases/hhsuite_dbs/old-releases/"
                "pdb70_from_mmcif_200401.tar.gz", "tar", "pdb70_from_mmcif_200401", unpacked_gb=56),
@@ -124,8 +133,8 @@ TEMPLATES = ("pdb70", "pdb_mmcif", "pdb_seqres")
 SETS: dict[str, tuple[str, ...]] = {
     # AlphaFold's reduced_dbs preset: jackhmmer on small BFD instead of HHblits on BFD + UniRef30.
     # Both with the template databases: models 1 and 2 were trained with templates.
-    "reduced": ("params", "small_bfd", "mgnify", "uniref90", *TEMPLATES),
-    "full": ("params", "small_bfd", "mgnify", "uniref90", "uniref30", "bfd", *TEMPLATES),
+    "reduced": ("params", "small_bfd", "mgnify", "uniref90", "uniprot", *TEMPLATES),
+    "full": ("params", "small_bfd", "mgnify", "uniref90", "uniprot", "uniref30", "bfd", *TEMPLATES),
 }
 
 
@@ -510,6 +519,29 @@ class Loader:
     def _load(self, source: Source, target: Path) -> str:
         if source.unpack == "mirror":
             return self._mirror(source, target)
+        archive, sha256, verified = self._fetch(source)
+        parts = [(archive, verified)]
+        if source.extra_url:  # "gunzip": a second file whose records follow the first's (UniProt: TrEMBL + SwissProt)
+            parts.append(self._fetch(dataclasses.replace(source, url=source.extra_url, extra_url=None))[::2])
+        staged = self.work / "staging" / source.name
+        self.log(f"{source.name}: unpacking ({source.unpack})")
+        unpack(source, archive, staged)
+        if source.extra_url:
+            with gzip.open(parts[1][0], "rb") as fin, open(staged / source.target, "ab") as fout:
+                shutil.copyfileobj(fin, fout, CHUNK)
+            verified = "; ".join(f"{path.name}: {how}" for path, how in parts)
+        (staged / "VERSION").write_text(version_text(source, sha256, verified))
+        install(staged, target)
+        if not self.keep_downloads:
+            for path, _ in parts:
+                path.unlink()
+                _checked(path).unlink(missing_ok=True)
+        self.log(f"{source.name}: loaded into {target} (verified: {verified})")
+        return f"{source.version}; verified {verified}"
+
+    def _fetch(self, source: Source) -> tuple[Path, str, str]:
+        """The source's file in WORK/downloads, verified (a verified earlier download is kept): its path, its
+        sha256 and how it was verified."""
         downloads = self.work / "downloads"
         downloads.mkdir(parents=True, exist_ok=True)
         archive = downloads / source.filename
@@ -530,16 +562,7 @@ class Loader:
                      f"{expected or 'nothing (no checksum published)'}")
             sha256, verified = verify(archive, expected)
             atomic.write_json(_checked(archive), {"sha256": sha256, "verified": verified}, indent=None)
-        staged = self.work / "staging" / source.name
-        self.log(f"{source.name}: unpacking ({source.unpack})")
-        unpack(source, archive, staged)
-        (staged / "VERSION").write_text(version_text(source, sha256, verified))
-        install(staged, target)
-        if not self.keep_downloads:
-            archive.unlink()
-            _checked(archive).unlink(missing_ok=True)
-        self.log(f"{source.name}: loaded into {target} (verified: {verified})")
-        return f"{source.version}; verified {verified}"
+        return archive, sha256, verified
 
     def _mirror(self, source: Source, target: Path) -> str:
         """rsync the source's tree (gzipped mmCIF files in two-letter folders) into WORK/downloads/<name>, unzip it

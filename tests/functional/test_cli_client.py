@@ -154,12 +154,34 @@ def test_submit_of_the_2021_request_file_uploads_its_files_and_makes_every_job(
     assert (by_name["1A9X"].db_preset, by_name["7K59"].db_preset) == ("reduced_dbs", "full_dbs")
 
 
-def test_submit_of_the_2022_request_file_names_the_element_that_cannot_apply(
+def test_submit_of_the_2022_request_file_makes_every_job_complexes_included(
     url: str, world: World, tmp_path: Path, capsys
 ) -> None:
+    request = json.loads((REQUESTS / "sample_parameters_2022.json").read_text())
+    for job in request:  # a multimer file holds its chains; the others one record
+        chains = 3 if job["fasta"] == "3JA9" else 2 if job["model_preset"] == "multimer" else 1
+        (tmp_path / job["file_name"]).write_text("".join(f">{job['fasta']}_{i}\n{SEQ}\n" for i in range(chains)))
     code, out, err = af2(capsys, "submit", "--request", str(REQUESTS / "sample_parameters_2022.json"),
                          "--files", str(tmp_path))
-    assert code == 2 and out == "" and "element 1: model_preset multimer" in err
+    assert code == 0, err
+    jobs = {j.request.fasta: j for j in world.repo.list(None)[0]}
+    assert set(jobs) == {"7BW6", "3JA9", "7ALC", "6TBT"} and set(out.split()) == {j.id for j in jobs.values()}
+    trimer = jobs["3JA9"].request
+    assert (trimer.model_preset, trimer.predictions_per_model, jobs["7ALC"].request.predictions_per_model) == (
+        "multimer", 5, 1)
+    # The stored input keeps a complex's chains as records, in order.
+    stored = world.store.get_bytes(f"jobs/{jobs['3JA9'].id}/input.fasta").decode()
+    assert [line for line in stored.splitlines() if line.startswith(">")] == [">3JA9_0", ">3JA9_1", ">3JA9_2"]
+
+
+def test_submit_of_a_request_file_names_the_element_that_cannot_apply(
+    url: str, world: World, tmp_path: Path, capsys
+) -> None:
+    request = json.loads((REQUESTS / "sample_parameters_2022.json").read_text())
+    request[1]["num_multimer_predictions_per_model"] = 99
+    (tmp_path / "bad.json").write_text(json.dumps(request))
+    code, out, err = af2(capsys, "submit", "--request", str(tmp_path / "bad.json"), "--files", str(tmp_path))
+    assert code == 2 and out == "" and "element 1: num_multimer_predictions_per_model" in err
     assert world.repo.list(None)[0] == [] and world.store.list("input/") == []  # checked before any upload
 
 

@@ -246,6 +246,22 @@ def test_metalink_md5_is_used_when_the_server_sends_none(server, tmp_path):
     assert dbload.read_version(loader.root / "uniref90")["verified"] == f"md5:{md5} (metalink)"
 
 
+def test_uniprot_is_trembl_then_swissprot_in_one_fasta_each_file_verified(server, tmp_path):
+    trembl, sprot = b">tr|A0A000|A0A000_HUMAN t\nMKV\n", b">sp|P00001|X_MOUSE s\nMAL\n"
+    first = server.add("/uniprot_trembl.fasta.gz", _gz(trembl))
+    second = server.add("/uniprot_sprot.fasta.gz", _gz(sprot))
+    loader, _ = _loader(tmp_path)
+
+    outcome = loader.load(replace(dbload.SOURCES["uniprot"], url=server.base + first, extra_url=server.base + second,
+                                  checksum_url=None))
+
+    assert outcome.status == "loaded", outcome.detail
+    assert (loader.root / "uniprot" / "uniprot.fasta").read_bytes() == trembl + sprot
+    verified = dbload.read_version(loader.root / "uniprot")["verified"]
+    assert "uniprot_trembl.fasta.gz: md5:" in verified and "uniprot_sprot.fasta.gz: md5:" in verified
+    assert not list((loader.work / "downloads").iterdir())
+
+
 def test_a_tar_with_one_top_folder_is_flattened_into_the_database_folder(server, tmp_path):
     path = server.add("/UniRef30_2021_03.tar.gz", _tar({
         "UniRef30_2021_03/UniRef30_2021_03_a3m.ffdata": b"a3m data",
