@@ -183,6 +183,36 @@ def test_a_second_job_with_the_same_sequence_takes_its_msa_from_the_cache_and_sk
     assert f"jobs/{second.id}/output/ubq-again/ranked_0.pdb" in aws.keys(f"jobs/{second.id}/output/")
 
 
+# Two ribosomal proteins of two bacteria: their UniProt hits in the demo database share species, so rows pair.
+L29 = "MNAAELRKLSAEQLKDKLAESRKELFDMRFRHATAQLEKTSNLPATKRDIARILTILKEKG"
+L35 = "MPKMKTKSALKKRVKVTATGKIKREQAFRSHLAQNKTKKQKRQSRKASFMKRSDFKRFKFML"
+
+
+def test_a_complex_goes_through_validate_the_msa_job_and_the_gpu_job_as_one_multimer(aws: Platform) -> None:
+    job = submit(aws, fasta="l29-l35", sequence=f">l29\n{L29}\n>l35\n{L35}\n", model_preset="multimer",
+                 num_multimer_predictions_per_model=2)
+    done, _ = finish(aws, job, "SUCCEEDED")
+
+    assert aws.states(job.id) == HAPPY and done.state is S.SUCCEEDED
+    predictions = json.loads(aws.get_object(f"jobs/{job.id}/output/predictions.json"))
+    assert predictions["mode"] == "multimer"
+    (record,) = predictions["records"]
+    assert (record["name"], record["length"]) == ("l29-l35", len(L29) + len(L35))
+    assert [c["chain"] for c in record["chains"]] == ["A", "B"] and record["iptm"] is not None
+    # The MSA job searched each chain (UniProt too, for pairing); the GPU job ran model_1 with 2 seeds.
+    timings = json.loads(aws.get_object(f"jobs/{job.id}/output/l29-l35/timings.json"))
+    assert {s["database"] for s in timings["msa"]["searches"]} >= {"A:uniref90", "A:uniprot", "B:uniprot"}
+    assert [e["chain"] for e in timings["msa"]["entries"]] == ["A", "B"]
+    ranking = json.loads(aws.get_object(f"jobs/{job.id}/output/l29-l35/ranking_debug.json"))
+    assert set(ranking["screen"]) == {"model_1_multimer_v3_pred_0", "model_1_multimer_v3_pred_1"}
+    pdb = aws.get_object(done.artifacts["l29-l35/ranked_0.pdb"]).decode()
+    assert {line[21] for line in pdb.splitlines() if line.startswith("ATOM")} == {"A", "B"}
+    # Each chain's MSA is its own entry of the shared cache.
+    assert len([k for k in aws.keys("cache/msa/") if k.endswith("/report.json")]) >= 2
+    msa, predict = aws.runs(job.id)
+    assert (msa.stage, predict.stage, predict.queue) == ("msa", "predict", "af2jobs-low")
+
+
 def test_an_invalid_input_fails_the_job_with_the_reason_and_a_failure_message(aws: Platform) -> None:
     job, _ = submit_not_started(aws)
     # The stored input no longer parses (an object replaced after the submit): Validate reads it again.
