@@ -26,7 +26,8 @@ def dbs(installed):
 
 def test_discover_reports_demo_databases(installed):
     by_name = {d.name: d for d in installed}
-    assert set(by_name) == {"uniref90", "small_bfd", "bfd", "uniref30", "pdb70", "pdb_mmcif", "pdb_seqres"}
+    assert set(by_name) == {"uniref90", "small_bfd", "bfd", "uniref30", "pdb70", "pdb_mmcif", "pdb_seqres", "uniprot"}
+    assert by_name["uniprot"].tool == "jackhmmer" and by_name["uniprot"].sequences == 20000
     assert by_name["bfd"].tool == by_name["uniref30"].tool == "hhblits"
     assert by_name["uniref90"].sequences == 20000
     assert by_name["small_bfd"].sequences == 45

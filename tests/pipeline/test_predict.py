@@ -169,13 +169,15 @@ cache = Path(sys.argv[2])
 predict.enable_compilation_cache(cache / "jax")
 provider = params.ParamsProvider(cache / "no-params", cache / "params-untrained")
 out = {}
-for gpus in (1, 2):
-    run = RunConfig(profile="tiny", max_msa_clusters=16, max_extra_msa=32, strategy="all", gpus=gpus,
-                    model_names="model_1,model_2,model_3")
-    result = predict.Predictor(run, provider).predict(raw)
-    out[gpus] = {r.model: {"device": r.device, "score": r.ranking_confidence,
-                           "ca": np.asarray(r.result["structure_module"]["final_atom_positions"])[:, 1].tolist()}
-                 for r in result.runs}
+for strategy in ("all", "best"):
+    for gpus in (1, 2):
+        run = RunConfig(profile="tiny", max_msa_clusters=16, max_extra_msa=32, strategy=strategy, gpus=gpus,
+                        model_names="model_1,model_2,model_3")
+        result = predict.Predictor(run, provider).predict(raw)
+        out[f"{strategy}{gpus}"] = {
+            f"{r.model}/{r.phase}": {"device": r.device, "score": r.ranking_confidence,
+                                     "ca": np.asarray(r.result["structure_module"]["final_atom_positions"])[:, 1].tolist()}
+            for r in result.runs}
 print(json.dumps(out))
 """
 
@@ -195,10 +197,17 @@ def test_all_on_two_devices_runs_models_in_parallel_with_the_same_results(raw_fe
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    one, two = out["1"], out["2"]
+    one, two = out["all1"], out["all2"]
     assert {r["device"] for r in one.values()} == {"cpu:0"}
     assert {r["device"] for r in two.values()} == {"cpu:0", "cpu:1"}
-    assert set(two) == {"model_1", "model_2", "model_3"}
+    assert set(two) == {"model_1/full", "model_2/full", "model_3/full"}
     for model, r in one.items():
         assert two[model]["score"] == pytest.approx(r["score"], abs=1e-4)
         assert np.allclose(two[model]["ca"], r["ca"], atol=1e-3)
+    # best: the screens shared across both devices, the same winner recycled to the same structure.
+    best1, best2 = out["best1"], out["best2"]
+    screens = {k: r for k, r in best2.items() if k.endswith("/screen")}
+    assert len(screens) == 3 and {r["device"] for r in screens.values()} == {"cpu:0", "cpu:1"}
+    (winner1,) = [k for k in best1 if k.endswith("/full")]
+    (winner2,) = [k for k in best2 if k.endswith("/full")]
+    assert winner1 == winner2 and np.allclose(best2[winner2]["ca"], best1[winner1]["ca"], atol=1e-3)

@@ -56,7 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the 2021 spelling: full | reduced | casp14 (default: full)")
     p.add_argument("--db-preset", type=str.lower, choices=DB_PRESETS, help="full_dbs (default) | reduced_dbs")
     p.add_argument("--model-preset", type=str.lower, choices=MODEL_PRESETS,
-                   help="monomer_ptm (default) | monomer | monomer_casp14")
+                   help="monomer_ptm (default) | monomer | monomer_casp14 | multimer (the FASTA's records are one "
+                        "complex)")
+    p.add_argument("--num-multimer-predictions-per-model", type=int, metavar="N",
+                   help="with --model-preset multimer: seeds per model (default 5)")
     p.add_argument("--models-to-relax", type=str.lower, choices=RELAX, help="best (default) | all | none")
     p.add_argument("--msa", action="append", default=[], metavar="[NAME=]FILE",
                    help="your own MSA (A3M or Stockholm, the query first) for a record: its search is skipped; "
@@ -174,6 +177,7 @@ def submission(args: argparse.Namespace) -> tuple[dict[str, Any], list[tuple[Pat
         "preset": args.preset,
         "db_preset": args.db_preset,
         "model_preset": args.model_preset,
+        "num_multimer_predictions_per_model": args.num_multimer_predictions_per_model,
         "models_to_relax": args.models_to_relax,
         "que": args.que,
         "gpu": args.gpu,
@@ -248,7 +252,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                                          field="file_name")
 
         request = JobRequest.parse(body)
-        records = request.parse_sequence(args.fasta.read_bytes(), name=request.fasta, max_length=Settings().max_length)
+        records = request.records(args.fasta.read_bytes(), max_length=Settings().max_length)
         lengths = [len(r.sequence) for r in records]
         print(json.dumps(estimate_request(request, lengths), indent=2))
         return 0
