@@ -3,6 +3,11 @@
 A store keeps the key id, the owner and a salted scrypt hash of the secret; the plaintext key exists only in the
 value `new_key` returns. `secret_matches` compares hashes with hmac.compare_digest, and hashes against a dummy salt
 when the key id is unknown, so response times do not tell which key ids exist.
+
+scrypt costs tens of milliseconds and 16 MB a check, which would cap a server at a few dozen requests a second:
+once a secret has matched its stored hash, the process remembers a SHA-256 of it beside that stored hash (the
+secret is 256 random bits, so a fast hash of it is as good a check), and later requests with the same key skip
+scrypt. The store is still read on every request, so a revoked or deleted key stops working at once.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -76,13 +83,32 @@ def parse(key: object) -> tuple[str, str] | None:
     return None if match is None else (match.group(1), match.group(2))
 
 
+_MATCHED_MAX = 10_000
+_matched: OrderedDict[tuple[bytes, str, bytes], bytes] = OrderedDict()  # stored (salt, kdf, hash) -> sha256(secret)
+_matched_lock = threading.Lock()
+
+
 def secret_matches(secret: str, stored: tuple[bytes, str, bytes] | None) -> bool:
-    """Whether the secret hashes to the stored (salt, kdf, hash); None (an unknown key id) costs the same."""
+    """Whether the secret hashes to the stored (salt, kdf, hash); None (an unknown key id) costs the same. A secret
+    that matched before in this process is checked by its SHA-256 instead of scrypt."""
     if stored is None:
         hash_secret(secret, b"\0" * 16, KDF)
         return False
+    fast = hashlib.sha256(secret.encode()).digest()
+    with _matched_lock:
+        known = _matched.get(stored)
+        if known is not None:
+            _matched.move_to_end(stored)
+    if known is not None and hmac.compare_digest(known, fast):
+        return True
     salt, kdf, expected = stored
-    return hmac.compare_digest(hash_secret(secret, salt, kdf), expected)
+    if not hmac.compare_digest(hash_secret(secret, salt, kdf), expected):
+        return False
+    with _matched_lock:
+        _matched[stored] = fast
+        while len(_matched) > _MATCHED_MAX:
+            _matched.popitem(last=False)
+    return True
 
 
 def verify(key: object, find: Callable[[str], StoredKey | None]) -> Principal | None:

@@ -401,6 +401,21 @@ def test_list_and_revoke(keys: ApiKeyStore) -> None:
         keys.revoke("f" * 16)
 
 
+def test_a_key_that_verified_once_skips_scrypt_but_not_the_store(keys: ApiKeyStore, monkeypatch) -> None:
+    from af2jobs import apikeys
+
+    key = keys.create("ann")
+    calls = []
+    real = apikeys.hash_secret
+    monkeypatch.setattr(apikeys, "hash_secret", lambda *a: calls.append(a) or real(*a))
+    assert keys.verify(key) == Principal("ann") and len(calls) == 1
+    assert keys.verify(key) == Principal("ann") and len(calls) == 1  # remembered: no second scrypt
+    flipped = key[:-1] + ("A" if key[-1] != "A" else "B")
+    assert keys.verify(flipped) is None and len(calls) == 2  # another secret for the same key id is hashed
+    keys.revoke(key[4:20])
+    assert keys.verify(key) is None  # the store is read every time: revocation applies at once
+
+
 @pytest.mark.parametrize("owner", ["", "a\nb", "x" * 201])
 def test_bad_owner_is_refused(keys: ApiKeyStore, owner: str) -> None:
     with pytest.raises(errors.ValidationError):

@@ -24,8 +24,8 @@ TEMPLATE = ROOT / "template.yaml"
 REGION = "us-east-1"
 # The names the state machine definition reads (its author and template.yaml agree on exactly these).
 SUBSTITUTIONS = {
-    "ValidateFunctionArn", "JobStateFunctionArn", "NotifyFunctionArn", "MsaJobQueueArn", "MsaJobDefinitionArn",
-    "PredictJobDefinitionArn", "GpuQueueLowArn", "GpuQueueMidArn", "GpuQueueHighArn", "GpuQueueP4Arn",
+    "ValidateFunctionArn", "JobStateFunctionArn", "NotifyFunctionArn", "MsaJobQueueArn", "MsaJobDefinitionName",
+    "PredictJobDefinitionName", "GpuQueueLowArn", "GpuQueueMidArn", "GpuQueueHighArn", "GpuQueueP4Arn",
     "TopicArn", "JobsTableName",
 }
 TOOL_ENV = {"SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": REGION}
@@ -408,8 +408,16 @@ def test_definition_substitutions_are_exactly_the_agreed_names_and_each_is_defin
     substitutions = properties["DefinitionSubstitutions"]
     assert set(substitutions) == SUBSTITUTIONS
     for name, value in substitutions.items():
+        if name.endswith("JobDefinitionName"):
+            continue  # a name, below
         target = value.get("Ref") or value.get("Fn::GetAtt", [None])[0]
         assert target in template["Resources"], f"{name} refers to {value}, which the template does not define"
+    # Job definitions by name (the latest active revision), never a revision's ARN: a deploy that registers a new
+    # revision deregisters the old one, and an execution in flight would then fail at its next SubmitJob.
+    for name, resource in (("MsaJobDefinitionName", "MsaJobDefinition"),
+                           ("PredictJobDefinitionName", "PredictJobDefinition")):
+        assert substitutions[name] == template["Resources"][resource]["Properties"]["JobDefinitionName"], name
+        assert resource in template["Resources"]["StateMachine"]["DependsOn"]
     assert properties["Tracing"] == {"Enabled": True}
     assert properties["Logging"]["Destinations"]
 
@@ -506,7 +514,7 @@ def test_every_batch_submission_passes_the_job_id_the_command_expects(path):
             parameters = state.get("Parameters", {})
             passed = parameters.get("Parameters", {})
             assert "job_id" in passed or "job_id.$" in passed, f"{name}: the job definition's Ref::job_id stays unset"
-            assert parameters.get("JobDefinition") in ("${MsaJobDefinitionArn}", "${PredictJobDefinitionArn}"), name
+            assert parameters.get("JobDefinition") in ("${MsaJobDefinitionName}", "${PredictJobDefinitionName}"), name
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -631,3 +639,28 @@ def test_predict_jobs_take_unified_memory_from_the_stack_parameter(template):
     assert {"Name": "AF2_UNIFIED_MEMORY", "Value": {"Ref": "UnifiedMemory"}} in env
     parameter = template["Parameters"]["UnifiedMemory"]
     assert parameter["Default"] == "false" and set(parameter["AllowedValues"]) == {"true", "false"}
+
+
+def test_the_topic_key_lets_alarms_rules_and_every_publisher_use_it(template):
+    """A customer-managed key: alias/aws/sns admits no service principal, so the idle-GPU alarm could not deliver."""
+    topic = template["Resources"]["Topic"]["Properties"]
+    assert topic["KmsMasterKeyId"] == {"Ref": "TopicKey"}
+    key = template["Resources"]["TopicKey"]["Properties"]
+    assert key["EnableKeyRotation"] is True
+    services = [st for st in key["KeyPolicy"]["Statement"] if "Service" in st["Principal"]]
+    assert {p for st in services for p in st["Principal"]["Service"]} >= {"cloudwatch.amazonaws.com",
+                                                                          "events.amazonaws.com"}
+    assert all({"kms:Decrypt", "kms:GenerateDataKey*"} <= set(st["Action"]) for st in services)
+    publishers = [where for where, st in policy_statements(template)
+                  if "sns:Publish" in _listify(st.get("Action", [])) and st.get("Resource") == {"Ref": "Topic"}]
+    using_key = {where for where, st in policy_statements(template)
+                 if "kms:GenerateDataKey*" in _listify(st.get("Action", []))
+                 and st.get("Resource") == {"Fn::GetAtt": ["TopicKey", "Arn"]}}
+    assert publishers and all(where in using_key for where in publishers), (publishers, using_key)
+
+
+def test_the_file_system_waits_for_its_lustre_ingress_rules(template):
+    rules = [name for name, r in template["Resources"].items() if r["Type"] == "AWS::EC2::SecurityGroupIngress"
+             and r["Properties"]["GroupId"] == {"Ref": "FileSystemSecurityGroup"}]
+    assert len(rules) >= 2
+    assert set(rules) <= set(template["Resources"]["FileSystem"]["DependsOn"])

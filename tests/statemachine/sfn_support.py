@@ -482,13 +482,14 @@ def platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, demo_db_root: Path
             "JAX_COMPILATION_CACHE_DIR": str(shared_cache / "jax"), "AF2_UNIFIED_MEMORY": "false", **TEST_SETTINGS,
         }
         queue_arns = _job_queues(batch, client("iam"))
-        msa_definition = _job_definition(batch, "MsaJobDefinition", f"{STACK}-msa", container_env)
-        predict_definition = _job_definition(batch, "PredictJobDefinition", f"{STACK}-predict", container_env)
+        _job_definition(batch, "MsaJobDefinition", f"{STACK}-msa", container_env)
+        _job_definition(batch, "PredictJobDefinition", f"{STACK}-predict", container_env)
 
         substitutions = {
             **{name: _lambda_arn(function) for name, function in FUNCTIONS.items()},
-            "MsaJobQueueArn": queue_arns["msa"], "MsaJobDefinitionArn": msa_definition,
-            "PredictJobDefinitionArn": predict_definition,
+            # By name, as template.yaml substitutes them: Batch takes the latest active revision.
+            "MsaJobQueueArn": queue_arns["msa"], "MsaJobDefinitionName": f"{STACK}-msa",
+            "PredictJobDefinitionName": f"{STACK}-predict",
             "GpuQueueLowArn": queue_arns["low"], "GpuQueueMidArn": queue_arns["mid"],
             "GpuQueueHighArn": queue_arns["high"], "GpuQueueP4Arn": queue_arns["p4"],
             "TopicArn": topic, "JobsTableName": table,
