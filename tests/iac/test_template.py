@@ -664,3 +664,17 @@ def test_the_file_system_waits_for_its_lustre_ingress_rules(template):
              and r["Properties"]["GroupId"] == {"Ref": "FileSystemSecurityGroup"}]
     assert len(rules) >= 2
     assert set(rules) <= set(template["Resources"]["FileSystem"]["DependsOn"])
+
+
+def test_executions_that_end_badly_reach_the_reconciler(template):
+    function = template["Resources"]["ReconcileFunction"]["Properties"]
+    pattern = function["Events"]["ExecutionEnded"]["Properties"]["Pattern"]
+    assert pattern["source"] == ["aws.states"] and pattern["detail-type"] == ["Step Functions Execution Status Change"]
+    assert set(pattern["detail"]["status"]) == {"FAILED", "TIMED_OUT", "ABORTED"}
+    (machine,) = pattern["detail"]["stateMachineArn"]
+    name = template["Resources"]["StateMachine"]["Properties"]["Name"]["Fn::Sub"]
+    assert machine["Fn::Sub"].endswith(f":stateMachine:{name}")
+    assert "DeadLetterQueue" in function  # EventBridge invokes it asynchronously
+    from af2jobs.awsrun import reconcile
+
+    assert set(reconcile.ENDED) == set(pattern["detail"]["status"])

@@ -85,3 +85,61 @@ def test_a_failed_job_records_the_batch_jobs_own_report_else_what_the_failure_sa
 
     timeout = failures.describe_failure(Reports(), _job(JobState.MSA), {"Error": "States.Timeout", "Cause": ""})
     assert timeout.type == "States.Timeout" and "TimeoutSeconds" in timeout.message and timeout.stage == "msa"
+
+
+# ==============================================================================================================
+# The reconciler: executions that ended outside the state machine's Catch
+
+
+def _ended(job_id: str, status: str, **detail: Any) -> dict[str, Any]:
+    return {"source": "aws.states", "detail-type": "Step Functions Execution Status Change",
+            "detail": {"name": job_id, "status": status, **detail}}
+
+
+class Told:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def notify(self, job: Job, event: Any) -> None:
+        self.sent.append((job.id, event.value))
+
+
+@pytest.mark.parametrize(("state", "status"), [(JobState.MSA, "FAILED"), (JobState.PREDICTING, "TIMED_OUT"),
+                                               (JobState.VALIDATING, "ABORTED")])
+def test_an_execution_that_ended_badly_fails_its_unfinished_job_once_and_says_why(state, status):
+    from af2jobs.awsrun import reconcile
+    from tests.fakes import MemoryJobRepository
+
+    repo, told = MemoryJobRepository(), Told()
+    job = repo.create(_job(state=JobState.QUEUED))
+    for move in {JobState.VALIDATING: ["VALIDATING"], JobState.MSA: ["VALIDATING", "MSA"],
+                 JobState.PREDICTING: ["VALIDATING", "MSA", "PREDICTING"]}[state]:
+        job = repo.transition(job.id, {job.state}, JobState(move))
+    event = _ended(job.id, status, error="States.DataLimitExceeded", cause="the state output exceeds 256 KB")
+
+    assert reconcile.reconcile(repo, told, event) == {"reconciled": True, "state": "FAILED"}
+    failed = repo.get(job.id)
+    assert failed.error.type == reconcile.ENDED[status] and failed.error.stage == state.value.lower()
+    assert f"ended {status}: States.DataLimitExceeded: the state output exceeds 256 KB" in failed.error.message
+    assert told.sent == [(job.id, "failed")]
+    # The same event again (EventBridge delivers at least once): nothing changes, nothing is sent.
+    assert reconcile.reconcile(repo, told, event)["reconciled"] is False
+    assert told.sent == [(job.id, "failed")] and repo.get(job.id).error == failed.error
+
+
+def test_a_finished_job_and_other_events_are_left_alone_and_a_cancel_ends_cancelled():
+    from af2jobs.awsrun import reconcile
+    from tests.fakes import MemoryJobRepository
+
+    repo, told = MemoryJobRepository(), Told()
+    done = repo.create(_job(state=JobState.QUEUED))
+    for move in ("VALIDATING", "MSA", "PREDICTING", "SUCCEEDED"):
+        done = repo.transition(done.id, {done.state}, JobState(move))
+    assert reconcile.reconcile(repo, told, _ended(done.id, "FAILED")) == {"reconciled": False, "state": "SUCCEEDED"}
+    assert reconcile.reconcile(repo, told, _ended(done.id, "SUCCEEDED"))["reconciled"] is False
+    assert reconcile.reconcile(repo, told, _ended("no-such-job", "FAILED"))["reconciled"] is False
+    cancelling = repo.create(_job(state=JobState.QUEUED))
+    for move in ("VALIDATING", "MSA", "CANCELLING"):
+        cancelling = repo.transition(cancelling.id, {cancelling.state}, JobState(move))
+    assert reconcile.reconcile(repo, told, _ended(cancelling.id, "ABORTED"))["state"] == "CANCELLED"
+    assert told.sent == [(cancelling.id, "cancelled")]
