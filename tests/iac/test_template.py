@@ -678,3 +678,28 @@ def test_executions_that_end_badly_reach_the_reconciler(template):
     from af2jobs.awsrun import reconcile
 
     assert set(reconcile.ENDED) == set(pattern["detail"]["status"])
+
+
+@pytest.mark.parametrize("queue", ["GpuQueueLow", "GpuQueueMid", "GpuQueueHigh", "GpuQueueP4"])
+def test_a_gpu_job_waiting_for_capacity_is_cancelled_after_the_stacks_wait(template, queue):
+    """Without it the job at the head of a GPU queue with no capacity or quota waits RUNNABLE up to the task's 48 h
+    timeout, and every job behind it with it."""
+    from af2jobs.awsrun.failures import NO_CAPACITY
+
+    actions = template["Resources"][queue]["Properties"]["JobStateTimeLimitActions"]
+    capacity = [a for a in actions if a["Reason"] == NO_CAPACITY]
+    assert capacity == [{"State": "RUNNABLE", "Action": "CANCEL", "MaxTimeSeconds": {"Ref": "CapacityWaitSeconds"},
+                         "Reason": NO_CAPACITY}]
+    assert template["Parameters"]["CapacityWaitSeconds"]["MinValue"] >= 600
+
+
+def test_compute_environments_let_running_jobs_finish_an_update_and_broken_instances_leave(template):
+    environments = [r for r in template["Resources"].values() if r["Type"] == "AWS::Batch::ComputeEnvironment"]
+    assert len(environments) == 6
+    for environment in environments:
+        assert environment["Properties"]["UpdatePolicy"] == {"TerminateJobsOnUpdate": False,
+                                                             "JobExecutionTimeoutMinutes": 360}
+    data = template["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    assert data["InstanceInitiatedShutdownBehavior"] == "terminate"
+    script = data["UserData"]["Fn::Base64"]["Fn::Sub"]
+    assert "if ! mountpoint -q /fsx; then" in script and "shutdown -h now" in script

@@ -143,3 +143,12 @@ def test_a_finished_job_and_other_events_are_left_alone_and_a_cancel_ends_cancel
         cancelling = repo.transition(cancelling.id, {cancelling.state}, JobState(move))
     assert reconcile.reconcile(repo, told, _ended(cancelling.id, "ABORTED"))["state"] == "CANCELLED"
     assert told.sent == [(cancelling.id, "cancelled")]
+
+
+def test_a_job_cancelled_for_want_of_capacity_fails_naming_the_queue_and_the_shortage():
+    cancelled = {**PASCAL, "Status": "FAILED", "Container": {},
+                 "StatusReason": "Canceled by JobStateTimeLimit action due to reason: "
+                                 "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY", "Attempts": []}
+    error = failures.describe_failure(Reports(), _job(), _cause(cancelled))
+    assert error.type == "NoCapacity" and error.stage == "predict"
+    assert "queue q-low" in error.message and "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY" in error.message

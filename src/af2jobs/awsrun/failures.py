@@ -31,6 +31,10 @@ class BatchFailure:
     exit_code: int | None
 
 
+# The reason Batch gives a job that its queue's JobStateTimeLimitActions cancelled for want of instances.
+NO_CAPACITY = "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY"
+
+
 def batch_field(data: Mapping[str, Any], name: str) -> Any:
     """A field of a Batch job description. Step Functions hands it on with PascalCase names; Batch's own API (and
     the Batch events) spell them camelCase. Either is read, so the code does not hang on a service's casing."""
@@ -87,6 +91,11 @@ def describe_failure(reports: FailureReports, job: Job, failure: Mapping[str, An
     if batch.exit_code == EXIT_GPU_OUT_OF_MEMORY:
         return JobError(type=GPU_OUT_OF_MEMORY, message=f"the prediction ran out of GPU memory [{where}]",
                         stage=stage)
+    if batch.status_reason and NO_CAPACITY in batch.status_reason:
+        message = (f"no instance for queue {batch.queue} could be started within the stack's CapacityWaitSeconds "
+                   f"({NO_CAPACITY}: EC2 capacity or the account's instance quota); the job was cancelled so that "
+                   f"the jobs behind it can run: submit again later, or to another queue [{where}]")
+        return JobError(type="NoCapacity", message=message[:MAX_MESSAGE], stage=stage)
     message = f"{where} failed: {batch.status_reason or 'no reason given'}, exit code {batch.exit_code}"
     return JobError(type="BatchJobFailed", message=message[:MAX_MESSAGE], stage=stage)
 
