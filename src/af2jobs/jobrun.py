@@ -92,6 +92,23 @@ def run_config_for(
         raise errors.ValidationError(f"run configuration: {where}: {err['msg']}", field=where or None) from None
 
 
+def check_parameters(settings: Settings, config: RunConfig) -> None:
+    """Where UNTRAINED runs are not allowed (settings.allow_untrained), a StageError before any work when the
+    official parameters of a model the job runs are not loaded."""
+    if settings.allow_untrained or config.profile != "full":
+        return
+    from af2jobs.pipeline.params import official_path
+
+    missing = [config.variant(m) for m in config.model_names if official_path(settings.params_root, config.variant(m))
+               is None]
+    if missing:
+        raise errors.StageError(
+            f"the official AlphaFold parameters are not loaded: {settings.params_root} has no "
+            f"params_{missing[0]}.npz{f' (nor {len(missing) - 1} more)' if len(missing) > 1 else ''}. Load them "
+            "(the dbload job with databases=params), or deploy with AllowUntrained=true for a smoke test on "
+            "UNTRAINED parameters", stage="validating")
+
+
 def presets_notes(config: RunConfig) -> list[str]:
     """What versions.json says of the presets beyond the run configuration itself."""
     if config.multimer:
@@ -178,6 +195,7 @@ class PipelineStages:
         from af2jobs.pipeline.run import Context
 
         run_config, notes = run_config_for(job.request, self.settings, self.overrides)
+        check_parameters(self.settings, run_config)
         ctx = Context(settings=self.settings, run=run_config, provider=self._params(), progress=progress,
                       should_cancel=should_cancel, **report_fields(job.request, records))
         return Prepared(run_config, job.request.preset, notes, ctx, list(ctx.databases))

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     max_extra_msa: int | None = Field(None, ge=1)
     num_recycle: int = Field(3, ge=0, le=48)
     msa_cache: bool = True
+    # Run on UNTRAINED parameters (said in every output) when the official ones are not loaded: the default on one
+    # machine, where `make demo` runs so; the AWS stack sets it from its AllowUntrained parameter (default false),
+    # so that a job submitted before the parameters are loaded fails at once, saying so.
+    allow_untrained: bool = True
     # CUDA unified memory, as ColabFold sets it: device allocations may spill into host memory, so a sequence longer
     # than the GPU's memory holds runs (slower) instead of failing. Read when JAX starts its GPU backend.
     unified_memory: bool = False

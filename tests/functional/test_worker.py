@@ -188,6 +188,28 @@ def test_the_original_platforms_request_files_run_as_written_to_succeeded(build)
     assert seen == expected
 
 
+def test_without_official_parameters_a_job_fails_at_once_where_untrained_runs_are_not_allowed(build, tmp_path):
+    # The published architecture (no tiny profile), and no parameters loaded: the job fails before any search.
+    services = build(overrides={"models_to_relax": "none"}, allow_untrained=False)
+    started = time.monotonic()
+    job = settled(services, submit(services).id)
+
+    assert job.state is S.FAILED and job.error.stage == "validating" and time.monotonic() - started < 30
+    assert "the official AlphaFold parameters are not loaded" in job.error.message
+    assert "params_model_1_ptm.npz" in job.error.message and "AllowUntrained=true" in job.error.message
+    assert "MSA" not in set(job.phases)  # no MSA ran
+
+
+def test_serve_warns_at_start_up_of_what_its_jobs_will_lack(settings_factory, tmp_path):
+    from af2jobs.cli.serve import setup_warnings
+
+    bare = settings_factory(db_root=tmp_path / "none", allow_untrained=False)
+    lines = setup_warnings(bare)
+    assert any("no database under" in line and "af2 db fetch-demo" in line for line in lines)
+    assert any("UNTRAINED" in line and "AF2_ALLOW_UNTRAINED=false refuses" in line for line in lines)
+    assert not any("no database" in line for line in setup_warnings(settings_factory()))
+
+
 def test_a_failing_stage_fails_the_job_with_its_stage_and_message(build, tmp_path):
     services = build(db_root=tmp_path / "no-databases")
     job = settled(services, submit(services).id)

@@ -63,7 +63,8 @@ FUNCTIONS = {"ValidateFunctionArn": "validate", "JobStateFunctionArn": "jobstate
 GPU_QUEUES = ("low", "mid", "high", "p4")
 # The tiny model with the MSA caps of the other pipeline tests (tests/functional/test_worker.py): same shapes, so
 # the model compiles once per test session.
-TEST_SETTINGS = {"AF2_CPUS": "2", "AF2_MAX_MSA_CLUSTERS": "16", "AF2_MAX_EXTRA_MSA": "32"}
+# UNTRAINED runs allowed, as a stack deployed with AllowUntrained=true for a smoke test.
+TEST_SETTINGS = {"AF2_CPUS": "2", "AF2_MAX_MSA_CLUSTERS": "16", "AF2_MAX_EXTRA_MSA": "32", "AF2_ALLOW_UNTRAINED": "true"}
 ESSENTIAL_EXITED = "Essential container in task exited"
 
 

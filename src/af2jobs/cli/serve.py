@@ -73,7 +73,25 @@ def _announce(services: wiring.Services, url: str, recovered: dict[str, str]) ->
             print(f"    {job_id}: {action}")
     if not services.keys.list():
         print("  No API keys yet. Create one (same AF2_DATA_DIR):  af2 keys create --owner NAME [--admin]")
+    if services.worker is not None:
+        for line in setup_warnings(s):
+            print(f"  WARNING: {line}")
     sys.stdout.flush()
+
+
+def setup_warnings(settings) -> list[str]:
+    """What a local server should say at start-up about what its jobs will lack."""
+    from af2jobs.pipeline.databases import discover
+
+    found = discover(settings.database_root)
+    lines = []
+    if not found:
+        lines.append(f"no database under {settings.database_root}: every job will fail in its MSA stage (run "
+                     "'af2 db fetch-demo', or set AF2_DB_ROOT)")
+    if not any(settings.params_root.glob("**/params_model_*.npz")):
+        lines.append(f"no official parameters under {settings.params_root}: predictions run on UNTRAINED "
+                     "parameters" + ("" if settings.allow_untrained else ", which AF2_ALLOW_UNTRAINED=false refuses"))
+    return lines
 
 
 class _Terminated(Exception):
