@@ -34,6 +34,11 @@ GPU_SUMMARY = "gpu_summary.json"
 # An artifacts entry whose name starts with this names an AWS resource (the execution, a Batch job), not an object
 # in the store; readers that turn artifacts into links skip it.
 REFERENCE_PREFIX = "aws:"
+LOG_STREAM_PREFIX = f"{REFERENCE_PREFIX}log:"  # + stage: the CloudWatch log stream of the stage's Batch job
+
+
+def log_stream_artifact(stage: str) -> str:
+    return f"{LOG_STREAM_PREFIX}{stage}"
 MSA_CACHE_PREFIX = "cache/msa"
 MSA_MANIFEST_KEY = f"{MSA_CACHE_PREFIX}/databases.json"
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -129,7 +134,7 @@ def msa_entry_prefix(cache_key: str) -> str:
 
 
 __all__ = [
-    "GPU_SUMMARY", "INPUT_NAME", "LOG_NAME", "MSA_CACHE_PREFIX", "MSA_MANIFEST_KEY", "PREDICTIONS", "REFERENCE_PREFIX", "TOP_LEVELS",
+    "GPU_SUMMARY", "INPUT_NAME", "LOG_NAME", "LOG_STREAM_PREFIX", "log_stream_artifact", "MSA_CACHE_PREFIX", "MSA_MANIFEST_KEY", "PREDICTIONS", "REFERENCE_PREFIX", "TOP_LEVELS",
     "check_key", "failure_key", "gpu_summary_key", "input_key", "is_reference", "job_prefix", "log_key", "msa_entry_prefix",
     "output_key", "output_prefix", "predictions_key", "supplied_msa_key", "supplied_msa_name", "upload_prefix", "work_prefix",
 ]

@@ -101,6 +101,15 @@ class Notifier(Protocol):
     def notify(self, job: Job, event: JobEvent) -> None: ...
 
 
+class JobLogs(Protocol):
+    """The live log of a running job's stage, where it is not in the store until the stage ends (AWS Batch)."""
+
+    def tail(self, job: Job, lines: int) -> list[str] | None:
+        """The last `lines` lines of the running stage's log; None when there is none to read (the stored log
+        then answers)."""
+        ...
+
+
 @dataclass(frozen=True)
 class ApiKeyInfo:
     """What may be shown about a key: never the secret or its hash."""

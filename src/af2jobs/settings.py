@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     bucket: str | None = None
     state_machine_arn: str | None = None
     topic_arn: str | None = None
+    batch_log_group: str | None = None  # the Batch jobs' CloudWatch log group: live logs of running stages
 
     # Local server and worker (`af2 serve`).
     host: str = "127.0.0.1"

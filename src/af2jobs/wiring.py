@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from af2jobs.ports import ApiKeyStore, ArtifactStore, JobRepository, Notifier, Orchestrator
+from af2jobs.ports import ApiKeyStore, ArtifactStore, JobLogs, JobRepository, Notifier, Orchestrator
 from af2jobs.service import JobService
 from af2jobs.settings import Settings, apply_device_memory
 
@@ -29,6 +29,8 @@ class Services:
     orchestrator: Orchestrator
     notifier: Notifier
     worker: Worker | None  # local mode only; the caller starts it (`af2 serve`), building one starts nothing
+    # AWS: a running stage's CloudWatch log (the local worker writes the stored log as it goes: no need)
+    logs: JobLogs | None = None
 
     def close(self) -> None:
         """Stop the worker if it was started and close local database connections."""
@@ -99,4 +101,5 @@ def _build_aws(settings: Settings) -> Services:
     orchestrator = aws.StepFunctionsOrchestrator(state_machine_arn=settings.state_machine_arn, repo=repo)
     notifier = aws.SnsNotifier(topic_arn=settings.topic_arn, store=store)
     service = JobService(repo, store, orchestrator, notifier, settings)
-    return Services(settings, service, repo, store, key_store(settings), orchestrator, notifier, None)
+    logs = aws.CloudWatchJobLogs(settings.batch_log_group) if settings.batch_log_group else None
+    return Services(settings, service, repo, store, key_store(settings), orchestrator, notifier, None, logs)

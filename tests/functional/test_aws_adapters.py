@@ -432,3 +432,29 @@ def test_an_oversized_message_drops_its_links_but_keeps_the_download_command() -
     variants = json.loads(payload)
     assert variants["default"] == "Job j (x) is SUCCEEDED.\nDownload all files: af2 download x DIR\n"
     assert json.loads(variants["sqs"])["links"] == [] and json.loads(variants["lambda"])["download"] == data["download"]
+
+
+# ==============================================================================================================
+# CloudWatch Logs: a running stage's live log
+
+
+def test_a_running_stage_is_tailed_from_its_batch_jobs_log_stream(aws: None) -> None:
+    from af2jobs.adapters.aws import CloudWatchJobLogs
+    from af2jobs.layout import log_stream_artifact
+
+    logs = moto_support.client("logs")
+    logs.create_log_group(logGroupName="/af2jobs/batch")
+    stream = "predict/default/0123456789abcdef"
+    logs.create_log_stream(logGroupName="/af2jobs/batch", logStreamName=stream)
+    now = int(__import__("time").time() * 1000)
+    logs.put_log_events(logGroupName="/af2jobs/batch", logStreamName=stream, logEvents=[
+        {"timestamp": now - 30 + i, "message": f"line {i}"} for i in range(30)])
+    live = CloudWatchJobLogs("/af2jobs/batch", client=logs)
+
+    running = make_job(state=S.PREDICTING, artifacts={log_stream_artifact("predict"): stream})
+    assert live.tail(running, 5) == [f"line {i}" for i in range(25, 30)]
+    # Nothing to read: not running, its stage's stream not known yet, or a stream that does not exist.
+    assert live.tail(make_job(state=S.SUCCEEDED, artifacts=running.artifacts), 5) is None
+    assert live.tail(make_job(state=S.MSA, artifacts=running.artifacts), 5) is None
+    gone = make_job(state=S.PREDICTING, artifacts={log_stream_artifact("predict"): "predict/default/none"})
+    assert live.tail(gone, 5) is None

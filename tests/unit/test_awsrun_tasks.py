@@ -152,3 +152,34 @@ def test_a_job_cancelled_for_want_of_capacity_fails_naming_the_queue_and_the_sho
     error = failures.describe_failure(Reports(), _job(), _cause(cancelled))
     assert error.type == "NoCapacity" and error.stage == "predict"
     assert "queue q-low" in error.message and "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY" in error.message
+
+
+def test_a_running_batch_job_records_its_log_stream_and_get_reads_the_live_log_until_the_stage_ends():
+    from af2jobs.api.routes import job_log
+    from af2jobs.awsrun import events
+    from af2jobs.layout import log_key, log_stream_artifact
+    from tests.fakes import MemoryArtifactStore, MemoryJobRepository
+
+    repo = MemoryJobRepository()
+    job = repo.create(_job(state=JobState.QUEUED))
+    for move in ("VALIDATING", "MSA", "PREDICTING"):
+        job = repo.transition(job.id, {job.state}, JobState(move))
+    event = {"detail": {"jobName": f"predict-{job.id}", "jobId": "b-1", "status": "RUNNING",
+                        "jobQueue": QUEUES["low"], "parameters": {"job_id": job.id},
+                        "container": {"command": ["python", "-m", "af2jobs.awsrun.batch", "predict"],
+                                      "logStreamName": "predict/default/abc"}}}
+    assert events.record_batch_event(repo, event)["recorded"] is True
+    job = repo.get(job.id)
+    assert job.artifacts[log_stream_artifact("predict")] == "predict/default/abc"
+
+    class Live:
+        def tail(self, job, lines):
+            return ["live line"] if job.artifacts.get(log_stream_artifact("predict")) else None
+
+    class Api:
+        def __init__(self, logs):
+            self.logs, self.store = logs, MemoryArtifactStore()
+            self.store.put_bytes(log_key(job.id), b"stored line\n")
+
+    assert job_log(Api(Live()), job) == ["live line"]
+    assert job_log(Api(None), job) == ["stored line"]  # the local server: its stored log is written as it goes

@@ -41,6 +41,8 @@ class ApiContext:
     serve_files: bool
     # Behind API Gateway, the TOKEN authorizer has already verified the key; its verdict is in the event.
     trust_authorizer: bool
+    # A running stage's live log (AWS: its Batch job's CloudWatch stream); None: the stored log is live enough.
+    logs: Any = None
 
     @classmethod
     def for_local(cls, services: ServicesLike) -> ApiContext:
@@ -60,6 +62,7 @@ class ApiContext:
             max_upload_bytes=services.service.settings.max_upload_bytes,
             serve_files=serve_files,
             trust_authorizer=trust_authorizer,
+            logs=getattr(services, "logs", None),
         )
 
 

@@ -130,6 +130,12 @@ def log_tail(store: ArtifactStore, job_id: str, lines: int = LOG_TAIL) -> list[s
     return data.decode("utf-8", errors="replace").splitlines()[-lines:]
 
 
+def job_log(api: ApiContext, job: Job, lines: int = LOG_TAIL) -> list[str]:
+    """The job's latest log lines: its running stage's live log where there is one (AWS), else the stored log."""
+    live = api.logs.tail(job, lines) if api.logs is not None else None
+    return live if live is not None else log_tail(api.store, job.id, lines)
+
+
 def submit_estimate(job: Job, store: ArtifactStore) -> dict[str, Any] | None:
     """The estimated time and cost of a job just submitted, from its stored input (None if that cannot be read:
     an estimate must never fail a submission that succeeded)."""
@@ -151,7 +157,7 @@ def detail(job: Job, api: ApiContext) -> JobDetail:
     links = {name: url for name, key in job.artifacts.items()
              if not layout.is_reference(name) and (url := file_url(api, job.id, key)) is not None}
     return JobDetail.model_validate(
-        {**job.to_public(), "durations": durations(job), "links": links, "log": log_tail(api.store, job.id),
+        {**job.to_public(), "durations": durations(job), "links": links, "log": job_log(api, job),
          "reports": {name.rsplit("/", 1)[0]: url for name, url in links.items() if name.endswith("/report.html")}}
     )
 

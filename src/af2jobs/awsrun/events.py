@@ -12,6 +12,7 @@ from typing import Any
 from af2jobs import errors, lifecycle
 from af2jobs.adapters.aws.stepfunctions import batch_job_artifact
 from af2jobs.awsrun.contract import STAGE_STATES
+from af2jobs.layout import log_stream_artifact
 from af2jobs.models import Progress
 from af2jobs.ports import JobRepository
 
@@ -27,6 +28,7 @@ class BatchJobChange:
     queue: str
     reason: str | None
     exit_code: int | None
+    log_stream: str | None = None
 
 
 def batch_job_change(event: Mapping[str, Any]) -> BatchJobChange | None:
@@ -46,7 +48,8 @@ def batch_job_change(event: Mapping[str, Any]) -> BatchJobChange | None:
     exit_code = (detail.get("container") or {}).get("exitCode")
     return BatchJobChange(job_id=job_id, stage=stage, batch_job_id=detail["jobId"], status=str(detail.get("status")),
                           queue=str(detail.get("jobQueue", "")).rsplit("/", 1)[-1],
-                          reason=detail.get("statusReason"), exit_code=exit_code)
+                          reason=detail.get("statusReason"), exit_code=exit_code,
+                          log_stream=(detail.get("container") or {}).get("logStreamName"))
 
 
 def batch_event_keys(event: Mapping[str, Any]) -> dict[str, str]:
@@ -60,6 +63,8 @@ def record_batch_event(repo: JobRepository, event: Mapping[str, Any]) -> dict[st
         log.info("not a Batch job of an af2jobs stage; ignored")
         return {"recorded": False}
     artifacts = {batch_job_artifact(change.batch_job_id): change.stage}
+    if change.log_stream:  # from RUNNING on: where GET /jobs/{id} reads the stage's live log
+        artifacts[log_stream_artifact(change.stage)] = change.log_stream
     message = f"{change.stage} Batch job {change.batch_job_id} {change.status} on queue {change.queue}"
     if change.reason:
         message += f": {change.reason}"

@@ -9,6 +9,8 @@ entry by entry, so writers recording different entries never erase each other's)
                                            written by whoever learns the id first (the Batch entrypoint from
                                            $AWS_BATCH_JOB_ID, or the Batch state-change event handler). One entry
                                            per Batch job, so a retry on a larger queue adds an entry.
+    artifacts["aws:log:<stage>"]           the CloudWatch log stream of the stage's latest Batch job (from its
+                                           RUNNING state-change event): GET /jobs/{id} tails it while it runs
 
 Names starting with "aws:" are references, not store keys: readers that turn artifacts into download links skip
 them (af2jobs.layout.is_reference).
