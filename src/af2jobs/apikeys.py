@@ -88,6 +88,12 @@ _matched: OrderedDict[tuple[bytes, str, bytes], bytes] = OrderedDict()  # stored
 _matched_lock = threading.Lock()
 
 
+def forget_matches() -> None:
+    """Forget every secret remembered as matching: the next check of each key runs scrypt again."""
+    with _matched_lock:
+        _matched.clear()
+
+
 def secret_matches(secret: str, stored: tuple[bytes, str, bytes] | None) -> bool:
     """Whether the secret hashes to the stored (salt, kdf, hash); None (an unknown key id) costs the same. A secret
     that matched before in this process is checked by its SHA-256 instead of scrypt."""

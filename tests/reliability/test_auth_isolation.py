@@ -248,19 +248,24 @@ def test_both_stores_compare_the_secret_with_compare_digest(
 ) -> None:
     store, ann = env.world.keys, env.world.ann
     key_id, secret = parts(ann)
-    cases = {
-        "right": (ann, True),
-        "wrong secret": (f"af2_{key_id}_{secret[:-2]}{'AB' if not secret.endswith('AB') else 'CD'}", False),
-        "revoked": (env.world.key.revoked, False),
+    apikeys.forget_matches()  # scrypt first; a key that matched is then checked by the SHA-256 of its secret
+    wrong = f"af2_{key_id}_{secret[:-2]}{'AB' if not secret.endswith('AB') else 'CD'}"
+    cases = {  # name: (key, verifies, scrypt hashes, comparisons)
+        "right": (ann, True, 1, 1),
+        "right again": (ann, True, 0, 1),
+        "wrong secret": (wrong, False, 1, 2),  # the remembered digest differs, so scrypt decides
+        "revoked": (env.world.key.revoked, False, 1, 1),
     }
-    for name, (key, ok) in cases.items():
+    for name, (key, ok, hashed, compared) in cases.items():
         compare_digest.calls.clear()
         hashes.clear()
         assert (store.verify(key) is not None) is ok, name
-        # One comparison of two 32-byte scrypt hashes, never of the secret itself, and never with '=='.
-        [(a, b)] = compare_digest.calls
-        assert isinstance(a, bytes) and isinstance(b, bytes) and len(a) == len(b) == 32, name
-        assert secret.encode() not in (a, b) and len(hashes) == 1, name
+        # Comparisons of two 32-byte digests (scrypt, or SHA-256 of a secret that matched before), never of the
+        # secret itself, and never with '=='.
+        assert len(compare_digest.calls) == compared and len(hashes) == hashed, name
+        for a, b in compare_digest.calls:
+            assert isinstance(a, bytes) and isinstance(b, bytes) and len(a) == len(b) == 32, name
+            assert secret.encode() not in (a, b), name
     # An unknown key id costs the same hash (against a dummy salt), so timing does not tell which ids exist.
     compare_digest.calls.clear()
     hashes.clear()
@@ -272,6 +277,7 @@ def test_both_stores_compare_the_secret_with_compare_digest(
 
 
 def test_the_api_compares_the_callers_key_with_compare_digest(env: Env, compare_digest: Recorder) -> None:
+    apikeys.forget_matches()
     wrong = env.world.ann[:-2] + ("AB" if not env.world.ann.endswith("AB") else "CD")
     assert error(env.call("GET", "/jobs", wrong), 401)["field"] == "Authorization"
     assert len(compare_digest.calls) == 1
