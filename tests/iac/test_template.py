@@ -703,3 +703,22 @@ def test_compute_environments_let_running_jobs_finish_an_update_and_broken_insta
     assert data["InstanceInitiatedShutdownBehavior"] == "terminate"
     script = data["UserData"]["Fn::Base64"]["Fn::Sub"]
     assert "if ! mountpoint -q /fsx; then" in script and "shutdown -h now" in script
+
+
+def test_private_subnets_without_nat_get_every_endpoint_batch_on_ecs_needs(template):
+    endpoints = {".".join(r["Properties"]["ServiceName"]["Fn::Sub"].split(".")[3:]): r  # com.amazonaws.REGION.x
+                 for r in template["Resources"].values() if r["Type"] == "AWS::EC2::VPCEndpoint"}
+    needed = {"ecs", "ecs-agent", "ecs-telemetry", "ecr.api", "ecr.dkr", "logs", "monitoring", "sts"}
+    assert needed | {"s3", "dynamodb"} <= set(endpoints)
+    for name, endpoint in endpoints.items():
+        assert endpoint["Condition"] == "WithVpcEndpoints", name
+        kind = endpoint["Properties"]["VpcEndpointType"]
+        assert kind == ("Gateway" if name in ("s3", "dynamodb") else "Interface"), name
+        if kind == "Interface":
+            assert endpoint["Properties"]["PrivateDnsEnabled"] is True
+            assert endpoint["Properties"]["SubnetIds"] == {"Ref": "SubnetIds"}
+    ingress = template["Resources"]["EndpointSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert ingress == [{"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443,
+                        "SourceSecurityGroupId": {"Ref": "ComputeSecurityGroup"},
+                        "Description": "HTTPS from the Batch instances"}]
+    assert template["Conditions"]["WithVpcEndpoints"] == {"Fn::Equals": [{"Ref": "VpcEndpoints"}, "true"]}
