@@ -299,6 +299,46 @@ def test_watch_follows_the_job_to_success(url: str, world: World, capsys, monkey
     assert f"{job_id} QUEUED" in err and "MSA · msa 2/3" in err and f"{job_id} SUCCEEDED" in err
 
 
+def test_watch_log_prints_each_new_log_line_once(url: str, world: World, capsys, monkeypatch) -> None:
+    from af2jobs import errors, layout
+
+    job_id = submit(world, "logged")
+    key = layout.log_key(job_id)
+
+    def log(*lines: str) -> None:
+        try:
+            old = world.store.get_bytes(key).decode()
+        except errors.NotFoundError:
+            old = ""
+        world.store.put_bytes(key, (old + "".join(f"{line}\n" for line in lines)).encode())
+
+    def to_msa() -> None:
+        log("searching uniref90", "uniref90: 120 hits")
+        world.move(job_id, S.VALIDATING, S.MSA)
+
+    def to_done() -> None:
+        log("features: 121 rows")
+        world.move(job_id, S.PREDICTING, S.SUCCEEDED)
+
+    served = Served(world, monkeypatch)
+    thread = served.then((S.QUEUED, to_msa), (S.MSA, to_done))
+    code, _, err = af2(capsys, "watch", job_id, "--interval", "0.05", "--log")
+    thread.join()
+    assert code == 0
+    printed = [line.removeprefix("  | ") for line in err.splitlines() if line.startswith("  | ")]
+    assert printed == ["searching uniref90", "uniref90: 120 hits", "features: 121 rows"]
+
+
+def test_new_log_lines_follow_a_moving_tail() -> None:
+    from af2jobs.cli.client import new_log_lines
+
+    assert new_log_lines([], ["a", "b"]) == ["a", "b"]
+    assert new_log_lines(["a", "b"], ["a", "b", "c"]) == ["c"]
+    assert new_log_lines(["a", "b", "c"], ["b", "c", "d", "e"]) == ["d", "e"]  # the window moved on
+    assert new_log_lines(["a", "b"], ["a", "b"]) == []
+    assert new_log_lines(["x"], ["y"]) == ["y"]  # nothing in common: all of it is new
+
+
 def test_watch_of_a_failed_job_exits_1_with_its_error(url: str, world: World, capsys) -> None:
     from af2jobs.models import JobError
 

@@ -93,6 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("watch", parents=[common], help="follow a job's progress until it finishes")
     p.add_argument("job_id")
     p.add_argument("--interval", type=float, default=WATCH_INTERVAL_S, help="seconds between polls (default: 2)")
+    p.add_argument("--log", action="store_true",
+                   help="print the job's log lines as they come (on AWS, the running stage's CloudWatch log)")
     p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("cancel", parents=[common], help="cancel a job, or all of your unfinished jobs")
@@ -348,14 +350,38 @@ def _watch_outcome(job: dict[str, Any], console: Console) -> int:
     return 1
 
 
-def _watch_bar(client: ApiClient, job: dict[str, Any], interval: float, console: Console) -> dict[str, Any]:
+def new_log_lines(seen: list[str], latest: list[str]) -> list[str]:
+    """The lines of `latest` (a log's last lines, now) that follow what `seen` (its last lines, before) ended with."""
+    for overlap in range(min(len(seen), len(latest)), 0, -1):
+        if seen[-overlap:] == latest[:overlap]:
+            return latest[overlap:]
+    return latest
+
+
+class _LogFollower:
+    def __init__(self, console: Console, enabled: bool) -> None:
+        self.console, self.enabled, self.seen = console, enabled, []
+
+    def show(self, job: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        latest = list(job.get("log") or [])
+        for line in new_log_lines(self.seen, latest):
+            self.console.print(f"  | {line}", highlight=False, markup=False)
+        self.seen = latest
+
+
+def _watch_bar(client: ApiClient, job: dict[str, Any], interval: float, console: Console,
+               log: _LogFollower) -> dict[str, Any]:
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[step]}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as bars:
         task: TaskID = bars.add_task(_describe(job), total=None, step="")
         while job["state"] not in _TERMINAL:
             _update_bar(bars, task, job)
+            log.show(job)
             time.sleep(interval)
             job = client.call("GET", _job_path(job["id"]))
+        log.show(job)
         bars.update(task, description=job["state"], total=1, completed=1, step="")
     return job
 
@@ -367,7 +393,8 @@ def _update_bar(bars: Progress, task: TaskID, job: dict[str, Any]) -> None:
     bars.update(task, description=_describe(job), total=total or None, completed=progress.get("step", 0), step=step)
 
 
-def _watch_lines(client: ApiClient, job: dict[str, Any], interval: float, console: Console) -> dict[str, Any]:
+def _watch_lines(client: ApiClient, job: dict[str, Any], interval: float, console: Console,
+                 log: _LogFollower) -> dict[str, Any]:
     """Without a terminal (logs, CI): one line per change instead of a redrawn bar."""
     last = None
     while True:
@@ -375,6 +402,7 @@ def _watch_lines(client: ApiClient, job: dict[str, Any], interval: float, consol
         if line != last:
             console.print(f"{job['id']} {line}", highlight=False)
             last = line
+        log.show(job)
         if job["state"] in _TERMINAL:
             return job
         time.sleep(interval)
@@ -388,7 +416,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     console = _stderr()
     job = client.call("GET", _job_path(args.job_id))
     follow = _watch_bar if console.is_terminal else _watch_lines
-    return _watch_outcome(follow(client, job, args.interval, console), console)
+    log = _LogFollower(console, getattr(args, "log", False))
+    return _watch_outcome(follow(client, job, args.interval, console, log), console)
 
 
 # -- cancel / delete -------------------------------------------------------------------------------------------
