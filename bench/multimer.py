@@ -47,6 +47,7 @@ def complex_features(lengths: list[int], depth: int, seed: int, templates: int =
         if length not in per_length or not homomer:
             feats = synthetic_features(length, depth, seed + i, templates)
             feats["msa_species_identifiers"] = rng.choice(species, depth)
+            feats["msa_species_identifiers"][0] = b""  # row 0 is the query, whose species pairing leaves out
             if not homomer:  # the UniProt rows that pair: the MSA's own rows with species identifiers
                 feats.update({f"{k}_all_seq": v for k, v in feats.items()
                               if k in msa_pairing.MSA_FEATURES + ("msa_species_identifiers",)})
