@@ -245,7 +245,7 @@ def estimate_request(request: Any, lengths: list[int]) -> dict[str, Any]:
     """The estimate of a JobRequest whose records have these lengths (each record its own monomer, or a complex of
     the summed length, whose every model makes predictions_per_model predictions)."""
     queue = request.queue_for(max(lengths))
-    models = len(request.model_names) * getattr(request, "predictions_per_model", 1)
+    models = len(request.model_names) * request.predictions_per_model
     parts = [estimate(n, queue=queue, gpus=request.gpu, strategy=request.strategy, models=models) for n in lengths]
     total = {k: round(sum(p[k] for p in parts), 4) for k in ("msa_s", "gpu_s", "cpu_usd", "gpu_usd", "total_usd")}
     return {**parts[0], **total, "length": max(lengths), "records": len(lengths)}

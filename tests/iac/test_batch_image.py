@@ -71,14 +71,16 @@ def test_everything_copied_from_the_context_exists_and_passes_the_ignore_file():
         assert source.rstrip("/") in allowed, f"{source} is copied but Dockerfile.dockerignore leaves it out"
 
 
-def _pip_installs(stage: dict) -> list[list[str]]:
-    """The requirement arguments of each `pip install` in a stage ('$(ls /wheels/af2jobs-*.whl)[x]' kept as is)."""
+def _pip_arguments(stage: dict, subcommand: str) -> list[list[str]]:
+    """The requirement arguments of each `pip <subcommand>` in a stage: options and --wheel-dir's value left out
+    ('$(ls /wheels/af2jobs-*.whl)[x]' and '.', the af2jobs source, kept as they are)."""
     found = []
     for line in stage["lines"]:
         for command in line.split("&&"):
-            if "pip install" in command:
-                words = shlex.split(command.split("pip install", 1)[1])
-                found.append([w for w in words if not w.startswith("-")])
+            if f"pip {subcommand}" in command:
+                words = shlex.split(command.split(f"pip {subcommand}", 1)[1])
+                found.append([w for w, before in zip(words, [""] + words) if not w.startswith("-")
+                              and before != "--wheel-dir"])
     return found
 
 
@@ -86,18 +88,6 @@ def _platforms(glibc: tuple[int, int]) -> list[str]:
     tags = ["manylinux2014_x86_64", "linux_x86_64"]
     tags += [f"manylinux_2_{minor}_x86_64" for minor in range(17, glibc[1] + 1)]
     return tags
-
-
-def _pip_wheels(stage: dict) -> list[list[str]]:
-    """The requirement arguments of each `pip wheel` in a stage ('.' is the af2jobs source)."""
-    found = []
-    for line in stage["lines"]:
-        for command in line.split("&&"):
-            if "pip wheel" in command:
-                words = shlex.split(command.split("pip wheel", 1)[1])
-                found.append([w for w, before in zip(words, [""] + words) if not w.startswith("-")
-                              and before != "--wheel-dir"])
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +99,7 @@ def wheels(tmp_path_factory) -> Path:
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     out = tmp_path_factory.mktemp("wheel")
-    built = _pip_wheels(_stages()["wheel"])
+    built = _pip_arguments(_stages()["wheel"], "wheel")
     assert ["."] in built, "the wheel stage no longer builds the af2jobs wheel"
     for requirements in built:
         requirements = [str(source) if r == "." else r for r in requirements]
@@ -127,7 +117,7 @@ def test_the_stages_pip_install_resolves_to_wheels_for_its_python_and_libc(targe
     match, (python, glibc) = next(((m, v) for m, v in known if m), (None, (None, None)))
     assert match, f"unknown base image {stage['base']}: add its Python and glibc to BASES"
     python = python or match.group(1)
-    (install,) = _pip_installs(stage)
+    (install,) = _pip_arguments(stage, "install")
     assert "--find-links=/wheels" in " ".join(stage["lines"]), "the install must see the wheel stage's wheels"
     (wheel,) = wheels.glob("af2jobs-*.whl")
     extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from af2jobs import atomic
-from af2jobs.errors import Af2JobsError, StageError
+from af2jobs.errors import Af2JobsError, CancelledError, StageError
 from af2jobs.fasta import CHAIN_IDS, FastaRecord
 from af2jobs.pipeline import databases as db_mod
 from af2jobs.pipeline import features as features_mod
@@ -92,10 +92,11 @@ def build_features(record: FastaRecord, workdir: Path, ctx: "Context") -> tuple[
     """The merged multimer features of the complex, and what templates each distinct chain used."""
     from alphafold.data import feature_processing, pipeline_multimer
 
-    pairing = len(msa_mod.unique_chains(record)) > 1
+    distinct = msa_mod.unique_chains(record)
+    pairing = len(distinct) > 1
     per_sequence: dict[str, dict] = {}
     used: dict[str, dict] = {}
-    for chain_id, sequence in msa_mod.unique_chains(record):
+    for chain_id, sequence in distinct:
         chain_dir = workdir / "msas" / chain_id
         template_feats, _ = _template_features(sequence, chain_dir, ctx)
         found = templates_mod.used(chain_dir)
@@ -116,8 +117,6 @@ def build_features(record: FastaRecord, workdir: Path, ctx: "Context") -> tuple[
 
 def msa_stage(record: FastaRecord, workdir: Path, ctx: "Context", timings: dict) -> dict:
     """The MSA stage of a complex: msas/<chain>/..., msas/chain_id_map.json, features.pkl, timings.json."""
-    from af2jobs.errors import CancelledError
-
     msa, searched = search(record, workdir, ctx)
     timings["msa"] = msa
     atomic.write_json(workdir / "msas" / "databases.json", [d.to_dict() for d in searched])
