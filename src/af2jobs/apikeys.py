@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from af2jobs import errors
 from af2jobs.models import Principal
+from af2jobs.ports import ApiKeyInfo
 
 KEY_PREFIX = "af2"
 # scrypt's interactive-login cost. The secret is 256 random bits, so this guards a leaked database against
@@ -31,6 +32,9 @@ KEY_PREFIX = "af2"
 KDF = "scrypt:16384:8:1"
 _KEY_RE = re.compile(rf"{KEY_PREFIX}_([0-9a-f]{{16}})_([A-Za-z0-9_-]{{20,200}})")
 _OWNER_RE = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
+# An address a mail service takes: local@domain with a dot in the domain, no spaces or control characters.
+_EMAIL_RE = re.compile(r"[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f.]+(\.[^@\s\x00-\x1f\x7f.]+)+")
+MAX_EMAIL = 254
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,22 @@ class StoredKey:
 def check_owner(owner: object) -> None:
     if not isinstance(owner, str) or not _OWNER_RE.fullmatch(owner):
         raise errors.ValidationError("owner must be 1-200 characters without control characters", field="owner")
+
+
+def check_email(email: object) -> None:
+    if not isinstance(email, str) or len(email) > MAX_EMAIL or not _EMAIL_RE.fullmatch(email):
+        raise errors.ValidationError(f"email must be an address like name@example.org (at most {MAX_EMAIL} "
+                                     f"characters), not {email!r}", field="email")
+
+
+def mail_owners(keys: list[ApiKeyInfo], email: str) -> list[str]:
+    """The owners whose job mail goes to `email`: those with an unrevoked key that names it."""
+    return sorted({k.owner for k in keys if k.email == email and k.revoked_at is None})
+
+
+def mail_addresses(keys: list[ApiKeyInfo], owner: str) -> list[str]:
+    """Where `owner`'s job mail goes: the addresses on their unrevoked keys."""
+    return sorted({k.email for k in keys if k.owner == owner and k.email and k.revoked_at is None})
 
 
 def hash_secret(secret: str, salt: bytes, kdf: str) -> bytes:

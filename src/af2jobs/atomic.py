@@ -11,6 +11,8 @@ write-to-a-temporary-then-rename of the code base.
     replace_dir(src, dest)          the swap alone, for a folder staged elsewhere (a copy when src is on another
                                     file system)
     commit(part, dest)              a file written over several attempts (a resumable download): fsync, rename
+    create_once(path, data)         a file made whole by the first writer only (a hard link, which fails if `path`
+                                    exists); every caller gets what that writer wrote. Readable by its owner only
 
 Names starting with TMP_PREFIX are in-flight writes: the directory store never lists them, and store keys may not
 use the prefix (af2jobs.layout.check_key).
@@ -71,6 +73,27 @@ def commit(part: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
     os.replace(part, dest)
 
 
+def create_once(path: str | os.PathLike[str], data: bytes) -> bytes:
+    """`path`'s content, writing `data` there first if no file is there yet (mode 0600, as mkstemp makes it)."""
+    path = Path(path)
+    if path.is_file():
+        return path.read_bytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another writer was first: theirs is the file
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path.read_bytes()
+
+
 def replace_dir(src: Path, dest: Path) -> None:
     """Put folder `src` at `dest`, replacing what is there: the old folder is renamed aside first and removed once
     the new one is in place, so `dest` is always a whole folder. Across file systems `src` is copied next to
@@ -113,5 +136,5 @@ def staging_dir(path: str | os.PathLike[str], *, replace: bool = True) -> Iterat
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-__all__ = ["TMP_PREFIX", "commit", "replace_dir", "replacing", "staging_dir", "write_bytes", "write_json",
+__all__ = ["TMP_PREFIX", "commit", "create_once", "replace_dir", "replacing", "staging_dir", "write_bytes", "write_json",
            "write_text"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -174,7 +175,9 @@ def render_text(data: dict[str, Any], links_until: str | None, more: int) -> str
     return "\n".join(lines) + "\n"
 
 
-def _link(store: ArtifactStore | None, key: str, seconds: int | None) -> str:
+def _link(store: ArtifactStore | None, key: str, seconds: int | None, link: Callable[[str], str] | None) -> str:
+    if link is not None:
+        return link(key)
     if store is None:
         return key
     try:
@@ -184,15 +187,16 @@ def _link(store: ArtifactStore | None, key: str, seconds: int | None) -> str:
 
 
 def build(job: Job, event: JobEvent, store: ArtifactStore | None = None, *,
-          link_seconds: int | None = None) -> Notification:
+          link_seconds: int | None = None, link: Callable[[str], str] | None = None) -> Notification:
     """The message for one event. `store` gives the results and the links (without it the message carries store
-    keys only); `link_seconds` is how long the store's links work, None for links that do not expire."""
+    keys only); `link_seconds` is how long the links work, None for links that do not expire. `link` makes a
+    store key's link (af2jobs.links: through the API) instead of the store's own URL."""
     results = read_results(job, store) if store is not None and job.state is JobState.SUCCEEDED else Results()
     files = {name: key for name, key in sorted(job.artifacts.items()) if not layout.is_reference(name)}
     linked = {name: layout.output_key(job.id, name) for name in results.link_names}
     if job.state is JobState.SUCCEEDED:
         linked.update({name: key for name, key in files.items() if name.rsplit("/", 1)[-1] in LINKED_FILES})
-    links = [{"name": name, "key": key, "url": _link(store, key, link_seconds)}
+    links = [{"name": name, "key": key, "url": _link(store, key, link_seconds, link)}
              for name, key in list(linked.items())[:MAX_LINKS]]
     expires = datetime.now(timezone.utc) + timedelta(seconds=link_seconds) if link_seconds and links else None
     data = {
@@ -201,7 +205,7 @@ def build(job: Job, event: JobEvent, store: ArtifactStore | None = None, *,
         "records": results.records,
         "untrained": results.untrained,
         "untrained_note": UNTRAINED_LINE if results.untrained else None,
-        "artifacts": {name: _link(store, key, link_seconds) for name, key in files.items()},
+        "artifacts": {name: _link(store, key, link_seconds, link) for name, key in files.items()},
         "links": links,
         "links_expire_at": expires.isoformat(timespec="seconds") if expires else None,
         "download": f"af2 download {job.id} DIR",

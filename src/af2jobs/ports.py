@@ -101,6 +101,15 @@ class Notifier(Protocol):
     def notify(self, job: Job, event: JobEvent) -> None: ...
 
 
+class OwnerMail(Protocol):
+    """Where a mail service delivers each owner's job mail (AWS: one SNS e-mail subscription per address, whose
+    filter policy admits the owners that address receives for)."""
+
+    def route(self, email: str, owners: list[str]) -> None:
+        """Deliver the mail of `owners` to `email` from now on; no owners: deliver nothing to it."""
+        ...
+
+
 class JobLogs(Protocol):
     """The live log of a running job's stage, where it is not in the store until the stage ends (AWS Batch)."""
 
@@ -119,11 +128,13 @@ class ApiKeyInfo:
     admin: bool
     created_at: str
     revoked_at: str | None = None
+    email: str | None = None  # where the owner's job mail goes (apikeys.mail_addresses)
 
 
 class ApiKeyStore(Protocol):
-    def create(self, owner: str, admin: bool = False) -> str:
-        """A new key `af2_<id>_<secret>`. This is the only time the plaintext exists; only a hash is kept."""
+    def create(self, owner: str, admin: bool = False, email: str | None = None) -> str:
+        """A new key `af2_<id>_<secret>`. This is the only time the plaintext exists; only a hash is kept.
+        `email` is the owner's address for job mail (apikeys.check_email)."""
         ...
 
     def verify(self, key: str) -> Principal | None:

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     state_machine_arn: str | None = None
     topic_arn: str | None = None
     batch_log_group: str | None = None  # the Batch jobs' CloudWatch log group: live logs of running stages
+    # The mail's links go through the API (af2jobs.links), signed with this Secrets Manager secret; without it
+    # (or without api_url) they are presigned S3 URLs, which die with the signing session.
+    link_secret_arn: str | None = None
+    link_seconds: int = Field(7 * 24 * 3600, ge=3600, le=90 * 24 * 3600,
+                              description="How long the links in a job's mail work.")
 
     # Local server and worker (`af2 serve`).
     host: str = "127.0.0.1"
@@ -113,6 +118,10 @@ class Settings(BaseSettings):
     @property
     def outbox_dir(self) -> Path:
         return self.data_dir / "outbox"
+
+    @property
+    def link_secret_file(self) -> Path:
+        return self.data_dir / "link.secret"
 
 
 def apply_device_memory(settings: Settings) -> None:

@@ -7,11 +7,14 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from af2jobs.ports import ApiKeyStore, ArtifactStore, JobLogs, JobRepository, Notifier, Orchestrator
+from af2jobs import apikeys, atomic
+from af2jobs.links import LinkSigner
+from af2jobs.ports import ApiKeyStore, ArtifactStore, JobLogs, JobRepository, Notifier, Orchestrator, OwnerMail
 from af2jobs.service import JobService
 from af2jobs.settings import Settings, apply_device_memory
 
@@ -31,6 +34,7 @@ class Services:
     worker: Worker | None  # local mode only; the caller starts it (`af2 serve`), building one starts nothing
     # AWS: a running stage's CloudWatch log (the local worker writes the stored log as it goes: no need)
     logs: JobLogs | None = None
+    links: LinkSigner | None = None  # signs the mail's links, which GET /jobs/{id}/link checks
 
     def close(self) -> None:
         """Stop the worker if it was started and close local database connections."""
@@ -64,6 +68,34 @@ def key_store(settings: Settings) -> ApiKeyStore:
     return SqliteApiKeyStore(settings.jobs_db)
 
 
+def link_signer(settings: Settings) -> LinkSigner | None:
+    """What signs the API links of a job's mail (af2jobs.links). AWS: the stack's Secrets Manager secret
+    (AF2_LINK_SECRET_ARN; None without it) and the API's URL (AF2_API_URL: the notifier signs with it, the API,
+    which cannot know its own URL without a cycle in the template, only checks). Local: a secret made once in the
+    data directory, and the server's own address."""
+    if settings.mode == "aws":
+        if not settings.link_secret_arn:
+            return None
+        from af2jobs.adapters.aws.secrets import secret_bytes
+
+        use_region(settings)
+        return LinkSigner(secret_bytes(settings.link_secret_arn), settings.api_url or "", settings.link_seconds)
+    secret = atomic.create_once(settings.link_secret_file, secrets.token_bytes(32))
+    base = settings.api_url or f"http://{settings.host}:{settings.port}"
+    return LinkSigner(secret, base, settings.link_seconds)
+
+
+def owner_mail(settings: Settings) -> OwnerMail | None:
+    """Where `af2 keys` routes an owner's job mail: the topic's e-mail subscriptions on AWS. None locally, where
+    the notifier reads the owners' addresses from the keys at each event."""
+    if settings.mode != "aws":
+        return None
+    from af2jobs.adapters.aws.sns import SnsOwnerMail
+
+    use_region(settings)
+    return SnsOwnerMail(settings.topic_arn)
+
+
 def build(settings: Settings, *, run_overrides: Mapping[str, Any] | None = None) -> Services:
     """The service and its adapters for settings.mode. run_overrides (local only) are RunConfig fields applied to
     every job, e.g. {"profile": "tiny"} for tests and `af2 serve --profile tiny`."""
@@ -81,14 +113,16 @@ def _build_local(settings: Settings, run_overrides: Mapping[str, Any] | None) ->
 
     repo = SqliteJobRepository(settings.jobs_db)
     store = DirectoryArtifactStore(settings.artifacts_dir)
+    keys = key_store(settings)
     notifier = LocalNotifier(
         settings.outbox_dir, smtp_host=settings.smtp_host, smtp_port=settings.smtp_port,
         smtp_from=settings.smtp_from, to=settings.notify_email, webhook_url=settings.webhook_url, store=store,
+        owner_addresses=lambda owner: apikeys.mail_addresses(keys.list(owner), owner),
     )
     worker = Worker(repo, store, notifier, settings, run_overrides=run_overrides)
     orchestrator = LocalOrchestrator(worker)
     service = JobService(repo, store, orchestrator, notifier, settings)
-    return Services(settings, service, repo, store, key_store(settings), orchestrator, notifier, worker)
+    return Services(settings, service, repo, store, keys, orchestrator, notifier, worker, links=link_signer(settings))
 
 
 def _build_aws(settings: Settings) -> Services:
@@ -99,7 +133,9 @@ def _build_aws(settings: Settings) -> Services:
     repo = aws.DynamoJobRepository(table_name=settings.jobs_table)
     store = aws.S3ArtifactStore(bucket=settings.bucket)
     orchestrator = aws.StepFunctionsOrchestrator(state_machine_arn=settings.state_machine_arn, repo=repo)
-    notifier = aws.SnsNotifier(topic_arn=settings.topic_arn, store=store)
+    links = link_signer(settings)
+    signing = links if links is not None and links.base_url else None  # links to nowhere would be no links
+    notifier = aws.SnsNotifier(topic_arn=settings.topic_arn, store=store, links=signing)
     service = JobService(repo, store, orchestrator, notifier, settings)
     logs = aws.CloudWatchJobLogs(settings.batch_log_group) if settings.batch_log_group else None
-    return Services(settings, service, repo, store, key_store(settings), orchestrator, notifier, None, logs)
+    return Services(settings, service, repo, store, key_store(settings), orchestrator, notifier, None, logs, links)

@@ -32,6 +32,7 @@ from af2jobs.adapters.aws import DynamoApiKeyStore, DynamoJobRepository, S3Artif
 from af2jobs.adapters.local.files import DirectoryArtifactStore
 from af2jobs.adapters.local.sqlite import SqliteApiKeyStore, SqliteJobRepository
 from af2jobs.api.app import create_asgi_app, create_lambda_resolver
+from af2jobs.links import LinkSigner
 from af2jobs.models import Job, JobState
 from af2jobs.ports import ApiKeyStore, ArtifactStore, JobRepository
 from af2jobs.service import JobService
@@ -41,6 +42,7 @@ from tests.fakes import RecordingNotifier, RecordingOrchestrator
 
 EVENTS = Path(__file__).resolve().parents[1] / "data" / "events"
 SEQ = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"
+LINK_SECRET = b"a test's link secret, 32 bytes or more"
 # Small enough to exceed cheaply in tests; the smallest value Settings allows.
 MAX_BODY = 4096
 
@@ -73,6 +75,7 @@ class World:
     orchestrator: RecordingOrchestrator
     notifier: RecordingNotifier
     key: Keys
+    links: LinkSigner | None = None  # signs the key-less links of a job's mail
 
     @property
     def ann(self) -> str:
@@ -98,7 +101,8 @@ def make_world(repo: JobRepository, store: ArtifactStore, keys: Keys, data_dir: 
     orchestrator, notifier = RecordingOrchestrator(), RecordingNotifier()
     settings = Settings(data_dir=data_dir, max_request_bytes=MAX_BODY)
     service = JobService(repo, store, orchestrator, notifier, settings)
-    return World(service, repo, store, keys.store, orchestrator, notifier, keys)
+    links = LinkSigner(LINK_SECRET, "https://api.example.org/v1")
+    return World(service, repo, store, keys.store, orchestrator, notifier, keys, links)
 
 
 def local_keys(directory: Path) -> Keys:

@@ -4,6 +4,8 @@ the event, the Lambda checks the key itself, so the same auth matrix applies to 
 
 from __future__ import annotations
 
+import time
+
 import json
 import logging
 from dataclasses import dataclass
@@ -94,10 +96,17 @@ def anns_job(env: Env, route: Route) -> str:
     return job_id
 
 
+# The one route that takes no API key: a signed link from a job's mail (its own tests are below).
+KEYLESS = {("GET", "/jobs/{id}/link")}
+
+
 def test_the_matrix_covers_every_documented_route(env: Env) -> None:
     doc = env.call("GET", "/openapi.json").json()
     documented = {(m.upper(), p.replace("{job_id}", "{id}")) for p, ops in doc["paths"].items() for m in ops}
-    assert documented == {(r.method, r.path) for r in ROUTES}
+    assert documented == {(r.method, r.path) for r in ROUTES} | KEYLESS
+    keyless = {(m.upper(), p.replace("{job_id}", "{id}")) for p, ops in doc["paths"].items()
+               for m, op in ops.items() if op.get("security") == [{}]}
+    assert keyless == KEYLESS  # the document says which route asks for no key, and only that one
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=str)
@@ -471,6 +480,72 @@ def test_output_files_of_a_job_that_did_not_succeed_are_neither_listed_nor_serve
         env.world.repo.transition(done, {before}, after)
     listed = [f["path"] for f in env.call("GET", f"/jobs/{done}/files", env.world.ann).json()["files"]]
     assert "output/job2/ranked_0.pdb" in listed
+
+
+def _succeeded_with(env: Env, name: str, data: bytes) -> str:
+    job_id = env.submit(env.world.ann)["id"]
+    env.world.store.put_bytes(f"jobs/{job_id}/output/{name}", data)
+    for before, after in ((S.QUEUED, S.VALIDATING), (S.VALIDATING, S.MSA), (S.MSA, S.PREDICTING),
+                          (S.PREDICTING, S.SUCCEEDED)):
+        env.world.repo.transition(job_id, {before}, after)
+    return job_id
+
+
+def _link_query(url: str) -> tuple[str, dict[str, str]]:
+    from urllib.parse import parse_qsl, urlsplit
+
+    parts = urlsplit(url)
+    return parts.path.removeprefix("/v1"), dict(parse_qsl(parts.query))
+
+
+def test_a_mail_link_fetches_its_file_without_a_key_until_it_expires(env: Env) -> None:
+    job_id = _succeeded_with(env, "job1/ranked_0.pdb", b"ATOM      1  N   MET A   1\n")
+    signer = env.world.links
+    path, query = _link_query(signer.url(job_id, "output/job1/ranked_0.pdb", signer.expiry()))
+    assert path == f"/jobs/{job_id}/link"
+    reply = env.call("GET", path, query=query)  # no Authorization header
+    if env.kind == "local":
+        assert reply.status == 200 and reply.body == b"ATOM      1  N   MET A   1\n"
+    else:  # a fresh presigned URL at each use
+        assert reply.status == 307 and f"/jobs/{job_id}/output/job1/ranked_0.pdb?" in reply.headers["location"]
+
+    expired = signer.url(job_id, "output/job1/ranked_0.pdb", int(time.time()) - 1)
+    path, query = _link_query(expired)
+    body = error(env.call("GET", path, query=query), 403)
+    assert "expired" in body["message"] and f"af2 download {job_id}" in body["message"]
+
+
+@pytest.mark.parametrize("change", ["path", "job", "expires", "sig", "secret"])
+def test_a_changed_or_foreign_link_is_refused_before_anything_is_read(env: Env, change: str) -> None:
+    from af2jobs.links import LinkSigner
+
+    job_id = _succeeded_with(env, "job1/ranked_0.pdb", b"ATOM\n")
+    other = _succeeded_with(env, "job1/ranked_0.pdb", b"OTHER\n")
+    signer = env.world.links
+    expires = signer.expiry()
+    path, query = _link_query(signer.url(job_id, "output/job1/ranked_0.pdb", expires))
+    if change == "path":
+        query["path"] = "input.fasta"
+    elif change == "job":
+        path = f"/jobs/{other}/link"
+    elif change == "expires":
+        query["expires"] = str(expires + 3600)
+    elif change == "sig":
+        query["sig"] = query["sig"][:-1] + ("A" if query["sig"][-1] != "A" else "B")
+    else:  # signed by another server
+        path, query = _link_query(LinkSigner(b"x" * 32, "https://api.example.org/v1").url(
+            job_id, "output/job1/ranked_0.pdb", expires))
+    body = error(env.call("GET", path, query=query), 403)
+    assert "not valid" in body["message"]
+
+
+def test_a_link_to_a_job_that_did_not_succeed_serves_no_result(env: Env) -> None:
+    job_id = env.submit(env.world.ann)["id"]
+    env.world.store.put_bytes(f"jobs/{job_id}/output/job1/ranked_0.pdb", b"ATOM\n")
+    env.world.repo.transition(job_id, {S.QUEUED}, S.FAILED)
+    signer = env.world.links
+    path, query = _link_query(signer.url(job_id, "output/job1/ranked_0.pdb", signer.expiry()))
+    assert "FAILED" in error(env.call("GET", path, query=query), 404)["message"]
 
 
 @pytest.mark.parametrize(

@@ -55,6 +55,7 @@ OPERATIONS = [
     ("DELETE", "/jobs/{job_id}"),
     ("GET", "/jobs/{job_id}/files"),
     ("GET", "/jobs/{job_id}/file"),
+    ("GET", "/jobs/{job_id}/link"),  # no key: random signatures meet 403, never a 5xx
     ("POST", "/uploads"),
     ("PUT", "/uploads"),
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -414,6 +415,83 @@ def test_failure_message_names_the_error_and_stage(store: S3ArtifactStore, queue
     assert "Error in stage MSA: StageError: MSA: jackhmmer ran out of memory" in text
     assert "UNTRAINED" not in text
     assert len(received(queues["all"])) == 1
+
+
+def _queue(name: str, topic: str, policy: dict[str, Any]) -> str:
+    sns, sqs = moto_support.client("sns"), moto_support.client("sqs")
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"FilterPolicy": json.dumps(policy)})
+    return url
+
+
+def test_each_owners_mail_reaches_only_their_subscription_and_the_operator_gets_none(
+    store: S3ArtifactStore, queues: dict[str, str]
+) -> None:
+    """The filter policies SnsOwnerMail and the operator's subscription (template.yaml) set, applied by SNS."""
+    from af2jobs.adapters.aws.sns import OPERATOR_FILTER_POLICY, owner_filter_policy
+
+    topic = queues["topic"]
+    ann = _queue("ann-mail", topic, owner_filter_policy(["ann"]))
+    bob = _queue("bob-mail", topic, owner_filter_policy(["bob", "bob-lab"]))
+    operator = _queue("operator-mail", topic, OPERATOR_FILTER_POLICY)
+    notifier = SnsNotifier(topic, store, client=moto_support.client("sns"))
+    notifier.notify(finished_job(S.FAILED), JobEvent.FAILED)  # ann's (make_job's owner)
+    notifier.notify(finished_job(S.FAILED, owner="bob-lab"), JobEvent.FAILED)
+    moto_support.client("sns").publish(TopicArn=topic, Message="ALARM: af2jobs-idle-gpu")  # an alarm: no owner
+
+    assert [json.loads(m["Message"])["owner"] for m in received(ann)] == ["ann"]
+    assert [json.loads(m["Message"])["owner"] for m in received(bob)] == ["bob-lab"]
+    assert [m["Message"] for m in received(operator)] == ["ALARM: af2jobs-idle-gpu"]
+
+
+def test_with_a_signer_the_links_go_through_the_api_and_outlive_the_signing_session(
+    store: S3ArtifactStore, queues: dict[str, str]
+) -> None:
+    from urllib.parse import urlsplit
+
+    from af2jobs.links import LinkSigner
+
+    signer = LinkSigner(b"k" * 32, "https://abc.execute-api.eu-west-1.amazonaws.com/v1", seconds=7 * 24 * 3600)
+    job = finished_job(S.SUCCEEDED)
+    put_results(store, job)
+    SnsNotifier(queues["topic"], store, client=moto_support.client("sns"), links=signer).notify(
+        job, JobEvent.SUCCEEDED)
+    [envelope] = received(queues["all"])
+    body = json.loads(envelope["Message"])
+    url = {link["key"].rsplit("/", 1)[-1]: link["url"] for link in body["links"]}["ranked_0.pdb"]
+    parts = urlsplit(url)
+    assert url.startswith(f"https://abc.execute-api.eu-west-1.amazonaws.com/v1/jobs/{job.id}/link?")
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    assert query["path"] == "output/ubiquitin/ranked_0.pdb"
+    signer.check(job.id, query["path"], int(query["expires"]), query["sig"])  # the API will take it
+    week = int(query["expires"]) - datetime.now(timezone.utc).timestamp()
+    assert 7 * 24 * 3600 - 60 < week <= 7 * 24 * 3600  # what the mail promises, not a session's few hours
+    assert body["links_expire_at"][:10] == datetime.fromtimestamp(int(query["expires"]), timezone.utc).date().isoformat()
+    assert all("/link?" in u for u in body["artifacts"].values())
+
+
+def test_owner_mail_subscribes_an_address_once_for_all_its_owners_and_drops_it_when_none_are_left(
+    queues: dict[str, str]
+) -> None:
+    from af2jobs.adapters.aws.sns import SnsOwnerMail
+
+    sns = moto_support.client("sns")
+    mail = SnsOwnerMail(queues["topic"], client=sns)
+
+    def email_subscriptions() -> list[dict[str, Any]]:
+        subs = sns.list_subscriptions_by_topic(TopicArn=queues["topic"])["Subscriptions"]
+        return [s for s in subs if s["Protocol"] == "email"]
+
+    mail.route("ann@lab.example.org", ["ann"])
+    mail.route("ann@lab.example.org", ["ann", "ann-lab"])  # a second owner at the same address
+    [sub] = email_subscriptions()
+    assert sub["Endpoint"] == "ann@lab.example.org"
+    attributes = sns.get_subscription_attributes(SubscriptionArn=sub["SubscriptionArn"])["Attributes"]
+    assert json.loads(attributes["FilterPolicy"]) == {"owner": ["ann", "ann-lab"]}
+    assert attributes.get("FilterPolicyScope", "MessageAttributes") == "MessageAttributes"
+    mail.route("ann@lab.example.org", [])
+    assert email_subscriptions() == []
 
 
 def test_subject_stays_under_the_sns_limit(store: S3ArtifactStore) -> None:

@@ -130,6 +130,38 @@ def test_an_email_goes_out_through_smtp(tmp_path, store, succeeded, failed):
     assert "Error in stage msa: StageError: msa: no sequence database is configured" in bad.get_payload(decode=True).decode()
 
 
+def test_the_owners_addresses_get_their_own_mail_and_the_operator_a_copy(tmp_path, store, succeeded):
+    controller_mod = pytest.importorskip("aiosmtpd.controller")
+    inbox = _Inbox()
+    port = free_port()
+    controller = controller_mod.Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    addresses = {"ann": ["ann@lab.example.org", "ops@example.org"]}
+    try:
+        notifier = LocalNotifier(tmp_path / "outbox", smtp_host="127.0.0.1", smtp_port=port, to="ops@example.org",
+                                 store=store, owner_addresses=lambda owner: addresses.get(owner, []))
+        notifier.notify(succeeded, JobEvent.SUCCEEDED)  # ann's job
+        addresses.clear()
+        notifier.notify(succeeded, JobEvent.SUCCEEDED)  # her key has no address any more: the operator only
+    finally:
+        controller.stop()
+    # One mail per address (no one sees another's), each address once.
+    assert [(to, mail["To"]) for to, mail in inbox.mails] == [
+        (["ann@lab.example.org"], "ann@lab.example.org"), (["ops@example.org"], "ops@example.org"),
+        (["ops@example.org"], "ops@example.org")]
+
+
+def test_owner_addresses_that_cannot_be_read_still_leave_the_outbox_and_the_operator(tmp_path, succeeded, caplog):
+    def broken(owner):
+        raise OSError("the key database is locked")
+
+    notifier = LocalNotifier(tmp_path / "outbox", smtp_host="127.0.0.1", smtp_port=free_port(), to="ops@example.org",
+                             owner_addresses=broken, timeout_s=1)
+    notifier.notify(succeeded, JobEvent.SUCCEEDED)
+    assert len(outbox_messages(tmp_path / "outbox")) == 1
+    assert "e-mail addresses could not be read" in caplog.text and "e-mail to ops@example.org" in caplog.text
+
+
 class _Hook(BaseHTTPRequestHandler):
     received: list[tuple[str, dict]] = []
     status = 204
@@ -174,7 +206,8 @@ def test_failed_deliveries_are_logged_and_never_raised(tmp_path, succeeded, webh
 
     assert len(outbox_messages(tmp_path / "outbox")) == 1  # the record is kept whatever the deliveries did
     failures = [r.getMessage() for r in caplog.records]
-    assert failures == [f"job {succeeded.id}: e-mail notification failed", f"job {succeeded.id}: webhook notification failed"]
+    assert failures == [f"job {succeeded.id}: e-mail to ann@example.org notification failed",
+                        f"job {succeeded.id}: webhook notification failed"]
 
 
 def test_a_webhook_must_be_http(tmp_path):

@@ -423,6 +423,47 @@ def test_bad_owner_is_refused(keys: ApiKeyStore, owner: str) -> None:
     assert keys.list() == []
 
 
+def test_a_keys_email_is_kept_listed_and_routes_its_owners_mail(keys: ApiKeyStore) -> None:
+    from af2jobs import apikeys
+
+    ann = keys.create("ann", email="ann@lab.example.org")
+    keys.create("ann-lab", email="ann@lab.example.org")  # one address receiving for two owners
+    keys.create("bob")
+    by_owner = {i.owner: i.email for i in keys.list()}
+    assert by_owner == {"ann": "ann@lab.example.org", "ann-lab": "ann@lab.example.org", "bob": None}
+    assert apikeys.mail_owners(keys.list(), "ann@lab.example.org") == ["ann", "ann-lab"]
+    assert apikeys.mail_addresses(keys.list(), "ann") == ["ann@lab.example.org"]
+    assert apikeys.mail_addresses(keys.list(), "bob") == []
+    keys.revoke(ann[4:20])
+    assert apikeys.mail_owners(keys.list(), "ann@lab.example.org") == ["ann-lab"]  # a revoked key routes nothing
+    assert apikeys.mail_addresses(keys.list(), "ann") == []
+
+
+@pytest.mark.parametrize("email", ["ann", "ann@localhost", "ann @lab.org", "a@b@c.org", "ann@lab..org",
+                                   "x" * 250 + "@lab.org"])
+def test_a_bad_email_is_refused_naming_it(keys: ApiKeyStore, email: str) -> None:
+    with pytest.raises(errors.ValidationError, match="email must be an address") as info:
+        keys.create("ann", email=email)
+    assert info.value.field == "email"
+    assert keys.list() == []
+
+
+def test_a_key_file_from_before_emails_gains_the_column_and_keeps_its_keys(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    old = SqliteApiKeyStore(path)
+    key = old.create("ann")
+    old.close()
+    with sqlite3.connect(path) as conn:  # the table as it was made before keys had an address
+        conn.execute("ALTER TABLE api_keys DROP COLUMN email")
+    store = SqliteApiKeyStore(path)
+    assert store.verify(key) == Principal("ann") and store.list()[0].email is None
+    store.create("bob", email="bob@lab.example.org")
+    assert [i.email for i in store.list()] == [None, "bob@lab.example.org"]
+    store.close()
+
+
 # ==============================================================================================================
 # Artifact stores
 

@@ -66,6 +66,80 @@ def test_keys_create_list_and_revoke(data_env, capsys):
     assert "no API key 0123456789abcdef" in capsys.readouterr().err
 
 
+def test_keys_create_with_an_email_keeps_it_and_a_bad_one_is_refused(data_env, capsys):
+    assert main(["keys", "create", "--owner", "ann", "--email", "ann@lab.example.org"]) == 0
+    out, err = capsys.readouterr()
+    assert "ann@lab.example.org" in err
+    [info] = wiring.key_store(Settings()).list()
+    assert info.email == "ann@lab.example.org"
+    assert main(["keys", "list"]) == 0 and "ann@lab.example.org" in capsys.readouterr().out
+    assert main(["keys", "create", "--owner", "bob", "--email", "bob-at-lab"]) == 2
+    assert "email must be an address" in capsys.readouterr().err
+    assert [i.owner for i in wiring.key_store(Settings()).list()] == ["ann"]  # nothing half-made
+
+
+def test_on_aws_keys_create_and_revoke_route_the_owners_mail_through_a_filtered_subscription(
+        tmp_path, monkeypatch, capsys):
+    import json
+
+    from af2jobs.adapters.aws import DynamoApiKeyStore
+    from tests.functional import moto_support
+
+    with moto_support.moto_aws(monkeypatch):
+        sns, dynamodb = moto_support.client("sns"), moto_support.client("dynamodb")
+        topic = sns.create_topic(Name="af2")["TopicArn"]
+        dynamodb.create_table(**DynamoApiKeyStore.table_definition("keys"))
+        for name, value in {"MODE": "aws", "JOBS_TABLE": "jobs", "KEYS_TABLE": "keys", "BUCKET": "b",
+                            "TOPIC_ARN": topic, "STATE_MACHINE_ARN": "arn:aws:states:us-east-1:1:stateMachine:m",
+                            "DATA_DIR": str(tmp_path)}.items():
+            monkeypatch.setenv(f"AF2_{name}", value)
+        assert main(["keys", "create", "--owner", "ann", "--email", "ann@lab.example.org"]) == 0
+        assert "asking to confirm" in capsys.readouterr().err
+        assert main(["keys", "create", "--owner", "ann-lab", "--email", "ann@lab.example.org"]) == 0
+        key = capsys.readouterr().out.strip()
+
+        def policy() -> dict | None:
+            subs = [s for s in sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+                    if s["Endpoint"] == "ann@lab.example.org"]
+            if not subs:
+                return None
+            arn = subs[0]["SubscriptionArn"]
+            return json.loads(sns.get_subscription_attributes(SubscriptionArn=arn)["Attributes"]["FilterPolicy"])
+
+        assert policy() == {"owner": ["ann", "ann-lab"]}
+        assert main(["keys", "revoke", key.split("_")[1]]) == 0
+        assert policy() == {"owner": ["ann"]}  # ann-lab's mail no longer goes there
+
+
+def test_the_local_link_secret_is_made_once_private_and_kept(tmp_path):
+    first = wiring.link_signer(Settings(data_dir=tmp_path, port=8123))
+    again = wiring.link_signer(Settings(data_dir=tmp_path))
+    assert first.secret == again.secret and len(first.secret) == 32
+    assert first.base_url == "http://127.0.0.1:8123"
+    assert (tmp_path / "link.secret").stat().st_mode & 0o777 == 0o600
+    assert wiring.link_signer(Settings(data_dir=tmp_path / "other")).secret != first.secret
+
+
+def test_on_aws_the_link_secret_comes_from_secrets_manager_and_is_optional(tmp_path, monkeypatch):
+    from tests.functional import moto_support
+
+    names = {"jobs_table": "jobs", "keys_table": "keys", "bucket": "b", "topic_arn": "arn:aws:sns:us-east-1:1:t",
+             "state_machine_arn": "arn:aws:states:us-east-1:1:stateMachine:m"}
+    with moto_support.moto_aws(monkeypatch):
+        arn = moto_support.client("secretsmanager").create_secret(Name="links", SecretString="s" * 40)["ARN"]
+        assert wiring.link_signer(Settings(data_dir=tmp_path, mode="aws", **names)) is None  # presigned URLs then
+        signer = wiring.link_signer(Settings(data_dir=tmp_path, mode="aws", link_secret_arn=arn,
+                                             api_url="https://x.execute-api.us-east-1.amazonaws.com/v1", **names))
+        assert signer.secret == b"s" * 40 and signer.base_url.endswith("/v1")
+        checker = wiring.link_signer(Settings(data_dir=tmp_path, mode="aws", link_secret_arn=arn, **names))
+        assert checker.secret == b"s" * 40  # the API checks links without knowing its own URL
+        with pytest.raises(errors.ConfigurationError, match="AF2_API_URL"):
+            checker.url("0" * 32, "output/a.pdb", 0)
+        with pytest.raises(errors.ConfigurationError, match="AF2_LINK_SECRET_ARN names no secret"):
+            wiring.link_signer(Settings(data_dir=tmp_path, mode="aws", link_secret_arn=arn + "x",
+                                        api_url="https://x", **names))
+
+
 def test_serve_refuses_bad_options_and_a_port_in_use(data_env, capsys):
     assert main(["serve", "--cpu-workers", "-1"]) == 2
     assert "--cpu-workers" in capsys.readouterr().err

@@ -43,6 +43,8 @@ class ApiContext:
     trust_authorizer: bool
     # A running stage's live log (AWS: its Batch job's CloudWatch stream); None: the stored log is live enough.
     logs: Any = None
+    # Signs and checks the key-less links of a job's mail (af2jobs.links); None: GET /jobs/{id}/link refuses all.
+    links: Any = None
 
     @classmethod
     def for_local(cls, services: ServicesLike) -> ApiContext:
@@ -63,6 +65,7 @@ class ApiContext:
             serve_files=serve_files,
             trust_authorizer=trust_authorizer,
             logs=getattr(services, "logs", None),
+            links=getattr(services, "links", None),
         )
 
 
@@ -128,6 +131,11 @@ def public_path(event: BaseProxyEvent) -> str:
     """The request path as the client sent it: API Gateway's resource path lacks the stage ('/prod'), its
     requestContext.path has it."""
     return (event.get("requestContext") or {}).get("path") or event.path
+
+
+def api_context(request: Request) -> ApiContext:
+    """Route dependency of the routes that take no API key (a signed link): the API alone."""
+    return request.context[CONTEXT_KEY]
 
 
 def authenticated(request: Request) -> Caller:

@@ -29,11 +29,11 @@ from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 from pydantic_core import PydanticCustomError
 
 from af2jobs import errors, layout
-from af2jobs.api.context import ApiContext, Caller, admit, authenticated
+from af2jobs.api.context import ApiContext, Caller, admit, api_context, authenticated
 from af2jobs.api.schemas import (
     Deleted, ErrorBody, FileLink, FileList, JobDetail, JobList, JobPage, JobView, UploadRequest, UploadTicket, Uploaded,
 )
-from af2jobs.models import Job, JobState
+from af2jobs.models import Job, JobState, Principal
 from af2jobs.layout import upload_prefix
 from af2jobs.request import JobRequest, check_file_name, field_named_by
 from af2jobs.ports import MAX_PAGE, ArtifactStore
@@ -363,12 +363,17 @@ def get_job_file(
     caller: AuthCaller,
 ) -> Response[bytes]:
     job = caller.service.get(caller.principal, job_id)  # 404 for another owner's job, before any store access
+    return file_response(caller.api, job, path)
+
+
+def file_response(api: ApiContext, job: Job, path: str) -> Response[bytes]:
+    """One published file of the job: its bytes (local server) or a redirect to a freshly presigned URL."""
     key = file_key(job.id, path)
     if unpublished(job, key):
         raise errors.NotFoundError(f"job {job.id} is {job.state.value}: {path} is not one of its results")
-    if not caller.api.serve_files:
-        return Response(status_code=307, headers={"Location": caller.api.store.url(key)}, body=b"")
-    data = caller.api.store.get_bytes(key)
+    if not api.serve_files:
+        return Response(status_code=307, headers={"Location": api.store.url(key)}, body=b"")
+    data = api.store.get_bytes(key)
     name = path.rsplit("/", 1)[-1]
     return Response(
         status_code=200,
@@ -376,6 +381,45 @@ def get_job_file(
         body=data,
         headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}"},
     )
+
+
+# Whoever holds a link the API signed may fetch that one file of that job, until the link expires.
+LINK_READER = Principal(owner="signed link", admin=True)
+LinkApi = Annotated[ApiContext, Depends(api_context)]
+
+
+@router.get(
+    "/jobs/<job_id>/link",
+    operation_id="followJobLink",
+    summary="One file of a job through a link from its mail: no API key, until the link expires",
+    description="The links in a job's mail point here; each use sends the file, or a freshly signed URL to it.",
+    tags=["files"],
+    security=[{}],
+    responses={
+        **{code: doc for code, doc in _doc(
+            200, "The file's bytes.", 404, content={OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+        ).items() if code != 401},  # no key is asked for
+        403: {"description": "The link was changed, signed by another server, or has expired.",
+              "content": {JSON: {"model": ErrorBody}}},
+        307: {
+            "description": "AWS: fetch the file from the presigned Location URL.",
+            "headers": {"Location": {"description": "A presigned URL.", "schema": {"type": "string"}}},
+            "content": {},
+        }
+    },
+)
+def follow_job_link(
+    job_id: JobId,
+    path: Annotated[str, Query(min_length=1, max_length=1000, description="Path inside the job's directory.")],
+    expires: Annotated[int, Query(ge=0, le=2**40, description="Until when the link works (Unix time).")],
+    sig: Annotated[str, Query(min_length=1, max_length=100, description="The API's signature of the link.")],
+    api: LinkApi,
+) -> Response[bytes]:
+    if api.links is None:
+        raise errors.ForbiddenError("this API signs no links (on AWS: AF2_LINK_SECRET_ARN and AF2_API_URL)",
+                                    field="sig")
+    api.links.check(job_id, path, expires, sig)  # before anything is read: a forged link learns nothing
+    return file_response(api, api.service.get(LINK_READER, job_id), path)
 
 
 @router.post(

@@ -3,7 +3,8 @@
 Table layout (`DynamoApiKeyStore.table_definition(name)`; template.yaml declares the same):
 
     Key schema   key_id (S, HASH)      Billing PAY_PER_REQUEST      no indexes
-    Item         key_id, owner, kdf, created_at, revoked_at (absent until revoked)   S
+    Item         key_id, owner, kdf, created_at, revoked_at (absent until revoked),
+                 email (absent when the key has none)                               S
                  admin                                                               BOOL
                  salt (16 bytes), hash (32 bytes, scrypt of the secret)              B
 
@@ -22,7 +23,7 @@ from af2jobs import apikeys, errors
 from af2jobs.models import Principal, utc_now
 from af2jobs.ports import ApiKeyInfo
 
-_LISTED = ("key_id", "owner", "admin", "created_at", "revoked_at")
+_LISTED = ("key_id", "owner", "admin", "created_at", "revoked_at", "email")
 
 
 class DynamoApiKeyStore:
@@ -42,8 +43,10 @@ class DynamoApiKeyStore:
             "KeySchema": [{"AttributeName": "key_id", "KeyType": "HASH"}],
         }
 
-    def create(self, owner: str, admin: bool = False) -> str:
+    def create(self, owner: str, admin: bool = False, email: str | None = None) -> str:
         apikeys.check_owner(owner)
+        if email is not None:
+            apikeys.check_email(email)
         key = apikeys.new_key()
         self._client.put_item(
             TableName=self.table_name,
@@ -55,6 +58,7 @@ class DynamoApiKeyStore:
                 "salt": {"B": key.salt},
                 "hash": {"B": key.hash},
                 "created_at": {"S": utc_now()},
+                **({"email": {"S": email}} if email is not None else {}),
             },
             # 64 random bits make a collision unlikely, not impossible; never overwrite someone's key.
             ConditionExpression="attribute_not_exists(key_id)",
@@ -103,11 +107,12 @@ class DynamoApiKeyStore:
 
 
 def _info(item: dict[str, Any]) -> ApiKeyInfo:
-    revoked = item.get("revoked_at")
+    revoked, email = item.get("revoked_at"), item.get("email")
     return ApiKeyInfo(
         key_id=item["key_id"]["S"],
         owner=item["owner"]["S"],
         admin=item["admin"]["BOOL"],
         created_at=item["created_at"]["S"],
         revoked_at=revoked["S"] if revoked is not None else None,
+        email=email["S"] if email is not None else None,
     )

@@ -1,9 +1,12 @@
-"""The AWS Notifier: af2jobs.notification's message for each job event, published to one SNS topic.
+"""The AWS Notifier: af2jobs.notification's message for each job event, published to one SNS topic; and the
+owners' mail routes (SnsOwnerMail): one e-mail subscription per address, filtered to its owners.
 
 Published with MessageStructure=json: email (and any protocol without its own entry) gets the text; sqs, lambda,
 http and https subscribers get the JSON document. Message attributes `state`, `owner` and `event` let a
-subscription filter, e.g. {"owner": ["alice"], "state": ["SUCCEEDED", "FAILED"]}. Download links are presigned
-URLs valid for LINK_SECONDS; the message says until when.
+subscription filter, e.g. {"owner": ["alice"], "state": ["SUCCEEDED", "FAILED"]}. Download links go through the
+API (af2jobs.links: it signs a fresh S3 URL on every click) and work for the signer's `seconds`; without a signer
+they are presigned S3 URLs valid for LINK_SECONDS at most (less if the signing session ends first). The message
+says until when.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from typing import Any
 
 import boto3
 
-from af2jobs import notification
+from af2jobs import layout, notification
+from af2jobs.links import LinkSigner
 from af2jobs.models import Job, JobEvent
 from af2jobs.notification import Notification
 from af2jobs.ports import ArtifactStore
@@ -36,13 +40,22 @@ def sns_payload(message: Notification) -> str:
 
 
 class SnsNotifier:
-    def __init__(self, topic_arn: str, store: ArtifactStore, client: Any = None) -> None:
+    def __init__(self, topic_arn: str, store: ArtifactStore, client: Any = None,
+                 links: LinkSigner | None = None) -> None:
         self.topic_arn = topic_arn
         self._store = store
         self._client = client if client is not None else boto3.client("sns")
+        self._links = links
 
     def notify(self, job: Job, event: JobEvent) -> None:
-        message = notification.build(job, event, self._store, link_seconds=LINK_SECONDS)
+        if self._links is not None:
+            signer, expires = self._links, self._links.expiry()
+            prefix = layout.job_prefix(job.id)
+            message = notification.build(
+                job, event, self._store, link_seconds=signer.seconds,
+                link=lambda key: signer.url(job.id, key.removeprefix(prefix), expires))
+        else:
+            message = notification.build(job, event, self._store, link_seconds=LINK_SECONDS)
         self._client.publish(
             TopicArn=self.topic_arn,
             Subject=message.subject,
@@ -52,3 +65,47 @@ class SnsNotifier:
                 name: {"DataType": "String", "StringValue": value} for name, value in message.attributes.items()
             },
         )
+
+
+def owner_filter_policy(owners: list[str]) -> dict[str, Any]:
+    """The subscription filter policy (on message attributes) that admits the mail of `owners` only."""
+    return {"owner": sorted(owners)}
+
+
+# Mail that is nobody's job (alarms, database loads): what the operator's subscription in template.yaml admits.
+OPERATOR_FILTER_POLICY = {"owner": [{"exists": False}]}
+
+
+class SnsOwnerMail:
+    """OwnerMail on the topic: one e-mail subscription per address, whose filter policy lists the owners it receives
+    for. SNS keeps one subscription per (topic, protocol, address), so an address shared by owners gets one policy
+    naming them all. A new subscription waits until its address confirms it (SNS mails a link); one that is
+    still pending cannot be removed and expires by itself after 48 hours (SNS's rule)."""
+
+    def __init__(self, topic_arn: str, client: Any = None) -> None:
+        self.topic_arn = topic_arn
+        self._client = client if client is not None else boto3.client("sns")
+
+    def _subscription(self, email: str) -> str | None:
+        pages = self._client.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=self.topic_arn)
+        for page in pages:
+            for sub in page["Subscriptions"]:
+                if sub["Protocol"] == "email" and sub["Endpoint"].lower() == email.lower():
+                    return sub["SubscriptionArn"]
+        return None
+
+    def route(self, email: str, owners: list[str]) -> None:
+        arn = self._subscription(email)
+        confirmed = arn is not None and arn.startswith("arn:")
+        if not owners:
+            if confirmed:
+                self._client.unsubscribe(SubscriptionArn=arn)
+            return
+        policy = json.dumps(owner_filter_policy(owners))
+        if confirmed:
+            self._client.set_subscription_attributes(SubscriptionArn=arn, AttributeName="FilterPolicy",
+                                                     AttributeValue=policy)
+            return
+        # New, or pending: subscribing again re-sends the confirmation with the new policy.
+        self._client.subscribe(TopicArn=self.topic_arn, Protocol="email", Endpoint=email, ReturnSubscriptionArn=True,
+                               Attributes={"FilterPolicy": policy, "FilterPolicyScope": "MessageAttributes"})

@@ -15,6 +15,7 @@ import smtplib
 import uuid
 from datetime import datetime, timezone
 from email.message import EmailMessage
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,8 @@ def write_outbox(outbox: Path, message: dict[str, Any]) -> Path:
 
 
 class LocalNotifier:
-    """Notifier for `af2 serve`: outbox always; e-mail when smtp_host and `to` are set; webhook when its URL is."""
+    """Notifier for `af2 serve`: outbox always; e-mail when smtp_host is set, to the job owner's addresses (the
+    e-mail on their keys) and to `to` (the operator, every job); webhook when its URL is."""
 
     def __init__(
         self,
@@ -59,6 +61,7 @@ class LocalNotifier:
         *,
         store: ArtifactStore | None = None,
         timeout_s: float = DELIVERY_TIMEOUT_S,
+        owner_addresses: Callable[[str], list[str]] | None = None,
     ) -> None:
         self.outbox_dir = Path(outbox_dir)
         self.smtp_host = smtp_host
@@ -70,13 +73,15 @@ class LocalNotifier:
         self.webhook_url = webhook_url
         self.store = store  # to read results and give links; without it the message carries store keys only
         self.timeout_s = timeout_s
+        self.owner_addresses = owner_addresses  # the job owner's addresses (their keys' e-mail), mailed as well
 
     def notify(self, job: Job, event: JobEvent) -> None:
         # Links into a local directory do not expire.
         message = notification.build(job, event, self.store)
         self._deliver("outbox", job, lambda: write_outbox(self.outbox_dir, message.data))
-        if self.smtp_host and self.to:
-            self._deliver("e-mail", job, lambda: self._send_email(message))
+        if self.smtp_host:
+            for address in self._recipients(job):
+                self._deliver(f"e-mail to {address}", job, lambda a=address: self._send_email(message, a))
         if self.webhook_url:
             self._deliver("webhook", job, lambda: self._post_webhook(message.data))
 
@@ -86,11 +91,22 @@ class LocalNotifier:
         except Exception:
             log.exception("job %s: %s notification failed", job.id, channel, extra={"job_id": job.id})
 
-    def _send_email(self, message: notification.Notification) -> None:
-        mail = EmailMessage()
+    def _recipients(self, job: Job) -> list[str]:
+        """The owner's addresses, then the operator's (AF2_NOTIFY_EMAIL, every job's mail), each once."""
+        owners: list[str] = []
+        if self.owner_addresses is not None:
+            try:
+                owners = self.owner_addresses(job.owner)
+            except Exception:
+                log.exception("job %s: the owner's e-mail addresses could not be read", job.id,
+                              extra={"job_id": job.id})
+        return list(dict.fromkeys([*owners, *([self.to] if self.to else [])]))
+
+    def _send_email(self, message: notification.Notification, to: str) -> None:
+        mail = EmailMessage()  # one mail per address: no recipient sees another's address
         mail["Subject"] = message.subject
         mail["From"] = self.smtp_from
-        mail["To"] = self.to
+        mail["To"] = to
         mail.set_content(message.text)
         with smtplib.SMTP(self.smtp_host, self.smtp_port, timeout=self.timeout_s) as smtp:
             smtp.send_message(mail)

@@ -263,17 +263,23 @@ class SqliteApiKeyStore:
 
     def __init__(self, path: str | Path) -> None:
         self._db = _SqliteFile(path, _KEY_SCHEMA)
+        with self._db.write() as conn:  # a file made before keys had an e-mail address gets the column
+            if "email" not in {row["name"] for row in conn.execute("PRAGMA table_info(api_keys)")}:
+                conn.execute("ALTER TABLE api_keys ADD COLUMN email TEXT")
 
     def close(self) -> None:
         self._db.close()
 
-    def create(self, owner: str, admin: bool = False) -> str:
+    def create(self, owner: str, admin: bool = False, email: str | None = None) -> str:
         apikeys.check_owner(owner)
+        if email is not None:
+            apikeys.check_email(email)
         key = apikeys.new_key()
         with self._db.write() as conn:
             conn.execute(
-                "INSERT INTO api_keys (key_id, owner, admin, kdf, salt, hash, created_at) VALUES (?,?,?,?,?,?,?)",
-                (key.key_id, owner, int(admin), key.kdf, key.salt, key.hash, utc_now()),
+                "INSERT INTO api_keys (key_id, owner, admin, kdf, salt, hash, created_at, email) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (key.key_id, owner, int(admin), key.kdf, key.salt, key.hash, utc_now(), email),
             )
         return key.text
 
@@ -288,12 +294,13 @@ class SqliteApiKeyStore:
                                  hash=row["hash"], revoked=row["revoked_at"] is not None)
 
     def list(self, owner: str | None = None) -> list[ApiKeyInfo]:
-        sql = "SELECT key_id, owner, admin, created_at, revoked_at FROM api_keys"
+        sql = "SELECT key_id, owner, admin, created_at, revoked_at, email FROM api_keys"
         args: tuple[Any, ...] = ()
         if owner is not None:
             sql, args = sql + " WHERE owner = ?", (owner,)
         rows = self._db.read().execute(sql + " ORDER BY created_at, key_id", args).fetchall()
-        return [ApiKeyInfo(r["key_id"], r["owner"], bool(r["admin"]), r["created_at"], r["revoked_at"]) for r in rows]
+        return [ApiKeyInfo(r["key_id"], r["owner"], bool(r["admin"]), r["created_at"], r["revoked_at"], r["email"])
+                for r in rows]
 
     def revoke(self, key_id: str) -> None:
         with self._db.write() as conn:
