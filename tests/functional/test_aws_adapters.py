@@ -467,7 +467,8 @@ def test_with_a_signer_the_links_go_through_the_api_and_outlive_the_signing_sess
     signer.check(job.id, query["path"], int(query["expires"]), query["sig"])  # the API will take it
     week = int(query["expires"]) - datetime.now(timezone.utc).timestamp()
     assert 7 * 24 * 3600 - 60 < week <= 7 * 24 * 3600  # what the mail promises, not a session's few hours
-    assert body["links_expire_at"][:10] == datetime.fromtimestamp(int(query["expires"]), timezone.utc).date().isoformat()
+    expires = datetime.fromtimestamp(int(query["expires"]), timezone.utc)
+    assert body["links_expire_at"][:10] == expires.date().isoformat()
     assert all("/link?" in u for u in body["artifacts"].values())
 
 
