@@ -92,22 +92,29 @@ def body(region: str, state_machine_arn: str) -> Dict[str, Any]:
     return {"widgets": widgets}
 
 
+# The idle-GPU alarm's series: one per predict job and instance, the busiest of the job's GPUs. A job may hold
+# several GPUs and leave some idle on purpose (strategy best's final full run, and every other phase, uses one), so
+# an alarm on the least busy GPU would fire for healthy jobs; the busiest one idle means the whole job is.
+IDLE_GPU_GROUP = ("JobId", "InstanceId")
+
+
 def idle_gpu_alarm(alarm_topic_arn: str | None = None) -> Dict[str, Any]:
-    """A GPU under 10 % for 15 minutes while a predict job runs (the agent only publishes while one runs, so
+    """Every GPU of a running predict job under 10 % for 15 minutes (the agent only publishes while one runs, so
     missing data means no job: notBreaching). As AWS::CloudWatch::Alarm properties."""
     alarm: Dict[str, Any] = {
         "AlarmName": "af2jobs-idle-gpu",
-        "AlarmDescription": "A GPU of a running predict job has been under 10 % utilisation for 15 minutes.",
+        "AlarmDescription": "Every GPU of a running predict job has been under 10 % utilisation for 15 minutes.",
         "ComparisonOperator": "LessThanThreshold",
         "Threshold": 10,
         "EvaluationPeriods": 15,
         "DatapointsToAlarm": 15,
         "TreatMissingData": "notBreaching",
-        # Alarms cannot use SEARCH; a Metrics Insights query can, and MIN over every series alarms on one idle
-        # card among busy ones.
+        # Alarms cannot use SEARCH; a Metrics Insights query can, and with GROUP BY each job's series is a
+        # contributor of its own (CloudWatch, "Create an alarm based on a Multi Time Series Metrics Insights query").
         "Metrics": [{
-            "Id": "lowest", "Period": 60, "ReturnData": True, "Label": "lowest GPU utilisation",
-            "Expression": f"SELECT MIN(GPUUtilization) FROM SCHEMA(\"{NAMESPACE}\", {', '.join(DIMENSIONS)})",
+            "Id": "busiest", "Period": 60, "ReturnData": True, "Label": "busiest GPU of each predict job",
+            "Expression": (f"SELECT MAX(GPUUtilization) FROM SCHEMA(\"{NAMESPACE}\", {', '.join(DIMENSIONS)}) "
+                           f"GROUP BY {', '.join(IDLE_GPU_GROUP)}"),
         }],
     }
     if alarm_topic_arn:

@@ -620,7 +620,7 @@ def test_the_idle_gpu_alarm_is_the_one_monitoring_defines_and_notifies_the_topic
     for key in ("ComparisonOperator", "Threshold", "EvaluationPeriods", "DatapointsToAlarm", "TreatMissingData",
                 "AlarmDescription"):
         assert props[key] == expected[key], key
-    assert props["Metrics"][0]["Expression"] == expected["Metrics"][0]["Expression"]
+    assert props["Metrics"] == expected["Metrics"]
     assert props["AlarmActions"] == [{"Ref": "Topic"}]
 
 

@@ -201,6 +201,49 @@ def test_the_idle_gpu_alarm_is_under_10_percent_for_15_minutes_on_a_published_me
         assert client.describe_alarms(AlarmNames=[alarm["AlarmName"]])["MetricAlarms"][0]["Threshold"] == 10
 
 
+def _alarm_series(alarm: dict, datums: list[dict]) -> dict[tuple, float]:
+    """The alarm's Metrics Insights query over one period's datums: SELECT FN(metric) FROM SCHEMA(ns, dims...)
+    GROUP BY keys -> {group key values: value}, as CloudWatch evaluates each returned series."""
+    [metric] = alarm["Metrics"]
+    query = re.fullmatch(r'SELECT (MAX|MIN|AVG)\((\w+)\) FROM SCHEMA\("(\w+)", ([\w, ]+)\)(?: GROUP BY ([\w, ]+))?',
+                         metric["Expression"])
+    assert query, metric["Expression"]
+    function, name, _, schema, group = query.groups()
+    schema_dims, keys = set(schema.split(", ")), group.split(", ") if group else []
+    groups: dict[tuple, list[float]] = {}
+    for datum in datums:
+        dims = {d["Name"]: d["Value"] for d in datum["Dimensions"]}
+        if datum["MetricName"] == name and set(dims) == schema_dims:  # SCHEMA: exactly these dimensions
+            groups.setdefault(tuple(dims[k] for k in keys), []).append(datum["Value"])
+    reduce = {"MAX": max, "MIN": min, "AVG": lambda v: sum(v) / len(v)}[function]
+    return {key: reduce(values) for key, values in groups.items()}
+
+
+def _breaching(alarm: dict, datums: list[dict]) -> set[tuple]:
+    assert alarm["ComparisonOperator"] == "LessThanThreshold"
+    return {key for key, value in _alarm_series(alarm, datums).items() if value < alarm["Threshold"]}
+
+
+def test_the_idle_gpu_alarm_fires_for_a_job_whose_gpus_are_all_idle_not_for_one_using_some() -> None:
+    """A 4-GPU predict job whose phase uses one GPU (strategy best's final run, relax, ...) is busy; a job with
+    every GPU idle is what the alarm is for. Two jobs share the instance; the series are gpumon's own datums."""
+    alarm = dashboard.idle_gpu_alarm()
+    one_busy = [gpumon.Sample(0.0, g, 95.0 if g == 0 else 0.0, 1000, 80_000, None, None, None) for g in range(4)]
+    all_idle = [gpumon.Sample(0.0, g, 2.0, 1000, 80_000, None, None, None) for g in range(4, 6)]
+    instance = {"InstanceId": "i-0123456789abcdef0", "InstanceType": "p4d.24xlarge"}
+    datums = (gpumon.datums(one_busy, {**instance, "JobId": "busy"})
+              + gpumon.datums(all_idle, {**instance, "JobId": "idle"}))
+    assert _breaching(alarm, datums) == {("idle", "i-0123456789abcdef0")}
+    assert _breaching(alarm, gpumon.datums(one_busy, {**instance, "JobId": "busy"})) == set()
+    # The earlier alarm (the least busy GPU over every series) fired for the busy job: the check tells them apart.
+    lowest = {**alarm, "Metrics": [{**alarm["Metrics"][0], "Expression": alarm["Metrics"][0]["Expression"].replace(
+        "MAX(", "MIN(").split(" GROUP BY")[0]}]}
+    assert _breaching(lowest, gpumon.datums(one_busy, {**instance, "JobId": "busy"})) == {()}
+    # Grouped by what gpumon publishes: every group key is one of its dimensions.
+    group = alarm["Metrics"][0]["Expression"].split(" GROUP BY ")[1].split(", ")
+    assert set(group) <= set(gpumon.DIMENSIONS) and "JobId" in group and "GpuIndex" not in group
+
+
 def test_the_agent_forwards_terminate_to_the_stage_and_returns_its_status(tmp_path):
     """In a container the agent is PID 1: TerminateJob's SIGTERM must reach the stage, whose status it returns."""
     import signal
