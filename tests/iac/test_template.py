@@ -26,7 +26,7 @@ REGION = "us-east-1"
 SUBSTITUTIONS = {
     "ValidateFunctionArn", "JobStateFunctionArn", "NotifyFunctionArn", "MsaJobQueueArn", "MsaJobDefinitionName",
     "PredictJobDefinitionName", "GpuQueueLowArn", "GpuQueueMidArn", "GpuQueueHighArn", "GpuQueueP4Arn",
-    "TopicArn", "JobsTableName",
+    "StackName",
 }
 TOOL_ENV = {"SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": REGION}
 
@@ -362,15 +362,15 @@ def test_the_database_load_job_runs_the_loader_with_arguments_it_accepts(templat
 
 
 def test_msa_queue_prefers_spot_and_falls_back_to_on_demand(template):
-    order = sorted(_job(template, "MsaJobQueue")["ComputeEnvironmentOrder"], key=lambda o: o["Order"])
+    order = sorted(_job(template, "MsaQueue")["ComputeEnvironmentOrder"], key=lambda o: o["Order"])
     kinds = [template["Resources"][o["ComputeEnvironment"]["Ref"]]["Properties"]["ComputeResources"]["Type"]
              for o in order]
     assert kinds == ["SPOT", "EC2"]
 
 
 @pytest.mark.parametrize("queue, parameter", [
-    ("GpuQueueLow", "GpuLowInstanceTypes"), ("GpuQueueMid", "GpuMidInstanceTypes"),
-    ("GpuQueueHigh", "GpuHighInstanceTypes"), ("GpuQueueP4", "GpuP4InstanceTypes"),
+    ("GpuLowQueue", "GpuLowInstanceTypes"), ("GpuMidQueue", "GpuMidInstanceTypes"),
+    ("GpuHighQueue", "GpuHighInstanceTypes"), ("GpuP4Queue", "GpuP4InstanceTypes"),
 ])
 def test_each_gpu_queue_runs_on_its_instance_families_with_the_nvidia_image(template, queue, parameter):
     (entry,) = _job(template, queue)["ComputeEnvironmentOrder"]
@@ -410,6 +410,8 @@ def test_definition_substitutions_are_exactly_the_agreed_names_and_each_is_defin
     for name, value in substitutions.items():
         if name.endswith("JobDefinitionName"):
             continue  # a name, below
+        if value == {"Ref": "AWS::StackName"}:
+            continue  # a pseudo parameter
         target = value.get("Ref") or value.get("Fn::GetAtt", [None])[0]
         assert target in template["Resources"], f"{name} refers to {value}, which the template does not define"
     # Job definitions by name (the latest active revision), never a revision's ARN: a deploy that registers a new
@@ -680,7 +682,7 @@ def test_executions_that_end_badly_reach_the_reconciler(template):
     assert set(reconcile.ENDED) == set(pattern["detail"]["status"])
 
 
-@pytest.mark.parametrize("queue", ["GpuQueueLow", "GpuQueueMid", "GpuQueueHigh", "GpuQueueP4"])
+@pytest.mark.parametrize("queue", ["GpuLowQueue", "GpuMidQueue", "GpuHighQueue", "GpuP4Queue"])
 def test_a_gpu_job_waiting_for_capacity_is_cancelled_after_the_stacks_wait(template, queue):
     """Without it the job at the head of a GPU queue with no capacity or quota waits RUNNABLE up to the task's 48 h
     timeout, and every job behind it with it."""
@@ -722,3 +724,85 @@ def test_private_subnets_without_nat_get_every_endpoint_batch_on_ecs_needs(templ
                         "SourceSecurityGroupId": {"Ref": "ComputeSecurityGroup"},
                         "Description": "HTTPS from the Batch instances"}]
     assert template["Conditions"]["WithVpcEndpoints"] == {"Fn::Equals": [{"Ref": "VpcEndpoints"}, "true"]}
+
+
+# -- fair share, least privilege, instance metadata ----------------------------------------------------------------
+
+STACK_TAG = "af2jobs:stack"
+# The FIFO queues' logical ids before fair share: Batch cannot add a scheduling policy to a FIFO queue, so reusing
+# one would make CloudFormation attempt an in-place update that Batch refuses.
+FIFO_QUEUE_IDS = {"MsaJobQueue", "GpuQueueLow", "GpuQueueMid", "GpuQueueHigh", "GpuQueueP4"}
+
+
+def _submit_tasks() -> list[tuple[str, dict[str, Any]]]:
+    return [(name, state) for path in DEFINITIONS for name, state in _states(_read_definition(path))
+            if state["Type"] == "Task" and ":states:::batch:submitJob" in state["Resource"]]
+
+
+def test_every_queue_schedules_by_fair_share_under_a_logical_id_that_was_never_fifo(template):
+    queues = resources(template, "AWS::Batch::JobQueue")
+    assert len(queues) == 5 and not FIFO_QUEUE_IDS & set(template["Resources"])
+    for name, queue in queues.items():
+        assert queue["Properties"]["SchedulingPolicyArn"] == {"Ref": "FairShare"}, name
+    policy = template["Resources"]["FairShare"]
+    assert policy["Type"] == "AWS::Batch::SchedulingPolicy"
+    fair = policy["Properties"]["FairsharePolicy"]
+    # No owner listed: every owner has the default weight 1 (ShareAttributes); some capacity kept for a newcomer.
+    assert "ShareDistribution" not in fair and 0 < fair["ComputeReservation"] <= 50
+
+
+def test_every_batch_submission_passes_the_owners_share_and_this_stacks_tag(template):
+    """A fair-share queue refuses a SubmitJob without a share identifier (SubmitJob, shareIdentifier)."""
+    tasks = _submit_tasks()
+    assert {name for name, _ in tasks} == {"RunMsa", "RunPrediction", "RunPredictionLarger"}
+    for name, state in tasks:
+        parameters = state["Parameters"]
+        assert parameters["ShareIdentifier.$"] == "$.validation.share_identifier", name
+        assert parameters["Tags"] == {STACK_TAG: "${StackName}"}, name
+    substitutions = template["Resources"]["StateMachine"]["Properties"]["DefinitionSubstitutions"]
+    assert substitutions["StackName"] == {"Ref": "AWS::StackName"}
+
+
+def _grants(cfn: dict[str, Any], action: str) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for name, role in resources(cfn, "AWS::IAM::Role").items():
+        for policy in role["Properties"].get("Policies", []):
+            for statement in _listify(policy["PolicyDocument"]["Statement"]):
+                if statement["Effect"] == "Allow" and action in _listify(statement["Action"]):
+                    found.append((name, statement))
+    return found
+
+
+def test_terminate_job_is_granted_only_on_jobs_tagged_as_this_stacks(cfn):
+    """Batch job ARNs carry only the job id; TerminateJob supports aws:ResourceTag (Service Authorization
+    Reference, AWS Batch), and the state machine tags every job it submits."""
+    grants = _grants(cfn, "batch:TerminateJob")
+    assert {name for name, _ in grants} == {"ApiFunctionRole", "StateMachineRole"}
+    for name, statement in grants:
+        assert statement["Condition"] == {"StringEquals": {f"aws:ResourceTag/{STACK_TAG}": {"Ref": "AWS::StackName"}}}, name
+    # Tagging on submission needs batch:TagResource; only the stack's tag, only with the stack's value.
+    ((name, tagging),) = _grants(cfn, "batch:TagResource")
+    assert name == "StateMachineRole"
+    assert tagging["Condition"]["StringEquals"] == {f"aws:RequestTag/{STACK_TAG}": {"Ref": "AWS::StackName"}}
+    assert tagging["Condition"]["ForAllValues:StringEquals"] == {"aws:TagKeys": [STACK_TAG]}
+
+
+# What the state machine's role needs besides its integrations: execution logging (Logging) and X-Ray (Tracing).
+STATE_MACHINE_LOGGING = {"logs:createlogdelivery", "logs:getlogdelivery", "logs:updatelogdelivery",
+                         "logs:deletelogdelivery", "logs:listlogdeliveries", "logs:putresourcepolicy",
+                         "logs:describeresourcepolicies", "logs:describeloggroups"}
+
+
+def test_the_state_machine_role_grants_nothing_the_definition_does_not_call(cfn):
+    role = cfn["Resources"]["StateMachineRole"]["Properties"]
+    allowed = {a.lower() for p in role.get("Policies", []) for s in _listify(p["PolicyDocument"]["Statement"])
+               if s["Effect"] == "Allow" for a in _listify(s["Action"])}
+    needed = {"batch:tagresource"}  # SubmitJob with Tags
+    for path in DEFINITIONS:
+        for _, state in _states(_read_definition(path)):
+            if state["Type"] == "Task":
+                needed |= _needed_actions(state["Resource"]) or set()
+    assert allowed - needed - STATE_MACHINE_LOGGING == set()
+    assert [arn["Fn::Sub"] if isinstance(arn, dict) else arn for arn in role.get("ManagedPolicyArns", [])] == [
+        "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess"]
+

@@ -20,6 +20,13 @@ What moto does not do, and what stands in for it here (each a small patch, appli
   0, else FAILED with "Essential container in task exited" and the exit code in the container and attempt details
   (moto's DescribeJobs drops the exit code; it is put back). TerminateJob stands in for SIGTERM: it sets the stop
   event that the entrypoint's SIGTERM handler sets in a container.
+- Fair share: moto's Batch task passes only the SubmitJob parameters of its interpreter's list, which predates
+  fair share and leaves out ShareIdentifier (Step Functions hands a task's parameters to the Batch API, which
+  takes shareIdentifier); `_share_identifier_passes` adds it. moto accepts a scheduling policy on a queue but
+  ignores SubmitJob's shareIdentifier. `FairShareCheck`
+  enforces what AWS Batch does (SubmitJob, shareIdentifier: "If the job queue has a fair-share scheduling policy,
+  then this parameter must be specified"; "Don't specify this parameter if the job queue doesn't have" one) and
+  records each submission's share identifier and tags (`submissions`).
 - Retry waits: moto sleeps a Retrier's full IntervalSeconds. The waits are recorded (`retry_waits`), not slept.
 
 - Retrying a .sync task: moto reuses one interrupted task-token endpoint for every attempt of a state, so a
@@ -141,6 +148,13 @@ def _normalise_batch(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(StateTaskServiceBatch, "_normalise_parameters", parameters)
     monkeypatch.setattr(StateTaskServiceBatch, "_normalise_response", response)
+
+
+def _share_identifier_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_batch
+
+    bindings = state_task_service_batch._SUPPORTED_API_PARAM_BINDINGS
+    monkeypatch.setitem(bindings, "submitjob", {*bindings["submitjob"], "ShareIdentifier"})
 
 
 def _fresh_wait_per_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -281,6 +295,48 @@ class BatchRunner:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Fair share
+
+
+@dataclass
+class Submission:
+    """One SubmitJob call as Batch received it."""
+
+    job_name: str
+    queue: str
+    share_identifier: str | None
+    tags: dict[str, str]
+
+
+class FairShareCheck:
+    """SubmitJob as AWS Batch takes it on fair-share and FIFO queues (moto drops shareIdentifier unchecked)."""
+
+    def __init__(self) -> None:
+        self.submissions: list[Submission] = []
+
+    def patch(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from moto.batch.exceptions import ClientException
+        from moto.batch.responses import BatchResponse
+
+        check = self
+        original = BatchResponse.submitjob
+
+        def submitjob(response: Any) -> str:
+            share, queue_id = response._get_param("shareIdentifier"), response._get_param("jobQueue")
+            queue = response.batch_backend.get_job_queue(queue_id)
+            fair = queue is not None and queue.schedule_policy is not None
+            if fair and not share:
+                raise ClientException(f"job queue {queue_id} has a scheduling policy: shareIdentifier is required")
+            if share and not fair:
+                raise ClientException(f"job queue {queue_id} has no scheduling policy: give no shareIdentifier")
+            check.submissions.append(Submission(response._get_param("jobName"), queue.name if queue else queue_id,
+                                                share, response._get_param("tags") or {}))
+            return original(response)
+
+        monkeypatch.setattr(BatchResponse, "submitjob", submitjob)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Retry waits
 
 
@@ -326,6 +382,7 @@ class Platform:
     queue_arns: dict[str, str]
     inbox_url: str
     runner: BatchRunner
+    fair_share: FairShareCheck
     dispatch: LambdaDispatch
     retry_waits: list[float]
     handlers: dict[str, ModuleType]
@@ -414,14 +471,19 @@ def _definition(substitutions: Mapping[str, str]) -> str:
 
 
 def _job_queues(batch: Any, iam: Any) -> dict[str, str]:
+    """The five queues, each with template.yaml's fair-share scheduling policy."""
     role = iam.create_role(RoleName="batch-service", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
     environment = batch.create_compute_environment(
         computeEnvironmentName=f"{STACK}-compute", type="UNMANAGED", state="ENABLED", serviceRole=role,
     )["computeEnvironmentArn"]
+    fair_share = _template()["Resources"]["FairShare"]["Properties"]["FairsharePolicy"]
+    policy = batch.create_scheduling_policy(name=f"{STACK}-fair-share", fairsharePolicy={
+        "shareDecaySeconds": fair_share["ShareDecaySeconds"], "computeReservation": fair_share["ComputeReservation"],
+    })["arn"]
     queues = {}
     for name in ("msa", *GPU_QUEUES):
         queues[name] = batch.create_job_queue(
-            jobQueueName=f"{STACK}-{name}", state="ENABLED", priority=1,
+            jobQueueName=f"{STACK}-{name}", state="ENABLED", priority=1, schedulingPolicyArn=policy,
             computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment}],
         )["jobQueueArn"]
     return queues
@@ -492,8 +554,7 @@ def platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, demo_db_root: Path
             "MsaJobQueueArn": queue_arns["msa"], "MsaJobDefinitionName": f"{STACK}-msa",
             "PredictJobDefinitionName": f"{STACK}-predict",
             "GpuQueueLowArn": queue_arns["low"], "GpuQueueMidArn": queue_arns["mid"],
-            "GpuQueueHighArn": queue_arns["high"], "GpuQueueP4Arn": queue_arns["p4"],
-            "TopicArn": topic, "JobsTableName": table,
+            "GpuQueueHighArn": queue_arns["high"], "GpuQueueP4Arn": queue_arns["p4"], "StackName": STACK,
         }
         created = sfn.create_state_machine(
             name=f"{STACK}-prediction", definition=_definition(substitutions),
@@ -508,15 +569,18 @@ def platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, demo_db_root: Path
         monkeypatch.setattr(LambdaSimpleBackend, "invoke",
                             lambda backend, *args: dispatch.invoke(backend, *args))
         _normalise_batch(monkeypatch)
+        _share_identifier_passes(monkeypatch)
         _fresh_wait_per_attempt(monkeypatch)
         runner = BatchRunner()
         runner.patch(monkeypatch)
+        fair_share = FairShareCheck()
+        fair_share.patch(monkeypatch)
         waits: list[float] = []
         _record_retry_waits(monkeypatch, waits)
 
         services = wiring.build(Settings())
         world = Platform(services, sfn, batch, s3, sqs, bucket, machine_arn, queue_arns, inbox_url, runner,
-                         dispatch, waits, handlers, data_dir)
+                         fair_share, dispatch, waits, handlers, data_dir)
         try:
             yield world
         finally:

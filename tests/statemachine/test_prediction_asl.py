@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from af2jobs.awsrun import contract as batch_codes
+from af2jobs.awsrun import validate
 from af2jobs import cost
 from af2jobs.models import Job, JobState, Principal
 from af2jobs.request import JobRequest
@@ -38,6 +39,9 @@ PATH_TESTS: set[str] = set()
 def aws(request, monkeypatch, tmp_path, demo_db_root, shared_cache) -> Iterator[Platform]:
     with platform(monkeypatch, tmp_path, demo_db_root, shared_cache) as world:
         yield world
+        for submission in world.fair_share.submissions:  # on every path, the larger-queue retry's too
+            assert submission.tags == {"af2jobs:stack": "af2jobs"}, submission
+            assert submission.share_identifier == validate.share_identifier(ANN.owner), submission
         for execution in world.sfn.list_executions(stateMachineArn=world.state_machine_arn)["executions"]:
             ENTERED.update(world.states(execution["name"]))
     PATH_TESTS.add(request.node.name)
@@ -135,6 +139,12 @@ def test_a_job_goes_through_msa_and_prediction_to_succeeded_with_its_results_in_
                                              {"type": "MEMORY", "value": "61440"}]
     assert batch_artifacts(done) == {msa.batch_job_id: "msa", predict.batch_job_id: "predict"}
     assert [j["status"] for j in aws.batch_jobs(job.id)] == ["SUCCEEDED", "SUCCEEDED"]
+
+    # Both submitted to the fair-share queues under the owner's share identifier (which Validate derived once), and
+    # tagged as this stack's, which the roles' TerminateJob grants require.
+    submitted = [(s.job_name, s.queue, s.share_identifier, s.tags) for s in aws.fair_share.submissions]
+    share, tags = validate.share_identifier("ann"), {"af2jobs:stack": "af2jobs"}
+    assert submitted == [(f"msa-{job.id}", "af2jobs-msa", share, tags), (f"predict-{job.id}", "af2jobs-low", share, tags)]
 
     # The MSA job's work dir, tagged for expiry, and its MSA in the shared cache with the databases' manifest.
     work = aws.keys(f"jobs/{job.id}/work/ubq/")

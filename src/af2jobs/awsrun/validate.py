@@ -1,9 +1,11 @@
 """ValidateFunction, the state machine's first task: QUEUED -> VALIDATING, the request and its stored input checked
 again with today's limits, and the run planned: the GPU queue for the longest record (and the next larger one for
-an out-of-memory retry), the resources for the request's GPU count, and whether every record's MSA is cached."""
+an out-of-memory retry), the resources for the request's GPU count, whether every record's MSA is cached, and the
+owner's fair-share identifier on the Batch queues."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +31,10 @@ GPU_QUEUES: tuple[str, ...] = tuple(AUTO_QUEUE_LIMITS)
 # n GPUs gets n times both, as the seed platform sized its jobs.
 VCPUS_PER_GPU = 8
 MEMORY_MIB_PER_GPU = 30720
+# Batch share identifiers are at most 255 letters and digits (SubmitJob, shareIdentifier); owners are any string up
+# to 200 characters. A prefix and 128 bits of SHA-256 keep them apart with no table to maintain.
+SHARE_PREFIX = "o"
+SHARE_HEX_DIGITS = 32
 
 
 def validate(parts: TaskParts, event: Mapping[str, Any]) -> dict[str, Any]:
@@ -41,6 +47,7 @@ def validate(parts: TaskParts, event: Mapping[str, Any]) -> dict[str, Any]:
         raise JobStateConflict(f"job {job_id} is {job.state.value}; Validate starts QUEUED jobs")
     request, records = _revalidate(parts, job)
     run = plan(request, records, event["queues"], msa_cached(parts.msa_cache, records, parts.settings, request))
+    run["share_identifier"] = share_identifier(job.owner)
     message = (f"{len(records)} record(s), longest {run['longest']}; GPU queue {run['queue']}, "
                f"{run['gpu']} GPU(s); MSA {'cached' if run['msa_cached'] else 'to compute'}")
     parts.progress(job_id, progress=Progress(stage="validating", message=message), expected={S.VALIDATING})
@@ -56,6 +63,13 @@ def _revalidate(parts: TaskParts, job: Job) -> tuple[JobRequest, list[FastaRecor
     except (errors.ValidationError, errors.NotFoundError) as exc:
         raise InvalidJob(exc.message) from None
     return request, records
+
+
+def share_identifier(owner: str) -> str:
+    """The owner's fair-share identifier on the Batch queues: the same for every job of the owner, different
+    between owners (as far as SHA-256 tells apart), and only letters and digits, as Batch requires."""
+    digest = hashlib.sha256(owner.encode("utf-8")).hexdigest()[:SHARE_HEX_DIGITS]
+    return f"{SHARE_PREFIX}{digest}"
 
 
 def next_queue(queue: str) -> str | None:
@@ -120,5 +134,5 @@ def msa_cached(index: MsaCacheIndex, records: list[FastaRecord], settings: Setti
     return all(index.has(key) for key in keys)
 
 
-__all__ = ["GPU_QUEUES", "MEMORY_MIB_PER_GPU", "VCPUS_PER_GPU", "manifest_databases", "msa_cached", "next_queue",
-           "plan", "validate"]
+__all__ = ["GPU_QUEUES", "MEMORY_MIB_PER_GPU", "SHARE_HEX_DIGITS", "SHARE_PREFIX", "VCPUS_PER_GPU",
+           "manifest_databases", "msa_cached", "next_queue", "plan", "share_identifier", "validate"]
