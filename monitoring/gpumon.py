@@ -6,7 +6,9 @@
 runs COMMAND (the predict job) and samples the GPUs until it exits; the exit status is COMMAND's. Each round of
 samples goes to
   - CloudWatch custom metrics (namespace AF2Jobs; dimensions InstanceId, InstanceType, GpuIndex, JobId), sent by
-    PutMetricData in batches of at most 1,000 datums and under 1 MB, with a bounded number of retries;
+    PutMetricData in batches of at most 1,000 datums and under 1 MB, with a bounded number of retries. InstanceId
+    and InstanceType are AF2_INSTANCE_ID / AF2_INSTANCE_TYPE, else what the instance's user data wrote to
+    /etc/af2jobs/instance.json on the host (mounted read-only into the predict container), else "local";
   - DIR/metrics.jsonl, one JSON line per GPU and sample, when --out is given (the job's outputs locally).
 At the end it writes DIR/gpu_summary.json (mean and max utilisation, peak memory, per GPU and overall), the
 per-job summary that goes onto the job record; with --s3-uri it also puts the summary at that S3 object (on AWS
@@ -30,10 +32,9 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 log = logging.getLogger("gpumon")
 
@@ -291,17 +292,29 @@ def upload_summary(data: Dict[str, Any], uri: str, client: Any = None) -> bool:
         return False
 
 
-def _imds(path: str, default: str) -> str:
-    """An EC2 instance metadata value (IMDSv2), or `default` off EC2."""
+# Where the instance's user data (template.yaml, LaunchTemplate) writes the instance's identity on the host, and
+# where the predict job definition mounts that folder read-only. The container cannot ask the instance metadata
+# service itself: the launch template's hop limit of 1 keeps IMDS answers from reaching containers.
+INSTANCE_FILE = Path("/etc/af2jobs/instance.json")
+
+
+def instance_identity(environ: Dict[str, str], path: Path = INSTANCE_FILE) -> Tuple[str, str]:
+    """(instance id, instance type): AF2_INSTANCE_ID / AF2_INSTANCE_TYPE when set, else the host's instance file,
+    else "local" (off EC2, or a file that is missing or unreadable)."""
     try:
-        token_req = urllib.request.Request("http://169.254.169.254/latest/api/token", method="PUT",
-                                           headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
-        token = urllib.request.urlopen(token_req, timeout=0.5).read().decode()
-        req = urllib.request.Request(f"http://169.254.169.254/latest/meta-data/{path}",
-                                     headers={"X-aws-ec2-metadata-token": token})
-        return urllib.request.urlopen(req, timeout=0.5).read().decode()
-    except Exception:
-        return default
+        written = json.loads(path.read_text())
+        if not isinstance(written, dict):
+            raise ValueError(f"{path} holds no JSON object")
+    except (OSError, ValueError) as exc:
+        if not (environ.get("AF2_INSTANCE_ID") and environ.get("AF2_INSTANCE_TYPE")):
+            log.info("gpumon: no instance identity from %s (%s); dimensions say local", path, exc)
+        written = {}
+
+    def value(variable: str, key: str) -> str:
+        found = environ.get(variable) or written.get(key)
+        return str(found) if found else "local"
+
+    return value("AF2_INSTANCE_ID", "instance_id"), value("AF2_INSTANCE_TYPE", "instance_type")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -325,9 +338,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     agent = None
     try:
         publisher = None if args.no_cloudwatch else CloudWatchPublisher(namespace=args.namespace)
-        agent = Agent(NvmlReader(), job_id=args.job_id,
-                      instance_id=os.environ.get("AF2_INSTANCE_ID") or _imds("instance-id", "local"),
-                      instance_type=os.environ.get("AF2_INSTANCE_TYPE") or _imds("instance-type", "local"),
+        instance_id, instance_type = instance_identity(dict(os.environ))
+        agent = Agent(NvmlReader(), job_id=args.job_id, instance_id=instance_id, instance_type=instance_type,
                       publisher=publisher, out_dir=args.out, interval_s=args.interval)
         threading.Thread(target=agent.run, name="gpumon", daemon=True).start()
     except Exception as exc:  # no NVML, no boto3, no credentials: the job runs unwatched

@@ -806,3 +806,21 @@ def test_the_state_machine_role_grants_nothing_the_definition_does_not_call(cfn)
     assert [arn["Fn::Sub"] if isinstance(arn, dict) else arn for arn in role.get("ManagedPolicyArns", [])] == [
         "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess"]
 
+
+def test_containers_cannot_reach_instance_metadata_and_gpumon_reads_the_hosts_file(template):
+    """Hop limit 1 with IMDSv2 only: a container behind the Docker bridge gets no token, so no instance-role
+    credentials. gpumon's instance id and type come from a file the user data writes on the host instead."""
+    from monitoring.gpumon import INSTANCE_FILE
+
+    data = template["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    assert data["MetadataOptions"] == {"HttpTokens": "required", "HttpPutResponseHopLimit": 1}
+    script = data["UserData"]["Fn::Base64"]["Fn::Sub"]
+    assert f"> {INSTANCE_FILE}.tmp" in script and f"mv {INSTANCE_FILE}.tmp {INSTANCE_FILE}" in script
+    assert "meta-data/$1" in script and "instance-id" in script and "instance-type" in script
+    assert script.index(str(INSTANCE_FILE)) < script.index("mount -t lustre")  # before the slow part
+    container = template["Resources"]["PredictJobDefinition"]["Properties"]["ContainerProperties"]
+    (volume,) = [v for v in container["Volumes"] if v["Host"]["SourcePath"] == str(INSTANCE_FILE.parent)]
+    assert {"SourceVolume": volume["Name"], "ContainerPath": str(INSTANCE_FILE.parent), "ReadOnly": True} in \
+        container["MountPoints"]
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert env["AWS_DEFAULT_REGION"] == {"Ref": "AWS::Region"}  # boto3 cannot ask IMDS for it either

@@ -542,7 +542,8 @@ def platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, demo_db_root: Path
         container_env = {
             **env, "PYTHONUNBUFFERED": "1", "AF2_DB_ROOT": str(demo_db_root),
             "AF2_PARAMS_DIR": str(tmp_path / "fsx" / "no-params"), "AF2_DATA_DIR": str(data_dir),
-            "JAX_COMPILATION_CACHE_DIR": str(shared_cache / "jax"), "AF2_UNIFIED_MEMORY": "false", **TEST_SETTINGS,
+            "JAX_COMPILATION_CACHE_DIR": str(shared_cache / "jax"), "AF2_UNIFIED_MEMORY": "false",
+            "AWS_DEFAULT_REGION": REGION, **TEST_SETTINGS,
         }
         queue_arns = _job_queues(batch, client("iam"))
         _job_definition(batch, "MsaJobDefinition", f"{STACK}-msa", container_env)

@@ -244,6 +244,40 @@ def test_the_idle_gpu_alarm_fires_for_a_job_whose_gpus_are_all_idle_not_for_one_
     assert set(group) <= set(gpumon.DIMENSIONS) and "JobId" in group and "GpuIndex" not in group
 
 
+def test_the_instance_identity_comes_from_the_environment_then_the_hosts_file_then_local(tmp_path: Path) -> None:
+    written = tmp_path / "instance.json"
+    written.write_text(json.dumps({"instance_id": "i-0abc", "instance_type": "g5.12xlarge"}))
+    assert gpumon.instance_identity({}, written) == ("i-0abc", "g5.12xlarge")
+    assert gpumon.instance_identity({"AF2_INSTANCE_ID": "i-env", "AF2_INSTANCE_TYPE": "p5.48xlarge"}, written) == (
+        "i-env", "p5.48xlarge")
+    assert gpumon.instance_identity({"AF2_INSTANCE_TYPE": "p5.48xlarge"}, written) == ("i-0abc", "p5.48xlarge")
+    # Off EC2 (no file), or a file that is not what the user data writes: the dimensions say local.
+    assert gpumon.instance_identity({}, tmp_path / "missing.json") == ("local", "local")
+    written.write_text("not json")
+    assert gpumon.instance_identity({}, written) == ("local", "local")
+    written.write_text("[]")
+    assert gpumon.instance_identity({"AF2_INSTANCE_ID": "i-env"}, written) == ("i-env", "local")
+    # The container reads it where the job definition mounts the host's folder (tests/iac checks the mount).
+    assert gpumon.INSTANCE_FILE == Path("/etc/af2jobs/instance.json")
+
+
+def test_the_user_datas_line_writes_the_file_gpumon_reads(tmp_path: Path) -> None:
+    """The launch template's printf, run with a stand-in for IMDS, gives JSON that instance_identity reads."""
+    import subprocess
+
+    from tests.iac.test_template import load_template
+
+    script = load_template()["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"][
+        "Fn::Base64"]["Fn::Sub"]
+    (line,) = [x.strip() for x in script.splitlines() if x.strip().startswith("printf ")]
+    target = tmp_path / "instance.json"
+    line = line.replace(f"{gpumon.INSTANCE_FILE}.tmp", str(target))
+    metadata = {"instance-id": "i-0123456789abcdef0", "instance-type": "g6e.12xlarge"}
+    imds = 'imds() { case "$1" in ' + " ".join(f'{k}) echo {v};;' for k, v in metadata.items()) + " esac; }"
+    subprocess.run(["bash", "-euo", "pipefail", "-c", f"{imds}\n{line}"], check=True)
+    assert gpumon.instance_identity({}, target) == ("i-0123456789abcdef0", "g6e.12xlarge")
+
+
 def test_the_agent_forwards_terminate_to_the_stage_and_returns_its_status(tmp_path):
     """In a container the agent is PID 1: TerminateJob's SIGTERM must reach the stage, whose status it returns."""
     import signal
