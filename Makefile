@@ -59,6 +59,7 @@ tools:
 	command -v hhblits >/dev/null || missing="$$missing hhsuite"; \
 	command -v kalign >/dev/null || missing="$$missing kalign"; \
 	command -v hmmsearch >/dev/null || missing="$$missing hmmer"; \
+	command -v mmseqs >/dev/null || missing="$$missing mmseqs2"; \
 	command -v rsync >/dev/null || missing="$$missing rsync"; \
 	if [ -n "$$missing" ]; then \
 	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \

@@ -80,7 +80,7 @@ def run_config_for(
     from af2jobs.pipeline.run import resolve_run_config
 
     values = {"model_names": request.model_names, "strategy": request.strategy, "gpus": request.gpu,
-              "db_preset": request.db_preset, "model_preset": request.model_preset,
+              "db_preset": request.db_preset, "model_preset": request.model_preset, "msa_mode": request.msa_mode,
               "models_to_relax": request.models_to_relax, "max_template_date": request.max_template_date,
               "num_multimer_predictions_per_model": request.predictions_per_model, **(overrides or {})}
     try:

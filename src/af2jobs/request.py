@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # fasta.py is only needed when a request is parsed, not to bu
 MODEL_NAMES: tuple[str, ...] = ("model_1", "model_2", "model_3", "model_4", "model_5")
 # AlphaFold 2.3's presets, and the original platform's 2021 `preset` spelling of the same choices.
 DB_PRESETS: tuple[str, ...] = ("full_dbs", "reduced_dbs")
+MSA_MODES: tuple[str, ...] = ("jackhmmer", "mmseqs2")
 MODEL_PRESETS: tuple[str, ...] = ("monomer_ptm", "monomer", "monomer_casp14", "multimer")
 PRESETS: dict[str, tuple[str, str]] = {
     "full": ("full_dbs", "monomer_ptm"),
@@ -112,6 +113,9 @@ class JobRequest(BaseModel):
         description="The models to run: a list, or a comma-separated string (\"model_1,model_3\"). Stored as a list.")
     db_preset: str = Field("full_dbs", json_schema_extra={"enum": list(DB_PRESETS)}, description="full_dbs: BFD + UniRef30 by HHblits (with UniRef90 and MGnify "
                                                    "by jackhmmer); reduced_dbs: small BFD by jackhmmer instead.")
+    msa_mode: str = Field(
+        "jackhmmer", json_schema_extra={"enum": list(MSA_MODES)}, description="jackhmmer: AlphaFold's searches (HMMER, HH-suite) of db_preset's databases; "
+                                 "mmseqs2: MMseqs2 of UniRef and an environmental database, as ColabFold searches.")
     model_preset: str = Field("monomer_ptm", json_schema_extra={"enum": list(MODEL_PRESETS)}, description="monomer_ptm: the pTM models (pTM and PAE); monomer: the "
                                                          "original models; monomer_casp14: monomer with 8 "
                                                          "ensembles; multimer: the FASTA's records are one complex "
@@ -215,6 +219,13 @@ class JobRequest(BaseModel):
             raise _invalid(f"db_preset must be one of {', '.join(DB_PRESETS)}")
         return v.lower()
 
+    @field_validator("msa_mode", mode="before")
+    @classmethod
+    def _msa_mode(cls, v: Any) -> Any:
+        if not isinstance(v, str) or v.lower() not in MSA_MODES:
+            raise _invalid(f"msa_mode must be one of {', '.join(MSA_MODES)}")
+        return v.lower()
+
     @field_validator("model_preset", mode="before")
     @classmethod
     def _model_preset(cls, v: Any) -> Any:
@@ -315,6 +326,9 @@ class JobRequest(BaseModel):
         both = set(self.msa or {}) & set(self.msa_file_names or {})
         if both:
             raise _invalid(f"msa and msa_file_names both give record {sorted(both)[0]}: give one")
+        if self.msa_mode == "mmseqs2" and self.model_preset == "multimer":
+            raise _invalid("msa_mode mmseqs2 applies to monomer records: a complex (model_preset multimer) is "
+                           "searched with jackhmmer, whose UniProt hits pair its chains by species")
         if self.num_multimer_predictions_per_model is not None and self.model_preset != "multimer":
             raise _invalid("num_multimer_predictions_per_model applies to model_preset multimer only")
         return self

@@ -55,6 +55,9 @@ class RunConfig(BaseModel):
     # monomer_casp14 the original ones averaged over 8 ensembles (AlphaFold's CASP14 configuration), multimer the
     # AlphaFold-Multimer v3 models for a complex (ranked by 0.8 ipTM + 0.2 pTM).
     db_preset: Literal["full_dbs", "reduced_dbs"] = "full_dbs"
+    # jackhmmer: AlphaFold's own searches (db_preset's databases); mmseqs2: MMseqs2 of UniRef and an environmental
+    # database, as ColabFold searches (af2jobs.pipeline.mmseqs), with the same template search.
+    msa_mode: Literal["jackhmmer", "mmseqs2"] = "jackhmmer"
     model_preset: Literal["monomer_ptm", "monomer", "monomer_casp14", "multimer"] = "monomer_ptm"
     # model_preset multimer: predictions (seeds) per model; 5 models x 5 seeds = 25, as AlphaFold makes them.
     num_multimer_predictions_per_model: int = Field(MULTIMER_SEEDS, ge=1, le=25)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import pickle
+import shutil
 import subprocess
 import sys
 
@@ -131,6 +133,33 @@ def test_reduced_dbs_searches_small_bfd_and_the_original_models_give_no_ptm(env,
     assert set(versions["params"]) == {"model_1", "model_3"}  # params_model_N, not params_model_N_ptm
     best = json.loads((out / "ubq" / "ranking_debug.json").read_text())["order"][0]
     assert "ptm" not in json.loads((out / "ubq" / f"confidence_{best}_full.json").read_text())
+
+
+def test_msa_mode_mmseqs2_searches_with_mmseqs2_and_finds_the_template_with_its_msa(env, tmp_path):
+    fasta = tmp_path / "ubq.fasta"
+    fasta.write_text(f">ubq\n{UBIQUITIN}\n")
+    out = tmp_path / "out"
+    assert main(["predict", str(fasta), "--out", str(out), "--msa-mode", "mmseqs2", *FAST]) == 0
+    record = out / "ubq"
+    versions = json.loads((record / "versions.json").read_text())
+    assert {db["name"] for db in versions["databases"]} == {"mmseqs_uniref", "mmseqs_env", "pdb70"}
+    a3m = (record / "msas" / "uniref.a3m").read_text()
+    assert a3m.startswith(f">query\n{UBIQUITIN}\n") and a3m.count(">") > 10  # the demo's ubiquitins
+    assert not (record / "msas" / "uniref90_hits.sto").exists()  # jackhmmer did not run
+    timings = json.loads((record / "timings.json").read_text())
+    assert "1ubq_A" in timings["templates"]["used"]  # HHsearch of the MMseqs2 MSA found the template
+    features = pickle.loads((record / "features.pkl").read_bytes())
+    assert features["msa"].shape[0] > 10
+
+
+def test_msa_mode_mmseqs2_without_its_database_fails_naming_it(env, tmp_path, capsys):
+    fasta = tmp_path / "ubq.fasta"
+    fasta.write_text(f">ubq\n{UBIQUITIN}\n")
+    empty = tmp_path / "db"
+    shutil.copytree(env.database_root / "uniref90", empty / "uniref90")
+    assert main(["predict", str(fasta), "--out", str(tmp_path / "o"), "--msa-mode", "mmseqs2",
+                 "--db-root", str(empty), *FAST]) != 0
+    assert "msa_mode mmseqs2 searches mmseqs_uniref, and it is not installed" in capsys.readouterr().err
 
 
 def test_an_msa_of_your_own_is_used_and_no_database_is_searched(env, tmp_path, capsys):

@@ -26,8 +26,11 @@ def dbs(installed):
 
 def test_discover_reports_demo_databases(installed):
     by_name = {d.name: d for d in installed}
-    assert set(by_name) == {"uniref90", "small_bfd", "bfd", "uniref30", "pdb70", "pdb_mmcif", "pdb_seqres", "uniprot"}
+    assert set(by_name) == {"uniref90", "small_bfd", "bfd", "uniref30", "pdb70", "pdb_mmcif", "pdb_seqres", "uniprot",
+                            "mmseqs_uniref", "mmseqs_env"}
     assert by_name["uniprot"].tool == "jackhmmer" and by_name["uniprot"].sequences == 20000
+    assert by_name["mmseqs_uniref"].tool == by_name["mmseqs_env"].tool == "mmseqs"
+    assert by_name["mmseqs_uniref"].path.name == "uniref" and by_name["mmseqs_uniref"].version.startswith("demo:")
     assert by_name["bfd"].tool == by_name["uniref30"].tool == "hhblits"
     assert by_name["uniref90"].sequences == 20000
     assert by_name["small_bfd"].sequences == 45
@@ -88,3 +91,12 @@ def test_each_db_preset_searches_alphafolds_databases_and_says_what_is_missing(i
 def test_no_database_is_a_stage_error(tmp_path):
     with pytest.raises(StageError, match="no sequence database"):
         msa.run_msa(UBIQUITIN, [], tmp_path / "msas", cpus=1)
+
+
+def test_msa_mode_mmseqs2_searches_the_mmseqs2_databases_and_pdb70_only(installed):
+    searched = databases.for_mode(installed, "mmseqs2", "full_dbs")
+    assert [d.name for d in searched] == ["mmseqs_uniref", "mmseqs_env", "pdb70"]
+    assert [d.name for d in databases.for_mode(installed, "jackhmmer", "reduced_dbs")] == \
+        [d.name for d in databases.for_preset(installed, "reduced_dbs")]
+    jackhmmer_key = msa.cache_key(UBIQUITIN, databases.for_preset(installed, "reduced_dbs"))
+    assert msa.cache_key(UBIQUITIN, searched) != jackhmmer_key  # one cache, the modes' entries apart

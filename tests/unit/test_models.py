@@ -376,3 +376,23 @@ def test_preset_and_db_model_presets_are_one_choice(spelling: dict, db: str, mod
 def test_two_spellings_that_disagree_are_refused() -> None:
     err = parse_error(preset="casp14", db_preset="reduced_dbs")
     assert err.field == "preset" and "casp14 means db_preset full_dbs" in err.message
+
+
+def test_msa_mode_is_jackhmmer_unless_asked_and_carries_into_the_run() -> None:
+    from af2jobs.jobrun import run_config_for
+    from af2jobs.settings import Settings
+
+    assert JobRequest.parse({"fasta": "a", "sequence": "MKTAYIAKQRQISFVK"}).msa_mode == "jackhmmer"
+    request = JobRequest.parse({"fasta": "a", "sequence": "MKTAYIAKQRQISFVK", "msa_mode": "MMseqs2"})
+    assert request.msa_mode == "mmseqs2"
+    config, _ = run_config_for(request, Settings())
+    assert config.msa_mode == "mmseqs2"
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"msa_mode": "blast"}, "msa_mode must be one of jackhmmer, mmseqs2"),
+    ({"msa_mode": "mmseqs2", "model_preset": "multimer"}, "msa_mode mmseqs2 applies to monomer records"),
+])
+def test_a_bad_msa_mode_is_refused_naming_it(fields: dict, message: str) -> None:
+    with pytest.raises(errors.ValidationError, match=message):
+        JobRequest.parse({"fasta": "a", "sequence": "MKTAYIAKQRQISFVK", **fields})

@@ -22,7 +22,7 @@ from rich.table import Table
 from af2jobs import errors, msafile
 from af2jobs.cli.api_client import ApiClient, is_absolute
 from af2jobs.models import JobState
-from af2jobs.request import DB_PRESETS, MODEL_NAMES, MODEL_PRESETS, PRESETS, QUEUES, RELAX, JobRequest
+from af2jobs.request import DB_PRESETS, MSA_MODES, MODEL_NAMES, MODEL_PRESETS, PRESETS, QUEUES, RELAX, JobRequest
 from af2jobs.settings import Settings
 
 WATCH_INTERVAL_S = 2.0
@@ -55,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", type=str.lower, choices=list(PRESETS),
                    help="the 2021 spelling: full | reduced | casp14 (default: full)")
     p.add_argument("--db-preset", type=str.lower, choices=DB_PRESETS, help="full_dbs (default) | reduced_dbs")
+    p.add_argument("--msa-mode", type=str.lower, choices=MSA_MODES,
+                   help="jackhmmer (default): AlphaFold's searches; mmseqs2: MMseqs2, as ColabFold searches")
     p.add_argument("--model-preset", type=str.lower, choices=MODEL_PRESETS,
                    help="monomer_ptm (default) | monomer | monomer_casp14 | multimer (the FASTA's records are one "
                         "complex)")
@@ -178,6 +180,7 @@ def submission(args: argparse.Namespace) -> tuple[dict[str, Any], list[tuple[Pat
         "strategy": args.strategy,
         "preset": args.preset,
         "db_preset": args.db_preset,
+        "msa_mode": args.msa_mode,
         "model_preset": args.model_preset,
         "num_multimer_predictions_per_model": args.num_multimer_predictions_per_model,
         "models_to_relax": args.models_to_relax,

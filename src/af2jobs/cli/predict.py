@@ -13,7 +13,7 @@ from rich.table import Table
 from af2jobs import msafile
 from af2jobs.errors import ValidationError
 from af2jobs.fasta import complex_record, parse_fasta
-from af2jobs.request import DB_PRESETS, MODEL_PRESETS, RELAX
+from af2jobs.request import DB_PRESETS, MSA_MODES, MODEL_PRESETS, RELAX
 from af2jobs.runconfig import MODEL_NAMES
 from af2jobs.settings import Settings, apply_device_memory
 
@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed of the model")
     p.add_argument("--db-preset", type=str.lower, choices=DB_PRESETS,
                    help="full_dbs (default): BFD + UniRef30 by HHblits; reduced_dbs: small BFD by jackhmmer")
+    p.add_argument("--msa-mode", type=str.lower, choices=MSA_MODES,
+                   help="jackhmmer (default): AlphaFold's searches; mmseqs2: MMseqs2, as ColabFold searches")
     p.add_argument("--model-preset", type=str.lower, choices=MODEL_PRESETS,
                    help="monomer_ptm (default) | monomer | monomer_casp14 (8 ensembles) | multimer (the records are "
                         "the chains of one complex: AlphaFold-Multimer v3)")
@@ -120,6 +122,7 @@ def _run_config(args, settings: Settings):
                                   num_recycle=args.recycles, max_msa_clusters=clusters, max_extra_msa=extra,
                                   profile=args.profile, random_seed=args.seed, gpus=args.gpus,
                                   db_preset=args.db_preset, model_preset=args.model_preset,
+                                  msa_mode=args.msa_mode,
                                   models_to_relax=args.models_to_relax, max_template_date=args.max_template_date,
                                   num_multimer_predictions_per_model=args.num_multimer_predictions_per_model)
     except PydanticError as exc:

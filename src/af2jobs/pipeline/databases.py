@@ -9,6 +9,7 @@ searches (the template search with it, when pdb70 and pdb_mmcif are installed).
     db_root/pdb_mmcif/mmcif_files/*.cif, pdb_mmcif/obsolete.dat   the templates' structures
     db_root/pdb_seqres/pdb_seqres.txt                        hmmsearch (AlphaFold-Multimer's templates)
     db_root/uniprot/uniprot.fasta                            jackhmmer (AlphaFold-Multimer: its species pair rows)
+    db_root/mmseqs_uniref/<name>, db_root/mmseqs_env/<name>  MMseqs2 databases (msa_mode mmseqs2; pipeline.mmseqs)
 
 A `VERSION` file beside each database says where it came from; its identity (version, size, mtime) keys the MSA cache.
 The small demo database is af2jobs.pipeline.demo's.
@@ -40,7 +41,7 @@ _META = ".af2db.json"
 class Database:
     name: str
     path: Path  # a FASTA file (jackhmmer, hmmsearch); an ffindex prefix (HHblits, HHsearch); the mmCIF folder
-    tool: str  # "jackhmmer" | "hhblits" | "hhsearch" | "mmcif" | "hmmsearch"
+    tool: str  # "jackhmmer" | "hhblits" | "hhsearch" | "mmcif" | "hmmsearch" | "mmseqs"
     version: str
     size_bytes: int
     sequences: int | None
@@ -137,6 +138,12 @@ def discover(db_root: Path, hhblits_binary: str | None = None) -> list[Database]
     if hhblits and all(prefixes):
         for name, prefix in zip(HHBLITS_DATABASES, prefixes):
             found.append(_describe(name, prefix, "hhblits", Path(f"{prefix}_a3m.ffdata")))
+    from af2jobs.pipeline import mmseqs
+
+    for name in mmseqs.DATABASES:
+        prefix = mmseqs.prefix_in(db_root / name)
+        if prefix is not None:
+            found.append(_describe(name, prefix, "mmseqs", Path(f"{prefix}.index")))
     pdb70 = _ffindex_prefix(db_root / "pdb70")
     if pdb70 is not None:
         found.append(_describe("pdb70", pdb70, "hhsearch", Path(f"{pdb70}_hhm.ffdata")))
@@ -173,6 +180,22 @@ PRESET_DATABASES: dict[str, tuple[str, ...]] = {
 }
 PRESET_REQUIRES: dict[str, tuple[str, ...]] = {"full_dbs": ("bfd", "uniref30"), "reduced_dbs": ("small_bfd",)}
 NO_DATABASE = "no sequence database is configured (run 'af2 db fetch-demo' or set AF2_DB_ROOT)"
+
+
+def for_mode(found: list[Database], msa_mode: str, db_preset: str, **kwargs) -> list[Database]:
+    """What a search in msa_mode uses: for_preset's databases (jackhmmer: AlphaFold's tools), or MMseqs2's
+    UniRef (required) and environmental (when installed) databases with the same template search."""
+    if msa_mode == "jackhmmer":
+        return for_preset(found, db_preset, **kwargs)
+    if not found:
+        raise DatabaseError(NO_DATABASE)
+    names = {db.name for db in found}
+    if "mmseqs_uniref" not in names:
+        raise DatabaseError(f"msa_mode mmseqs2 searches mmseqs_uniref, and it is not installed (installed: "
+                            f"{', '.join(sorted(names))}): install it (af2 db fetch-demo builds the demo's), or use "
+                            f"msa_mode jackhmmer")
+    templates = template_source(found)
+    return [db for db in found if db.tool == "mmseqs"] + ([templates[0]] if templates else [])
 
 
 def for_preset(found: list[Database], db_preset: str, *, multimer: bool = False,

@@ -6,6 +6,8 @@
     small_bfd/...fasta           the 45 globins of HMMER's tutorial (hmmer-examples)
     bfd/, uniref30/              tiny HH-suite databases made from the same globins (first half, second half) with
                                  HH-suite's own tools, so that db_preset full_dbs (HHblits) runs too
+    mmseqs_uniref/, mmseqs_env/  MMseqs2 databases (with their index) of the same UniProt sequences and globins,
+                                 made with MMseqs2's own createdb and createindex (msa_mode mmseqs2)
     pdb_mmcif/, pdb70/, pdb_seqres/
                                  a tiny template database of real PDB entries: 1UBQ (human ubiquitin) and 1A0Q (an
                                  antibody Fab) as the freesasa package ships them (PDB format, written as mmCIF by
@@ -29,7 +31,7 @@ from pathlib import Path
 
 from af2jobs import atomic
 from af2jobs.errors import DatabaseError
-from af2jobs.pipeline import hhsuitedb
+from af2jobs.pipeline import hhsuitedb, mmseqs
 from af2jobs.pipeline.databases import count_sequences, read_fasta
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ def fetch_demo(db_root: Path, *, force: bool = False, log=print) -> list[Path]:
     """Install the demo databases under db_root. Already present ones are kept (a second run costs nothing)."""
     written = _fetch_packages(db_root, force=force, log=log)
     written += _build_hhsuite_demo(db_root, force=force, log=log)
+    written += _build_mmseqs_demo(db_root, force=force, log=log)
     written += _build_templates(db_root, force=force, log=log)
     return written
 
@@ -153,6 +156,31 @@ def _build_hhsuite_demo(db_root: Path, *, force: bool, log) -> list[Path]:
         log(f"{name}: {folder} ({len(part)} entries)")
     return written
 
+
+# (database, name, source FASTA under db_root)
+MMSEQS_DEMO = (("mmseqs_uniref", "uniref", "uniref90/uniref90.fasta"), ("mmseqs_env", "env", GLOBINS))
+
+
+def _build_mmseqs_demo(db_root: Path, *, force: bool, log) -> list[Path]:
+    """MMseqs2 databases of the demo's UniProt sequences (UniRef's place) and globins (the environmental one)."""
+    written = []
+    for name, stem, source in MMSEQS_DEMO:
+        folder = db_root / name
+        if (folder / "VERSION").is_file() and not force:
+            log(f"{name}: present ({folder})")
+            continue
+        if shutil.which("mmseqs") is None:
+            log(f"{name}: not built: MMseqs2 is not installed; msa_mode mmseqs2 needs it (install the Debian "
+                "package mmseqs2, e.g. make tools, and run af2 db fetch-demo again)")
+            continue
+        with atomic.staging_dir(folder) as staging:
+            mmseqs.build(db_root / source, staging / stem, index=True, cpus=os.cpu_count() or 1)
+            (staging / "VERSION").write_text(
+                f"demo:{stem} sha256:{_sha256(db_root / source)[:16]}\n"
+                f"MMseqs2 database (createdb, createindex) of the demo's {source}\n")
+        written.append(folder)
+        log(f"{name}: {folder} (from {source})")
+    return written
 
 
 # --- the template database -------------------------------------------------------------------------------------

@@ -16,8 +16,9 @@ from af2jobs import atomic
 from af2jobs.pipeline import templates
 from af2jobs.pipeline.msa import OUTPUT_NAMES, supplied
 
-# AlphaFold's order of MSAs in the features: uniref90, bfd, mgnify.
-_ORDER = ("uniref90", "bfd_uniref", "small_bfd", "mgnify")
+# AlphaFold's order of MSAs in the features: uniref90, bfd, mgnify (MMseqs2's UniRef and environmental A3M in
+# the same places).
+_ORDER = ("uniref90", "mmseqs_uniref", "bfd_uniref", "small_bfd", "mgnify", "mmseqs_env")
 
 
 def read_msas(msa_dir: Path) -> list[tuple[str, parsers.Msa]]:

@@ -1,7 +1,9 @@
-"""MSA stage: jackhmmer (pyhmmer, in-process) per database, HHblits when present, concurrently, with a cache.
+"""MSA stage: jackhmmer (pyhmmer, in-process) per database, HHblits when present, concurrently, with a cache; or,
+in msa_mode mmseqs2, MMseqs2 (af2jobs.pipeline.mmseqs) with the same cache and template search.
 
 Output is AlphaFold's `msas/` layout, so AlphaFold's own parsers read it:
-uniref90_hits.sto, mgnify_hits.sto, small_bfd_hits.sto, bfd_uniref_hits.a3m.
+uniref90_hits.sto, mgnify_hits.sto, small_bfd_hits.sto, bfd_uniref_hits.a3m; MMseqs2's uniref.a3m and
+bfd.mgnify30.metaeuk30.smag30.a3m (ColabFold's names).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Callable
 
 from af2jobs import atomic
 from af2jobs.errors import StageError
-from af2jobs.pipeline import templates
+from af2jobs.pipeline import mmseqs, templates
 from af2jobs.pipeline.databases import NO_DATABASE, Database
 
 # AlphaFold's jackhmmer settings (alphafold/data/tools/jackhmmer.py) and hit limits (alphafold/data/pipeline.py).
@@ -33,6 +35,7 @@ OUTPUT_NAMES = {
     "pdb70": "pdb_hits.hhr",
     "uniprot": "uniprot_hits.sto",
     "pdb_seqres": "pdb_hits.sto",
+    **mmseqs.OUTPUT_NAMES,
 }
 # The request's own MSA (af2jobs.jobrun puts it in msas/ before the stage runs): read first, searched for nothing.
 SUPPLIED_MSA = "supplied_msa"
@@ -64,10 +67,13 @@ class MsaReport:
 
 
 def cache_key(sequence: str, databases: list[Database]) -> str:
-    payload = json.dumps({
+    fields = {
         "format": CACHE_FORMAT, "sequence": sequence, "options": JACKHMMER_OPTIONS, "limits": HIT_LIMITS,
         "databases": sorted(db.identity for db in databases),
-    }, sort_keys=True)
+    }
+    if any(db.tool == "mmseqs" for db in databases):
+        fields["mmseqs"] = mmseqs.OPTIONS
+    payload = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -84,19 +90,19 @@ def unique_chains(record) -> list[tuple[str, str]]:
     return [(chain_id, seq) for seq, chain_id in seen.items()]
 
 
-def searched_for(record, databases: list[Database], db_preset: str) -> list[Database]:
+def searched_for(record, databases: list[Database], db_preset: str, msa_mode: str = "jackhmmer") -> list[Database]:
     """The databases a record's searches use (DatabaseError naming what is missing): a complex's chains search
     pdb_seqres for templates, and UniProt as well when they differ (the rows that pair)."""
-    from af2jobs.pipeline.databases import for_preset
+    from af2jobs.pipeline.databases import for_mode
 
     if not record.chains:
-        return for_preset(databases, db_preset)
-    return for_preset(databases, db_preset, multimer=True, pairing=len(unique_chains(record)) > 1)
+        return for_mode(databases, msa_mode, db_preset)
+    return for_mode(databases, msa_mode, db_preset, multimer=True, pairing=len(unique_chains(record)) > 1)
 
 
-def record_keys(record, databases: list[Database], db_preset: str) -> list[str]:
+def record_keys(record, databases: list[Database], db_preset: str, msa_mode: str = "jackhmmer") -> list[str]:
     """The MSA cache keys of a record: one per distinct chain of a complex (a chain seen before costs no search)."""
-    searched = searched_for(record, databases, db_preset)
+    searched = searched_for(record, databases, db_preset, msa_mode)
     return [cache_key(seq, searched) for _, seq in unique_chains(record)]
 
 
@@ -175,6 +181,22 @@ def _hhblits(sequence: str, dbs: list[Database], out: Path, cpus: int) -> int:
     return max(0, a3m.count(">") - 1)
 
 
+def _mmseqs(sequence: str, dbs: list[Database], msa_dir: Path, cpus: int, notify: Progress) -> list[SearchReport]:
+    for db in dbs:
+        notify(db.name, "start", {})
+    t0 = time.perf_counter()
+    try:
+        hits = mmseqs.search({"query": sequence}, [(db.name, db.path) for db in dbs], {"query": msa_dir}, cpus)
+    except Exception as exc:
+        raise StageError(f"MMseqs2 search against {', '.join(db.name for db in dbs)} failed: {exc}",
+                         stage="msa") from exc
+    seconds = round(time.perf_counter() - t0, 3)
+    reports = [SearchReport(db.name, OUTPUT_NAMES[db.name], hits["query"][db.name], seconds) for db in dbs]
+    for report in reports:
+        notify(report.database, "done", {"hits": report.hits, "seconds": seconds})
+    return reports
+
+
 def _restore(cache_dir: Path, msa_dir: Path) -> list[SearchReport] | None:
     meta = cache_dir / "report.json"
     if not meta.is_file():
@@ -231,6 +253,7 @@ def run_msa(
 
     jack = [db for db in databases if db.tool == "jackhmmer"]
     hh = [db for db in databases if db.tool == "hhblits"]
+    mm = [db for db in databases if db.tool == "mmseqs"]
     pdb70 = next((db for db in databases if db.tool == "hhsearch"), None)
     seqres = next((db for db in databases if db.tool == "hmmsearch"), None)
     tasks: list[tuple[str, Callable[[int], int]]] = [
@@ -238,9 +261,9 @@ def run_msa(
     ]
     if hh:
         tasks.append(("bfd_uniref", lambda c: _hhblits(sequence, hh, msa_dir / OUTPUT_NAMES["bfd_uniref"], c)))
-    if not tasks:
+    if not tasks and not mm:
         raise StageError(NO_DATABASE, stage="msa")
-    cpus_each = max(1, cpus // len(tasks))
+    cpus_each = max(1, cpus // max(1, len(tasks)))
 
     def run_one(name: str, fn: Callable[[int], int]) -> SearchReport:
         notify(name, "start", {})
@@ -253,9 +276,15 @@ def run_msa(
         notify(name, "done", {"hits": hits, "seconds": report.seconds})
         return report
 
-    with ThreadPoolExecutor(max_workers=len(tasks)) as pool:
-        searches = list(pool.map(lambda t: run_one(*t), tasks))
+    searches = []
+    if tasks:
+        with ThreadPoolExecutor(max_workers=len(tasks)) as pool:
+            searches = list(pool.map(lambda t: run_one(*t), tasks))
+    if mm:  # one MMseqs2 run over its databases, on every CPU (it parallelises itself)
+        searches += _mmseqs(sequence, mm, msa_dir, cpus, notify)
     uniref90 = msa_dir / OUTPUT_NAMES["uniref90"]
+    if not uniref90.is_file() and mm:  # msa_mode mmseqs2: the UniRef A3M, as ColabFold searches pdb70 with it
+        uniref90 = msa_dir / OUTPUT_NAMES["mmseqs_uniref"]
     if pdb70 is not None and uniref90.is_file():  # the templates: HHsearch of the UniRef90 MSA, as AlphaFold does
         searches.append(run_one("pdb70", lambda c: templates.search(msa_dir, pdb70.path, uniref90)))
     if seqres is not None and uniref90.is_file():  # a complex's chain: hmmsearch of pdb_seqres, as AlphaFold-Multimer

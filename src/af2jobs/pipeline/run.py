@@ -101,7 +101,7 @@ def _search(record: FastaRecord, workdir: Path, ctx: Context) -> tuple[msa_mod.M
                                                         round(time.perf_counter() - t0, 3)))
         return report, [source[0]] if source is not None else []
     try:
-        searched = db_mod.for_preset(ctx.databases, ctx.run.db_preset)
+        searched = db_mod.for_mode(ctx.databases, ctx.run.msa_mode, ctx.run.db_preset)
     except Af2JobsError as exc:
         raise StageError(exc.message, stage="msa") from None
     ctx.progress("msa", "start", {"databases": [d.name for d in searched]})
