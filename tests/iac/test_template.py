@@ -285,6 +285,15 @@ def test_the_state_machine_arn_given_to_code_is_the_state_machines_own(template)
         assert env["AF2_STATE_MACHINE_ARN"]["Fn::Sub"] == function_arn
 
 
+def _schemes() -> dict:
+    from aws_lambda_powertools.event_handler.openapi.models import APIKey
+
+    return {"apiKey": APIKey.model_validate({"type": "apiKey", "in": "header", "name": "Authorization"})}
+
+
+_SCHEMES = _schemes()
+
+
 def _router_routes() -> set[tuple[str, str]]:
     from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 
@@ -293,7 +302,7 @@ def _router_routes() -> set[tuple[str, str]]:
 
     app = APIGatewayRestResolver(enable_validation=True)
     app.include_router(router)
-    paths = app.get_openapi_schema().paths or {}
+    paths = app.get_openapi_schema(security_schemes=_SCHEMES).paths or {}
     routes = {(path, method.upper()) for path, item in paths.items()
               for method in ("get", "post", "put", "delete", "patch") if getattr(item, method, None) is not None}
     return routes | {(OPENAPI_PATH, "GET"), (SWAGGER_PATH, "GET")}
@@ -306,7 +315,7 @@ def test_every_api_route_of_the_code_is_a_route_of_the_rest_api_and_back(templat
     assert in_template == _router_routes()
 
 
-def test_only_the_api_description_is_public(template):
+def test_only_the_api_description_and_the_signed_links_are_public(template):
     api = template["Resources"]["Api"]["Properties"]
     assert api["Auth"]["DefaultAuthorizer"] == "ApiKeyAuthorizer"
     authorizer = api["Auth"]["Authorizers"]["ApiKeyAuthorizer"]
@@ -315,7 +324,39 @@ def test_only_the_api_description_is_public(template):
     assert authorizer["FunctionArn"] == {"Fn::GetAtt": ["AuthorizerFunction", "Arn"]}
     public = {e["Properties"]["Path"] for e in template["Resources"]["ApiFunction"]["Properties"]["Events"].values()
               if e["Properties"].get("Auth", {}).get("Authorizer") == "NONE"}
-    assert public == {"/openapi.json", "/swagger"}
+    assert public == {"/openapi.json", "/swagger", "/jobs/{job_id}/link"}
+    # and the code agrees: the link route is the one operation whose document asks for no key
+    from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+
+    from af2jobs.api.routes import router
+
+    app = APIGatewayRestResolver(enable_validation=True)
+    app.include_router(router)
+    paths = app.get_openapi_schema(security_schemes=_SCHEMES).paths or {}
+    keyless = {path for path, item in paths.items() for op in (item.get, item.post, item.put, item.delete)
+               if op is not None and op.security == [{}]}
+    assert keyless == {"/jobs/{job_id}/link"}
+
+
+def test_the_mail_links_are_signed_with_the_stacks_secret_and_the_operator_gets_no_owners_mail(template):
+    from af2jobs.adapters.aws.sns import OPERATOR_FILTER_POLICY
+
+    resources = template["Resources"]
+    secret = resources["LinkSecret"]["Properties"]
+    assert secret["KmsKeyId"] == {"Ref": "TopicKey"} and secret["GenerateSecretString"]["PasswordLength"] >= 32
+    for name in ("ApiFunction", "NotifyFunction"):
+        props = resources[name]["Properties"]
+        assert props["Environment"]["Variables"]["AF2_LINK_SECRET_ARN"] == {"Ref": "LinkSecret"}
+        grants = [st for pol in props["Policies"] if "Statement" in pol for st in pol["Statement"]]
+        assert {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": {"Ref": "LinkSecret"}} \
+            in grants
+    # the notifier signs links to the API itself (the API only checks them: knowing its own URL would be a cycle)
+    api_url = resources["NotifyFunction"]["Properties"]["Environment"]["Variables"]["AF2_API_URL"]
+    assert api_url == template["Outputs"]["ApiUrl"]["Value"]
+    assert "AF2_API_URL" not in resources["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    subscription = resources["EmailSubscription"]["Properties"]
+    assert subscription["FilterPolicyScope"] == "MessageAttributes"
+    assert subscription["FilterPolicy"] == OPERATOR_FILTER_POLICY  # alarms and database loads only
 
 
 # ---------------------------------------------------------------------------------------------------------------
