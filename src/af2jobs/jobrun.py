@@ -154,6 +154,7 @@ class Prepared:
     context: Any = None  # the StageRunner's own (pipeline.run.Context for PipelineStages)
     databases: list[Any] = field(default_factory=list)  # the installed databases (the MSA cache keys on them)
     supplied: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # slug -> (format, text): own MSAs
+    searches_ahead: list[Any] = field(default_factory=list)  # records whose MSAs the first MSA stage searches
 
 
 class StageRunner(Protocol):
@@ -198,11 +199,17 @@ class PipelineStages:
         check_parameters(self.settings, run_config)
         ctx = Context(settings=self.settings, run=run_config, provider=self._params(), progress=progress,
                       should_cancel=should_cancel, **report_fields(job.request, records))
-        return Prepared(run_config, job.request.preset, notes, ctx, list(ctx.databases))
+        prepared = Prepared(run_config, job.request.preset, notes, ctx, list(ctx.databases))
+        if not (job.request.msa or job.request.msa_file_names):
+            prepared.searches_ahead = list(records)  # msa_mode mmseqs2: all of them in one run, at the first MSA
+        return prepared
 
     def msa(self, record: FastaRecord, workdir: Path, prepared: Prepared) -> dict[str, Any]:
-        from af2jobs.pipeline.run import msa_stage
+        from af2jobs.pipeline.run import msa_stage, prefetch_msas
 
+        if prepared.searches_ahead:
+            records, prepared.searches_ahead = prepared.searches_ahead, []
+            prefetch_msas(records, prepared.context)
         return msa_stage(record, workdir, prepared.context)
 
     def predict(self, record: FastaRecord, workdir: Path, prepared: Prepared) -> dict[str, Any]:

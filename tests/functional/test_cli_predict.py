@@ -152,6 +152,24 @@ def test_msa_mode_mmseqs2_searches_with_mmseqs2_and_finds_the_template_with_its_
     assert features["msa"].shape[0] > 10
 
 
+def test_msa_mode_mmseqs2_searches_all_records_in_one_mmseqs2_run(env, tmp_path, monkeypatch):
+    from af2jobs.pipeline import mmseqs
+
+    calls = []
+    real = mmseqs.search
+    monkeypatch.setattr(mmseqs, "search",
+                        lambda queries, *a, **k: calls.append(sorted(queries)) or real(queries, *a, **k))
+    fasta = tmp_path / "two.fasta"
+    fasta.write_text(f">ubq\n{UBIQUITIN}\n>half\n{UBIQUITIN[:40]}\n")
+    out = tmp_path / "out"
+    assert main(["predict", str(fasta), "--out", str(out), "--msa-mode", "mmseqs2", "--models", "model_3",
+                 "--profile", "tiny", "--max-msa", "16:32", "--models-to-relax", "none"]) == 0
+    assert len(calls) == 1 and len(calls[0]) == 2  # one run for both, then each record's MSA is a cache hit
+    for name, query in (("ubq", UBIQUITIN), ("half", UBIQUITIN[:40])):
+        assert (out / name / "msas" / "uniref.a3m").read_text().startswith(f">query\n{query}\n")
+        assert json.loads((out / name / "timings.json").read_text())["msa"]["cache"] == "hit"
+
+
 def test_msa_mode_mmseqs2_without_its_database_fails_naming_it(env, tmp_path, capsys):
     fasta = tmp_path / "ubq.fasta"
     fasta.write_text(f">ubq\n{UBIQUITIN}\n")

@@ -216,6 +216,46 @@ def _store(cache_dir: Path, msa_dir: Path, searches: list[SearchReport]) -> None
         (tmp / "report.json").write_text(json.dumps([asdict(s) for s in searches]))
 
 
+def prefetch(sequences: list[str], databases: list[Database], *, cpus: int, cache_root: Path | None,
+             progress: Progress | None = None) -> int:
+    """msa_mode mmseqs2 for several sequences: one MMseqs2 run for all those not yet in the cache, each stored as
+    its cache entry (with its template search), so that each record's run_msa then finds it. Returns how many
+    sequences were searched (none without the cache, or for fewer than two)."""
+    mm = [db for db in databases if db.tool == "mmseqs"]
+    if not mm or cache_root is None:
+        return 0
+    todo: dict[str, tuple[str, Path]] = {}
+    for sequence in dict.fromkeys(sequences):
+        key = cache_key(sequence, databases)
+        entry = cache_root / key[:2] / key
+        if not (entry / "report.json").is_file():
+            todo[key] = (sequence, entry)
+    if len(todo) < 2:
+        return 0
+    notify = progress or (lambda db, event, details: None)
+    pdb70 = next((db for db in databases if db.tool == "hhsearch"), None)
+    with tempfile.TemporaryDirectory(prefix="af2-prefetch-") as tmp:
+        dirs = {key: Path(tmp) / key for key in todo}
+        notify("mmseqs2", "start", {"queries": len(todo)})
+        t0 = time.perf_counter()
+        try:
+            hits = mmseqs.search({key: seq for key, (seq, _) in todo.items()}, [(db.name, db.path) for db in mm],
+                                 dirs, cpus)
+        except Exception as exc:
+            raise StageError(f"MMseqs2 search of {len(todo)} sequences failed: {exc}", stage="msa") from exc
+        share = round((time.perf_counter() - t0) / len(todo), 3)  # each query's part of the one run
+        notify("mmseqs2", "done", {"queries": len(todo), "seconds": round(time.perf_counter() - t0, 3)})
+        for key, (sequence, entry) in todo.items():
+            searches = [SearchReport(db.name, OUTPUT_NAMES[db.name], hits[key][db.name], share) for db in mm]
+            a3m = dirs[key] / OUTPUT_NAMES["mmseqs_uniref"]
+            if pdb70 is not None and a3m.is_file():
+                t1 = time.perf_counter()
+                found = templates.search(dirs[key], pdb70.path, a3m)
+                searches.append(SearchReport("pdb70", OUTPUT_NAMES["pdb70"], found, round(time.perf_counter() - t1, 3)))
+            _store(entry, dirs[key], searches)
+    return len(todo)
+
+
 def supplied(msa_dir: Path) -> Path | None:
     """The request's own MSA in msa_dir, if it brought one."""
     return next(iter(sorted(msa_dir.glob(f"{SUPPLIED_MSA}.*"))), None)

@@ -229,8 +229,24 @@ def predict_record(record: FastaRecord, out_root: Path, ctx: Context) -> RecordR
     return RecordResult(record, final, result["best"], timings, result["untrained"])
 
 
+def prefetch_msas(records: list[FastaRecord], ctx: Context) -> int:
+    """msa_mode mmseqs2: the records' searches in one MMseqs2 run, into the MSA cache (msa.prefetch), before the
+    records run one by one. Records with their own MSA are left out; complexes search with jackhmmer."""
+    if ctx.run.msa_mode != "mmseqs2" or not ctx.settings.msa_cache:
+        return 0
+    sequences = [r.sequence for r in records if not r.chains and r.name not in ctx.supplied_msas]
+    try:
+        searched = db_mod.for_mode(ctx.databases, ctx.run.msa_mode, ctx.run.db_preset)
+    except Af2JobsError as exc:
+        raise StageError(exc.message, stage="msa") from None
+    return msa_mod.prefetch(sequences, searched, cpus=ctx.settings.cpus, cache_root=ctx.settings.cache_dir / "msa",
+                            progress=lambda db, event, details: ctx.progress("msa", f"database_{event}",
+                                                                             {"database": db, **details}))
+
+
 def predict_records(records: list[FastaRecord], out_root: Path, ctx: Context) -> list[RecordResult]:
     """Each record is its own monomer prediction; predictions.json at the top says so."""
+    prefetch_msas(records, ctx)
     results = []
     for i, record in enumerate(records):
         ctx.progress("record", "start", {"name": record.name, "index": i + 1, "total": len(records),
@@ -244,4 +260,4 @@ def predict_records(records: list[FastaRecord], out_root: Path, ctx: Context) ->
 
 
 __all__ = ["Context", "RecordResult", "msa_stage", "predict_stage", "predict_record", "predict_records",
-           "resolve_run_config"]
+           "prefetch_msas", "resolve_run_config"]
