@@ -193,6 +193,17 @@ def test_a_second_job_with_the_same_sequence_takes_its_msa_from_the_cache_and_sk
     assert f"jobs/{second.id}/output/ubq-again/ranked_0.pdb" in aws.keys(f"jobs/{second.id}/output/")
 
 
+def test_msa_mode_travels_through_validate_and_the_msa_job_into_the_cache_a_second_job_finds(aws: Platform) -> None:
+    first = submit(aws, fasta="ubq-mm", msa_mode="mmseqs2")
+    finish(aws, first, "SUCCEEDED")
+    timings = json.loads(aws.get_object(f"jobs/{first.id}/output/ubq-mm/timings.json"))
+    assert {s["database"] for s in timings["msa"]["searches"]} == {"mmseqs_uniref", "mmseqs_env", "pdb70"}
+    # Validate keys the cache as the MSA job did, with MMseqs2's databases: the second job skips RunMsa.
+    second = submit(aws, fasta="ubq-mm-again", msa_mode="mmseqs2")
+    finish(aws, second, "SUCCEEDED")
+    assert [r.stage for r in aws.runs(second.id)] == ["predict"]
+
+
 # Two ribosomal proteins of two bacteria: their UniProt hits in the demo database share species, so rows pair.
 L29 = "MNAAELRKLSAEQLKDKLAESRKELFDMRFRHATAQLEKTSNLPATKRDIARILTILKEKG"
 L35 = "MPKMKTKSALKKRVKVTATGKIKREQAFRSHLAQNKTKKQKRQSRKASFMKRSDFKRFKFML"

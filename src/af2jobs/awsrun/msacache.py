@@ -44,7 +44,7 @@ class MsaCacheBridge:
     def _local_entry(self, key: str) -> Path:
         return self.settings.cache_dir / "msa" / key[:2] / key
 
-    def fetch(self, record: FastaRecord, databases: list[Any], db_preset: str) -> None:
+    def fetch(self, record: FastaRecord, databases: list[Any], db_preset: str, msa_mode: str = "jackhmmer") -> None:
         """Put the S3 cache's entry for the record where the pipeline's local cache looks, if S3 has one."""
         from af2jobs.errors import DatabaseError
         from af2jobs.pipeline.msa import record_keys
@@ -52,7 +52,7 @@ class MsaCacheBridge:
         if not self.settings.msa_cache:
             return
         try:
-            keys = record_keys(record, databases, db_preset)  # one per distinct chain of a complex
+            keys = record_keys(record, databases, db_preset, msa_mode)  # one per distinct chain of a complex
         except DatabaseError:
             return  # the preset's databases are missing: the MSA stage says so
         for key in keys:

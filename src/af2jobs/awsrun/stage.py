@@ -155,7 +155,8 @@ class BatchStage:
             if self._restore(record, workdir):
                 self._log(f"{record.name}: MSA finished by an earlier attempt; kept")
                 continue
-            self.cache.fetch(record, self.prepared.databases, self.prepared.run_config.db_preset)
+            self.cache.fetch(record, self.prepared.databases, self.prepared.run_config.db_preset,
+                                 self.prepared.run_config.msa_mode)
             timings = jobrun.run_msa_record(self.stages, record, workdir, self.prepared)
             self.cache.share(timings, self.prepared.databases)
             self.work.save(self.job_id, record.slug, workdir, last=jobrun.MSA_DONE)
@@ -181,7 +182,8 @@ class BatchStage:
             workdir = scratch / record.slug
             if not self._restore(record, workdir):
                 # No MSA job ran (Validate found the MSA cached): its MSA comes from the cache, features are made here.
-                self.cache.fetch(record, self.prepared.databases, self.prepared.run_config.db_preset)
+                self.cache.fetch(record, self.prepared.databases, self.prepared.run_config.db_preset,
+                                 self.prepared.run_config.msa_mode)
                 timings = jobrun.run_msa_record(self.stages, record, workdir, self.prepared)
                 if timings["msa"]["cache"] != "hit":
                     self._log(f"{record.name}: the cached MSA was not found for these databases; searched here")

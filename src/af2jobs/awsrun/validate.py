@@ -128,7 +128,8 @@ def msa_cached(index: MsaCacheIndex, records: list[FastaRecord], settings: Setti
     if databases is None:
         return False
     try:
-        keys = [key for record in records for key in record_keys(record, databases, request.db_preset)]
+        keys = [key for record in records
+                for key in record_keys(record, databases, request.db_preset, request.msa_mode)]
     except DatabaseError:
         return False  # the MSA job will say what is missing
     return all(index.has(key) for key in keys)
