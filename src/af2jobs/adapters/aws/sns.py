@@ -80,7 +80,7 @@ class SnsOwnerMail:
     """OwnerMail on the topic: one e-mail subscription per address, whose filter policy lists the owners it receives
     for. SNS keeps one subscription per (topic, protocol, address), so an address shared by owners gets one policy
     naming them all. A new subscription waits until its address confirms it (SNS mails a link); one that is
-    still pending cannot be removed and expires by itself after 48 hours (SNS's rule)."""
+    still pending cannot be removed, and SNS removes it by itself after a few days unless confirmed."""
 
     def __init__(self, topic_arn: str, client: Any = None) -> None:
         self.topic_arn = topic_arn
