@@ -351,9 +351,16 @@ def test_the_published_sets_name_only_known_sources_in_the_pipeline_layout():
     assert set(dbload.TEMPLATES) == {"pdb70", "pdb_mmcif", "pdb_seqres"}
     assert all(set(dbload.TEMPLATES) <= set(names) for names in dbload.SETS.values())
     for source in dbload.SOURCES.values():
-        assert source.url.startswith("rsync://" if source.unpack == "mirror" else "https://")
-        assert source.unpack in ("gunzip", "tar", "none", "mirror")
-        assert source.unpack not in ("gunzip", "none") or source.target
+        scheme = {"mirror": "rsync://", "mmseqs": "mmseqs:"}.get(source.unpack, "https://")
+        assert source.url.startswith(scheme)
+        assert source.unpack in ("gunzip", "tar", "none", "mirror", "mmseqs")
+        assert source.unpack not in ("gunzip", "none", "mmseqs") or source.target
+    # msa_mode mmseqs2's databases, built from loaded FASTA files, under the names the pipeline looks in.
+    from af2jobs.pipeline import mmseqs
+
+    assert set(mmseqs.DATABASES) <= set(dbload.SETS["mmseqs"])
+    for name in mmseqs.DATABASES:
+        assert dbload.SOURCES[name].url.removeprefix("mmseqs:") in dbload.SETS["mmseqs"]
     assert dbload.SOURCES["pdb_seqres"].target == "pdb_seqres.txt"
 
 
@@ -419,3 +426,27 @@ def test_crc32c_digests_compare_with_the_servers_form(tmp_path):
     assert dbload.parse_goog_hash([f"crc32c={base64.b64encode(bytes.fromhex('e3069283')).decode()}"]) == {
         "crc32c": "e3069283"
     }
+
+
+@pytest.mark.skipif(shutil.which("mmseqs") is None, reason="mmseqs is not installed (make tools installs it)")
+def test_an_mmseqs2_database_is_built_after_its_fasta_loads_and_again_only_when_the_fasta_changes(server, tmp_path):
+    from af2jobs.pipeline import databases, mmseqs
+
+    loader, messages = _loader(tmp_path)
+    fasta = _fasta_source(server)
+    built = dbload.SOURCES["mmseqs_uniref"]
+    first = dbload.load_all(loader, [built, fasta])  # listed first, built after the download all the same
+    assert [(o.name, o.status) for o in first] == [("mmseqs_uniref", "loaded"), ("uniref90", "loaded")], first
+    found = {d.name: d for d in databases.discover(loader.root)}
+    assert found["mmseqs_uniref"].tool == "mmseqs" and found["mmseqs_uniref"].path == mmseqs.prefix_in(
+        loader.root / "mmseqs_uniref")
+    assert dbload.read_version(loader.root / "mmseqs_uniref")["built_from"].startswith("uniref90 uniref90_test")
+    assert [o.status for o in dbload.load_all(loader, [fasta, built])] == ["present", "present"]
+    assert not list((loader.work / "staging").glob("mmseqs_uniref*"))  # nothing half-built left
+
+
+def test_an_mmseqs2_database_without_its_fasta_fails_naming_what_it_needs(tmp_path):
+    loader, _ = _loader(tmp_path)
+    (outcome,) = dbload.load_all(loader, [dbload.SOURCES["mmseqs_env"]])
+    assert outcome.status == "failed" and "needs mgnify loaded first" in outcome.detail
+    assert not (loader.root / "mmseqs_env").exists()
