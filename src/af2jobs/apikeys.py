@@ -75,8 +75,9 @@ def check_email(email: object) -> None:
 
 
 def mail_owners(keys: list[ApiKeyInfo], email: str) -> list[str]:
-    """The owners whose job mail goes to `email`: those with an unrevoked key that names it."""
-    return sorted({k.owner for k in keys if k.email == email and k.revoked_at is None})
+    """The owners whose job mail goes to `email`: those with an unrevoked key that names it (in any case, as SNS
+    keeps one subscription per address)."""
+    return sorted({k.owner for k in keys if k.email and k.email.lower() == email.lower() and k.revoked_at is None})
 
 
 def mail_addresses(keys: list[ApiKeyInfo], owner: str) -> list[str]:

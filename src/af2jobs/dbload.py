@@ -547,12 +547,14 @@ class Loader:
         shutil.rmtree(staged, ignore_errors=True)
         self.log(f"{source.name}: building from {fastas[0]} (mmseqs createdb, createindex)")
         try:
-            mmseqs.build(fastas[0], staged / source.target, index=True, cpus=os.cpu_count() or 1)
+            mmseqs.build(fastas[0], staged / source.target, index=True, cpus=len(os.sched_getaffinity(0)),
+                         split_memory=_index_memory())
             (staged / "VERSION").write_text("\n".join([
                 f"{source.version} from {built_from}", f"source: {source.url}", f"built_from: {built_from}",
                 f"loaded: {datetime.now(timezone.utc).isoformat(timespec='seconds')}", f"loader: {USER_AGENT}", ""]))
             install(staged, target)
         except (DatabaseError, OSError) as exc:
+            shutil.rmtree(staged, ignore_errors=True)  # hundreds of GB at real sizes: not left for the next run
             self.log(f"{source.name}: FAILED: {exc}")
             return Outcome(source.name, "failed", f"{type(exc).__name__}: {exc}", time.monotonic() - started)
         return Outcome(source.name, "loaded", built_from, time.monotonic() - started, _size(target))
@@ -670,6 +672,20 @@ class Loader:
         if free < length - have + source.unpacked_gb * GB:
             self.log(f"{source.name}: WARNING: {free / GB:.0f} GB free, about {source.unpacked_gb:.0f} GB more "
                      "needed unpacked (less with the file system's LZ4 compression)")
+
+
+def _index_memory() -> str:
+    """MMseqs2 createindex's --split-memory-limit: 70 % of the memory this job may use (its cgroup's limit, else
+    the machine's), so a large database's index is built in parts that fit."""
+    limit = None
+    try:
+        text = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        limit = int(text) if text.isdigit() else None
+    except OSError:
+        pass
+    if limit is None:
+        limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return f"{max(1, int(limit * 0.7) >> 20)}M"
 
 
 def _checked(archive: Path) -> Path:

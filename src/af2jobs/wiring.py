@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from af2jobs.links import LinkSigner
 from af2jobs.ports import ApiKeyStore, ArtifactStore, JobLogs, JobRepository, Notifier, Orchestrator, OwnerMail
 from af2jobs.service import JobService
 from af2jobs.settings import Settings, apply_device_memory
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # the local adapters load in local mode only (a Lambda's cold start loads none of them)
     from af2jobs.adapters.local.worker import Worker
@@ -114,15 +117,16 @@ def _build_local(settings: Settings, run_overrides: Mapping[str, Any] | None) ->
     repo = SqliteJobRepository(settings.jobs_db)
     store = DirectoryArtifactStore(settings.artifacts_dir)
     keys = key_store(settings)
+    links = link_signer(settings)
     notifier = LocalNotifier(
         settings.outbox_dir, smtp_host=settings.smtp_host, smtp_port=settings.smtp_port,
         smtp_from=settings.smtp_from, to=settings.notify_email, webhook_url=settings.webhook_url, store=store,
-        owner_addresses=lambda owner: apikeys.mail_addresses(keys.list(owner), owner),
+        owner_addresses=lambda owner: apikeys.mail_addresses(keys.list(owner), owner), links=links,
     )
     worker = Worker(repo, store, notifier, settings, run_overrides=run_overrides)
     orchestrator = LocalOrchestrator(worker)
     service = JobService(repo, store, orchestrator, notifier, settings)
-    return Services(settings, service, repo, store, keys, orchestrator, notifier, worker, links=link_signer(settings))
+    return Services(settings, service, repo, store, keys, orchestrator, notifier, worker, links=links)
 
 
 def _build_aws(settings: Settings) -> Services:
@@ -133,7 +137,12 @@ def _build_aws(settings: Settings) -> Services:
     repo = aws.DynamoJobRepository(table_name=settings.jobs_table)
     store = aws.S3ArtifactStore(bucket=settings.bucket)
     orchestrator = aws.StepFunctionsOrchestrator(state_machine_arn=settings.state_machine_arn, repo=repo)
-    links = link_signer(settings)
+    try:
+        links = link_signer(settings)
+    except Exception:  # the key-less links fail (403), every other route and the mail's presigned URLs still work
+        log.exception("the link secret %s could not be read: mail links are presigned URLs, and GET "
+                      "/jobs/{id}/link refuses every link", settings.link_secret_arn)
+        links = None
     signing = links if links is not None and links.base_url else None  # links to nowhere would be no links
     notifier = aws.SnsNotifier(topic_arn=settings.topic_arn, store=store, links=signing)
     service = JobService(repo, store, orchestrator, notifier, settings)

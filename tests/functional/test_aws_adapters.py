@@ -495,6 +495,37 @@ def test_owner_mail_subscribes_an_address_once_for_all_its_owners_and_drops_it_w
     assert email_subscriptions() == []
 
 
+class _PendingSns:
+    """An SNS client whose one e-mail subscription is still pending, as SNS lists it (the calls are recorded)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def get_paginator(self, name: str) -> Any:
+        pending = {"Protocol": "email", "Endpoint": "ann@lab.example.org", "SubscriptionArn": "PendingConfirmation"}
+        return type("P", (), {"paginate": lambda _self, **kw: [{"Subscriptions": [pending]}]})()
+
+    def __getattr__(self, name: str) -> Any:
+        def call(**kwargs: Any) -> dict[str, Any]:
+            self.calls.append((name, kwargs))
+            return {"SubscriptionArn": "arn:aws:sns:us-east-1:1:t:pending-1"}
+        return call
+
+
+@pytest.mark.parametrize(("owners", "policy"), [(["ann", "ann-lab"], {"owner": ["ann", "ann-lab"]}),
+                                                ([], {"owner": ["\u0000"]})])
+def test_a_pending_subscription_is_changed_through_its_arn_never_subscribed_again_with_other_attributes(
+        owners: list[str], policy: dict[str, Any]) -> None:
+    from af2jobs.adapters.aws.sns import SnsOwnerMail
+
+    client = _PendingSns()
+    SnsOwnerMail("arn:aws:sns:us-east-1:1:t", client=client).route("ann@lab.example.org", owners)
+    (subscribe, args), (change, change_args) = client.calls
+    assert subscribe == "subscribe" and "Attributes" not in args and args["ReturnSubscriptionArn"] is True
+    assert change == "set_subscription_attributes" and change_args["SubscriptionArn"].endswith("pending-1")
+    assert json.loads(change_args["AttributeValue"]) == policy  # none left: it admits nothing (it cannot go)
+
+
 def test_subject_stays_under_the_sns_limit(store: S3ArtifactStore) -> None:
     long_name = JobRequest.parse({"fasta": "n" * 100, "sequence": "MKTAYIAKQR"})
     job = Job(owner="ann", request=long_name, state=S.CANCELLING)

@@ -31,6 +31,8 @@ def test_local_mode_builds_local_adapters_around_one_worker(tmp_path):
         assert isinstance(services.repo, SqliteJobRepository) and isinstance(services.keys, SqliteApiKeyStore)
         assert isinstance(services.store, DirectoryArtifactStore) and services.store.root == tmp_path / "artifacts"
         assert isinstance(services.notifier, LocalNotifier) and services.notifier.store is services.store
+        # the mail's links go through this server's key-less route, signed with the data directory's secret
+        assert services.notifier.links is services.links and services.links.base_url == "http://127.0.0.1:8080"
         assert isinstance(services.worker, Worker) and services.worker.slots == ["0", "1"]
         assert isinstance(services.orchestrator, LocalOrchestrator) and services.orchestrator.worker is services.worker
         # The service is wired to them: a submitted job is stored, and waits (the worker was not started).
@@ -199,3 +201,24 @@ def test_unified_memory_keeps_values_already_in_the_environment(tmp_path, clean_
     services = wiring.build(Settings(data_dir=tmp_path, cpu_workers=0, unified_memory=True))
     services.close()
     assert os.environ["TF_FORCE_UNIFIED_MEMORY"] == "1" and os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "2.0"
+
+
+def test_a_mail_route_that_fails_keeps_the_key_and_says_how_to_route_it_again(data_env, monkeypatch, capsys):
+    class Down:
+        def __init__(self):
+            self.routes = []
+
+        def route(self, email, owners):
+            self.routes.append((email, owners))
+            if len(self.routes) == 1:
+                raise OSError("SNS is unreachable")
+
+    down = Down()
+    monkeypatch.setattr(wiring, "owner_mail", lambda settings: down)
+    assert main(["keys", "create", "--owner", "ann", "--email", "ann@lab.example.org"]) == 1
+    out, err = capsys.readouterr()
+    key = out.strip()
+    assert wiring.key_store(Settings()).verify(key) == Principal("ann")  # the key was kept
+    assert "af2 keys mail --email ann@lab.example.org" in err and "SNS is unreachable" in err
+    assert main(["keys", "mail", "--email", "ann@lab.example.org"]) == 0
+    assert down.routes[-1] == ("ann@lab.example.org", ["ann"])

@@ -344,15 +344,16 @@ def test_the_mail_links_are_signed_with_the_stacks_secret_and_the_operator_gets_
     resources = template["Resources"]
     secret = resources["LinkSecret"]["Properties"]
     assert secret["KmsKeyId"] == {"Ref": "TopicKey"} and secret["GenerateSecretString"]["PasswordLength"] >= 32
-    for name in ("ApiFunction", "NotifyFunction"):
+    for name in ("ApiFunction", "NotifyFunction", "ReconcileFunction"):
         props = resources[name]["Properties"]
         assert props["Environment"]["Variables"]["AF2_LINK_SECRET_ARN"] == {"Ref": "LinkSecret"}
         grants = [st for pol in props["Policies"] if "Statement" in pol for st in pol["Statement"]]
         assert {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": {"Ref": "LinkSecret"}} \
             in grants
     # the notifier signs links to the API itself (the API only checks them: knowing its own URL would be a cycle)
-    api_url = resources["NotifyFunction"]["Properties"]["Environment"]["Variables"]["AF2_API_URL"]
-    assert api_url == template["Outputs"]["ApiUrl"]["Value"]
+    for name in ("NotifyFunction", "ReconcileFunction"):  # the two that mail results
+        api_url = resources[name]["Properties"]["Environment"]["Variables"]["AF2_API_URL"]
+        assert api_url == template["Outputs"]["ApiUrl"]["Value"]
     assert "AF2_API_URL" not in resources["ApiFunction"]["Properties"]["Environment"]["Variables"]
     subscription = resources["EmailSubscription"]["Properties"]
     assert subscription["FilterPolicyScope"] == "MessageAttributes"

@@ -149,14 +149,15 @@ class BatchStage:
 
     def _msa(self, scratch: Path) -> None:
         t0 = time.perf_counter()
+        run = self.prepared.run_config
+        for record in self.records:  # S3's entries first: the search ahead (msa_mode mmseqs2) leaves them out
+            self.cache.fetch(record, self.prepared.databases, run.db_preset, run.msa_mode)
         for index, record in enumerate(self.records, 1):
             self.progress.at(index, record.name)
             workdir = scratch / record.slug
             if self._restore(record, workdir):
                 self._log(f"{record.name}: MSA finished by an earlier attempt; kept")
                 continue
-            self.cache.fetch(record, self.prepared.databases, self.prepared.run_config.db_preset,
-                                 self.prepared.run_config.msa_mode)
             timings = jobrun.run_msa_record(self.stages, record, workdir, self.prepared)
             self.cache.share(timings, self.prepared.databases)
             self.work.save(self.job_id, record.slug, workdir, last=jobrun.MSA_DONE)
@@ -177,6 +178,7 @@ class BatchStage:
     def _predict(self, scratch: Path) -> None:
         t0 = time.perf_counter()
         summaries = []
+        self.prepared.searches_ahead = []  # no MMseqs2 run here (the GPU image has none): a missed entry is searched
         for index, record in enumerate(self.records, 1):
             self.progress.at(index, record.name)
             workdir = scratch / record.slug

@@ -24,6 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     list_p = ks.add_parser("list", help="list keys (ids, owners, admin, e-mail, created, revoked; never the secrets)")
     list_p.add_argument("--owner", help="only this owner's keys")
     list_p.set_defaults(func=list_keys)
+    mail_p = ks.add_parser("mail", help="route an address's job mail again, from the keys that name it "
+                                        "(after a failed create or revoke)")
+    mail_p.add_argument("--email", required=True)
+    mail_p.set_defaults(func=route_mail)
     revoke_p = ks.add_parser("revoke", help="revoke a key by its id (as `af2 keys list` shows it)")
     revoke_p.add_argument("key_id")
     revoke_p.set_defaults(func=revoke)
@@ -40,23 +44,33 @@ def create(args: argparse.Namespace) -> int:
     print(f"Created {role}key {key_id} for {args.owner}. It is stored only as a hash and cannot be shown again: "
           f"keep it now. Send it in the Authorization header, or set AF2_API_KEY for the af2 client.",
           file=sys.stderr)
-    if args.email:
-        _route_mail(settings, keys, args.email)
-    return 0
+    return _route_mail(settings, keys, args.email) if args.email else 0
 
 
-def _route_mail(settings: Settings, keys, email: str) -> None:
+def route_mail(args: argparse.Namespace) -> int:
+    apikeys.check_email(args.email)
+    settings = Settings()
+    return _route_mail(settings, wiring.key_store(settings), args.email)
+
+
+def _route_mail(settings: Settings, keys, email: str) -> int:
     """Deliver the job mail of the owners whose unrevoked keys name `email` to it (AWS: its SNS subscription)."""
     mail = wiring.owner_mail(settings)
     owners = apikeys.mail_owners(keys.list(), email)
     if mail is None:
         print(f"Job mail of {', '.join(owners) or 'nobody'} goes to {email} (when AF2_SMTP_HOST is set).",
               file=sys.stderr)
-        return
-    mail.route(email, owners)
+        return 0
+    try:
+        mail.route(email, owners)
+    except Exception as exc:  # the key is stored: say so, and how to route its mail once the cause is gone
+        print(f"error: the key is saved, but the mail to {email} could not be routed ({exc}); run "
+              f"'af2 keys mail --email {email}' again", file=sys.stderr)
+        return 1
     what = f"the job mail of {', '.join(owners)}" if owners else "no job mail any more"
     print(f"{email} receives {what}. A new address first gets a mail from AWS asking to confirm the "
           f"subscription; nothing reaches it until it does.", file=sys.stderr)
+    return 0
 
 
 def list_keys(args: argparse.Namespace) -> int:
@@ -77,5 +91,5 @@ def revoke(args: argparse.Namespace) -> int:
     print(f"Revoked key {args.key_id}.")
     email = next((k.email for k in keys.list() if k.key_id == args.key_id), None)
     if email:  # its owner's mail stops going there unless another of their keys names the address
-        _route_mail(settings, keys, email)
+        return _route_mail(settings, keys, email)
     return 0

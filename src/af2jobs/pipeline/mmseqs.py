@@ -56,13 +56,15 @@ def prefix_in(directory: Path) -> Path | None:
     return found[0].with_suffix("") if found else None
 
 
-def build(fasta: Path, prefix: Path, *, index: bool = False, cpus: int = 1) -> Path:
-    """An MMseqs2 sequence database of a FASTA file at `prefix` (its folder is made); an index too on request."""
+def build(fasta: Path, prefix: Path, *, index: bool = False, cpus: int = 1, split_memory: str | None = None) -> Path:
+    """An MMseqs2 sequence database of a FASTA file at `prefix` (its folder is made); an index too on request,
+    in parts that fit `split_memory` (createindex's --split-memory-limit, e.g. "100G") when given."""
     prefix.parent.mkdir(parents=True, exist_ok=True)
     _run("createdb", fasta, prefix)
     if index:
+        limit = ["--split-memory-limit", split_memory] if split_memory else []
         with tempfile.TemporaryDirectory(dir=prefix.parent) as tmp:
-            _run("createindex", prefix, tmp, "--threads", str(cpus))
+            _run("createindex", prefix, tmp, "--threads", str(cpus), *limit)
     return prefix
 
 

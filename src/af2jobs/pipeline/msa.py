@@ -250,7 +250,10 @@ def prefetch(sequences: list[str], databases: list[Database], *, cpus: int, cach
             a3m = dirs[key] / OUTPUT_NAMES["mmseqs_uniref"]
             if pdb70 is not None and a3m.is_file():
                 t1 = time.perf_counter()
-                found = templates.search(dirs[key], pdb70.path, a3m)
+                try:
+                    found = templates.search(dirs[key], pdb70.path, a3m)
+                except Exception as exc:  # as run_msa says it: the job's error names the search
+                    raise StageError(f"search against pdb70 failed: {exc}", stage="msa") from exc
                 searches.append(SearchReport("pdb70", OUTPUT_NAMES["pdb70"], found, round(time.perf_counter() - t1, 3)))
             _store(entry, dirs[key], searches)
     return len(todo)

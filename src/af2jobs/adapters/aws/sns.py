@@ -74,13 +74,17 @@ def owner_filter_policy(owners: list[str]) -> dict[str, Any]:
 
 # Mail that is nobody's job (alarms, database loads): what the operator's subscription in template.yaml admits.
 OPERATOR_FILTER_POLICY = {"owner": [{"exists": False}]}
+# No owner is named so (owners have no control characters): what a pending subscription left with none admits.
+NOBODY_FILTER_POLICY = {"owner": ["\u0000"]}
 
 
 class SnsOwnerMail:
     """OwnerMail on the topic: one e-mail subscription per address, whose filter policy lists the owners it receives
     for. SNS keeps one subscription per (topic, protocol, address), so an address shared by owners gets one policy
-    naming them all. A new subscription waits until its address confirms it (SNS mails a link); one that is
-    still pending cannot be removed, and SNS removes it by itself after a few days unless confirmed."""
+    naming them all. A new subscription waits until its address confirms it (SNS mails a link). A pending one is
+    changed through its ARN (Subscribe with ReturnSubscriptionArn gives it back; subscribing again with other
+    attributes would be refused); it cannot be removed, so one left with no owners admits nothing, and SNS
+    removes it by itself after a few days unless confirmed."""
 
     def __init__(self, topic_arn: str, client: Any = None) -> None:
         self.topic_arn = topic_arn
@@ -96,16 +100,23 @@ class SnsOwnerMail:
 
     def route(self, email: str, owners: list[str]) -> None:
         arn = self._subscription(email)
-        confirmed = arn is not None and arn.startswith("arn:")
+        if arn is not None and not arn.startswith("arn:"):  # pending: its ARN, which Subscribe gives back
+            arn = self._client.subscribe(TopicArn=self.topic_arn, Protocol="email", Endpoint=email,
+                                         ReturnSubscriptionArn=True)["SubscriptionArn"]
+            if not owners:  # a pending subscription cannot be removed: it is made to admit nothing
+                self._set_policy(arn, NOBODY_FILTER_POLICY)
+                return
         if not owners:
-            if confirmed:
+            if arn is not None:
                 self._client.unsubscribe(SubscriptionArn=arn)
             return
-        policy = json.dumps(owner_filter_policy(owners))
-        if confirmed:
-            self._client.set_subscription_attributes(SubscriptionArn=arn, AttributeName="FilterPolicy",
-                                                     AttributeValue=policy)
+        if arn is not None:
+            self._set_policy(arn, owner_filter_policy(owners))
             return
-        # New, or pending: subscribing again re-sends the confirmation with the new policy.
         self._client.subscribe(TopicArn=self.topic_arn, Protocol="email", Endpoint=email, ReturnSubscriptionArn=True,
-                               Attributes={"FilterPolicy": policy, "FilterPolicyScope": "MessageAttributes"})
+                               Attributes={"FilterPolicy": json.dumps(owner_filter_policy(owners)),
+                                           "FilterPolicyScope": "MessageAttributes"})
+
+    def _set_policy(self, arn: str, policy: dict[str, Any]) -> None:
+        self._client.set_subscription_attributes(SubscriptionArn=arn, AttributeName="FilterPolicy",
+                                                 AttributeValue=json.dumps(policy))

@@ -21,7 +21,8 @@ from typing import Any
 
 import httpx
 
-from af2jobs import atomic, errors, notification
+from af2jobs import atomic, errors, layout, notification
+from af2jobs.links import LinkSigner
 from af2jobs.models import Job, JobEvent
 from af2jobs.ports import ArtifactStore
 
@@ -62,6 +63,7 @@ class LocalNotifier:
         store: ArtifactStore | None = None,
         timeout_s: float = DELIVERY_TIMEOUT_S,
         owner_addresses: Callable[[str], list[str]] | None = None,
+        links: LinkSigner | None = None,
     ) -> None:
         self.outbox_dir = Path(outbox_dir)
         self.smtp_host = smtp_host
@@ -74,10 +76,16 @@ class LocalNotifier:
         self.store = store  # to read results and give links; without it the message carries store keys only
         self.timeout_s = timeout_s
         self.owner_addresses = owner_addresses  # the job owner's addresses (their keys' e-mail), mailed as well
+        # With a signer, links go through the server (GET /jobs/{id}/link, a week); without, they are file paths.
+        self.links = links
 
     def notify(self, job: Job, event: JobEvent) -> None:
-        # Links into a local directory do not expire.
-        message = notification.build(job, event, self.store)
+        if self.links is not None:
+            signer, expires, prefix = self.links, self.links.expiry(), layout.job_prefix(job.id)
+            message = notification.build(job, event, self.store, link_seconds=signer.seconds,
+                                         link=lambda key: signer.url(job.id, key.removeprefix(prefix), expires))
+        else:  # links into a local directory do not expire
+            message = notification.build(job, event, self.store)
         self._deliver("outbox", job, lambda: write_outbox(self.outbox_dir, message.data))
         if self.smtp_host:
             for address in self._recipients(job):
