@@ -4,8 +4,9 @@ structure, generated on the machine that runs it (never committed).
 
 The database: `--families` real seed sequences (the demo's UniProt sequences, or any FASTA) each evolved along a
 random tree into `--members` homologs (substitutions drawn from the background frequencies, short indels;
-branch lengths chosen so members share 20-90 % identity with their seed), then random sequences of real
-composition and length up to each of `--sizes` in all. Queries are seeds; a family's members are its true homologs.
+branch lengths chosen so members share 20-90 % identity with their seed), then background up to each of `--sizes`
+in all: the file's other real proteins, each copy 30 % mutated (`--background real`), or random sequences of
+UniProt composition (`--background random`). Queries are seeds; a family's members are its true homologs.
 
 Per tool: seconds per query (one query alone) and per query in a batch (`--batch` queries in one call: one
 MMseqs2 run, one pyhmmer call), the process' peak memory, hits, the recall of the true homologs and, for MMseqs2,
@@ -42,11 +43,17 @@ FREQ = FREQ / FREQ.sum()
 REAL_RESIDUES = {"uniref90": 3.9e10, "mgnify": 1.0e11, "bfd": 2.6e11}
 
 
-def _seeds(fasta: Path, n: int, rng: np.random.Generator) -> list[str]:
+def _proteins(fasta: Path) -> list[str]:
     from af2jobs.pipeline.databases import read_fasta
 
-    seqs = [s for _, s in read_fasta(fasta) if 100 <= len(s) <= 500 and set(s) <= set(AA)]
-    return [seqs[i] for i in rng.choice(len(seqs), size=min(n, len(seqs)), replace=False)]
+    return [s for _, s in read_fasta(fasta) if 100 <= len(s) <= 500 and set(s) <= set(AA)]
+
+
+def _seeds(fasta: Path, n: int, rng: np.random.Generator) -> tuple[list[str], list[str]]:
+    """`n` seed proteins, and the other proteins of the file (a real background)."""
+    seqs = _proteins(fasta)
+    picked = set(rng.choice(len(seqs), size=min(n, len(seqs)), replace=False).tolist())
+    return [seqs[i] for i in sorted(picked)], [s for i, s in enumerate(seqs) if i not in picked]
 
 
 def _mutate(seq: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
@@ -80,7 +87,7 @@ def family(seed: str, members: int, rng: np.random.Generator) -> list[str]:
 
 def build_database(args, out: Path) -> tuple[Path, dict[str, str], dict[str, set[str]]]:
     rng = np.random.default_rng(args.seed)
-    seeds = _seeds(Path(args.seeds_fasta), args.families, rng)
+    seeds, others = _seeds(Path(args.seeds_fasta), args.families, rng)
     fasta = out / "synthetic.fasta"
     truth: dict[str, set[str]] = {}
     queries: dict[str, str] = {}
@@ -98,12 +105,16 @@ def build_database(args, out: Path) -> tuple[Path, dict[str, str], dict[str, set
                 residues += len(seq)
             truth[f"fam{f}"] = names
         while n < args.size:
-            length = int(rng.choice(lengths))
-            fh.write(f">bg{n}\n{''.join(AA[i] for i in rng.choice(20, size=length, p=FREQ))}\n")
+            if args.background == "real":  # real unrelated proteins, each copy 30 % mutated so none repeats
+                base = np.array([AA.index(c) for c in others[int(rng.integers(0, len(others)))]])
+                seq = "".join(AA[i] for i in _mutate(base, 0.3, rng))
+            else:
+                seq = "".join(AA[i] for i in rng.choice(20, size=int(rng.choice(lengths)), p=FREQ))
+            fh.write(f">bg{n}\n{seq}\n")
             n += 1
-            residues += length
+            residues += len(seq)
     (out / "database.json").write_text(json.dumps({"sequences": n, "residues": residues, "families": len(seeds),
-                                                   "members": args.members}))
+                                                   "members": args.members, "background": args.background}))
     return fasta, queries, truth
 
 
@@ -211,6 +222,8 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=100, help="queries searched in one call")
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--background", choices=["random", "real"], default="real",
+                   help="real: the seed file's other proteins, each copy 30 %% mutated; random: UniProt composition")
     p.add_argument("--seeds-fasta", default=str(Path.home() / ".local/share/af2jobs/databases/uniref90/uniref90.fasta"))
     p.add_argument("--out", required=True)
     args = p.parse_args()
