@@ -135,24 +135,8 @@ def test_reduced_dbs_searches_small_bfd_and_the_original_models_give_no_ptm(env,
     assert "ptm" not in json.loads((out / "ubq" / f"confidence_{best}_full.json").read_text())
 
 
-def test_msa_mode_mmseqs2_searches_with_mmseqs2_and_finds_the_template_with_its_msa(env, tmp_path):
-    fasta = tmp_path / "ubq.fasta"
-    fasta.write_text(f">ubq\n{UBIQUITIN}\n")
-    out = tmp_path / "out"
-    assert main(["predict", str(fasta), "--out", str(out), "--msa-mode", "mmseqs2", *FAST]) == 0
-    record = out / "ubq"
-    versions = json.loads((record / "versions.json").read_text())
-    assert {db["name"] for db in versions["databases"]} == {"mmseqs_uniref", "mmseqs_env", "pdb70"}
-    a3m = (record / "msas" / "uniref.a3m").read_text()
-    assert a3m.startswith(f">query\n{UBIQUITIN}\n") and a3m.count(">") > 10  # the demo's ubiquitins
-    assert not (record / "msas" / "uniref90_hits.sto").exists()  # jackhmmer did not run
-    timings = json.loads((record / "timings.json").read_text())
-    assert "1ubq_A" in timings["templates"]["used"]  # HHsearch of the MMseqs2 MSA found the template
-    features = pickle.loads((record / "features.pkl").read_bytes())
-    assert features["msa"].shape[0] > 10
-
-
-def test_msa_mode_mmseqs2_searches_all_records_in_one_mmseqs2_run(env, tmp_path, monkeypatch):
+def test_msa_mode_mmseqs2_searches_all_records_in_one_run_and_finds_templates_with_its_msa(env, tmp_path,
+                                                                                           monkeypatch):
     from af2jobs.pipeline import mmseqs
 
     calls = []
@@ -162,12 +146,20 @@ def test_msa_mode_mmseqs2_searches_all_records_in_one_mmseqs2_run(env, tmp_path,
     fasta = tmp_path / "two.fasta"
     fasta.write_text(f">ubq\n{UBIQUITIN}\n>half\n{UBIQUITIN[:40]}\n")
     out = tmp_path / "out"
-    assert main(["predict", str(fasta), "--out", str(out), "--msa-mode", "mmseqs2", "--models", "model_3",
+    assert main(["predict", str(fasta), "--out", str(out), "--msa-mode", "mmseqs2", "--models", "model_1",
                  "--profile", "tiny", "--max-msa", "16:32", "--models-to-relax", "none"]) == 0
     assert len(calls) == 1 and len(calls[0]) == 2  # one run for both, then each record's MSA is a cache hit
     for name, query in (("ubq", UBIQUITIN), ("half", UBIQUITIN[:40])):
         assert (out / name / "msas" / "uniref.a3m").read_text().startswith(f">query\n{query}\n")
         assert json.loads((out / name / "timings.json").read_text())["msa"]["cache"] == "hit"
+    record = out / "ubq"
+    versions = json.loads((record / "versions.json").read_text())
+    assert {db["name"] for db in versions["databases"]} == {"mmseqs_uniref", "mmseqs_env", "pdb70"}
+    assert (record / "msas" / "uniref.a3m").read_text().count(">") > 10  # the demo's ubiquitins
+    assert not (record / "msas" / "uniref90_hits.sto").exists()  # jackhmmer did not run
+    timings = json.loads((record / "timings.json").read_text())
+    assert "1ubq_A" in timings["templates"]["used"]  # HHsearch of the MMseqs2 MSA found the template
+    assert pickle.loads((record / "features.pkl").read_bytes())["msa"].shape[0] > 10
 
 
 def test_msa_mode_mmseqs2_without_its_database_fails_naming_it(env, tmp_path, capsys):
