@@ -2,18 +2,23 @@
 for API Gateway + Lambda. Both get the same routes, error handling, OpenAPI document (/openapi.json) and Swagger UI
 (/swagger); they differ only in the ApiContext (context.py) they bind.
 
-Locally, HttpResolverLocal runs the (synchronous) handlers on the event loop, so one request is served at a time;
-that suits one user's server, and the handlers are the same code the Lambda runs."""
+Locally, LocalApi reads each request on uvicorn's event loop and resolves it, middleware chain and handler, in one
+thread of its own pool: several requests are served at once (the handlers are the same synchronous code the Lambda
+runs, and SQLite releases the GIL while it waits on the file)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, HttpResolverLocal, content_types
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, HttpResolverLocal, content_types, depends
 from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver, Response
+from aws_lambda_powertools.event_handler.http_resolver import HttpProxyEvent, MockLambdaContext, _RequestState
 from aws_lambda_powertools.event_handler.middlewares.openapi_validation import OpenAPIRequestValidationMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
@@ -27,6 +32,9 @@ from af2jobs.api.context import ApiContext, ServicesLike, body_limit, context_mi
 from af2jobs.api.routes import BadRequestError, error_response, router, validation_error_response
 
 OPENAPI_PATH = "/openapi.json"
+# Requests resolved at once by the local server. More threads than cores: a request waiting on SQLite (a write lock,
+# the disk) holds a thread but not the GIL.
+RESOLVER_THREADS = 8
 SWAGGER_PATH = "/swagger"
 _DESCRIPTION = (
     "AlphaFold2 prediction jobs. Send your API key in the Authorization header (the bare key, or "
@@ -43,6 +51,7 @@ def create_asgi_app(services: ServicesLike) -> LocalApi:
     api = ApiContext.for_local(services)
     app = LocalApi(api=api, enable_validation=True, debug=False)
     _assemble(app, api)
+    app.build_middleware_stacks()
     return app
 
 
@@ -55,7 +64,17 @@ def create_lambda_resolver(services: ServicesLike) -> APIGatewayRestResolver:
     return app
 
 
+def _build_dependency_trees_once() -> None:
+    """Powertools builds a route's dependency tree (which parameters are Depends()) anew on every request, from
+    typing.get_type_hints, which evaluates each string annotation again: a fifth of a GET /jobs/{id}. A function's
+    annotations do not change, so each tree is built once. tests/functional/test_api_concurrency.py fails if an
+    upgrade renames what this wraps."""
+    if not hasattr(depends.build_dependency_tree, "cache_info"):
+        depends.build_dependency_tree = functools.lru_cache(maxsize=None)(depends.build_dependency_tree)
+
+
 def _assemble(app: ApiGatewayResolver, api: ApiContext) -> None:
+    _build_dependency_trees_once()
     # Replaces the resolver's own request validation (created when enable_validation=True), before any route runs.
     # A private attribute of Powertools: tests/reliability/test_bad_input.py fails if an upgrade stops using it.
     app._request_validation_middleware = JsonBodyValidation()
@@ -82,16 +101,26 @@ def _assemble(app: ApiGatewayResolver, api: ApiContext) -> None:
 
 
 class LocalApi(HttpResolverLocal):
-    """HttpResolverLocal that refuses bodies over the limit while reading them, so a huge upload cannot fill the
-    server's memory (HttpResolverLocal buffers whatever arrives). API Gateway caps bodies before Lambda does."""
+    """HttpResolverLocal that resolves each request synchronously in a thread of its own pool, and refuses bodies
+    over the limit while reading them, so a huge upload cannot fill the server's memory (HttpResolverLocal buffers
+    whatever arrives). API Gateway caps bodies before Lambda does.
+
+    HttpResolverLocal's own path runs each synchronous middleware in a thread of the loop's default executor, and
+    that thread blocks until the next middleware, which needs another thread: a few concurrent requests took every
+    thread and the server stopped answering. Here the whole chain runs in the one thread, as in a Lambda, and the
+    request's state (current_event, context) lives in that thread's ContextVar, as HttpResolverLocal keeps it."""
 
     def __init__(self, *, api: ApiContext, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.api = api
-        # Powertools runs each sync middleware in a thread of the loop's default executor, and that thread blocks
-        # until the next middleware, which needs another thread: a few concurrent requests took every thread and
-        # the server stopped answering (tests/reliability/test_load.py). Requests pass the chain one at a time.
-        self._one_at_a_time = asyncio.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=RESOLVER_THREADS, thread_name_prefix="af2-api")
+
+    def build_middleware_stacks(self) -> None:
+        """Build every route's middleware chain now, once all routes and middlewares are registered: Powertools
+        builds it on a route's first request, and two threads building it at once would chain it twice."""
+        for route in self._static_routes + self._dynamic_routes:
+            if not route._middleware_stack_built:
+                route._build_middleware_stack(router_middlewares=self._router_middlewares, app=self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
         if scope["type"] != "http":
@@ -110,8 +139,20 @@ class LocalApi(HttpResolverLocal):
                 "the body is not valid JSON"
             await _send_error(send, BadRequestError(f"{what}: {_not_utf8(exc)}", field="body"))
             return
-        async with self._one_at_a_time:
-            await super().__call__(scope, _replay(body, receive), send)
+        # A fresh copy of the context per request: the state set in it never outlives the request.
+        run = contextvars.copy_context().run
+        response = await asyncio.get_running_loop().run_in_executor(self._pool, run, self._resolve_in_thread,
+                                                                    scope, body)
+        await self._send_response(send, response)
+
+    def _resolve_in_thread(self, scope: Scope, body: bytes) -> dict[str, Any]:
+        """HttpResolverLocal.asgi_handler's resolution, with the synchronous chain (the one Lambda runs)."""
+        self._request_state.set(_RequestState(
+            event=HttpProxyEvent.from_asgi(scope, body),
+            lambda_context=MockLambdaContext(),
+            context=self._startup_state.context.copy(),
+        ))
+        return self._resolve().build(self.current_event, self._cors)
 
     async def _read_body(self, scope: Scope, receive: Receive, limit: int) -> bytes | None:
         """The whole body, or None as soon as it is known to exceed the limit."""

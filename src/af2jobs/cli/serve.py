@@ -42,9 +42,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    """Bind before anything starts, so a port in use fails at once and port 0 yields the real port to print."""
+    """Bind before anything starts, so a port in use fails at once and port 0 yields the real port to print.
+
+    The protocol is named: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on sockets whose proto is
+    IPPROTO_TCP, and an accepted connection takes its listener's. With proto 0, a response's head and body (two
+    writes) waited for the client's delayed ACK: 40 ms on every request."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -112,7 +116,9 @@ def _serve(app, sock: socket.socket) -> None:
     # default handler would end the process on the spot, before the worker is stopped; ours unwinds instead.
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
+        # No access log: a line per request was a seventh of the server's CPU time under load (docs/reliability.md,
+        # section 2). The API still logs submissions, uploads and unhandled errors itself.
+        uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False)).run(sockets=[sock])
     except _Terminated:
         log.info("SIGTERM: stopping")
     finally:

@@ -6,6 +6,7 @@ atomic across threads and processes; WAL mode lets readers carry on meanwhile.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
@@ -33,6 +34,9 @@ class _SqliteFile:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        # This process's writers queue here rather than in SQLite's busy handler, whose sleeps (up to 100 ms each)
+        # were the slowest submissions under load; other processes still wait through busy_timeout.
+        self._writer = threading.Lock()
         # WAL is a property of the file: set it once, outside any transaction.
         self._conn().execute("PRAGMA journal_mode=WAL")
         with self.write() as conn:
@@ -62,13 +66,14 @@ class _SqliteFile:
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._writer:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def close(self) -> None:
         """Close every thread's connection; call only once no thread uses this store any more."""
@@ -116,11 +121,26 @@ def _to_row(job: Job) -> tuple[Any, ...]:
 
 
 def _from_row(row: sqlite3.Row) -> Job:
-    data = {c: row[c] for c in _COLUMNS}
+    values = tuple(row[c] for c in _COLUMNS)
+    if len(row["request"]) > _CACHED_REQUEST_CHARS:
+        return _validated(values)
+    # A copy, so that a caller who sets a field of its job changes no other caller's.
+    return _cached(values).model_copy()
+
+
+def _validated(values: tuple[Any, ...]) -> Job:
+    data = dict(zip(_COLUMNS, values, strict=True))
     for c in _JSON_COLUMNS:
         if data[c] is not None:
             data[c] = json.loads(data[c])
     return Job.model_validate(data)
+
+
+# Each distinct row is validated once: validating a job's record was most of the time of reading it (a page of
+# GET /jobs reads 50), and every write makes a new row (its version, its updated_at). Rows with a large inline
+# sequence are not kept, which bounds the memory held to about 1,024 x 3 x 16 KB.
+_cached = functools.lru_cache(maxsize=1024)(_validated)
+_CACHED_REQUEST_CHARS = 16_384
 
 
 class SqliteJobRepository:
