@@ -74,7 +74,8 @@ def read_records(store: ArtifactStore, job: Job, max_length: int) -> list[FastaR
 
 
 def run_config_for(
-    request: JobRequest, settings: Settings, overrides: Mapping[str, Any] | None = None
+    request: JobRequest, settings: Settings, overrides: Mapping[str, Any] | None = None, *,
+    for_gpu: bool | None = None,
 ) -> tuple[RunConfig, list[str]]:
     """The job's RunConfig (request, then overrides, then the preset) and the notes its versions.json carries."""
     from af2jobs.pipeline.run import resolve_run_config
@@ -84,7 +85,7 @@ def run_config_for(
               "models_to_relax": request.models_to_relax, "max_template_date": request.max_template_date,
               "num_multimer_predictions_per_model": request.predictions_per_model, **(overrides or {})}
     try:
-        config = resolve_run_config(settings, **values)
+        config = resolve_run_config(settings, for_gpu=for_gpu, **values)
         return config, presets_notes(config)
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
@@ -199,6 +200,8 @@ class PipelineStages:
         check_parameters(self.settings, run_config)
         ctx = Context(settings=self.settings, run=run_config, provider=self._params(), progress=progress,
                       should_cancel=should_cancel, **report_fields(job.request, records))
+        if self.settings.mode == "aws" and not run_config.length_buckets:  # the CPU MSA job of a GPU job:
+            ctx.inputs_run = run_config_for(job.request, self.settings, self.overrides, for_gpu=True)[0]
         prepared = Prepared(run_config, job.request.preset, notes, ctx, list(ctx.databases))
         if not (job.request.msa or job.request.msa_file_names):
             prepared.searches_ahead = list(records)  # msa_mode mmseqs2: all of them in one run, at the first MSA

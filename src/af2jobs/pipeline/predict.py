@@ -18,6 +18,7 @@ each model x seed as a model (best screens all of them and recycles the winner i
 from __future__ import annotations
 
 import copy
+import pickle
 import threading
 import time
 from dataclasses import dataclass, field
@@ -54,9 +55,13 @@ def on_gpu() -> bool:
     return jax.default_backend() == "gpu"
 
 
+GPU_MSA_CAPS = (512, 5120)
+CPU_MSA_CAPS = (64, 128)
+
+
 def default_msa_caps() -> tuple[int, int]:
     """ColabFold's max-msa: full depth on a GPU; a CPU keeps the demo quick."""
-    return (512, 5120) if on_gpu() else (64, 128)
+    return GPU_MSA_CAPS if on_gpu() else CPU_MSA_CAPS
 
 
 @dataclass(eq=False)
@@ -173,6 +178,30 @@ def process_features(cfg, raw: dict, random_seed: int, pad_to: int) -> dict:
     return {k: v for k, v in out.items() if v.dtype != "O"}
 
 
+def inputs_name(fingerprint: str, random_seed: int, pad_to: int) -> str:
+    """The file of one model configuration's processed features: what makes them (config, seed, padded length)."""
+    return f"inputs-{fingerprint}-{random_seed}-{pad_to}.pkl"
+
+
+def prepare_inputs(run: RunConfig, raw: dict, out_dir: Path) -> list[str]:
+    """AlphaFold's input pipeline for each distinct model configuration of a monomer run, written to out_dir for
+    the GPU stage (Predictor(inputs_dir=...)), so that the GPU does not wait for it. Returns the files written."""
+    from af2jobs import atomic
+
+    length = feature_length(raw)
+    pad_to = bucket_length(length) if run.length_buckets else length
+    written = []
+    for name in dict.fromkeys(run.model_names):
+        cfg = params_mod.runtime_config(name, run)
+        file = inputs_name(params_mod.config_fingerprint(cfg), run.random_seed, pad_to)
+        if file in written:
+            continue
+        with atomic.replacing(out_dir / file) as fh:
+            pickle.dump(process_features(cfg, raw, run.random_seed, pad_to), fh, protocol=4)
+        written.append(file)
+    return written
+
+
 def crop_result(result: dict, length: int) -> dict:
     """Per-residue outputs of a padded run cut back to the sequence's own length (no-op when unpadded)."""
 
@@ -284,11 +313,14 @@ class Predictor:
         provider: params_mod.ParamsProvider,
         progress: Progress | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        inputs_dir: Path | None = None,
     ) -> None:
         self.run = run
         self.provider = provider
         self.progress = progress or (lambda event, details: None)
         self.should_cancel = should_cancel or (lambda: False)
+        self.inputs_dir = inputs_dir  # processed features the CPU stage prepared (prepare_inputs), when it did
+        self.inputs_used: list[str] = []
         self._features: dict[str, dict] = {}
         self._on_device: dict[tuple[str, str], dict] = {}  # (fingerprint, device): the features, moved once
 
@@ -302,7 +334,13 @@ class Predictor:
         if fingerprint not in self._features:
             length = feature_length(raw)
             pad_to = bucket_length(length) if self.run.length_buckets else length
-            self._features[fingerprint] = process_features(cfg, raw, self.run.random_seed, pad_to)
+            ready = self.inputs_dir / inputs_name(fingerprint, self.run.random_seed, pad_to) if self.inputs_dir else None
+            if ready is not None and ready.is_file():
+                with open(ready, "rb") as fh:
+                    self._features[fingerprint] = pickle.load(fh)
+                self.inputs_used.append(ready.name)
+            else:
+                self._features[fingerprint] = process_features(cfg, raw, self.run.random_seed, pad_to)
         return self._features[fingerprint]
 
     def run_model(self, name: str, raw: dict, phase: str, resume: ModelRun | None = None,

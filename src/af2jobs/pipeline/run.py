@@ -56,6 +56,9 @@ class Context:
     gpus: int = 1
     # af2 predict --msa: record name -> (format, text) of the MSA the caller brings (its search is skipped).
     supplied_msas: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    # The run the GPU stage will make, when the MSA stage is to prepare its processed features (inputs/): the AWS
+    # MSA job for its GPU job. None: the predict stage processes them itself.
+    inputs_run: RunConfig | None = None
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -67,11 +70,16 @@ class Context:
         predict_mod.enable_compilation_cache(Path(os.environ.get("JAX_COMPILATION_CACHE_DIR") or s.cache_dir / "jax"))
 
 
-def resolve_run_config(settings: Settings, **overrides) -> RunConfig:
-    """Settings and the caller's choices into one RunConfig; MSA caps default by device (ColabFold's max-msa)."""
-    clusters, extra = predict_mod.default_msa_caps()
+INPUTS_DIR = "inputs"  # the processed features the MSA stage prepared for the GPU stage
+
+
+def resolve_run_config(settings: Settings, *, for_gpu: bool | None = None, **overrides) -> RunConfig:
+    """Settings and the caller's choices into one RunConfig; MSA caps default by device (ColabFold's max-msa):
+    this process's device, or a GPU's with for_gpu (the run a GPU stage elsewhere will make)."""
+    gpu = predict_mod.on_gpu() if for_gpu is None else for_gpu
+    clusters, extra = predict_mod.GPU_MSA_CAPS if gpu else predict_mod.CPU_MSA_CAPS
     values = {
-        "length_buckets": predict_mod.on_gpu(),
+        "length_buckets": gpu,
         "num_recycle": settings.num_recycle,
         "max_msa_clusters": settings.max_msa_clusters or clusters,
         "max_extra_msa": settings.max_extra_msa or extra,
@@ -160,6 +168,10 @@ def msa_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
                             "seconds": found["seconds"]} if found else {"hits": 0, "used": []}
     features_mod.write_features(feats, workdir / "features.pkl")
     timings["features"] = {"seconds": round(time.perf_counter() - t0, 3), "msa_rows": int(feats["msa"].shape[0])}
+    if ctx.inputs_run is not None:  # the GPU stage's input pipeline, done here on the CPUs
+        t0 = time.perf_counter()
+        files = predict_mod.prepare_inputs(ctx.inputs_run, feats, workdir / INPUTS_DIR)
+        timings["inputs"] = {"seconds": round(time.perf_counter() - t0, 3), "files": files}
     atomic.write_json(workdir / "timings.json", timings)
     ctx.progress("features", "done", {"msa_rows": int(feats["msa"].shape[0])})
     return timings
@@ -173,11 +185,11 @@ def predict_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
     t0 = time.perf_counter()
     predictor = predict_mod.Predictor(
         ctx.run, ctx.provider, progress=lambda event, details: ctx.progress("predict", event, details),
-        should_cancel=ctx.should_cancel,
+        should_cancel=ctx.should_cancel, inputs_dir=workdir / INPUTS_DIR,
     )
     prediction = predictor.predict(feats)
     timings["predict"] = {"seconds": round(time.perf_counter() - t0, 3),
-                          "models": [r.summary() for r in prediction.runs]}
+                          "models": [r.summary() for r in prediction.runs], "inputs_used": predictor.inputs_used}
     ctx.progress("predict", "done", {"best": prediction.ranked[0].summary()})
 
     proteins = {run.model: outputs.unrelaxed_protein(run, prediction.features) for run in prediction.ranked}
