@@ -216,10 +216,11 @@ def test_all_on_two_devices_runs_models_in_parallel_with_the_same_results(raw_fe
 
 def test_inputs_prepared_on_the_cpus_are_what_the_gpu_stage_uses_with_the_same_result(raw_features, provider,
                                                                                      tmp_path, monkeypatch):
-    run = RunConfig(profile="tiny", max_msa_clusters=16, max_extra_msa=32, model_names=("model_1", "model_3"),
-                    length_buckets=True)
-    files = predict.prepare_inputs(run, raw_features, tmp_path / "inputs")
+    both = RunConfig(profile="tiny", max_msa_clusters=16, max_extra_msa=32, model_names=("model_1", "model_3"),
+                     length_buckets=True)
+    files = predict.prepare_inputs(both, raw_features, tmp_path / "inputs")
     assert len(files) == 2 and all((tmp_path / "inputs" / f).is_file() for f in files)  # models 1 and 3 differ
+    run = both.model_copy(update={"model_names": ("model_3",)})  # one model's prediction is enough to compare
     reference = predict.Predictor(run, provider).predict(raw_features)
 
     def refuse(*args, **kwargs):
@@ -228,7 +229,7 @@ def test_inputs_prepared_on_the_cpus_are_what_the_gpu_stage_uses_with_the_same_r
     monkeypatch.setattr(predict, "process_features", refuse)
     predictor = predict.Predictor(run, provider, inputs_dir=tmp_path / "inputs")
     again = predictor.predict(raw_features)
-    assert sorted(predictor.inputs_used) == sorted(files)
+    assert len(predictor.inputs_used) == 1 and predictor.inputs_used[0] in files
     for a, b in zip(reference.ranked, again.ranked):
         assert a.model == b.model and a.mean_plddt == pytest.approx(b.mean_plddt, abs=1e-6)
     # a run the inputs were not made for (another seed) processes its own: nothing stale is used
