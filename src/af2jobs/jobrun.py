@@ -200,8 +200,12 @@ class PipelineStages:
         check_parameters(self.settings, run_config)
         ctx = Context(settings=self.settings, run=run_config, provider=self._params(), progress=progress,
                       should_cancel=should_cancel, **report_fields(job.request, records))
-        if self.settings.mode == "aws" and not run_config.length_buckets:  # the CPU MSA job of a GPU job:
+        # Who prepares the GPU's processed features in the MSA stage: on AWS the CPU MSA job, for the run of its
+        # GPU job; on one machine with a GPU the CPU slot, while the GPU slot predicts another job.
+        if self.settings.mode == "aws" and not run_config.length_buckets:
             ctx.inputs_run = run_config_for(job.request, self.settings, self.overrides, for_gpu=True)[0]
+        elif self.settings.mode == "local" and run_config.length_buckets:
+            ctx.inputs_run = run_config
         prepared = Prepared(run_config, job.request.preset, notes, ctx, list(ctx.databases))
         if not (job.request.msa or job.request.msa_file_names):
             prepared.searches_ahead = list(records)  # msa_mode mmseqs2: all of them in one run, at the first MSA

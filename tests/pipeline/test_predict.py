@@ -237,3 +237,34 @@ def test_inputs_prepared_on_the_cpus_are_what_the_gpu_stage_uses_with_the_same_r
     other = predict.Predictor(run.model_copy(update={"random_seed": 1}), provider, inputs_dir=tmp_path / "inputs")
     other.predict(raw_features)
     assert other.inputs_used == []
+
+
+AWS_NAMES = {"mode": "aws", "jobs_table": "j", "keys_table": "k", "bucket": "b", "topic_arn": "arn:aws:sns:x:1:t",
+             "state_machine_arn": "arn:aws:states:x:1:stateMachine:m"}
+
+
+@pytest.mark.parametrize(("settings", "overrides", "expected"), [
+    ({}, {"profile": "tiny", "length_buckets": True}, "its own run"),  # one machine with a GPU: the CPU slot
+    ({}, {"profile": "tiny"}, None),  # one machine without a GPU: nothing to hand over
+    (AWS_NAMES, {"profile": "tiny"}, "the GPU job's run"),  # the CPU MSA job of a GPU job
+], ids=["local-gpu", "local-cpu", "aws-msa-job"])
+def test_the_msa_stage_prepares_the_gpus_inputs_where_a_gpu_stage_follows(settings_factory, settings, overrides,
+                                                                          expected):
+    from af2jobs.jobrun import PipelineStages
+    from af2jobs.models import Job
+    from af2jobs.request import JobRequest
+
+    from af2jobs.fasta import FastaRecord
+
+    job = Job(owner="ann", request=JobRequest.parse({"fasta": "ubq", "sequence": UBIQUITIN}))
+    stages = PipelineStages(settings_factory(**settings), overrides)
+    record = FastaRecord(name="ubq", description="", sequence=UBIQUITIN, line=1)
+    prepared = stages.prepare(job, [record], progress=lambda *a: None, should_cancel=lambda: False)
+    inputs = prepared.context.inputs_run
+    if expected is None:
+        assert inputs is None
+    elif expected == "its own run":
+        assert inputs == prepared.run_config
+    else:  # what the GPU job will resolve: buckets on, full MSA depth, the same tiny profile
+        assert (inputs.length_buckets, inputs.max_msa_clusters, inputs.max_extra_msa) == (True, 512, 5120)
+        assert inputs.profile == "tiny" and not prepared.run_config.length_buckets
