@@ -24,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from af2jobs import errors, layout
+from af2jobs.links import LinkSigner
 from af2jobs.models import Job, JobEvent, JobState
 from af2jobs.ports import ArtifactStore
 
@@ -187,10 +188,16 @@ def _link(store: ArtifactStore | None, key: str, seconds: int | None, link: Call
 
 
 def build(job: Job, event: JobEvent, store: ArtifactStore | None = None, *,
-          link_seconds: int | None = None, link: Callable[[str], str] | None = None) -> Notification:
+          link_seconds: int | None = None, signer: LinkSigner | None = None) -> Notification:
     """The message for one event. `store` gives the results and the links (without it the message carries store
-    keys only); `link_seconds` is how long the links work, None for links that do not expire. `link` makes a
-    store key's link (af2jobs.links: through the API) instead of the store's own URL."""
+    keys only); `link_seconds` is how long the store's links work, None for links that do not expire. With a
+    `signer` the links go through the API instead (af2jobs.links) and work for the signer's seconds."""
+    link: Callable[[str], str] | None = None
+    if signer is not None:
+        expires, prefix, link_seconds = signer.expiry(), layout.job_prefix(job.id), signer.seconds
+
+        def link(key: str) -> str:
+            return signer.url(job.id, key.removeprefix(prefix), expires)
     results = read_results(job, store) if store is not None and job.state is JobState.SUCCEEDED else Results()
     files = {name: key for name, key in sorted(job.artifacts.items()) if not layout.is_reference(name)}
     linked = {name: layout.output_key(job.id, name) for name in results.link_names}

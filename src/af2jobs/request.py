@@ -212,25 +212,13 @@ class JobRequest(BaseModel):
                            "model_preset)")
         return v.lower() if v is not None else v
 
-    @field_validator("db_preset", mode="before")
+    @field_validator("db_preset", "msa_mode", "model_preset", mode="before")
     @classmethod
-    def _db_preset(cls, v: Any) -> Any:
-        if not isinstance(v, str) or v.lower() not in DB_PRESETS:
-            raise _invalid(f"db_preset must be one of {', '.join(DB_PRESETS)}")
-        return v.lower()
-
-    @field_validator("msa_mode", mode="before")
-    @classmethod
-    def _msa_mode(cls, v: Any) -> Any:
-        if not isinstance(v, str) or v.lower() not in MSA_MODES:
-            raise _invalid(f"msa_mode must be one of {', '.join(MSA_MODES)}")
-        return v.lower()
-
-    @field_validator("model_preset", mode="before")
-    @classmethod
-    def _model_preset(cls, v: Any) -> Any:
-        if not isinstance(v, str) or v.lower() not in MODEL_PRESETS:
-            raise _invalid(f"model_preset must be one of {', '.join(MODEL_PRESETS)}")
+    def _choice(cls, v: Any, info: Any) -> Any:
+        """One of the field's choices, in any case; stored lower-case."""
+        choices = {"db_preset": DB_PRESETS, "msa_mode": MSA_MODES, "model_preset": MODEL_PRESETS}[info.field_name]
+        if not isinstance(v, str) or v.lower() not in choices:
+            raise _invalid(f"{info.field_name} must be one of {', '.join(choices)}")
         return v.lower()
 
     @field_validator("msa", "msa_file_names", mode="before")

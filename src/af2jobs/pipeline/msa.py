@@ -181,20 +181,36 @@ def _hhblits(sequence: str, dbs: list[Database], out: Path, cpus: int) -> int:
     return max(0, a3m.count(">") - 1)
 
 
-def _mmseqs(sequence: str, dbs: list[Database], msa_dir: Path, cpus: int, notify: Progress) -> list[SearchReport]:
-    for db in dbs:
-        notify(db.name, "start", {})
+def _search_one(name: str, fn: Callable[[], int], notify: Progress) -> SearchReport:
+    """One search, timed and announced; a failure is a StageError naming the database."""
+    notify(name, "start", {})
     t0 = time.perf_counter()
     try:
-        hits = mmseqs.search({"query": sequence}, [(db.name, db.path) for db in dbs], {"query": msa_dir}, cpus)
+        hits = fn()
+    except Exception as exc:  # a broken database names itself in the job's error
+        raise StageError(f"search against {name} failed: {exc}", stage="msa") from exc
+    report = SearchReport(name, OUTPUT_NAMES[name], hits, round(time.perf_counter() - t0, 3))
+    notify(name, "done", {"hits": hits, "seconds": report.seconds})
+    return report
+
+
+def _mmseqs(queries: dict[str, str], dbs: list[Database], dirs: dict[str, Path], cpus: int,
+            notify: Progress) -> dict[str, list[SearchReport]]:
+    """One MMseqs2 run of every query against its databases: each query's reports, its seconds its share of the run."""
+    for db in dbs:
+        notify(db.name, "start", {"queries": len(queries)})
+    t0 = time.perf_counter()
+    try:
+        hits = mmseqs.search(queries, [(db.name, db.path) for db in dbs], dirs, cpus)
     except Exception as exc:
         raise StageError(f"MMseqs2 search against {', '.join(db.name for db in dbs)} failed: {exc}",
                          stage="msa") from exc
     seconds = round(time.perf_counter() - t0, 3)
-    reports = [SearchReport(db.name, OUTPUT_NAMES[db.name], hits["query"][db.name], seconds) for db in dbs]
-    for report in reports:
-        notify(report.database, "done", {"hits": report.hits, "seconds": seconds})
-    return reports
+    share = round(seconds / len(queries), 3)
+    for db in dbs:
+        notify(db.name, "done", {"hits": sum(h[db.name] for h in hits.values()), "seconds": seconds})
+    return {q: [SearchReport(db.name, OUTPUT_NAMES[db.name], hits[q][db.name], share) for db in dbs]
+            for q in queries}
 
 
 def _restore(cache_dir: Path, msa_dir: Path) -> list[SearchReport] | None:
@@ -236,25 +252,13 @@ def prefetch(sequences: list[str], databases: list[Database], *, cpus: int, cach
     pdb70 = next((db for db in databases if db.tool == "hhsearch"), None)
     with tempfile.TemporaryDirectory(prefix="af2-prefetch-") as tmp:
         dirs = {key: Path(tmp) / key for key in todo}
-        notify("mmseqs2", "start", {"queries": len(todo)})
-        t0 = time.perf_counter()
-        try:
-            hits = mmseqs.search({key: seq for key, (seq, _) in todo.items()}, [(db.name, db.path) for db in mm],
-                                 dirs, cpus)
-        except Exception as exc:
-            raise StageError(f"MMseqs2 search of {len(todo)} sequences failed: {exc}", stage="msa") from exc
-        share = round((time.perf_counter() - t0) / len(todo), 3)  # each query's part of the one run
-        notify("mmseqs2", "done", {"queries": len(todo), "seconds": round(time.perf_counter() - t0, 3)})
-        for key, (sequence, entry) in todo.items():
-            searches = [SearchReport(db.name, OUTPUT_NAMES[db.name], hits[key][db.name], share) for db in mm]
+        reports = _mmseqs({key: seq for key, (seq, _) in todo.items()}, mm, dirs, cpus, notify)
+        for key, (_, entry) in todo.items():
+            searches = reports[key]
             a3m = dirs[key] / OUTPUT_NAMES["mmseqs_uniref"]
             if pdb70 is not None and a3m.is_file():
-                t1 = time.perf_counter()
-                try:
-                    found = templates.search(dirs[key], pdb70.path, a3m)
-                except Exception as exc:  # as run_msa says it: the job's error names the search
-                    raise StageError(f"search against pdb70 failed: {exc}", stage="msa") from exc
-                searches.append(SearchReport("pdb70", OUTPUT_NAMES["pdb70"], found, round(time.perf_counter() - t1, 3)))
+                searches.append(_search_one("pdb70", lambda d=dirs[key], a=a3m: templates.search(d, pdb70.path, a),
+                                            notify))
             _store(entry, dirs[key], searches)
     return len(todo)
 
@@ -309,22 +313,14 @@ def run_msa(
     cpus_each = max(1, cpus // max(1, len(tasks)))
 
     def run_one(name: str, fn: Callable[[int], int]) -> SearchReport:
-        notify(name, "start", {})
-        t0 = time.perf_counter()
-        try:
-            hits = fn(cpus_each)
-        except Exception as exc:  # a broken database names itself in the job's error
-            raise StageError(f"search against {name} failed: {exc}", stage="msa") from exc
-        report = SearchReport(name, OUTPUT_NAMES[name], hits, round(time.perf_counter() - t0, 3))
-        notify(name, "done", {"hits": hits, "seconds": report.seconds})
-        return report
+        return _search_one(name, lambda: fn(cpus_each), notify)
 
     searches = []
     if tasks:
         with ThreadPoolExecutor(max_workers=len(tasks)) as pool:
             searches = list(pool.map(lambda t: run_one(*t), tasks))
     if mm:  # one MMseqs2 run over its databases, on every CPU (it parallelises itself)
-        searches += _mmseqs(sequence, mm, msa_dir, cpus, notify)
+        searches += _mmseqs({"query": sequence}, mm, {"query": msa_dir}, cpus, notify)["query"]
     uniref90 = msa_dir / OUTPUT_NAMES["uniref90"]
     if not uniref90.is_file() and mm:  # msa_mode mmseqs2: the UniRef A3M, as ColabFold searches pdb70 with it
         uniref90 = msa_dir / OUTPUT_NAMES["mmseqs_uniref"]

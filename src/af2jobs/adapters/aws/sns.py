@@ -16,7 +16,7 @@ from typing import Any
 
 import boto3
 
-from af2jobs import layout, notification
+from af2jobs import notification
 from af2jobs.links import LinkSigner
 from af2jobs.models import Job, JobEvent
 from af2jobs.notification import Notification
@@ -48,14 +48,7 @@ class SnsNotifier:
         self._links = links
 
     def notify(self, job: Job, event: JobEvent) -> None:
-        if self._links is not None:
-            signer, expires = self._links, self._links.expiry()
-            prefix = layout.job_prefix(job.id)
-            message = notification.build(
-                job, event, self._store, link_seconds=signer.seconds,
-                link=lambda key: signer.url(job.id, key.removeprefix(prefix), expires))
-        else:
-            message = notification.build(job, event, self._store, link_seconds=LINK_SECONDS)
+        message = notification.build(job, event, self._store, link_seconds=LINK_SECONDS, signer=self._links)
         self._client.publish(
             TopicArn=self.topic_arn,
             Subject=message.subject,

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from af2jobs import atomic, errors, layout, notification
+from af2jobs import atomic, errors, notification
 from af2jobs.links import LinkSigner
 from af2jobs.models import Job, JobEvent
 from af2jobs.ports import ArtifactStore
@@ -80,12 +80,7 @@ class LocalNotifier:
         self.links = links
 
     def notify(self, job: Job, event: JobEvent) -> None:
-        if self.links is not None:
-            signer, expires, prefix = self.links, self.links.expiry(), layout.job_prefix(job.id)
-            message = notification.build(job, event, self.store, link_seconds=signer.seconds,
-                                         link=lambda key: signer.url(job.id, key.removeprefix(prefix), expires))
-        else:  # links into a local directory do not expire
-            message = notification.build(job, event, self.store)
+        message = notification.build(job, event, self.store, signer=self.links)  # file links do not expire
         self._deliver("outbox", job, lambda: write_outbox(self.outbox_dir, message.data))
         if self.smtp_host:
             for address in self._recipients(job):
