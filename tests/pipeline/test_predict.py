@@ -268,3 +268,78 @@ def test_the_msa_stage_prepares_the_gpus_inputs_where_a_gpu_stage_follows(settin
     else:  # what the GPU job will resolve: buckets on, full MSA depth, the same tiny profile
         assert (inputs.length_buckets, inputs.max_msa_clusters, inputs.max_extra_msa) == (True, 512, 5120)
         assert inputs.profile == "tiny" and not prepared.run_config.length_buckets
+
+
+@pytest.fixture
+def fresh_process(shared_cache, tmp_path, monkeypatch):
+    """What a new process starts with: no compiled function or parameter shapes in memory (restored after)."""
+    compiled, shapes = dict(predict._Compiled._cache), dict(params._shape_cache)
+    predict.enable_compilation_cache(tmp_path / "jax")
+
+    def restart():
+        predict._Compiled._cache.clear()
+        params._shape_cache.clear()
+
+    restart()
+    yield restart
+    predict._Compiled._cache.clear()
+    predict._Compiled._cache.update(compiled)
+    params._shape_cache.clear()
+    params._shape_cache.update(shapes)
+    predict.enable_compilation_cache(shared_cache / "jax")
+
+
+def test_a_new_process_loads_the_compiled_model_without_tracing_it(raw_features, provider, fresh_process,
+                                                                   tmp_path, monkeypatch):
+    first = _predict(raw_features, provider, model_names="model_3", strategy="all").ranked[0]
+    assert list((tmp_path / "jax" / "executables").glob("apply-*.xla"))
+    assert list((tmp_path / "jax" / "param-shapes").glob("shapes-*.json"))
+    fresh_process()
+
+    def no_trace(*args, **kwargs):
+        raise AssertionError("traced again")
+
+    monkeypatch.setattr(predict, "lower_and_compile", no_trace)
+    monkeypatch.setattr(params, "param_shapes", no_trace)
+    again = _predict(raw_features, provider, model_names="model_3", strategy="all").ranked[0]
+    assert np.array_equal(again.result["structure_module"]["final_atom_positions"],
+                          first.result["structure_module"]["final_atom_positions"])
+    assert again.ranking_confidence == first.ranking_confidence
+
+
+def test_an_unreadable_compiled_model_is_compiled_again_and_replaced(raw_features, provider, fresh_process,
+                                                                     tmp_path, monkeypatch):
+    first = _predict(raw_features, provider, model_names="model_3", strategy="all").ranked[0]
+    [kept] = (tmp_path / "jax" / "executables").glob("apply-*.xla")
+    kept.write_bytes(b"cut short")
+    fresh_process()
+    calls = []
+    real = predict.lower_and_compile
+    monkeypatch.setattr(predict, "lower_and_compile", lambda *a: calls.append(1) or real(*a))
+    again = _predict(raw_features, provider, model_names="model_3", strategy="all").ranked[0]
+    assert calls == [1]
+    assert again.ranking_confidence == first.ranking_confidence
+    assert kept.stat().st_size > 1000  # written anew, loadable by the next process
+    fresh_process()
+    monkeypatch.setattr(predict, "lower_and_compile", lambda *a: calls.append(2) or real(*a))
+    _predict(raw_features, provider, model_names="model_3", strategy="all")
+    assert calls == [1]
+
+
+def test_a_different_configuration_gets_its_own_compiled_model(raw_features, provider, fresh_process, tmp_path):
+    _predict(raw_features, provider, model_names="model_3", strategy="all")
+    _predict(raw_features, provider, model_names="model_1", strategy="all")  # templates: another function
+    assert len(list((tmp_path / "jax" / "executables").glob("apply-*.xla"))) == 2
+
+
+def test_parameters_are_read_once_when_a_preload_and_the_run_ask_together(tmp_path, shared_cache, monkeypatch):
+    provider = params.ParamsProvider(tmp_path / "none", shared_cache / "params-untrained")
+    reads = []
+    real = params.load_npz
+    monkeypatch.setattr(params, "load_npz", lambda path: reads.append(path.name) or real(path))
+    thread = provider.preload(["model_3_ptm", "model_4_ptm"], "tiny")
+    a, _ = provider.get("model_3_ptm", "tiny")
+    thread.join()
+    b, _ = provider.get("model_4_ptm", "tiny")
+    assert sorted(reads) == ["params_model_3_ptm_tiny.npz", "params_model_4_ptm_tiny.npz"]
+    assert a is provider.get("model_3_ptm", "tiny")[0] and b is not a

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -264,12 +265,29 @@ class ParamsProvider:
         self.params_dir = params_dir
         self.cache_dir = cache_dir
         self._loaded: dict[tuple[str, str], tuple[dict, ParamsIdentity]] = {}
+        self._lock = threading.Lock()  # a model's parameters are read once, whichever thread asks first
 
     def get(self, model: str, profile: str) -> tuple[dict[str, dict[str, np.ndarray]], ParamsIdentity]:
         key = (model, profile)
-        if key not in self._loaded:
-            self._loaded[key] = self._load(model, profile)
-        return self._loaded[key]
+        with self._lock:
+            if key not in self._loaded:
+                self._loaded[key] = self._load(model, profile)
+            return self._loaded[key]
+
+    def preload(self, models: list[str], profile: str) -> threading.Thread:
+        """Read these models' parameters in a background thread, in order, while the caller runs the first: a
+        failure there is left for the caller's own get() to raise."""
+
+        def read() -> None:
+            for model in models:
+                try:
+                    self.get(model, profile)
+                except Exception:  # noqa: BLE001 - get() raises it again in the thread that needs the model
+                    return
+
+        thread = threading.Thread(target=read, name="params-preload", daemon=True)
+        thread.start()
+        return thread
 
     def _load(self, model: str, profile: str):
         official = official_path(self.params_dir, model) if profile == "full" else None
@@ -294,11 +312,51 @@ def select(params: dict[str, dict[str, np.ndarray]], shapes: dict) -> dict[str, 
 
 
 _shape_cache: dict[str, dict] = {}
+_shape_folder: list[Path] = []  # where remember_shapes keeps them for later processes
+
+
+def remember_shapes(folder: Path) -> None:
+    """param_shapes_for also keeps its answers in `folder` (a JSON file per configuration and model code version),
+    so that a new process does not trace the model's init to learn them."""
+    _shape_folder[:] = [folder]
+
+
+def _shape_file(fp: str) -> Path | None:
+    if not _shape_folder:
+        return None
+    from importlib import metadata
+
+    try:
+        code = metadata.version("alphafold-colabfold")
+    except metadata.PackageNotFoundError:
+        code = "unknown"
+    return _shape_folder[0] / f"shapes-{fp}-{code}-jax{jax.__version__}.json"
+
+
+def _read_shapes(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+        return {scope: {name: jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype))
+                        for name, (shape, dtype) in d.items()} for scope, d in data.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def param_shapes_for(cfg: ml_collections.ConfigDict) -> dict:
-    """param_shapes, remembered per configuration (eval_shape of the init takes seconds)."""
+    """param_shapes, remembered per configuration (eval_shape of the init takes seconds), on disk too once
+    remember_shapes named a folder."""
     fp = config_fingerprint(cfg)
     if fp not in _shape_cache:
-        _shape_cache[fp] = param_shapes(cfg)
+        path = _shape_file(fp)
+        shapes = _read_shapes(path) if path is not None and path.is_file() else None
+        if shapes is None:
+            shapes = param_shapes(cfg)
+            if path is not None:
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    atomic.write_json(path, {scope: {name: [list(s.shape), str(s.dtype)] for name, s in d.items()}
+                                             for scope, d in shapes.items()}, indent=None)
+                except OSError:
+                    pass
+        _shape_cache[fp] = shapes
     return _shape_cache[fp]

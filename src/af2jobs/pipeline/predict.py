@@ -2,8 +2,10 @@
 
 Models whose runtime configuration is the same (models 1 and 2, which use templates; models 3, 4 and 5) share one
 compiled function: parameters are arguments of the jitted apply, not constants baked into it. The compile is done
-ahead of time so its cost is measured apart from the run; JAX's persistent compilation cache makes a new process
-pay it once.
+ahead of time so its cost is measured apart from the run. A new process pays it once: the compiled executable is
+kept on disk (ExecutableCache, in place of JAX's persistent compilation cache), so a later process loads it
+without tracing the model again (tracing AlphaFold through haiku takes seconds per function, which JAX's own cache
+does not save).
 
 Strategies:
   all               every requested model with full recycling, ranked (AlphaFold's and the seed's default)
@@ -18,6 +20,10 @@ each model x seed as a model (best screens all of them and recycles the winner i
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import logging
+import os
 import pickle
 import threading
 import time
@@ -37,13 +43,102 @@ from af2jobs.pipeline import params as params_mod
 from af2jobs.runconfig import RunConfig, bucket_length
 
 Progress = Callable[[str, dict], None]
+log = logging.getLogger(__name__)
 
 
 def enable_compilation_cache(directory: Path) -> None:
-    """A compile done once is reused by every later process (a new Batch job, a restarted server)."""
+    """A compile done once is reused by every later process (a new Batch job, a restarted server): the model's
+    compiled executables and its parameter shapes are kept in `directory`.
+
+    JAX's own persistent cache is switched off: it saves the compile but not the trace, and an executable it
+    hands back cannot always be serialised again (XLA:CPU's loses its code), so it would spoil this cache."""
     directory.mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(directory))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    jax.config.update("jax_enable_compilation_cache", False)
+    _Compiled.disk = ExecutableCache(directory / "executables")
+    params_mod.remember_shapes(directory / "param-shapes")
+
+
+def _jax_cache_in_use() -> bool:
+    """Whether JAX's own persistent cache serves this process's compiles (it decides once, at the first)."""
+    try:
+        from jax._src import compilation_cache
+
+        return bool(compilation_cache._cache_checked and compilation_cache._cache_used)
+    except (ImportError, AttributeError):  # another jax: assume the worst, keep nothing
+        return True
+
+
+def _versions() -> dict:
+    """What, besides the configuration and the shapes, decides the code a trace and a compile make."""
+    from importlib import metadata
+
+    found = {}
+    for dist in ("alphafold-colabfold", "colabfold-kernels", "colabfold-cuda-kernels", "colabfold-legacy-kernels"):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            found[dist] = None
+    return found
+
+
+class ExecutableCache:
+    """Compiled applies on disk, loaded by later processes without tracing: one file per key (configuration
+    fingerprint, feature shapes, parameter shapes, device kind, the versions of jax, jaxlib and the model code, the
+    XLA flags). A file that cannot be loaded (another jaxlib wrote it, it was cut short) is compiled again and
+    replaced; writes are atomic. Files here are loaded as code: the folder must be as trusted as JAX's own cache."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._static: dict | None = None
+
+    def key(self, fingerprint: str, shapes: tuple, params: dict, device) -> str:
+        if self._static is None:
+            import jaxlib
+
+            self._static = {"jax": jax.__version__, "jaxlib": jaxlib.__version__, **_versions(),
+                            "xla_flags": os.environ.get("XLA_FLAGS", ""), "x64": bool(jax.config.jax_enable_x64),
+                            "precision": str(jax.config.jax_default_matmul_precision)}
+        param_shapes = sorted((f"{scope}//{name}", tuple(v.shape), str(v.dtype))
+                              for scope, d in params.items() for name, v in d.items())
+        text = json.dumps({**self._static, "fingerprint": fingerprint, "features": [list(map(str, s)) for s in shapes],
+                           "params": [list(map(str, s)) for s in param_shapes], "platform": device.platform,
+                           "device": device.id, "device_kind": getattr(device, "device_kind", ""),
+                           "platform_version": getattr(device.client, "platform_version", "")}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"apply-{key}.xla"
+
+    def load(self, key: str, device):
+        from jax.experimental import serialize_executable
+
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            with open(path, "rb") as fh:
+                payload, in_tree, out_tree = pickle.load(fh)
+            return serialize_executable.deserialize_and_load(payload, in_tree, out_tree,
+                                                             backend=device.client, execution_devices=[device])
+        except Exception as exc:  # noqa: BLE001 - any unreadable file means: compile again, write it anew
+            log.warning("compiled executable %s not loaded (%s: %s); compiling again", path.name,
+                        type(exc).__name__, exc)
+            return None
+
+    def store(self, key: str, compiled) -> None:
+        from jax.experimental import serialize_executable
+
+        from af2jobs import atomic
+
+        if _jax_cache_in_use():  # the compile may be JAX's cache's copy, which need not serialise whole
+            log.info("JAX's persistent cache is in use in this process: compiled executable not kept")
+            return
+        try:
+            data = pickle.dumps(serialize_executable.serialize(compiled), protocol=4)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic.write_bytes(self.path(key), data)
+        except (OSError, ValueError, NotImplementedError) as exc:  # the run goes on; the next process compiles
+            log.warning("compiled executable not kept (%s: %s)", type(exc).__name__, exc)
 
 
 def device_kind() -> str:
@@ -111,6 +206,7 @@ class _Compiled:
 
     _cache: dict[tuple, "_Compiled"] = {}
     _lock = threading.Lock()
+    disk: ExecutableCache | None = None  # set by enable_compilation_cache
 
     def __init__(self, runner: af_model.RunModel, compiled, compile_s: float) -> None:
         self.runner = runner
@@ -129,11 +225,28 @@ class _Compiled:
                 return hit, 0.0
             runner = af_model.RunModel(copy.deepcopy(cfg))  # RunModel writes into its config
             t0 = time.perf_counter()
-            compiled = runner.apply.lower(params, jax.random.PRNGKey(0), _first_batch(cfg, feat)).compile()
+            device = _current_device()
+            disk_key = cls.disk.key(fingerprint, shapes, params, device) if cls.disk is not None else None
+            compiled = cls.disk.load(disk_key, device) if disk_key is not None else None
+            if compiled is None:
+                compiled = lower_and_compile(runner, params, _first_batch(cfg, feat))
+                if disk_key is not None:
+                    cls.disk.store(disk_key, compiled)
             entry = cls(runner, compiled, time.perf_counter() - t0)
             runner.apply = compiled
             cls._cache[key] = entry
             return entry, entry.compile_s
+
+
+def lower_and_compile(runner: af_model.RunModel, params: dict, batch: dict):
+    """Trace, lower and compile the model's apply for these arguments' shapes (JAX's own cache may find the
+    compiled code; the trace is paid either way)."""
+    return runner.apply.lower(params, jax.random.PRNGKey(0), batch).compile()
+
+
+def _current_device():
+    device = jax.config.jax_default_device
+    return device if isinstance(device, jax.Device) else jax.devices()[0]
 
 
 def _first_batch(cfg, feat: dict) -> dict:
@@ -278,9 +391,7 @@ def _host_only(tree):
 
 
 def _device_name() -> str:
-    device = jax.config.jax_default_device
-    if not isinstance(device, jax.Device):  # unset, or a platform name
-        device = jax.devices()[0]
+    device = _current_device()
     return f"{device.platform}:{device.id}"
 
 
@@ -466,6 +577,8 @@ class Predictor:
     def _predict(self, raw: dict) -> Prediction:
         kind, threshold = self.run.strategy_kind, self.run.stop_threshold
         tasks = self._tasks()
+        # The next models' parameters are read from disk while the first runs.
+        self.provider.preload(list(dict.fromkeys(self.run.variant(m) for m, _ in tasks)), self.run.profile)
         runs: list[ModelRun] = []
         full: list[ModelRun] = []
         devices = self._devices()
