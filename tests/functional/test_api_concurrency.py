@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from aws_lambda_powertools.event_handler import depends
 
-from af2jobs.api.app import RESOLVER_THREADS, create_asgi_app
+from af2jobs.api.app import RESOLVER_THREADS, PreparedJsonResponses, create_asgi_app, create_lambda_resolver
 from tests.functional.api_support import (  # noqa: F401 - keys is a fixture
     SEQ,
     close_world,
@@ -116,17 +116,20 @@ def test_more_requests_than_threads_all_answer_with_their_own_data(tmp_path, key
 
 def test_the_powertools_internals_the_local_server_relies_on_are_there(tmp_path, keys):
     """LocalApi resolves through HttpResolverLocal's per-request state (a ContextVar) and builds every route's
-    middleware chain up front, and the apps cache Powertools' dependency trees: an upgrade that renames any of
-    these fails here first."""
+    middleware chain up front, both apps validate responses with PreparedJsonResponses (GET /jobs's page is sent
+    as the text it made), and they cache Powertools' dependency trees and dependencies' type hints: an upgrade
+    that renames any of these fails here first."""
     world = local_world(tmp_path, keys)
     try:
         app = create_asgi_app(world)
+        apps = [app, create_lambda_resolver(world)]
     finally:
         close_world(world)
     assert isinstance(app._request_state, contextvars.ContextVar) and app._startup_state.event is None
     routes = app._static_routes + app._dynamic_routes
     assert routes and all(route._middleware_stack_built for route in routes)
-    assert hasattr(depends.build_dependency_tree, "cache_info")
+    assert all(isinstance(each._response_validation_middleware, PreparedJsonResponses) for each in apps)
+    assert hasattr(depends.build_dependency_tree, "cache_info") and hasattr(depends.get_type_hints, "cache_info")
 
 
 def test_af2_serve_answers_without_waiting_for_delayed_acks():
@@ -156,3 +159,19 @@ def test_af2_serve_answers_without_waiting_for_delayed_acks():
 
     asyncio.run(main())
     assert nodelay and nodelay[0] != 0
+
+
+def test_af2_serve_parses_http_with_httptools(tmp_path, keys):
+    """h11's HTTP parsing and writing, in Python, took about 0.3 ms of each request's CPU time in the server
+    (docs/reliability.md, section 2); `af2 serve` runs uvicorn with httptools' parser, and writes no access log."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from af2jobs.cli.serve import server_config
+
+    world = local_world(tmp_path, keys)
+    try:
+        config = server_config(create_asgi_app(world))
+        config.load()
+    finally:
+        close_world(world)
+    assert config.http_protocol_class is HttpToolsProtocol and config.access_log is False

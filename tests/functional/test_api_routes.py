@@ -16,7 +16,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from af2jobs.api.app import create_asgi_app, create_lambda_resolver
-from af2jobs.models import JobState
+from af2jobs.models import JobState, Principal
 from tests.functional.api_support import (  # noqa: F401 - aws, env and keys are fixtures
     MAX_BODY,
     SEQ,
@@ -32,6 +32,7 @@ from tests.functional.api_support import (  # noqa: F401 - aws, env and keys are
     lambda_client,
     local_world,
 )
+from tests.unit.test_viewtext import resolver_text
 
 S = JobState
 JOB = {"fasta": "job1", "sequence": SEQ}
@@ -342,6 +343,40 @@ def test_list_pages_and_filters(env: Env) -> None:
     assert [j["id"] for j in second["jobs"]] == [ids[0]] and second["next_token"] is None
     queued = env.call("GET", "/jobs", env.world.ann, query={"state": "QUEUED"}).json()["jobs"]
     assert {j["id"] for j in queued} == set(ids[1:])
+
+
+def test_a_page_of_jobs_is_the_text_the_resolver_writes_for_its_jobpage(env: Env) -> None:
+    """GET /jobs sends text it made itself from per-job parts (api/viewtext.py): byte for byte what the resolver
+    writes for the same JobPage, with Python's spellings (\\u escapes, 3.2e-05, 1e+16), on both apps."""
+    w = env.world
+    ids = [env.submit(w.ann, fasta=f"job{i}", comment=["", "naïve ✓ 😀 </script> \"q\""][i % 2])["id"]
+           for i in range(3)]
+    w.repo.update(ids[1], cost={"dollars": 3.2e-05, "gpu_s": 1e16, "n": 3})
+    w.move(ids[2], S.VALIDATING, S.MSA)
+    for query in ({}, {"limit": "2"}):
+        reply = env.call("GET", "/jobs", w.ann, query=query)
+        jobs, token = w.service.list(Principal(owner="ann"), limit=int(query.get("limit", 50)))
+        assert reply.status == 200 and reply.headers["content-type"] == "application/json"
+        assert reply.text == resolver_text(jobs, token)
+        assert [j["id"] for j in reply.json()["jobs"]] == ids[::-1][: len(jobs)]
+
+
+def test_a_listed_job_shows_every_write_since_the_last_page(env: Env) -> None:
+    w = env.world
+    job_id = env.submit(w.ann)["id"]
+
+    def listed() -> dict[str, Any]:
+        return env.call("GET", "/jobs", w.ann).json()["jobs"][0]
+
+    assert listed()["state"] == "QUEUED"
+    w.move(job_id, S.VALIDATING)
+    job = listed()
+    assert (job["state"], job["version"]) == ("VALIDATING", 2)
+    w.repo.update(job_id, progress={"stage": "msa", "step": 1, "total": 2}, cost={"dollars": 0.5})
+    job = listed()
+    assert job["progress"]["step"] == 1 and job["cost"] == {"dollars": 0.5} and job["version"] == 3
+    # The listed view is the job's view in GET /jobs/{id} too, field for field.
+    assert {k: v for k, v in env.call("GET", f"/jobs/{job_id}", w.ann).json().items() if k in job} == job
 
 
 def test_job_detail_has_progress_durations_cost_links_and_the_log_tail(env: Env) -> None:

@@ -19,7 +19,10 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, HttpResolverLocal, content_types, depends
 from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver, Response
 from aws_lambda_powertools.event_handler.http_resolver import HttpProxyEvent, MockLambdaContext, _RequestState
-from aws_lambda_powertools.event_handler.middlewares.openapi_validation import OpenAPIRequestValidationMiddleware
+from aws_lambda_powertools.event_handler.middlewares.openapi_validation import (
+    OpenAPIRequestValidationMiddleware,
+    OpenAPIResponseValidationMiddleware,
+)
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
@@ -30,6 +33,7 @@ from af2jobs import __version__, errors
 from af2jobs.api.auth import AUTH_HEADER
 from af2jobs.api.context import ApiContext, ServicesLike, body_limit, context_middleware, is_upload
 from af2jobs.api.routes import BadRequestError, error_response, router, validation_error_response
+from af2jobs.api.viewtext import JsonText
 
 OPENAPI_PATH = "/openapi.json"
 # Requests resolved at once by the local server. More threads than cores: a request waiting on SQLite (a write lock,
@@ -66,18 +70,26 @@ def create_lambda_resolver(services: ServicesLike) -> APIGatewayRestResolver:
 
 def _build_dependency_trees_once() -> None:
     """Powertools builds a route's dependency tree (which parameters are Depends()) anew on every request, from
-    typing.get_type_hints, which evaluates each string annotation again: a fifth of a GET /jobs/{id}. A function's
-    annotations do not change, so each tree is built once. tests/functional/test_api_concurrency.py fails if an
-    upgrade renames what this wraps."""
+    typing.get_type_hints, which evaluates each string annotation again: a fifth of a GET /jobs/{id}. Then, for each
+    dependency, it reads the dependency's type hints again, to pass a Request to whichever parameter asks for one.
+    A function's annotations do not change, so each tree and each dependency's hints are read once.
+    tests/functional/test_api_concurrency.py fails if an upgrade renames what this wraps."""
     if not hasattr(depends.build_dependency_tree, "cache_info"):
         depends.build_dependency_tree = functools.lru_cache(maxsize=None)(depends.build_dependency_tree)
+    if not hasattr(depends.get_type_hints, "cache_info"):
+        depends.get_type_hints = functools.lru_cache(maxsize=None)(depends.get_type_hints)
 
 
 def _assemble(app: ApiGatewayResolver, api: ApiContext) -> None:
     _build_dependency_trees_once()
-    # Replaces the resolver's own request validation (created when enable_validation=True), before any route runs.
-    # A private attribute of Powertools: tests/reliability/test_bad_input.py fails if an upgrade stops using it.
+    # Replaces the resolver's own request and response validation (created when enable_validation=True), before any
+    # route runs. Private attributes of Powertools: tests/reliability/test_bad_input.py and
+    # tests/functional/test_api_routes.py fail if an upgrade stops using them.
     app._request_validation_middleware = JsonBodyValidation()
+    app._response_validation_middleware = PreparedJsonResponses(
+        validation_serializer=app._response_validation_middleware._validation_serializer,
+        has_response_validation_error=app._response_validation_middleware._has_response_validation_error,
+    )
     app.use([context_middleware(api)])
     app.include_router(router)
     # Needs this app's current event, so it is registered here rather than on the shared Router.
@@ -203,6 +215,17 @@ class JsonBodyValidation(OpenAPIRequestValidationMiddleware):
             return body
         ctx = {"error": problem}
         raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": "", "ctx": ctx}])
+
+
+class PreparedJsonResponses(OpenAPIResponseValidationMiddleware):
+    """Powertools' response validation and serialisation, except for a body that a route has already made the
+    JSON text of its response model (a viewtext.JsonText, GET /jobs's page): that is sent as it is. Validating it
+    would mean parsing it back; the resolver encodes no str body again."""
+
+    def _handle_response(self, *, route: Any, response: Response) -> Response:
+        if isinstance(response.body, JsonText):
+            return response
+        return super()._handle_response(route=route, response=response)
 
 
 def _reads_as_json(event: Any) -> bool:

@@ -5,7 +5,7 @@ Nothing here is a module global, so any number of apps (Lambda, local, one per t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
 from af2jobs import errors
 from af2jobs.api.auth import authenticate
+from af2jobs.api.viewtext import ViewTexts
 from af2jobs.models import Principal
 from af2jobs.ports import ApiKeyStore, ArtifactStore
 from af2jobs.service import JobService
@@ -45,6 +46,8 @@ class ApiContext:
     logs: Any = None
     # Signs and checks the key-less links of a job's mail (af2jobs.links); None: GET /jobs/{id}/link refuses all.
     links: Any = None
+    # The JSON text of the job views this app has listed (GET /jobs), kept per job version.
+    views: ViewTexts = field(default_factory=ViewTexts)
 
     @classmethod
     def for_local(cls, services: ServicesLike) -> ApiContext:

@@ -33,6 +33,7 @@ from af2jobs.api.context import ApiContext, Caller, admit, api_context, authenti
 from af2jobs.api.schemas import (
     Deleted, ErrorBody, FileLink, FileList, JobDetail, JobList, JobPage, JobView, UploadRequest, UploadTicket, Uploaded,
 )
+from af2jobs.api.viewtext import view
 from af2jobs.models import Job, JobState, Principal
 from af2jobs.layout import upload_prefix
 from af2jobs.request import JobRequest, check_file_name, field_named_by
@@ -149,12 +150,6 @@ def submit_estimate(job: Job, store: ArtifactStore) -> dict[str, Any] | None:
         return None
 
 
-def view(job: Job) -> JobView:
-    # Read from the job's attributes (what to_public() gives): its request, validated and frozen, is taken as it is
-    # rather than dumped and validated again, which was a third of the time of a page of GET /jobs.
-    return JobView.model_validate(job, from_attributes=True)
-
-
 def detail(job: Job, api: ApiContext) -> JobDetail:
     links = {name: url for name, key in job.artifacts.items()
              if not layout.is_reference(name) and (url := file_url(api, job.id, key)) is not None}
@@ -252,7 +247,7 @@ def list_jobs(
     next_token: Annotated[
         str | None, Query(min_length=1, max_length=2000, description="From the previous page.")
     ] = None,
-) -> JobPage:
+) -> Response[JobPage]:
     try:
         jobs, token = caller.service.list(caller.principal, state=state, limit=limit, token=next_token)
     except errors.ValidationError as exc:
@@ -260,7 +255,9 @@ def list_jobs(
             raise
         # The repository calls it a token; the API's parameter is next_token.
         raise errors.ValidationError("next_token is not a token from a previous page", field="next_token") from None
-    return JobPage(jobs=[view(j) for j in jobs], next_token=token)
+    # The page's JSON text, from each job's text kept since an earlier page (api/viewtext.py): the JobPage as the
+    # resolver would write it, without building and encoding it again.
+    return Response(status_code=200, content_type=JSON, body=caller.api.views.page(jobs, token))
 
 
 @router.get(
