@@ -68,6 +68,9 @@ class RunConfig(BaseModel):
     models_to_relax: Literal["best", "all", "none"] = "best"
     max_msa_clusters: int = Field(512, ge=1)
     max_extra_msa: int = Field(5120, ge=1)
+    # Caps an MSA shallower than them does not fill are lowered to a step above its depth (fitted_to), as ColabFold
+    # sizes them: the rows AlphaFold would pad are masked out, so the model computes the same, on fewer rows.
+    fit_msa_to_depth: bool = True
     # "full": AlphaFold2's published architecture. "tiny": 1 Evoformer block, 1 extra-MSA block, 2 structure layers,
     # same code path; for tests and smoke checks on a CPU. Outputs say which ran.
     profile: Literal["full", "tiny"] = "full"
@@ -131,6 +134,16 @@ class RunConfig(BaseModel):
             return self.random_seed
         runners = len(self.model_names) * self.seeds
         return model_index * self.seeds + seed_index + self.random_seed * runners
+    def fitted_to(self, depth: int) -> "RunConfig":
+        """This run with MSA caps no larger than an MSA of `depth` rows needs (fit_msa_caps); itself when they
+        already are, or when fit_msa_to_depth is off."""
+        if not self.fit_msa_to_depth:
+            return self
+        clusters, extra = fit_msa_caps(depth, self.max_msa_clusters, self.max_extra_msa)
+        if (clusters, extra) == (self.max_msa_clusters, self.max_extra_msa):
+            return self
+        return self.model_copy(update={"max_msa_clusters": clusters, "max_extra_msa": extra})
+
     @property
     def num_ensemble(self) -> int:
         return CASP14_ENSEMBLES if self.model_preset == "monomer_casp14" else 1
@@ -142,6 +155,22 @@ class RunConfig(BaseModel):
     @property
     def stop_threshold(self) -> float | None:
         return parse_strategy(self.strategy)[1]
+
+
+MSA_CLUSTER_STEPS = (64, 256)  # few steps: each is another compiled function
+EXTRA_MSA_STEPS = (1, 256, 1024)
+TEMPLATE_ROWS = 4  # the cluster rows AlphaFold gives up to templates in models 1-2 (max_templates)
+
+
+def fit_msa_caps(depth: int, max_clusters: int, max_extra: int) -> tuple[int, int]:
+    """MSA caps for an MSA of `depth` rows (query included) that select exactly the rows the caps
+    (max_clusters, max_extra) select, with less padding: the smallest step that still takes every row as a cluster
+    centre in every model (AlphaFold's template models take TEMPLATE_ROWS fewer), and an extra-MSA step that
+    holds every row left over. A deeper MSA keeps the caps; a step is never above its cap."""
+    clusters = next((s for s in MSA_CLUSTER_STEPS if s - TEMPLATE_ROWS >= depth and s < max_clusters), max_clusters)
+    left = max(depth - (clusters - TEMPLATE_ROWS), 0)  # the most rows any model leaves to the extra MSA
+    extra = next((s for s in EXTRA_MSA_STEPS if s >= left and s < max_extra), max_extra)
+    return clusters, extra
 
 
 def bucket_length(length: int) -> int:

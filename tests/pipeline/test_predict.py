@@ -343,3 +343,28 @@ def test_parameters_are_read_once_when_a_preload_and_the_run_ask_together(tmp_pa
     b, _ = provider.get("model_4_ptm", "tiny")
     assert sorted(reads) == ["params_model_3_ptm_tiny.npz", "params_model_4_ptm_tiny.npz"]
     assert a is provider.get("model_3_ptm", "tiny")[0] and b is not a
+
+
+def test_caps_fitted_to_a_shallow_msa_predict_what_the_full_caps_predict(raw_features, provider):
+    """An MSA shallower than the caps: the fitted run processes fewer (padding) rows and predicts the same."""
+    depth = raw_features["msa"].shape[0]
+    results = {}
+    for fit in (False, True):
+        # float32: bf16's rounding (amplified by untrained weights) would hide what the rows change.
+        run = RunConfig(profile="tiny", max_msa_clusters=512, max_extra_msa=1024, fit_msa_to_depth=fit,
+                        bfloat16=False, model_names="model_1,model_3", strategy="all")
+        results[fit] = predict.Predictor(run, provider).predict(raw_features)
+    padded, fitted = results[False], results[True]
+    assert padded.msa_caps == (512, 1024)
+    assert fitted.msa_caps[0] < 512 and depth <= fitted.msa_caps[0] - 4
+    # The winner's features: model_3's rows, or model_1's 4 fewer (given up to templates).
+    assert fitted.features["msa_feat"].shape[1] in (fitted.msa_caps[0], fitted.msa_caps[0] - 4)
+    assert fitted.features["extra_msa"].shape[1] == fitted.msa_caps[1]
+    for a, b in zip(padded.ranked, fitted.ranked):
+        assert a.model == b.model
+        d_ca = np.abs(a.result["structure_module"]["final_atom_positions"]
+                      - b.result["structure_module"]["final_atom_positions"]).max()
+        d_plddt = np.abs(a.result["plddt"] - b.result["plddt"]).max()
+        # Equal in exact arithmetic; other shapes may sum in another order (the last float32 bits).
+        assert abs(a.ranking_confidence - b.ranking_confidence) < 0.1
+        assert d_ca < 0.05 and d_plddt < 0.5

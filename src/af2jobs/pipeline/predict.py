@@ -199,6 +199,14 @@ class Prediction:
     features: dict  # processed features of the ranked models' configuration
     strategy: str
     config_fingerprint: str
+    msa_caps: tuple[int, int] = (0, 0)  # the cluster and extra-MSA rows it ran with (RunConfig.fitted_to)
+
+
+def run_for(run: RunConfig, raw: dict) -> RunConfig:
+    """The run a monomer's features are processed and predicted with: its MSA caps fitted to the MSA's rows."""
+    if run.multimer or "msa" not in raw:
+        return run
+    return run.fitted_to(int(raw["msa"].shape[0]))
 
 
 class _Compiled:
@@ -303,6 +311,7 @@ def prepare_inputs(run: RunConfig, raw: dict, out_dir: Path) -> list[str]:
 
     length = feature_length(raw)
     pad_to = bucket_length(length) if run.length_buckets else length
+    run = run_for(run, raw)
     written = []
     for name in dict.fromkeys(run.model_names):
         cfg = params_mod.runtime_config(name, run)
@@ -569,9 +578,12 @@ class Predictor:
         return [done[i] for i in sorted(done)]
 
     def predict(self, raw: dict) -> Prediction:
+        requested = self.run
+        self.run = run_for(requested, raw)
         try:
             return self._predict(raw)
         finally:
+            self.run = requested
             self._on_device.clear()  # the device memory of the features goes with the prediction
 
     def _predict(self, raw: dict) -> Prediction:
@@ -623,4 +635,5 @@ class Predictor:
         return Prediction(
             ranked=ranked, runs=runs, features=self._features_for(cfg, fingerprint, raw),
             strategy=self.run.strategy, config_fingerprint=fingerprint,
+            msa_caps=(self.run.max_msa_clusters, self.run.max_extra_msa),
         )

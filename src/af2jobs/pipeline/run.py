@@ -189,7 +189,8 @@ def predict_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
     )
     prediction = predictor.predict(feats)
     timings["predict"] = {"seconds": round(time.perf_counter() - t0, 3),
-                          "models": [r.summary() for r in prediction.runs], "inputs_used": predictor.inputs_used}
+                          "models": [r.summary() for r in prediction.runs], "inputs_used": predictor.inputs_used,
+                          "msa_caps": list(prediction.msa_caps)}
     ctx.progress("predict", "done", {"best": prediction.ranked[0].summary()})
 
     proteins = {run.model: outputs.unrelaxed_protein(run, prediction.features) for run in prediction.ranked}
