@@ -378,6 +378,7 @@ def test_two_spellings_that_disagree_are_refused() -> None:
     assert err.field == "preset" and "casp14 means db_preset full_dbs" in err.message
 
 
+@pytest.mark.pipeline  # run_config_for resolves the run through the pipeline (JAX)
 def test_msa_mode_is_jackhmmer_unless_asked_and_carries_into_the_run() -> None:
     from af2jobs.jobrun import run_config_for
     from af2jobs.settings import Settings
