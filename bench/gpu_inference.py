@@ -128,19 +128,36 @@ def run_stock(args) -> dict:
     return {"runs": runs}
 
 
+def _af2jobs_run(args):
+    from af2jobs.runconfig import RunConfig
+
+    return RunConfig(model_names=args.models, strategy=args.strategy, profile=args.profile,
+                     length_buckets=not args.fp32, bfloat16=not args.fp32,
+                     recycle_tolerance=args.tolerance, gpus=args.gpus, num_recycle=args.recycles)
+
+
+def run_inputs(args) -> dict:
+    """The CPU stage's part (as the MSA job does it): AlphaFold's input pipeline for each model configuration of
+    the GPU run, written to --inputs for the GPU process. No GPU: JAX is kept on the CPU."""
+    from af2jobs.pipeline import predict
+
+    raw = synthetic_features(args.length, args.depth, args.length, args.templates)
+    t0 = time.perf_counter()
+    files = predict.prepare_inputs(_af2jobs_run(args), raw, Path(args.inputs))
+    return {"inputs_s": round(time.perf_counter() - t0, 2), "files": files}
+
+
 def run_af2jobs(args) -> dict:
     from af2jobs.pipeline import params as params_mod
     from af2jobs.pipeline import predict
-    from af2jobs.runconfig import RunConfig
 
     predict.enable_compilation_cache(Path(args.cache) / "jax")
     raw = synthetic_features(args.length, args.depth, args.length, args.templates)
-    run = RunConfig(model_names=args.models, strategy=args.strategy, profile=args.profile,
-                    length_buckets=not args.fp32, bfloat16=not args.fp32,
-                    recycle_tolerance=args.tolerance, gpus=args.gpus, num_recycle=args.recycles)
     provider = params_mod.ParamsProvider(Path(args.cache) / "no-official", Path(args.cache) / "params")
-    prediction = predict.Predictor(run, provider).predict(raw)
-    out = {"runs": [r.summary() for r in prediction.runs], "best": prediction.ranked[0].model}
+    predictor = predict.Predictor(_af2jobs_run(args), provider, inputs_dir=Path(args.inputs) if args.inputs else None)
+    prediction = predictor.predict(raw)
+    out = {"runs": [r.summary() for r in prediction.runs], "best": prediction.ranked[0].model,
+           "inputs_used": predictor.inputs_used}
     entry = next(iter(predict._Compiled._cache.values()))
     cost = entry.compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
@@ -164,7 +181,8 @@ def one(args) -> int:
         import jax
 
         record["device"] = str(jax.devices()[0].device_kind)
-        record.update(run_stock(args) if args.mode == "stock" else run_af2jobs(args))
+        runner = {"stock": run_stock, "af2jobs": run_af2jobs, "inputs": run_inputs}[args.mode]
+        record.update(runner(args))
         record["oom"] = False
     except Exception as exc:  # noqa: BLE001 - the benchmark records any failure, out-of-memory above all
         record["oom"] = _is_oom(exc)
@@ -176,11 +194,12 @@ def one(args) -> int:
     return 0
 
 
-def _child(out: Path, tag: str, extra: list[str], common: list[str]) -> dict:
+def _child(out: Path, tag: str, extra: list[str], common: list[str], cpu: bool = False) -> dict:
     path = out / f"{tag}.json"
     t0 = time.perf_counter()
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"} if cpu else None
     proc = subprocess.run([sys.executable, __file__, "one", "--json", str(path), *extra, *common],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if not path.is_file():
         return {"tag": tag, "error": proc.stderr[-2000:], "wall_s": wall}
@@ -211,9 +230,14 @@ def suite(args) -> int:
         row["warmup"] = _child(out, f"warm_{length}", ["--mode", "af2jobs", "--length", str(warm), "--models",
                                                         "model_1,model_3", "--strategy", "all"], common)
         for strategy in args.strategies.split(","):
-            row[strategy] = _child(out, f"{strategy.replace(':', '_')}_{length}",
-                                   ["--mode", "af2jobs", "--length", str(length), "--models", ",".join(MODELS),
-                                    "--strategy", strategy], common)
+            tag = f"{strategy.replace(':', '_')}_{length}"
+            run = ["--length", str(length), "--models", ",".join(MODELS), "--strategy", strategy]
+            if not args.no_inputs:  # the input pipeline in the CPU stage, as the MSA job runs it: not GPU time
+                inputs = Path(args.cache) / "inputs" / tag
+                row[f"{strategy}_cpu_stage"] = _child(out, f"inputs_{tag}", ["--mode", "inputs", *run, "--inputs",
+                                                                             str(inputs)], common, cpu=True)
+                run += ["--inputs", str(inputs)]
+            row[strategy] = _child(out, tag, ["--mode", "af2jobs", *run], common)
         if args.all_gpus > 1:  # strategy all with its models spread over several GPUs
             row[f"all_{args.all_gpus}gpus"] = _child(
                 out, f"all_{args.all_gpus}gpus_{length}", ["--mode", "af2jobs", "--length", str(length), "--models",
@@ -419,7 +443,9 @@ def main() -> int:
         s.add_argument("--templates", type=int, default=4, help="template hits in the features (models 1-2 use "
                                                                  "them; 0: the earlier template-free runs)")
     one_p = sub.choices["one"]
-    one_p.add_argument("--mode", choices=["stock", "af2jobs"], required=True)
+    one_p.add_argument("--mode", choices=["stock", "af2jobs", "inputs"], required=True,
+                       help="inputs: the CPU stage's input pipeline for an af2jobs run, into --inputs")
+    one_p.add_argument("--inputs", help="af2jobs: processed features the CPU stage prepared (--mode inputs)")
     one_p.add_argument("--length", type=int, required=True)
     one_p.add_argument("--models", default=",".join(MODELS))
     one_p.add_argument("--strategy", default="best")
@@ -432,6 +458,8 @@ def main() -> int:
     sub.choices["suite"].add_argument("--lengths", required=True)
     sub.choices["suite"].add_argument("--strategies", default="best")
     sub.choices["suite"].add_argument("--no-stock", action="store_true", help="af2jobs only (stock measured before)")
+    sub.choices["suite"].add_argument("--no-inputs", action="store_true",
+                                      help="af2jobs processes its own features on the GPU machine (the older runs)")
     sub.choices["suite"].add_argument("--all-gpus", type=int, default=1, help="also run strategy all on N GPUs")
     sub.choices["suite"].add_argument("--stock-five", action="store_true",
                                       help="stock: five RunModels in one process, as AlphaFold runs them")

@@ -368,3 +368,22 @@ def test_caps_fitted_to_a_shallow_msa_predict_what_the_full_caps_predict(raw_fea
         # Equal in exact arithmetic; other shapes may sum in another order (the last float32 bits).
         assert abs(a.ranking_confidence - b.ranking_confidence) < 0.1
         assert d_ca < 0.05 and d_plddt < 0.5
+
+
+def test_inputs_prepared_where_the_model_differs_are_still_used(raw_features, provider, tmp_path, monkeypatch):
+    """A GPU adds its fused kernels to the model's configuration, which a CPU MSA machine does not: the input
+    pipeline reads only the data part, and the prepared inputs are found by it."""
+    run = RunConfig(profile="tiny", max_msa_clusters=16, max_extra_msa=32, model_names=("model_3",),
+                    length_buckets=True)
+    files = predict.prepare_inputs(run, raw_features, tmp_path / "inputs")
+    real = params.runtime_config
+
+    def as_on_a_gpu(name, r):
+        cfg = real(name, r)
+        cfg.model.global_config.subbatch_size = 7  # a model-only setting, as dispatch() sets its kernels
+        return cfg
+
+    monkeypatch.setattr(params, "runtime_config", as_on_a_gpu)
+    predictor = predict.Predictor(run, provider, inputs_dir=tmp_path / "inputs")
+    predictor.predict(raw_features)
+    assert predictor.inputs_used == files

@@ -299,9 +299,11 @@ def process_features(cfg, raw: dict, random_seed: int, pad_to: int) -> dict:
     return {k: v for k, v in out.items() if v.dtype != "O"}
 
 
-def inputs_name(fingerprint: str, random_seed: int, pad_to: int) -> str:
-    """The file of one model configuration's processed features: what makes them (config, seed, padded length)."""
-    return f"inputs-{fingerprint}-{random_seed}-{pad_to}.pkl"
+def inputs_name(cfg, random_seed: int, pad_to: int) -> str:
+    """The file of one model configuration's processed features, named by what makes them: the data part of the
+    configuration (the input pipeline reads no other; the model part differs between a CPU machine and a GPU,
+    which adds its fused kernels), the seed and the padded length."""
+    return f"inputs-{params_mod.config_fingerprint(cfg.data)}-{random_seed}-{pad_to}.pkl"
 
 
 def prepare_inputs(run: RunConfig, raw: dict, out_dir: Path) -> list[str]:
@@ -315,7 +317,7 @@ def prepare_inputs(run: RunConfig, raw: dict, out_dir: Path) -> list[str]:
     written = []
     for name in dict.fromkeys(run.model_names):
         cfg = params_mod.runtime_config(name, run)
-        file = inputs_name(params_mod.config_fingerprint(cfg), run.random_seed, pad_to)
+        file = inputs_name(cfg, run.random_seed, pad_to)
         if file in written:
             continue
         with atomic.replacing(out_dir / file) as fh:
@@ -454,7 +456,7 @@ class Predictor:
         if fingerprint not in self._features:
             length = feature_length(raw)
             pad_to = bucket_length(length) if self.run.length_buckets else length
-            ready = self.inputs_dir / inputs_name(fingerprint, self.run.random_seed, pad_to) if self.inputs_dir else None
+            ready = self.inputs_dir / inputs_name(cfg, self.run.random_seed, pad_to) if self.inputs_dir else None
             if ready is not None and ready.is_file():
                 with open(ready, "rb") as fh:
                     self._features[fingerprint] = pickle.load(fh)
