@@ -1,6 +1,7 @@
-"""MSA benchmark at a scale the demo database does not reach: jackhmmer (pyhmmer, AlphaFold's options) against
-MMseqs2 (af2jobs' msa_mode mmseqs2: its settings, its index) on a synthetic protein database with real family
-structure, generated on the machine that runs it (never committed).
+"""MSA benchmark at a scale the demo database does not reach: jackhmmer (pyhmmer, AlphaFold's options) and HHblits
+(AlphaFold 2.3's options, on an HH-suite database built here) against MMseqs2 (af2jobs' msa_mode mmseqs2: its
+settings, its index) on a synthetic protein database with real family structure, generated on the machine that
+runs it (never committed).
 
 The database: `--families` real seed sequences (the demo's UniProt sequences, or any FASTA) each evolved along a
 random tree into `--members` homologs (substitutions drawn from the background frequencies, short indels;
@@ -8,21 +9,33 @@ branch lengths chosen so members share 20-90 % identity with their seed), then b
 in all: the file's other real proteins, each copy 30 % mutated (`--background real`), or random sequences of
 UniProt composition (`--background random`). Queries are seeds; a family's members are its true homologs.
 
-Per tool: seconds per query (one query alone) and per query in a batch (`--batch` queries in one call: one
-MMseqs2 run, one pyhmmer call), the process' peak memory, hits, the recall of the true homologs and, for MMseqs2,
-the recall of jackhmmer's hits. What the figures say about AlphaFold's real database sizes is extrapolated
-(search time linear in the database's residues) and labelled as such in the output.
+The HH-suite database, as UniRef30 is made: the database's first `--hh-size` sequences (every family, then
+background) clustered at 30 % identity and 80 % coverage (`mmseqs cluster`), one A3M per cluster
+(`mmseqs result2msa`, an ffindex), and the clusters' column-state sequences (`cstranslate`, HH-suite's recipe).
+No `_hhm` part: hhblits reads the A3Ms. Its build is timed apart from the searches.
 
-    python bench/msa.py --sizes 200000,1000000 --families 200 --members 300 --batch 100 --cpus 16 --out DIR
-    python bench/msa.py --sizes 5000,20000 --families 5 --members 50 --batch 5 --cpus 2 --out DIR      # a check
+Per tool and per core count of `--cpus-list`: seconds of one query alone and per query in a batch (`--batch`
+queries in one call: one MMseqs2 run, one pyhmmer call, one hhblits_omp run over the queries), the peak memory of
+the process that searched (its children included), hits, the recall of the true homologs and the recall of
+jackhmmer's hits (for HHblits, of those its database holds). What the figures say about AlphaFold's real database
+sizes is extrapolated (search time linear in the database's size) and labelled as such in the output.
+msa_bench.json is rewritten after every measurement, so a run stopped early keeps what it finished.
+
+    python bench/msa.py --sizes 1000000 --hh-size 100000 --families 100 --members 300 --batch 100 \
+        --cpus-list 16,8 --out DIR
+    python bench/msa.py --sizes 5000,20000 --hh-size 5000 --families 5 --members 50 --batch 5 --cpus-list 2 \
+        --out DIR                                                                                    # a check
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import resource
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,24 +47,40 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 AA = "ACDEFGHIKLMNPQRSTVWY"
+_CODE = np.full(256, 255, dtype=np.uint8)
+_CODE[np.frombuffer(AA.encode(), dtype=np.uint8)] = np.arange(20, dtype=np.uint8)
+_LETTER = np.frombuffer(AA.encode(), dtype=np.uint8)
 # UniProt's amino-acid composition (percent), for substitutions and background sequences.
 FREQ = np.array([8.25, 1.37, 5.45, 6.75, 3.86, 7.07, 2.27, 5.96, 5.84, 9.66, 2.42, 4.06, 4.70, 3.93, 5.53, 6.56,
                  5.34, 6.87, 1.08, 2.92])
 FREQ = FREQ / FREQ.sum()
-# Real database sizes in residues, for the labelled extrapolation (UniRef90 2022: ~144 M sequences x ~270 aa;
-# MGnify 2022_05: ~623 M x ~160; BFD: ~2.2 G x ~120).
-REAL_RESIDUES = {"uniref90": 3.9e10, "mgnify": 1.0e11, "bfd": 2.6e11}
+# Real database sizes, for the labelled extrapolation: residues of the sequence databases (UniRef90 2022: ~144 M
+# sequences x ~270 aa; MGnify 2022_05: ~623 M x ~160), clusters (HH-suite entries) of the HH-suite databases
+# (BFD: 65,983,866 clusters of 2.2 G sequences; UniRef30 2021_03: about 29 M clusters). af2jobs.cost holds the same.
+REAL_RESIDUES = {"uniref90": 3.9e10, "mgnify": 1.0e11}
+REAL_CLUSTERS = {"bfd": 6.6e7, "uniref30": 2.9e7}
+# AlphaFold 2.3's hhblits call (alphafold/data/tools/hhblits.py defaults; -p 20 and -Z 500 are hhblits' own).
+HHBLITS_OPTIONS = ["-n", "3", "-e", "0.001", "-maxseq", "1000000", "-realign_max", "100000", "-maxfilt", "100000",
+                   "-min_prefilter_hits", "1000"]
+# UniRef30's clustering (Uniclust30: 30 % identity, 80 % coverage) and HH-suite's column-state translation.
+HH_CLUSTER = ["--min-seq-id", "0.3", "-c", "0.8"]
+CSTRANSLATE = ["-f", "-x", "0.3", "-c", "4", "-I", "a3m", "-b"]
+TOOLS = ("jackhmmer", "mmseqs2", "hhblits")  # the order they run in: jackhmmer's hits are the others' reference
 
 
-def _proteins(fasta: Path) -> list[str]:
-    from af2jobs.pipeline.databases import read_fasta
+def _encode(seq: str) -> np.ndarray:
+    return _CODE[np.frombuffer(seq.encode(), dtype=np.uint8)]
 
-    return [s for _, s in read_fasta(fasta) if 100 <= len(s) <= 500 and set(s) <= set(AA)]
+
+def _decode(codes: np.ndarray) -> str:
+    return _LETTER[codes].tobytes().decode()
 
 
 def _seeds(fasta: Path, n: int, rng: np.random.Generator) -> tuple[list[str], list[str]]:
     """`n` seed proteins, and the other proteins of the file (a real background)."""
-    seqs = _proteins(fasta)
+    from af2jobs.pipeline.databases import read_fasta
+
+    seqs = [s for _, s in read_fasta(fasta) if 100 <= len(s) <= 500 and set(s) <= set(AA)]
     picked = set(rng.choice(len(seqs), size=min(n, len(seqs)), replace=False).tolist())
     return [seqs[i] for i in sorted(picked)], [s for i, s in enumerate(seqs) if i not in picked]
 
@@ -65,14 +94,13 @@ def _mutate(seq: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarra
         if rng.random() < 0.5:
             out = np.delete(out, slice(at, at + int(rng.integers(1, 4))))
         else:
-            out = np.insert(out, at, rng.choice(20, size=int(rng.integers(1, 4)), p=FREQ))
+            out = np.insert(out, at, rng.choice(20, size=int(rng.integers(1, 4)), p=FREQ).astype(np.uint8))
     return out
 
 
 def family(seed: str, members: int, rng: np.random.Generator) -> list[str]:
     """`members` sequences evolved from `seed` along a random binary tree (20-90 % identity to the seed)."""
-    root = np.array([AA.index(c) for c in seed])
-    nodes = [(root, 0.0)]
+    nodes = [(_encode(seed), 0.0)]
     leaves: list[np.ndarray] = []
     while len(leaves) < members:
         parent, depth = nodes[int(rng.integers(0, len(nodes)))]
@@ -82,47 +110,137 @@ def family(seed: str, members: int, rng: np.random.Generator) -> list[str]:
         child = _mutate(parent, rate, rng)
         nodes.append((child, depth + rate))
         leaves.append(child)
-    return ["".join(AA[i] for i in leaf) for leaf in leaves]
+    return [_decode(leaf) for leaf in leaves]
 
 
-def build_database(args, out: Path) -> tuple[Path, dict[str, str], dict[str, set[str]]]:
+_BACKGROUND: dict = {}  # set before the pool forks: the real proteins and the seeds' lengths
+
+
+def _background(job: tuple[int, int, int, str]) -> tuple[str, int]:
+    """FASTA text of `count` background sequences named from `start` (one chunk, its own random stream)."""
+    start, count, seed, kind = job
+    rng = np.random.default_rng([seed, start])
+    others, lengths = _BACKGROUND["others"], _BACKGROUND["lengths"]
+    parts, residues = [], 0
+    for n in range(start, start + count):
+        if kind == "real":  # real unrelated proteins, each copy 30 % mutated so none repeats
+            seq = _decode(_mutate(others[int(rng.integers(0, len(others)))], 0.3, rng))
+        else:
+            seq = _decode(rng.choice(20, size=int(rng.choice(lengths)), p=FREQ).astype(np.uint8))
+        parts.append(f">bg{n}\n{seq}\n")
+        residues += len(seq)
+    return "".join(parts), residues
+
+
+def build_database(args, size: int, out: Path, cpus: int) -> tuple[Path, dict[str, str], dict[str, set[str]], dict]:
+    """The synthetic FASTA (families first, then background), the queries and each query's true homologs."""
     rng = np.random.default_rng(args.seed)
     seeds, others = _seeds(Path(args.seeds_fasta), args.families, rng)
     fasta = out / "synthetic.fasta"
     truth: dict[str, set[str]] = {}
     queries: dict[str, str] = {}
     n = residues = 0
-    lengths = [len(s) for s in seeds]
     with fasta.open("w") as fh:
         for f, seed in enumerate(seeds):
             queries[f"fam{f}"] = seed
             names = set()
             for m, seq in enumerate(family(seed, args.members, rng)):
-                name = f"fam{f}_m{m}"
-                fh.write(f">{name}\n{seq}\n")
-                names.add(name)
-                n += 1
+                fh.write(f">fam{f}_m{m}\n{seq}\n")
+                names.add(f"fam{f}_m{m}")
                 residues += len(seq)
+            n += args.members
             truth[f"fam{f}"] = names
-        while n < args.size:
-            if args.background == "real":  # real unrelated proteins, each copy 30 % mutated so none repeats
-                base = np.array([AA.index(c) for c in others[int(rng.integers(0, len(others)))]])
-                seq = "".join(AA[i] for i in _mutate(base, 0.3, rng))
-            else:
-                seq = "".join(AA[i] for i in rng.choice(20, size=int(rng.choice(lengths)), p=FREQ))
-            fh.write(f">bg{n}\n{seq}\n")
-            n += 1
-            residues += len(seq)
-    (out / "database.json").write_text(json.dumps({"sequences": n, "residues": residues, "families": len(seeds),
-                                                   "members": args.members, "background": args.background}))
-    return fasta, queries, truth
+        _BACKGROUND.update(others=[_encode(s) for s in others], lengths=[len(s) for s in seeds])
+        chunk = 20000
+        jobs = [(s, min(chunk, size - s), args.seed, args.background) for s in range(n, size, chunk)]
+        with multiprocessing.get_context("fork").Pool(cpus) as pool:
+            for text, count in pool.imap(_background, jobs):
+                fh.write(text)
+                residues += count
+    db = {"sequences": max(n, size), "residues": residues, "families": len(seeds), "members": args.members,
+          "background": args.background}
+    return fasta, queries, truth, db
 
 
-def _peak_mib(who: int) -> float:
-    return round(resource.getrusage(who).ru_maxrss / 1024, 1)
+def _tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise SystemExit(f"{name} is not on PATH (bench/msa_device.sh puts .benchtools' tools there)")
+    return found
 
 
-def run_jackhmmer(fasta: Path, queries: dict[str, str], cpus: int) -> tuple[dict[str, set[str]], float]:
+def _run(*cmd: str | Path, env: dict | None = None) -> None:
+    result = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd[:2]))} failed ({result.returncode}): {result.stderr[-2000:]}")
+
+
+def _head_fasta(fasta: Path, n: int, out: Path) -> tuple[Path, set[str]]:
+    """The first `n` records of a FASTA file, and their names."""
+    names: set[str] = set()
+    with fasta.open() as src, out.open("w") as dst:
+        for line in src:
+            if line.startswith(">"):
+                if len(names) == n:
+                    break
+                names.add(line[1:].split()[0])
+            dst.write(line)
+    return out, names
+
+
+def build_hhsuite(fasta: Path, size: int, work: Path, cpus: int) -> tuple[Path, set[str], dict]:
+    """An HH-suite database (<prefix>_a3m, <prefix>_cs219) of the first `size` sequences of `fasta`."""
+    mmseqs, cstranslate = _tool("mmseqs"), _tool("cstranslate")
+    work.mkdir(parents=True)
+    sub, names = _head_fasta(fasta, size, work / "hh.fasta")
+    env = {**os.environ, "MMSEQS_FORCE_MERGE": "1"}  # one data file, as an ffindex is
+    t0 = time.perf_counter()
+    _run(mmseqs, "createdb", sub, work / "seq", "-v", "1", env=env)
+    _run(mmseqs, "cluster", work / "seq", work / "clu", work / "tmp", "--threads", cpus, *HH_CLUSTER, "-v", "1",
+         env=env)
+    cluster_s = time.perf_counter() - t0
+    _run(mmseqs, "result2msa", work / "seq", work / "seq", work / "clu", work / "msa", "--msa-format-mode", "5",
+         "--threads", cpus, "-v", "1", env=env)
+    prefix = work / "hhdb"
+    Path(f"{prefix}_a3m.ffdata").symlink_to(work / "msa")
+    entries = sorted((work / "msa.index").read_text().splitlines(), key=lambda line: line.split("\t")[0])
+    Path(f"{prefix}_a3m.ffindex").write_text("\n".join(entries) + "\n")
+    msa_s = time.perf_counter() - t0 - cluster_s
+    # cstranslate is one thread per process here: a part of the index per core, run side by side, then joined.
+    parts = [entries[i::cpus] for i in range(cpus) if entries[i::cpus]]
+    procs = []
+    for i, part in enumerate(parts):
+        Path(f"{work}/p{i}_a3m.ffdata").symlink_to(work / "msa")
+        Path(f"{work}/p{i}_a3m.ffindex").write_text("\n".join(part) + "\n")
+        procs.append(subprocess.Popen([cstranslate, *CSTRANSLATE, "-i", f"{work}/p{i}_a3m", "-o", f"{work}/p{i}_cs219"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      env={**os.environ, "OMP_NUM_THREADS": "1"}))
+    for proc in procs:
+        if proc.wait() != 0:
+            raise RuntimeError(f"cstranslate failed: {proc.stderr.read().decode()[-2000:]}")
+    _join_ffindex([work / f"p{i}_cs219" for i in range(len(parts))], Path(f"{prefix}_cs219"))
+    cs_s = time.perf_counter() - t0 - cluster_s - msa_s
+    columns = sum(int(line.split("\t")[2]) for line in Path(f"{prefix}_cs219.ffindex").read_text().splitlines())
+    return prefix, names, {"sequences": len(names), "clusters": len(entries), "cs219_bytes": columns,
+                           "cluster_s": round(cluster_s, 1), "result2msa_s": round(msa_s, 1),
+                           "cstranslate_s": round(cs_s, 1)}
+
+
+def _join_ffindex(parts: list[Path], out: Path) -> None:
+    """One ffindex (data + sorted index) of several, as ffindex_build -a would make it."""
+    index, offset = [], 0
+    with open(f"{out}.ffdata", "wb") as data:
+        for part in parts:
+            blob = Path(f"{part}.ffdata").read_bytes()
+            data.write(blob)
+            for line in Path(f"{part}.ffindex").read_text().splitlines():
+                name, at, length = line.split("\t")
+                index.append((name, int(at) + offset, int(length)))
+            offset += len(blob)
+    Path(f"{out}.ffindex").write_text("".join(f"{n}\t{a}\t{l}\n" for n, a, l in sorted(index)))
+
+
+def run_jackhmmer(fasta: Path, queries: dict[str, str], cpus: int, work: Path) -> dict[str, set[str]]:
     import pyhmmer
 
     from af2jobs.pipeline.msa import JACKHMMER_OPTIONS
@@ -132,110 +250,206 @@ def run_jackhmmer(fasta: Path, queries: dict[str, str], cpus: int) -> tuple[dict
         targets = fh.read_block()
     digital = [pyhmmer.easel.TextSequence(name=name.encode(), sequence=seq).digitize(alphabet)
                for name, seq in queries.items()]
-    t0 = time.perf_counter()
-    results = list(pyhmmer.hmmer.jackhmmer(digital, targets, cpus=cpus, checkpoints=False, **JACKHMMER_OPTIONS))
-    seconds = time.perf_counter() - t0
-    hits = {}
-    for name, result in zip(queries, results):
-        hits[name] = {(h.name.decode() if isinstance(h.name, bytes) else h.name) for h in result.hits if h.included}
-    return hits, seconds
+    results = pyhmmer.hmmer.jackhmmer(digital, targets, cpus=cpus, checkpoints=False, **JACKHMMER_OPTIONS)
+    return {name: {(h.name.decode() if isinstance(h.name, bytes) else h.name) for h in result.hits if h.included}
+            for name, result in zip(queries, results)}
 
 
-def run_mmseqs(prefix: Path, queries: dict[str, str], cpus: int, work: Path) -> tuple[dict[str, set[str]], float]:
+def _a3m_names(text: str) -> set[str]:
+    return {line[1:].split()[0] for line in text.splitlines() if line.startswith(">")}
+
+
+def run_hhblits(prefix: Path, queries: dict[str, str], cpus: int, work: Path) -> dict[str, set[str]]:
+    """One query: hhblits as AlphaFold calls it. Several: hhblits_omp over an ffindex of the queries (one query
+    per thread, HH-suite's own batch)."""
+    work.mkdir(parents=True)
+    if len(queries) == 1:
+        (name, seq), = queries.items()
+        (work / "q.fasta").write_text(f">{name}\n{seq}\n")
+        _run(_tool("hhblits"), "-i", work / "q.fasta", "-cpu", cpus, "-oa3m", work / "q.a3m", "-o", "/dev/null",
+             *HHBLITS_OPTIONS, "-d", prefix, "-v", "0")
+        return {name: _a3m_names((work / "q.a3m").read_text()) - {name}}
+    entries = [(name, f">{name}\n{seq}\n".encode() + b"\0") for name, seq in sorted(queries.items())]
+    with open(work / "q.ffdata", "wb") as data:
+        data.write(b"".join(blob for _, blob in entries))
+    offsets = np.cumsum([0] + [len(blob) for _, blob in entries])
+    (work / "q.ffindex").write_text("".join(f"{n}\t{o}\t{len(b)}\n" for (n, b), o in zip(entries, offsets)))
+    _run(_tool("hhblits_omp"), "-i", work / "q", "-cpu", cpus, "-oa3m", work / "out_a3m", "-o", "/dev/null",
+         *HHBLITS_OPTIONS, "-d", prefix, "-v", "0")
+    found = {}
+    data = (work / "out_a3m.ffdata").read_bytes()
+    for line in (work / "out_a3m.ffindex").read_text().splitlines():
+        name, at, length = line.split("\t")
+        found[name] = _a3m_names(data[int(at): int(at) + int(length)].decode().strip("\0")) - {name}
+    return found
+
+
+def run_mmseqs(prefix: Path, queries: dict[str, str], cpus: int, work: Path) -> dict[str, set[str]]:
     from af2jobs.pipeline import mmseqs
 
     dirs = {name: work / name for name in queries}
-    t0 = time.perf_counter()
     mmseqs.search(queries, [("mmseqs_uniref", prefix)], dirs, cpus)
+    return {name: _a3m_names((dirs[name] / mmseqs.OUTPUT_NAMES["mmseqs_uniref"]).read_text()) - {"query"}
+            for name in queries}
+
+
+def isolated(search, *args) -> tuple[dict[str, set[str]], float, float]:
+    """Run `search(*args)` in a child process: its hits, its seconds, and its peak memory in MiB (the child's and
+    its own children's, from wait4), so that each tool's memory is its own."""
+    out = Path(args[-1]).with_suffix(".hits.json")
+    t0 = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            hits = search(*args)
+            out.write_text(json.dumps({q: sorted(h) for q, h in hits.items()}))
+        except BaseException as exc:  # the parent reports it; the child must not return into the parent's code
+            out.with_suffix(".error").write_text(repr(exc))
+            code = 1
+        os._exit(code)
+    _, status, usage = os.wait4(pid, 0)
     seconds = time.perf_counter() - t0
-    hits = {}
-    for name in queries:
-        text = (dirs[name] / mmseqs.OUTPUT_NAMES["mmseqs_uniref"]).read_text()
-        hits[name] = {line[1:].split()[0] for line in text.splitlines()[2:] if line.startswith(">")}
-    return hits, seconds
+    if os.waitstatus_to_exitcode(status) != 0:
+        error = out.with_suffix(".error")
+        raise RuntimeError(f"{search.__name__} failed: {error.read_text() if error.exists() else status}")
+    hits = {q: set(h) for q, h in json.loads(out.read_text()).items()}
+    return hits, seconds, round(usage.ru_maxrss / 1024, 1)
 
 
-def _recall(found: dict[str, set[str]], truth: dict[str, set[str]]) -> float:
-    wanted = sum(len(truth[q]) for q in found)
-    return round(sum(len(found[q] & truth[q]) for q in found) / wanted, 4) if wanted else 0.0
+def _recall(found: dict[str, set[str]], wanted: dict[str, set[str]], within: set[str] | None = None) -> float:
+    pairs = {q: (wanted[q] & within if within is not None else wanted[q]) for q in found}
+    total = sum(len(p) for p in pairs.values())
+    return round(sum(len(found[q] & pairs[q]) for q in found) / total, 4) if total else 0.0
 
 
-def measure(args, size: int, out: Path) -> dict:
-    """One database of `size` sequences: build it, index it, run both tools alone and in a batch."""
+class Report:
+    """msa_bench.json, rewritten after every step (a run stopped by its time limit keeps what it finished)."""
+
+    def __init__(self, path: Path, settings: dict):
+        self.path, self.data = path, {"settings": settings, "runs": []}
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1))
+        tmp.replace(self.path)
+
+    def log(self, what: str, value) -> None:
+        print(json.dumps({what: value}), flush=True)
+        self.save()
+
+
+def _row(hits: dict[str, set[str]], one_s: float, batch_s: float, truth: dict[str, set[str]], peak: float) -> dict:
+    return {"one_query_s": round(one_s, 2), "batch_s": round(batch_s, 2),
+            "per_query_in_batch_s": round(batch_s / len(hits), 3), "peak_mib": peak,
+            "mean_hits": round(sum(map(len, hits.values())) / len(hits), 1),
+            "recall_of_true_homologs": _recall(hits, truth)}
+
+
+def measure(args, size: int, work: Path, report: Report) -> None:
+    """One database of `size` sequences: generate it, build both indexes, run every tool at every core count."""
     from af2jobs.pipeline import mmseqs
 
-    with tempfile.TemporaryDirectory(dir=out) as tmp_name:
-        tmp = Path(tmp_name)
-        t0 = time.perf_counter()
-        fasta, queries, truth = build_database(argparse.Namespace(**{**vars(args), "size": size}), tmp)
-        db = json.loads((tmp / "database.json").read_text())
-        generate_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        prefix = mmseqs.build(fasta, tmp / "mmseqs" / "db", index=True, cpus=args.cpus)
-        index_s = time.perf_counter() - t0
-        batch = dict(list(queries.items())[: args.batch])
-        one = dict(list(queries.items())[:1])
-        rows = {}
-        for tool in ("jackhmmer", "mmseqs2"):
-            def run(qs: dict[str, str], tag: str) -> tuple[dict[str, set[str]], float]:
-                if tool == "jackhmmer":
-                    return run_jackhmmer(fasta, qs, args.cpus)
-                return run_mmseqs(prefix, qs, args.cpus, tmp / f"{tool}-{tag}")
-            _, single_s = run(one, "one")
-            hits, batch_s = run(batch, "batch")
-            rows[tool] = {"one_query_s": round(single_s, 2), "batch_s": round(batch_s, 2),
-                          "per_query_in_batch_s": round(batch_s / len(batch), 3),
-                          "mean_hits": round(sum(map(len, hits.values())) / len(hits), 1),
-                          "recall_of_true_homologs": _recall(hits, truth), "_hits": hits}
-        rows["mmseqs2"]["recall_of_jackhmmer_hits"] = _recall(rows["mmseqs2"]["_hits"], rows["jackhmmer"]["_hits"])
-        for row in rows.values():
-            row.pop("_hits")
-    speedup = rows["jackhmmer"]["per_query_in_batch_s"] / max(rows["mmseqs2"]["per_query_in_batch_s"], 1e-9)
-    return {"database": db, "cpus": args.cpus, "batch": len(batch), "generate_s": round(generate_s, 1),
-            "mmseqs_createdb_and_index_s": round(index_s, 1), "tools": rows,
-            "mmseqs2_speedup_per_query_in_batch": round(speedup, 1),
-            "peak_mib_so_far": {"this_process (pyhmmer)": _peak_mib(resource.RUSAGE_SELF),
-                                "children (mmseqs)": _peak_mib(resource.RUSAGE_CHILDREN)}}
+    cpus_list = [int(c) for c in args.cpus_list.split(",")]
+    run: dict = {"size": size, "batch": args.batch, "build": {}, "cpus": {}}
+    report.data["runs"].append(run)
+    work.mkdir(parents=True)
+    t0 = time.perf_counter()
+    fasta, queries, truth, run["database"] = build_database(args, size, work, max(cpus_list))
+    run["build"]["generate_s"] = round(time.perf_counter() - t0, 1)
+    report.log("database", run["database"])
+    t0 = time.perf_counter()
+    prefix = mmseqs.build(fasta, work / "mmseqs" / "db", index=True, cpus=max(cpus_list))
+    run["build"]["mmseqs_createdb_and_index_s"] = round(time.perf_counter() - t0, 1)
+    report.log("build", run["build"])
+    t0 = time.perf_counter()
+    hh_prefix, hh_names, run["hhsuite_database"] = build_hhsuite(fasta, args.hh_size, work / "hhsuite", max(cpus_list))
+    run["build"]["hhsuite_s"] = round(time.perf_counter() - t0, 1)
+    hh_truth = {q: t & hh_names for q, t in truth.items()}
+    report.log("hhsuite_database", run["hhsuite_database"])
+    batch = dict(list(queries.items())[: args.batch])
+    one = dict(list(queries.items())[:1])
+    searches = {"jackhmmer": (run_jackhmmer, fasta), "hhblits": (run_hhblits, hh_prefix),
+                "mmseqs2": (run_mmseqs, prefix)}
+    for cpus in cpus_list:
+        rows = run["cpus"][str(cpus)] = {}
+        jack: dict[str, set[str]] = {}
+        for tool in TOOLS:
+            search, db = searches[tool]
+            tag = work / f"{tool}-{cpus}"
+            _, one_s, peak_one = isolated(search, db, one, cpus, tag.with_name(tag.name + "-one"))
+            hits, batch_s, peak = isolated(search, db, batch, cpus, tag.with_name(tag.name + "-batch"))
+            rows[tool] = _row(hits, one_s, batch_s, hh_truth if tool == "hhblits" else truth, max(peak, peak_one))
+            if tool == "jackhmmer":
+                jack = hits
+            else:
+                rows[tool]["recall_of_jackhmmer_hits"] = _recall(hits, jack, hh_names if tool == "hhblits" else None)
+            report.log(f"{tool} size {size} cpus {cpus}", rows[tool])
+        both = rows["jackhmmer"]["per_query_in_batch_s"] + rows["hhblits"]["per_query_in_batch_s"]
+        rows["jackhmmer_plus_hhblits_over_mmseqs2_per_query_in_batch"] = round(
+            both / max(rows["mmseqs2"]["per_query_in_batch_s"], 1e-9), 2)
+        report.log(f"comparison size {size} cpus {cpus}", both / max(rows["mmseqs2"]["per_query_in_batch_s"], 1e-9))
+    shutil.rmtree(work)
 
 
 def extrapolate(runs: list[dict]) -> dict:
-    """Per-query seconds (in a batch) at AlphaFold's real database sizes, from the slope between the two largest
-    databases measured: t = a + b x residues. EXTRAPOLATED, not measured."""
-    if len(runs) < 2:
-        return {"note": "give two --sizes or more to extrapolate"}
-    small, large = sorted(runs, key=lambda r: r["database"]["residues"])[-2:]
+    """Per-query seconds (in a batch) at AlphaFold's real database sizes, linear in the database's size through
+    the largest run measured (sequence residues for jackhmmer and MMseqs2, clusters for HHblits). EXTRAPOLATED."""
+    done = [r for r in runs if r.get("cpus") and all(t in rows for rows in r["cpus"].values() for t in TOOLS)]
+    if not done:
+        return {"note": "no complete run to extrapolate from"}
+    large = max(done, key=lambda r: r["database"]["residues"])
     out = {}
-    for tool in large["tools"]:
-        t1, t2 = small["tools"][tool]["per_query_in_batch_s"], large["tools"][tool]["per_query_in_batch_s"]
-        r1, r2 = small["database"]["residues"], large["database"]["residues"]
-        slope = max((t2 - t1) / (r2 - r1), 0.0)
-        out[tool] = {name: round(t2 + slope * (residues - r2), 1) for name, residues in REAL_RESIDUES.items()}
-    return {"EXTRAPOLATED_per_query_s": out,
-            "how": "linear in the database's residues through the two largest sizes measured; not measured"}
+    for cpus, rows in large["cpus"].items():
+        per_m = {"jackhmmer": rows["jackhmmer"]["per_query_in_batch_s"] / (large["database"]["residues"] / 1e6),
+                 "mmseqs2": rows["mmseqs2"]["per_query_in_batch_s"] / (large["database"]["residues"] / 1e6),
+                 "hhblits": rows["hhblits"]["per_query_in_batch_s"] / (large["hhsuite_database"]["clusters"] / 1e6)}
+        jack = per_m["jackhmmer"] * sum(REAL_RESIDUES.values()) / 1e6
+        hh = per_m["hhblits"] * sum(REAL_CLUSTERS.values()) / 1e6
+        mm = per_m["mmseqs2"] * sum(REAL_RESIDUES.values()) / 1e6
+        out[cpus] = {"per_query_s_per_million": {"jackhmmer (residues)": round(per_m["jackhmmer"], 5),
+                                                 "mmseqs2 (residues)": round(per_m["mmseqs2"], 5),
+                                                 "hhblits (clusters)": round(per_m["hhblits"], 3)},
+                     "EXTRAPOLATED_per_query_s": {"jackhmmer uniref90+mgnify": round(jack, 1),
+                                                  "hhblits bfd+uniref30": round(hh, 1),
+                                                  "mmseqs2 uniref90+mgnify": round(mm, 1)},
+                     "EXTRAPOLATED_jackhmmer_plus_hhblits_over_mmseqs2": round((jack + hh) / max(mm, 1e-9), 2)}
+    return {"EXTRAPOLATED": out, "from_size": large["size"],
+            "how": ("per-query seconds in a batch divided by the database's size measured, times the real "
+                    "databases' sizes (REAL_RESIDUES, REAL_CLUSTERS); linear through zero, not measured")}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="50000,200000", help="database sizes in sequences, comma-separated")
+    p.add_argument("--hh-size", type=int, default=100000, help="sequences the HH-suite database is built from")
     p.add_argument("--families", type=int, default=200)
     p.add_argument("--members", type=int, default=300, help="homologs per family")
     p.add_argument("--batch", type=int, default=100, help="queries searched in one call")
-    p.add_argument("--cpus", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--cpus-list", default=str(os.cpu_count() or 1),
+                   help="core counts to measure at, comma-separated, largest first (the builds use the largest)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--background", choices=["random", "real"], default="real",
                    help="real: the seed file's other proteins, each copy 30 %% mutated; random: UniProt composition")
     p.add_argument("--seeds-fasta", default=str(Path.home() / ".local/share/af2jobs/databases/uniref90/uniref90.fasta"))
-    p.add_argument("--out", required=True)
+    p.add_argument("--work", default=None, help="scratch folder for the databases (default: the system's temp)")
+    p.add_argument("--out", required=True, help="msa_bench.json goes here")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = []
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "work")}
+    settings["tools"] = {name: shutil.which(name) for name in ("mmseqs", "hhblits", "hhblits_omp", "cstranslate")}
+    report = Report(out / "msa_bench.json", settings)
     for size in (int(x) for x in args.sizes.split(",")):
-        runs.append(measure(args, size, out))
-        print(json.dumps(runs[-1]), flush=True)
-    result = {"runs": runs, **extrapolate(runs)}
-    (out / "msa_bench.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
+        with tempfile.TemporaryDirectory(dir=args.work, prefix="msa-bench-") as tmp:
+            try:
+                measure(args, size, Path(tmp) / "db", report)
+            finally:
+                report.data.update(extrapolate(report.data["runs"]))
+                report.save()
+    report.data["peak_mib_this_process"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    report.save()
+    print(json.dumps(report.data, indent=1))
     return 0
 
 

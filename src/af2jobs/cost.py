@@ -23,9 +23,13 @@ squares to the `best` column of docs/performance.md's GPU table (one H200, 126-1
     full_run_s(L) = 0.214 + 1.475e-3 L + 5.816e-6 L^2        (the winning model's 3-recycle run)
 Strategy `all` and `stop-at-score` run up to every model in full: best_gpu_s + (models - 1) x full_run_s, an
 upper bound. Other GPUs are slower than the H200 the table was measured on: each GPU instance carries an
-ASSUMED relative speed (not measured here) that divides the seconds. The MSA phase has no measurement on the
-full databases in this repository: MSA_SECONDS_PER_RESIDUE and MSA_FIXED_S are an ASSUMPTION (jackhmmer over
-UniRef90/MGnify/BFD on 8 vCPUs is tens of minutes for a few hundred residues); the estimate says so.
+ASSUMED relative speed (not measured here) that divides the seconds.
+The MSA phase (msa_seconds) is MEASURED on synthetic data and EXTRAPOLATED: bench/msa.py measures each search
+tool's seconds per query (in a batch) on a synthetic database, per million database units (residues of a sequence
+database; clusters of an HH-suite database) at MSA_RATES_CPUS cores (MSA_RATES); the estimate multiplies those by
+the real databases' sizes (REAL_DATABASES) that msa_mode and db_preset search (MSA_SEARCHES), and ASSUMES time
+linear in the database's size, in the query's length (relative to the benchmark's queries) and in cores (from
+MSA_RATES_CPUS to MSA_VCPUS). The estimate's msa_basis says so, and which figures are placeholders.
 """
 
 from __future__ import annotations
@@ -111,9 +115,66 @@ MSA_VCPUS = 8  # template.yaml MsaVcpus
 # The GPU table's fit (see the module docstring); coefficients of 1, L, L^2.
 BEST_GPU_S = (12.28, 8.249e-3, 1.383e-5)
 FULL_RUN_S = (0.214, 1.475e-3, 5.816e-6)
-# ASSUMPTION (no measurement on the full databases here): MSA seconds = fixed + per residue x L.
-MSA_FIXED_S = 600.0
-MSA_SECONDS_PER_RESIDUE = 3.0
+
+@dataclass(frozen=True)
+class SearchRate:
+    """Seconds per query (in a batch) per million database units, as bench/msa.py measured them."""
+    seconds_per_million: float
+    unit: str  # "residues" (a sequence database) or "clusters" (an HH-suite database's entries)
+
+
+# The one table of measured MSA figures: replace all of it with a device run's msa_bench.json
+# ("EXTRAPOLATED" -> <cores> -> "per_query_s_per_million"), and MSA_RATES_SOURCE / MSA_RATES_CPUS with its run.
+# PLACEHOLDER: 2 cores of a development machine, one run each; jackhmmer and MMseqs2 from docs/performance.md's MSA
+# table (real background, 200,000 sequences, 55.9 M residues, batch of 20: 0.440 and 0.841 s per query); HHblits
+# from bench/msa.py at 5,000 sequences (an HH-suite database of 3,000 sequences in 2,079 clusters, batch of 5:
+# 3.049 s per query).
+MSA_RATES_SOURCE = "PLACEHOLDER: bench/msa.py on 2 cores, synthetic databases of 5,000-200,000 sequences"
+MSA_RATES_CPUS = 2
+MSA_RATES_QUERY_LENGTH = 280  # mean length of the benchmark's queries (seed proteins of 100-500 aa)
+MSA_RATES: dict[str, SearchRate] = {
+    "jackhmmer": SearchRate(0.440 / 55.9, "residues"),
+    "mmseqs2": SearchRate(0.841 / 55.9, "residues"),
+    "hhblits": SearchRate(3.049 / 2079e-6, "clusters"),
+}
+# The real databases' sizes in the unit their tool's rate is per (approximate; from each release's own figures):
+# UniRef90 2022_01 ~144 M sequences x ~270 aa; MGnify 2022_05 ~623 M sequences x ~160 aa; BFD 65,983,866 clusters
+# of 2.2 G sequences; UniRef30 2021_03 about 29 M clusters; small BFD (reduced_dbs) ~65.9 M sequences x ~250 aa.
+REAL_DATABASES: dict[str, tuple[float, str]] = {
+    "uniref90": (3.9e10, "residues"), "mgnify": (1.0e11, "residues"), "small_bfd": (1.65e10, "residues"),
+    "bfd": (6.6e7, "clusters"), "uniref30": (2.9e7, "clusters"),
+}
+# (msa_mode, db_preset) -> (tool, database) searched. msa_mode mmseqs2 searches MMseqs2 databases built from the
+# UniRef90 and MGnify FASTA files (docs/operations.md), whatever db_preset says.
+MSA_SEARCHES: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
+    ("jackhmmer", "full_dbs"): (("jackhmmer", "uniref90"), ("jackhmmer", "mgnify"), ("hhblits", "bfd"),
+                                ("hhblits", "uniref30")),
+    ("jackhmmer", "reduced_dbs"): (("jackhmmer", "uniref90"), ("jackhmmer", "mgnify"), ("jackhmmer", "small_bfd")),
+    ("mmseqs2", "full_dbs"): (("mmseqs2", "uniref90"), ("mmseqs2", "mgnify")),
+    ("mmseqs2", "reduced_dbs"): (("mmseqs2", "uniref90"), ("mmseqs2", "mgnify")),
+}
+MSA_BASIS = (f"MSA seconds: per-query search seconds measured on a synthetic database ({MSA_RATES_SOURCE}), "
+             f"EXTRAPOLATED to the real databases' sizes, assumed linear in database size and query length and "
+             f"scaled from {MSA_RATES_CPUS} to {MSA_VCPUS} cores")
+
+
+def msa_seconds(length: int, *, msa_mode: str = "jackhmmer", db_preset: str = "full_dbs",
+                vcpus: int = MSA_VCPUS) -> dict[str, float]:
+    """Estimated search seconds of one query of `length` residues, per (tool, database) that msa_mode and
+    db_preset search, from MSA_RATES (see the module docstring: measured on synthetic data, extrapolated)."""
+    try:
+        searches = MSA_SEARCHES[(msa_mode, db_preset)]
+    except KeyError:
+        raise KeyError(f"no MSA estimate for msa_mode {msa_mode!r} with db_preset {db_preset!r}") from None
+    scale = (length / MSA_RATES_QUERY_LENGTH) * (MSA_RATES_CPUS / vcpus)
+    parts = {}
+    for tool, database in searches:
+        rate, (size, unit) = MSA_RATES[tool], REAL_DATABASES[database]
+        if rate.unit != unit:
+            raise ValueError(f"{tool}'s rate is per million {rate.unit}, {database}'s size is in {unit}")
+        parts[f"{tool}:{database}"] = rate.seconds_per_million * size / 1e6 * scale
+    return parts
+
 
 # Measured cost keys (seconds) the local worker and the Batch tasks record, by phase.
 CPU_KEYS = ("validating_s", "msa_s")
@@ -176,7 +237,8 @@ def job_cost(measured: Mapping[str, Any], *, queue: str, gpus: int = 1, cpu_s: f
     }
 
 
-def estimate(length: int, *, queue: str, gpus: int = 1, strategy: str = "best", models: int = 5) -> dict[str, Any]:
+def estimate(length: int, *, queue: str, gpus: int = 1, strategy: str = "best", models: int = 5,
+             msa_mode: str = "jackhmmer", db_preset: str = "full_dbs") -> dict[str, Any]:
     """Estimated seconds and dollars of one record of `length` residues before it runs (see the docstring)."""
     if length < 1:
         raise ValueError("length must be positive")
@@ -185,16 +247,18 @@ def estimate(length: int, *, queue: str, gpus: int = 1, strategy: str = "best", 
     if strategy != "best":
         h200_s += max(0, models - 1) * _poly(FULL_RUN_S, length)
     gpu_s = h200_s / instance(gpu_type).relative_speed
-    msa_s = MSA_FIXED_S + MSA_SECONDS_PER_RESIDUE * length
+    msa_parts = msa_seconds(length, msa_mode=msa_mode, db_preset=db_preset)
+    msa_s = sum(msa_parts.values())
     cpu = cpu_usd(msa_s)
     gpu = gpu_usd(gpu_s, instance_type=gpu_type, gpus=gpus)
     return {
-        "length": length, "queue": queue, "strategy": strategy,
-        "msa_s": round(msa_s, 1), "gpu_s": round(gpu_s, 1),
+        "length": length, "queue": queue, "strategy": strategy, "msa_mode": msa_mode, "db_preset": db_preset,
+        "msa_s": round(msa_s, 1), "msa_search_s": {k: round(v, 1) for k, v in msa_parts.items()},
+        "gpu_s": round(gpu_s, 1),
         "cpu_usd": round(cpu, 4), "gpu_usd": round(gpu, 4), "total_usd": round(cpu + gpu, 4),
         "cpu_instance": MSA_INSTANCE, "gpu_instance": gpu_type, "gpus": gpus,
         "basis": ("GPU seconds: fit to docs/performance.md (H200, strategy best) divided by an assumed relative "
-                  "GPU speed; MSA seconds: an assumption, not measured on the full databases"),
+                  f"GPU speed; {MSA_BASIS}"),
         **_meta(),
     }
 
@@ -220,11 +284,12 @@ def _stage_seconds(timings: Mapping[str, Any], stages: tuple[str, ...]) -> float
 
 
 def record_cost(timings: Mapping[str, Any], *, length: int, queue: str, gpus: int = 1, strategy: str = "best",
-                models: int = 5) -> dict[str, Any]:
+                models: int = 5, msa_mode: str = "jackhmmer", db_preset: str = "full_dbs") -> dict[str, Any]:
     """One record's cost for its report: each phase's seconds as its stages measured them (timings.json: msa +
     features on the CPU, predict + outputs on the GPU) priced on the queue's instances; a phase with no
     measurement is estimate()'s, and says so (measured False)."""
-    est = estimate(length, queue=queue, gpus=gpus, strategy=strategy, models=models)
+    est = estimate(length, queue=queue, gpus=gpus, strategy=strategy, models=models, msa_mode=msa_mode,
+                   db_preset=db_preset)
     cpu_s = _stage_seconds(timings, ("msa", "features"))
     gpu_s = _stage_seconds(timings, ("predict", "outputs"))
     gpu_type = gpu_instance_for(queue)
@@ -246,10 +311,12 @@ def estimate_request(request: Any, lengths: list[int]) -> dict[str, Any]:
     the summed length, whose every model makes predictions_per_model predictions)."""
     queue = request.queue_for(max(lengths))
     models = len(request.model_names) * request.predictions_per_model
-    parts = [estimate(n, queue=queue, gpus=request.gpu, strategy=request.strategy, models=models) for n in lengths]
+    parts = [estimate(n, queue=queue, gpus=request.gpu, strategy=request.strategy, models=models,
+                      msa_mode=request.msa_mode, db_preset=request.db_preset) for n in lengths]
     total = {k: round(sum(p[k] for p in parts), 4) for k in ("msa_s", "gpu_s", "cpu_usd", "gpu_usd", "total_usd")}
     return {**parts[0], **total, "length": max(lengths), "records": len(lengths)}
 
 
 __all__ = ["PRICES", "PRICES_AS_OF", "PRICES_CHECKED", "PRICES_SOURCE", "PRICE_CHECKS", "QUEUE_INSTANCES",
-           "auto_queue", "estimate", "estimate_request", "job_cost", "record_cost", "cpu_usd", "gpu_usd"]
+           "MSA_RATES", "REAL_DATABASES", "auto_queue", "estimate", "msa_seconds", "estimate_request", "job_cost",
+           "record_cost", "cpu_usd", "gpu_usd"]

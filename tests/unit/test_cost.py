@@ -80,3 +80,37 @@ def test_each_price_check_names_a_priced_instance_and_its_source() -> None:
     for name, source in cost.PRICE_CHECKS.items():
         assert name in cost.PRICES and source.startswith("https://"), name
     assert cost.PRICES_CHECKED in cost.PRICES_SOURCE and "unconfirmed" in cost.PRICES_SOURCE
+
+
+def test_the_msa_estimate_follows_msa_mode_and_db_preset_and_says_it_is_extrapolated() -> None:
+    jack = cost.estimate(300, queue="low", msa_mode="jackhmmer", db_preset="full_dbs")
+    mm = cost.estimate(300, queue="low", msa_mode="mmseqs2")
+    reduced = cost.estimate(300, queue="low", db_preset="reduced_dbs")
+    assert set(jack["msa_search_s"]) == {"jackhmmer:uniref90", "jackhmmer:mgnify", "hhblits:bfd", "hhblits:uniref30"}
+    assert set(mm["msa_search_s"]) == {"mmseqs2:uniref90", "mmseqs2:mgnify"}
+    assert "jackhmmer:small_bfd" in reduced["msa_search_s"] and "hhblits:bfd" not in reduced["msa_search_s"]
+    for est in (jack, mm, reduced):
+        assert est["msa_s"] == pytest.approx(sum(est["msa_search_s"].values()), abs=0.5)
+        assert "EXTRAPOLATED" in est["basis"] and "synthetic" in est["basis"]
+    # The same GPU phase: only the CPU phase depends on the MSA mode.
+    assert mm["gpu_s"] == jack["gpu_s"] and mm["msa_s"] != jack["msa_s"]
+    assert mm["cpu_usd"] == pytest.approx(cost.cpu_usd(mm["msa_s"]), abs=1e-4)
+
+
+def test_the_msa_estimate_scales_each_rate_by_its_real_database_size() -> None:
+    (size, unit), rate = cost.REAL_DATABASES["uniref90"], cost.MSA_RATES["mmseqs2"]
+    parts = cost.msa_seconds(cost.MSA_RATES_QUERY_LENGTH, msa_mode="mmseqs2", vcpus=cost.MSA_RATES_CPUS)
+    assert unit == rate.unit == "residues"
+    assert parts["mmseqs2:uniref90"] == pytest.approx(rate.seconds_per_million * size / 1e6)
+    doubled = cost.msa_seconds(2 * cost.MSA_RATES_QUERY_LENGTH, msa_mode="mmseqs2", vcpus=cost.MSA_RATES_CPUS)
+    assert doubled["mmseqs2:uniref90"] == pytest.approx(2 * parts["mmseqs2:uniref90"])
+    with pytest.raises(KeyError):
+        cost.msa_seconds(100, msa_mode="nope")
+
+
+def test_the_request_estimate_uses_the_requests_msa_mode() -> None:
+    body = {"fasta": "one", "sequence": ">a\n" + "A" * 300 + "\n"}
+    jack = cost.estimate_request(JobRequest.parse(body), [300])
+    mm = cost.estimate_request(JobRequest.parse({**body, "msa_mode": "mmseqs2"}), [300])
+    assert (jack["msa_mode"], mm["msa_mode"]) == ("jackhmmer", "mmseqs2")
+    assert mm["msa_s"] == pytest.approx(cost.estimate(300, queue=mm["queue"], msa_mode="mmseqs2")["msa_s"], abs=0.1)
