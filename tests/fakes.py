@@ -214,3 +214,7 @@ class FakeStages:
         (workdir / "versions.json").write_text(json.dumps({"params_status": "UNTRAINED", "note": "fake stages"}))
         best = {"model": model, "mean_plddt": 50.0, "ptm": 0.5}
         return {"timings": {}, "best": best, "untrained": True}
+
+    def predict_begin(self, record: FastaRecord, workdir: Path, prepared: Prepared):
+        result = self.predict(record, workdir, prepared)
+        return lambda: result

@@ -7,6 +7,8 @@ Worker (adapters/local/worker.py) and the Batch stages (af2jobs.awsrun.stage) sh
                         tests pass a fake, so the lifecycle around it runs without JAX
     run_msa_record      the MSA stage of one record in its work dir; skipped when a finished MSA is there
     run_predict_record  the predict stage of one record; skipped when a finished prediction is there
+    run_predict_records the predict stage of a job's records, one's CPU half overlapping the next's GPU half
+    overlapped          that schedule for any steps: a GPU step in order, the CPU steps in a thread beside it
     publish             the records' results to jobs/<id>/output/<slug>/ and jobs/<id>/output/predictions.json
 
 One work dir per record holds the pipeline's file contract (msas/, features.pkl, timings.json, then the
@@ -172,6 +174,11 @@ class StageRunner(Protocol):
         """The structures and their JSON beside features.pkl; returns {"timings", "best", "untrained"}."""
         ...
 
+    def predict_begin(self, record: FastaRecord, workdir: Path, prepared: Prepared) -> Callable[[], dict[str, Any]]:
+        """predict in two halves: this call makes the prediction (the GPU's part); the call it returns does the
+        rest (relax, structures, report: the CPUs' part) and returns what predict returns."""
+        ...
+
 
 class PipelineStages:
     """The real stages: af2jobs.pipeline (AlphaFold2's code on JAX). One per runner, so that the parameters loaded
@@ -220,9 +227,12 @@ class PipelineStages:
         return msa_stage(record, workdir, prepared.context)
 
     def predict(self, record: FastaRecord, workdir: Path, prepared: Prepared) -> dict[str, Any]:
-        from af2jobs.pipeline.run import predict_stage
+        return self.predict_begin(record, workdir, prepared)()
 
-        return predict_stage(record, workdir, prepared.context)
+    def predict_begin(self, record: FastaRecord, workdir: Path, prepared: Prepared) -> Callable[[], dict[str, Any]]:
+        from af2jobs.pipeline.run import predict_begin
+
+        return predict_begin(record, workdir, prepared.context)
 
 
 def prepare(stages: StageRunner, store: ArtifactStore, job: Job, records: list[FastaRecord], *,
@@ -290,14 +300,75 @@ def _annotate_versions(path: Path, prepared: Prepared) -> None:
 def run_predict_record(stages: StageRunner, record: FastaRecord, workdir: Path, prepared: Prepared) -> dict:
     """The predict stage for one record whose MSA is done; its summary (the predictions.json entry). A finished
     prediction is not run again."""
+    return _predict_begin(stages, record, workdir, prepared)()
+
+
+def _predict_begin(stages: StageRunner, record: FastaRecord, workdir: Path, prepared: Prepared) -> Callable[[], dict]:
+    """run_predict_record's two halves: the prediction now, the rest (and the marker) when the result is called."""
     if (workdir / PREDICT_DONE).is_file():
-        return json.loads((workdir / PREDICT_DONE).read_text())
+        summary = json.loads((workdir / PREDICT_DONE).read_text())
+        return lambda: summary
     _reset_predict_outputs(workdir)
-    result = stages.predict(record, workdir, prepared)
-    _annotate_versions(workdir / "versions.json", prepared)
-    summary = summary_of(record, result["best"], result["untrained"])
-    atomic.write_json(workdir / PREDICT_DONE, summary)
-    return summary
+    finish = stages.predict_begin(record, workdir, prepared)
+
+    def done() -> dict:
+        result = finish()
+        _annotate_versions(workdir / "versions.json", prepared)
+        summary = summary_of(record, result["best"], result["untrained"])
+        atomic.write_json(workdir / PREDICT_DONE, summary)
+        return summary
+
+    return done
+
+
+def run_predict_records(stages: StageRunner, records: list[FastaRecord], workdir_of: Callable[[FastaRecord], Path],
+                        prepared: Prepared, before: Callable[[int, FastaRecord], None] = lambda i, r: None) -> list[dict]:
+    """The predict stage of each record (run_predict_record), in order: while one record's CPU half runs (relax,
+    structures, report), the GPU predicts the next. `before(index, record)` runs ahead of each prediction (1-based
+    index). The summaries in order; on a failure or a cancel, what is in flight ends first and the error is
+    raised (finished records keep their marker, so a restart does not run them again)."""
+
+    def gpu(item: tuple[int, FastaRecord]) -> Callable[[], dict]:
+        index, record = item
+        before(index, record)
+        return _predict_begin(stages, record, workdir_of(record), prepared)
+
+    return overlapped(list(enumerate(records, 1)), gpu, lambda finish: finish())
+
+
+def overlapped(items: list, gpu: Callable[[Any], Any], after: Callable[[Any], Any],
+               cpu: Callable[[Any], Any] = lambda item: item) -> list:
+    """after(gpu(cpu(item))) for each item, in order, scheduled so that the GPU does not wait for the CPUs: the
+    calling thread runs the gpu steps one after another; one thread beside it runs the cpu steps (the next item's
+    cpu while the GPU works on this one) and the after steps (this one's after while the GPU works on the next).
+    Returns the after results in order. On an error the after steps already handed over still run to their end
+    (their items' work is kept), the rest is dropped, and the error is raised; an after step's error stops the loop
+    before the next gpu step."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not items:
+        return []
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cpu-half")
+    finished: list = []
+    ahead = None
+    try:
+        ahead = pool.submit(cpu, items[0])
+        for i in range(len(items)):
+            ready = ahead.result()
+            ahead = pool.submit(cpu, items[i + 1]) if i + 1 < len(items) else None
+            failed = next((f for f in finished if f.done() and f.exception() is not None), None)
+            if failed is not None:
+                raise failed.exception()
+            finished.append(pool.submit(after, gpu(ready)))
+    except BaseException:
+        if ahead is not None:
+            ahead.cancel()
+        for f in finished:
+            f.exception()  # wait: a record whose prediction is made is finished
+        raise
+    finally:
+        pool.shutdown(wait=True)
+    return [f.result() for f in finished]
 
 
 def publish(
@@ -325,5 +396,5 @@ def publish(
 __all__ = [
     "CASP14_NOTE", "MSA_DONE", "PREDICT_DONE", "PipelineStages", "Prepared", "StageRunner", "msa_done", "prepare",
     "output_files", "prediction_mode", "publish", "read_records", "summary_of", "report_fields", "run_config_for", "run_msa_record",
-    "run_predict_record",
+    "run_predict_record", "run_predict_records", "overlapped",
 ]

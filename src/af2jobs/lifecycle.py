@@ -122,7 +122,9 @@ class StageProgress:
 
     def __call__(self, stage: str, event: str, details: Mapping[str, Any]) -> None:
         self.stage = stage
-        message = describe(self.record, stage, event, details)
+        # An event of a record finishing while the next is predicted names its own record.
+        record = details.get("record", self.record)
+        message = describe(record, stage, event, {k: v for k, v in details.items() if k != "record"})
         self.log(message)
         progress = Progress(stage=stage, step=self.index, total=self.total, message=message[:MAX_PROGRESS])
         report_progress(self.repo, self.job_id, progress, expected=self.expected)

@@ -114,6 +114,16 @@ def test_stage_progress_is_one_line_on_the_record_and_in_the_log():
         progress("msa", "database_done", {})
 
 
+def test_an_event_of_the_record_finishing_beside_the_next_names_its_own_record():
+    repo = MemoryJobRepository()
+    job = _job(repo, S.MSA)
+    lines: list[str] = []
+    progress = lifecycle.StageProgress(repo, job.id, 2, lines.append, expected={S.MSA})
+    progress.at(2, "second")  # the GPU predicts the second record while the first is relaxed
+    progress("relax", "relax_done", {"model": "model_1", "record": "first"})
+    assert lines == ["first: relax relax_done (model=model_1)"]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The local Worker with a fake stage runner
 
@@ -170,7 +180,7 @@ def test_run_now_takes_a_job_through_every_state_and_publishes_its_records(local
     assert job.progress.message == "a: best model_2, mean pLDDT 50.0, pTM 0.500; b: best model_2, mean pLDDT 50.0, pTM 0.500"
     assert [e for _, e in service.notifier.events] == [JobEvent.SUBMITTED, JobEvent.SUCCEEDED]
     log = log_tail(service.store, job.id)
-    assert "a: msa start (record=a)" in "\n".join(log) and log[-1].endswith(job.progress.message)
+    assert "a: msa start" in "\n".join(log) and log[-1].endswith(job.progress.message)
     assert not (worker.root / layout.job_prefix(job.id) / "work").exists()
 
 

@@ -177,9 +177,11 @@ class BatchStage:
 
     def _predict(self, scratch: Path) -> None:
         t0 = time.perf_counter()
-        summaries = []
         self.prepared.searches_ahead = []  # no MMseqs2 run here (the GPU image has none): a missed entry is searched
-        for index, record in enumerate(self.records, 1):
+
+        def before(index: int, record) -> None:
+            if index > 1:
+                self._check_stop()
             self.progress.at(index, record.name)
             workdir = scratch / record.slug
             if not self._restore(record, workdir):
@@ -189,8 +191,10 @@ class BatchStage:
                 timings = jobrun.run_msa_record(self.stages, record, workdir, self.prepared)
                 if timings["msa"]["cache"] != "hit":
                     self._log(f"{record.name}: the cached MSA was not found for these databases; searched here")
-            summaries.append(jobrun.run_predict_record(self.stages, record, workdir, self.prepared))
-            self._check_stop()
+
+        summaries = jobrun.run_predict_records(self.stages, self.records, lambda r: scratch / r.slug, self.prepared,
+                                               before)
+        self._check_stop()
         predict_s, t0 = _since(t0), time.perf_counter()
         artifacts = jobrun.publish(self.store, self.job_id, self.records, lambda r: scratch / r.slug, summaries)
         self._guarded(self.repo.update, self.job_id, expected_from={self.state}, artifacts=artifacts)

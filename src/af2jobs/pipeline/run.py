@@ -9,10 +9,12 @@ cancelled prediction never leaves half-written results where finished ones are e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import pickle
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import date
@@ -178,6 +180,13 @@ def msa_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
 
 
 def predict_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
+    return predict_begin(record, workdir, ctx)()
+
+
+def predict_begin(record: FastaRecord, workdir: Path, ctx: Context) -> Callable[[], dict]:
+    """The predict stage's GPU half (the prediction); the call it returns does the CPU half (relax, structures,
+    versions, report) and returns the stage's result. A job's next record can be predicted meanwhile
+    (jobrun.overlapped): the CPU half's progress names its own record."""
     timings = _read_timings(workdir)
     with open(workdir / "features.pkl", "rb") as fh:
         feats = pickle.load(fh)
@@ -193,25 +202,31 @@ def predict_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
                           "msa_caps": list(prediction.msa_caps)}
     ctx.progress("predict", "done", {"best": prediction.ranked[0].summary()})
 
-    proteins = {run.model: outputs.unrelaxed_protein(run, prediction.features) for run in prediction.ranked}
-    t0 = time.perf_counter()
-    relaxed = relax_mod.relax_prediction(prediction, ctx.run.models_to_relax, proteins,
-                                         progress=lambda event, details: ctx.progress("relax", event, details))
-    timings["relax"] = {"seconds": round(time.perf_counter() - t0, 3),
-                        "models": {m: r.summary() for m, r in relaxed.items()}}
-    t0 = time.perf_counter()
-    used = (multimer_mod.used_templates if record.is_complex else templates_mod.used)(workdir / "msas")
-    outputs.write_structures(workdir, record.name, prediction, ctx.run.rank_by, proteins, relaxed, used)
-    dbs_file = workdir / "msas" / "databases.json"
-    dbs = json.loads(dbs_file.read_text()) if dbs_file.is_file() else []
-    atomic.write_json(workdir / "versions.json", outputs.versions(
-        prediction, dbs, ctx.run.model_dump(mode="json"), predict_mod.device_kind(),
-        msa_supplied=msa_mod.supplied(workdir / "msas") is not None, templates=used))
-    timings["outputs"] = {"seconds": round(time.perf_counter() - t0, 3)}
-    atomic.write_json(workdir / "timings.json", timings)
-    report.write_record_report(workdir, record, ctx, timings)
-    return {"timings": timings, "best": prediction.ranked[0].summary(),
-            "untrained": prediction.ranked[0].params.untrained}
+    def finish() -> dict:
+        def progress(stage: str, event: str, details: dict) -> None:
+            ctx.progress(stage, event, {**details, "record": record.name})
+
+        proteins = {run.model: outputs.unrelaxed_protein(run, prediction.features) for run in prediction.ranked}
+        t0 = time.perf_counter()
+        relaxed = relax_mod.relax_prediction(prediction, ctx.run.models_to_relax, proteins,
+                                             progress=lambda event, details: progress("relax", event, details))
+        timings["relax"] = {"seconds": round(time.perf_counter() - t0, 3),
+                            "models": {m: r.summary() for m, r in relaxed.items()}}
+        t0 = time.perf_counter()
+        used = (multimer_mod.used_templates if record.is_complex else templates_mod.used)(workdir / "msas")
+        outputs.write_structures(workdir, record.name, prediction, ctx.run.rank_by, proteins, relaxed, used)
+        dbs_file = workdir / "msas" / "databases.json"
+        dbs = json.loads(dbs_file.read_text()) if dbs_file.is_file() else []
+        atomic.write_json(workdir / "versions.json", outputs.versions(
+            prediction, dbs, ctx.run.model_dump(mode="json"), predict_mod.device_kind(),
+            msa_supplied=msa_mod.supplied(workdir / "msas") is not None, templates=used))
+        timings["outputs"] = {"seconds": round(time.perf_counter() - t0, 3)}
+        atomic.write_json(workdir / "timings.json", timings)
+        report.write_record_report(workdir, record, ctx, timings)
+        return {"timings": timings, "best": prediction.ranked[0].summary(),
+                "untrained": prediction.ranked[0].params.untrained}
+
+    return finish
 
 
 @dataclass
@@ -226,20 +241,37 @@ class RecordResult:
 
 def predict_record(record: FastaRecord, out_root: Path, ctx: Context) -> RecordResult:
     """Both stages of one record, in a staging folder that replaces out_root/<slug> only once they are done."""
+    return _record_begin(record, out_root, ctx)()
+
+
+def _record_begin(record: FastaRecord, out_root: Path, ctx: Context) -> Callable[[], RecordResult]:
+    """predict_record's two halves: the MSA stage and the prediction now; the rest of the predict stage, and the
+    staging folder renamed into place, when the result is called. A failure in either removes the folder."""
     final = out_root / record.slug
     t0 = time.perf_counter()
-    with atomic.staging_dir(final) as staging:
+    stack = contextlib.ExitStack()
+    staging = stack.enter_context(atomic.staging_dir(final))
+    try:
         (staging / "input.fasta").write_text(f">{record.name} {record.description}".rstrip() + f"\n{record.sequence}\n")
         if record.name in ctx.supplied_msas:
             fmt, data = ctx.supplied_msas[record.name]
             (staging / "msas").mkdir()
             (staging / "msas" / f"{msa_mod.SUPPLIED_MSA}.{fmt}").write_bytes(data)
         msa_stage(record, staging, ctx)
-        result = predict_stage(record, staging, ctx)
-        timings = result["timings"]
-        timings["total_s"] = round(time.perf_counter() - t0, 3)
-        atomic.write_json(staging / "timings.json", timings)
-    return RecordResult(record, final, result["best"], timings, result["untrained"])
+        finish = predict_begin(record, staging, ctx)
+    except BaseException:
+        stack.__exit__(*sys.exc_info())  # the staging folder goes; staging_dir never swallows the error
+        raise
+
+    def done() -> RecordResult:
+        with stack:
+            result = finish()
+            timings = result["timings"]
+            timings["total_s"] = round(time.perf_counter() - t0, 3)
+            atomic.write_json(staging / "timings.json", timings)
+        return RecordResult(record, final, result["best"], timings, result["untrained"])
+
+    return done
 
 
 def prefetch_msas(records: list[FastaRecord], ctx: Context) -> int:
@@ -258,13 +290,19 @@ def prefetch_msas(records: list[FastaRecord], ctx: Context) -> int:
 
 
 def predict_records(records: list[FastaRecord], out_root: Path, ctx: Context) -> list[RecordResult]:
-    """Each record is its own monomer prediction; predictions.json at the top says so."""
+    """Each record is its own monomer prediction; predictions.json at the top says so. One record's relax,
+    structures and report are made while the next is searched and predicted (jobrun.overlapped)."""
+    from af2jobs.jobrun import overlapped
+
     prefetch_msas(records, ctx)
-    results = []
-    for i, record in enumerate(records):
+
+    def begin(item: tuple[int, FastaRecord]) -> Callable[[], RecordResult]:
+        i, record = item
         ctx.progress("record", "start", {"name": record.name, "index": i + 1, "total": len(records),
                                          "length": len(record.sequence)})
-        results.append(predict_record(record, out_root, ctx))
+        return _record_begin(record, out_root, ctx)
+
+    results = overlapped(list(enumerate(records)), begin, lambda done: done())
     atomic.write_json(out_root / "predictions.json", {
         **prediction_mode(records),
         "records": [summary_of(r.record, r.best, r.untrained) for r in results],
@@ -272,5 +310,5 @@ def predict_records(records: list[FastaRecord], out_root: Path, ctx: Context) ->
     return results
 
 
-__all__ = ["Context", "RecordResult", "msa_stage", "predict_stage", "predict_record", "predict_records",
+__all__ = ["Context", "RecordResult", "msa_stage", "predict_begin", "predict_stage", "predict_record", "predict_records",
            "prefetch_msas", "resolve_run_config"]

@@ -89,11 +89,8 @@ class JobPass:
             return
         self._prepare(job)
         t0 = time.perf_counter()
-        summaries = []
-        for index, record in enumerate(self.records, 1):
-            self.progress.at(index, record.name)
-            summaries.append(jobrun.run_predict_record(self.worker.stages, record, self.workdir(record),
-                                                       self.prepared))
+        summaries = jobrun.run_predict_records(self.worker.stages, self.records, self.workdir, self.prepared,
+                                               lambda index, record: self.progress.at(index, record.name))
         predict_s, t0 = _since(t0), time.perf_counter()
         artifacts = self._publish(summaries)
         phases = {"predict_s": predict_s, "publish_s": _since(t0)}
