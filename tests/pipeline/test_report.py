@@ -207,3 +207,19 @@ def test_report_loads_in_headless_chromium_without_console_errors(workdir: Path,
     # The viewer's script ran to its end and built a WebGL canvas (or said plainly that WebGL is unavailable).
     dom = _browse(page, tmp_path / "profile2", "--dump-dom").stdout
     assert 'data-viewer="3dmol"' in dom and "<canvas" in dom, dom[-500:]
+
+
+def test_an_unmeasured_msa_is_estimated_for_the_records_own_msa_mode(workdir: Path) -> None:
+    from af2jobs import cost
+    from af2jobs.fasta import FastaRecord
+    from af2jobs.runconfig import RunConfig
+
+    record = FastaRecord(name=NAME, description="", sequence="A" * L, line=1)
+    ctx = _ctx(queue="low")
+    ctx.run = RunConfig(strategy="best", msa_mode="mmseqs2")
+    report.write_record_report(workdir, record, ctx, {"predict": {"seconds": 30.0}})
+    page = (workdir / report.REPORT_NAME).read_text()
+    mmseqs = cost.estimate(L, queue="low", msa_mode="mmseqs2")["cpu_usd"]
+    jackhmmer = cost.estimate(L, queue="low")["cpu_usd"]
+    assert mmseqs != jackhmmer
+    assert f"${mmseqs:.4f} for" in page and f"${jackhmmer:.4f} for" not in page

@@ -434,7 +434,8 @@ def write_record_report(workdir: Path, record: Any, ctx: Any, timings: Mapping[s
     try:
         length = len(record.sequence)
         priced = cost.record_cost(timings, length=length, queue=ctx.queue or cost.auto_queue(length), gpus=ctx.gpus,
-                                  strategy=ctx.run.strategy, models=len(ctx.run.model_names))
+                                  strategy=ctx.run.strategy, models=len(ctx.run.model_names),
+                                  msa_mode=ctx.run.msa_mode, db_preset=ctx.run.db_preset)
         write_report(workdir, record.name, comment=ctx.comment, cost=priced)
     except Exception:
         log.exception("%s: report.html could not be written", record.name)
