@@ -387,3 +387,29 @@ def test_inputs_prepared_where_the_model_differs_are_still_used(raw_features, pr
     predictor = predict.Predictor(run, provider, inputs_dir=tmp_path / "inputs")
     predictor.predict(raw_features)
     assert predictor.inputs_used == files
+
+
+def test_a_model_preloading_does_not_hold_up_another_models_parameters(tmp_path, shared_cache, monkeypatch):
+    import threading
+    import time
+
+    provider = params.ParamsProvider(tmp_path / "none", shared_cache / "params-untrained")
+    provider.get("model_3_ptm", "tiny"), provider.get("model_4_ptm", "tiny")  # on disk (generated once)
+    provider = params.ParamsProvider(tmp_path / "none", shared_cache / "params-untrained")
+    release, started = threading.Event(), threading.Event()
+    real = params.load_npz
+
+    def slow_for_model_4(path):
+        if "model_4" in path.name:
+            started.set()
+            release.wait(10)
+        return real(path)
+
+    monkeypatch.setattr(params, "load_npz", slow_for_model_4)
+    thread = provider.preload(["model_4_ptm"], "tiny")
+    assert started.wait(10)
+    t0 = time.perf_counter()
+    provider.get("model_3_ptm", "tiny")  # while model_4's read is still going
+    assert time.perf_counter() - t0 < 5
+    release.set()
+    thread.join()

@@ -64,3 +64,17 @@ def test_same_owner_keys_get_different_salts(tmp_path: Path, keys: SqliteApiKeyS
     assert len(salts) == 2
 
 
+
+
+def test_a_thread_that_ended_does_not_keep_its_connection_open(tmp_path: Path) -> None:
+    """Each job's short-lived helper thread writes progress: connections must not pile up over jobs."""
+    import threading
+
+    repo = SqliteJobRepository(tmp_path / "jobs.sqlite3")
+    job = repo.create(make_job())
+    for _ in range(30):
+        t = threading.Thread(target=lambda: repo.get(job.id))
+        t.start()
+        t.join()
+    repo.get(job.id)  # this thread's connection; the ended threads' ones are closed by now
+    assert repo._db.open_connections() <= 2

@@ -152,6 +152,11 @@ _NOT_INPUTS = ("auth_chain_id", "num_alignments", "num_templates", "msa_species_
                "template_domain_names", "template_sequence", "template_sum_probs", "domain_name", "sequence")
 
 
+# AlphaFold's input pipeline (alphafold.model.tf's numpy backend) keeps its random seeds in module globals: one
+# thread at a time runs it (a parameter preload's shape pass beside a record's features).
+INPUT_PIPELINE = threading.RLock()
+
+
 def param_shapes(cfg: ml_collections.ConfigDict) -> dict[str, dict[str, jax.ShapeDtypeStruct]]:
     runner = af_model.RunModel(cfg)
     if is_multimer(cfg):
@@ -161,7 +166,8 @@ def param_shapes(cfg: ml_collections.ConfigDict) -> dict[str, dict[str, jax.Shap
                 "prev_pair": np.zeros([length, length, 128], np.float16),
                 "prev_pos": np.zeros([length, 37, 3], np.float16)}
         return jax.eval_shape(runner.init, jax.random.PRNGKey(0), {**feat, "prev": prev})
-    feat = runner.process_features(_dummy_features(cfg), random_seed=0)
+    with INPUT_PIPELINE:
+        feat = runner.process_features(_dummy_features(cfg), random_seed=0)
     return jax.eval_shape(runner.init, jax.random.PRNGKey(0), feat)
 
 
@@ -265,11 +271,14 @@ class ParamsProvider:
         self.params_dir = params_dir
         self.cache_dir = cache_dir
         self._loaded: dict[tuple[str, str], tuple[dict, ParamsIdentity]] = {}
-        self._lock = threading.Lock()  # a model's parameters are read once, whichever thread asks first
+        self._lock = threading.Lock()  # guards _locks
+        self._locks: dict[tuple[str, str], threading.Lock] = {}  # one per model: read once, whoever asks first
 
     def get(self, model: str, profile: str) -> tuple[dict[str, dict[str, np.ndarray]], ParamsIdentity]:
         key = (model, profile)
         with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # another model's read (a preload) does not hold this one up
             if key not in self._loaded:
                 self._loaded[key] = self._load(model, profile)
             return self._loaded[key]
@@ -345,7 +354,7 @@ def _read_shapes(path: Path) -> dict | None:
 def param_shapes_for(cfg: ml_collections.ConfigDict) -> dict:
     """param_shapes, remembered per configuration (eval_shape of the init takes seconds), on disk too once
     remember_shapes named a folder."""
-    fp = config_fingerprint(cfg)
+    fp = config_fingerprint(cfg.model)  # the modules decide the shapes; the MSA caps (data) do not
     if fp not in _shape_cache:
         path = _shape_file(fp)
         shapes = _read_shapes(path) if path is not None and path.is_file() else None

@@ -137,7 +137,7 @@ class ExecutableCache:
             data = pickle.dumps(serialize_executable.serialize(compiled), protocol=4)
             self.folder.mkdir(parents=True, exist_ok=True)
             atomic.write_bytes(self.path(key), data)
-        except (OSError, ValueError, NotImplementedError) as exc:  # the run goes on; the next process compiles
+        except Exception as exc:  # noqa: BLE001 - whatever stops the write, the run goes on; the next process compiles
             log.warning("compiled executable not kept (%s: %s)", type(exc).__name__, exc)
 
 
@@ -284,6 +284,11 @@ def process_features(cfg, raw: dict, random_seed: int, pad_to: int) -> dict:
     The model masks padded residues (seq_mask) in attention, pLDDT means, pTM and the recycling tolerance, so the
     scores need no correction; crop_result cuts the per-residue outputs back to the sequence.
     """
+    with params_mod.INPUT_PIPELINE:
+        return _process_features(cfg, raw, random_seed, pad_to)
+
+
+def _process_features(cfg, raw: dict, random_seed: int, pad_to: int) -> dict:
     cfg_data, names = af_features.make_data_config(cfg, num_res=pad_to)
     example = dict(raw)
     if "deletion_matrix_int" in example:

@@ -32,7 +32,7 @@ class _SqliteFile:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: list[tuple[threading.Thread, sqlite3.Connection]] = []  # (the thread it serves, connection)
         self._lock = threading.Lock()
         # This process's writers queue here rather than in SQLite's busy handler, whose sleeps (up to 100 ms each)
         # were the slowest submissions under load; other processes still wait through busy_timeout.
@@ -57,8 +57,19 @@ class _SqliteFile:
             conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps the file consistent
             self._local.conn = conn
             with self._lock:
-                self._all.append(conn)
+                # A thread that ended (a job's short-lived helper thread) does not keep its connection open.
+                alive = []
+                for thread, other in self._all:
+                    if thread.is_alive():
+                        alive.append((thread, other))
+                    else:
+                        other.close()
+                self._all = [*alive, (threading.current_thread(), conn)]
         return conn
+
+    def open_connections(self) -> int:
+        with self._lock:
+            return len(self._all)
 
     def read(self) -> sqlite3.Connection:
         return self._conn()
@@ -78,7 +89,7 @@ class _SqliteFile:
     def close(self) -> None:
         """Close every thread's connection; call only once no thread uses this store any more."""
         with self._lock:
-            for conn in self._all:
+            for _, conn in self._all:
                 conn.close()
             self._all.clear()
         self._local = threading.local()
