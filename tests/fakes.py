@@ -207,14 +207,11 @@ class FakeStages:
         (workdir / "timings.json").write_text(json.dumps(timings))
         return timings
 
-    def predict(self, record: FastaRecord, workdir: Path, prepared: Prepared) -> dict[str, Any]:
+    def predict_begin(self, record: FastaRecord, workdir: Path, prepared: Prepared):
         self._run("predict", record, prepared)
         model = prepared.run_config.model_names[0]
         (workdir / "ranked_0.pdb").write_text(f"REMARK fake structure of {record.name}\nEND\n")
         (workdir / "versions.json").write_text(json.dumps({"params_status": "UNTRAINED", "note": "fake stages"}))
         best = {"model": model, "mean_plddt": 50.0, "ptm": 0.5}
-        return {"timings": {}, "best": best, "untrained": True}
-
-    def predict_begin(self, record: FastaRecord, workdir: Path, prepared: Prepared):
-        result = self.predict(record, workdir, prepared)
+        result = {"timings": {}, "best": best, "untrained": True}
         return lambda: result

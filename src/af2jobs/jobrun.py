@@ -6,8 +6,8 @@ Worker (adapters/local/worker.py) and the Batch stages (af2jobs.awsrun.stage) sh
     StageRunner         the pipeline's side of the stages: PipelineStages runs the real one (JAX, AlphaFold);
                         tests pass a fake, so the lifecycle around it runs without JAX
     run_msa_record      the MSA stage of one record in its work dir; skipped when a finished MSA is there
-    run_predict_record  the predict stage of one record; skipped when a finished prediction is there
-    run_predict_records the predict stage of a job's records, one's CPU half overlapping the next's GPU half
+    run_predict_records the predict stage of a job's records (a finished prediction is not run again), one's
+                        CPU half overlapping the next's GPU half
     overlapped          that schedule for any steps: a GPU step in order, the CPU steps in a thread beside it
     publish             the records' results to jobs/<id>/output/<slug>/ and jobs/<id>/output/predictions.json
 
@@ -170,13 +170,10 @@ class StageRunner(Protocol):
         """msas/ and features.pkl (and timings.json) in workdir; returns the timings."""
         ...
 
-    def predict(self, record: FastaRecord, workdir: Path, prepared: Prepared) -> dict[str, Any]:
-        """The structures and their JSON beside features.pkl; returns {"timings", "best", "untrained"}."""
-        ...
-
     def predict_begin(self, record: FastaRecord, workdir: Path, prepared: Prepared) -> Callable[[], dict[str, Any]]:
-        """predict in two halves: this call makes the prediction (the GPU's part); the call it returns does the
-        rest (relax, structures, report: the CPUs' part) and returns what predict returns."""
+        """The structures and their JSON beside features.pkl, in two halves: this call makes the prediction (the
+        GPU's part); the call it returns does the rest (relax, structures, report: the CPUs' part) and returns
+        {"timings", "best", "untrained"}."""
         ...
 
 
@@ -225,9 +222,6 @@ class PipelineStages:
             records, prepared.searches_ahead = prepared.searches_ahead, []
             prefetch_msas(records, prepared.context)
         return msa_stage(record, workdir, prepared.context)
-
-    def predict(self, record: FastaRecord, workdir: Path, prepared: Prepared) -> dict[str, Any]:
-        return self.predict_begin(record, workdir, prepared)()
 
     def predict_begin(self, record: FastaRecord, workdir: Path, prepared: Prepared) -> Callable[[], dict[str, Any]]:
         from af2jobs.pipeline.run import predict_begin
@@ -297,14 +291,10 @@ def _annotate_versions(path: Path, prepared: Prepared) -> None:
     atomic.write_json(path, versions)
 
 
-def run_predict_record(stages: StageRunner, record: FastaRecord, workdir: Path, prepared: Prepared) -> dict:
-    """The predict stage for one record whose MSA is done; its summary (the predictions.json entry). A finished
-    prediction is not run again."""
-    return _predict_begin(stages, record, workdir, prepared)()
-
-
 def _predict_begin(stages: StageRunner, record: FastaRecord, workdir: Path, prepared: Prepared) -> Callable[[], dict]:
-    """run_predict_record's two halves: the prediction now, the rest (and the marker) when the result is called."""
+    """The predict stage for one record whose MSA is done, in two halves: the prediction now; the rest and the
+    marker when the result is called, which returns the record's summary (the predictions.json entry). A finished
+    prediction is not run again."""
     if (workdir / PREDICT_DONE).is_file():
         summary = json.loads((workdir / PREDICT_DONE).read_text())
         return lambda: summary
@@ -323,7 +313,7 @@ def _predict_begin(stages: StageRunner, record: FastaRecord, workdir: Path, prep
 
 def run_predict_records(stages: StageRunner, records: list[FastaRecord], workdir_of: Callable[[FastaRecord], Path],
                         prepared: Prepared, before: Callable[[int, FastaRecord], None] = lambda i, r: None) -> list[dict]:
-    """The predict stage of each record (run_predict_record), in order: while one record's CPU half runs (relax,
+    """The predict stage of each record (_predict_begin), in order: while one record's CPU half runs (relax,
     structures, report), the GPU predicts the next. `before(index, record)` runs ahead of each prediction (1-based
     index). The summaries in order; on a failure or a cancel, what is in flight ends first and the error is
     raised (finished records keep their marker, so a restart does not run them again)."""
@@ -396,5 +386,5 @@ def publish(
 __all__ = [
     "CASP14_NOTE", "MSA_DONE", "PREDICT_DONE", "PipelineStages", "Prepared", "StageRunner", "msa_done", "prepare",
     "output_files", "prediction_mode", "publish", "read_records", "summary_of", "report_fields", "run_config_for", "run_msa_record",
-    "run_predict_record", "run_predict_records", "overlapped",
+    "run_predict_records", "overlapped",
 ]

@@ -134,6 +134,7 @@ class RunConfig(BaseModel):
             return self.random_seed
         runners = len(self.model_names) * self.seeds
         return model_index * self.seeds + seed_index + self.random_seed * runners
+
     def fitted_to(self, depth: int) -> "RunConfig":
         """This run with MSA caps no larger than an MSA of `depth` rows needs (fit_msa_caps); itself when they
         already are, or when fit_msa_to_depth is off."""

@@ -330,15 +330,21 @@ def remember_shapes(folder: Path) -> None:
     _shape_folder[:] = [folder]
 
 
-def _shape_file(fp: str) -> Path | None:
-    if not _shape_folder:
-        return None
+def package_version(dist: str) -> str | None:
+    """An installed distribution's version (None: not installed): what the files kept for later processes are
+    keyed on besides the configuration."""
     from importlib import metadata
 
     try:
-        code = metadata.version("alphafold-colabfold")
+        return metadata.version(dist)
     except metadata.PackageNotFoundError:
-        code = "unknown"
+        return None
+
+
+def _shape_file(fp: str) -> Path | None:
+    if not _shape_folder:
+        return None
+    code = package_version("alphafold-colabfold") or "unknown"
     return _shape_folder[0] / f"shapes-{fp}-{code}-jax{jax.__version__}.json"
 
 

@@ -70,15 +70,8 @@ def _jax_cache_in_use() -> bool:
 
 def _versions() -> dict:
     """What, besides the configuration and the shapes, decides the code a trace and a compile make."""
-    from importlib import metadata
-
-    found = {}
-    for dist in ("alphafold-colabfold", "colabfold-kernels", "colabfold-cuda-kernels", "colabfold-legacy-kernels"):
-        try:
-            found[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            found[dist] = None
-    return found
+    return {dist: params_mod.package_version(dist) for dist in
+            ("alphafold-colabfold", "colabfold-kernels", "colabfold-cuda-kernels", "colabfold-legacy-kernels")}
 
 
 class ExecutableCache:
@@ -247,8 +240,8 @@ class _Compiled:
 
 
 def lower_and_compile(runner: af_model.RunModel, params: dict, batch: dict):
-    """Trace, lower and compile the model's apply for these arguments' shapes (JAX's own cache may find the
-    compiled code; the trace is paid either way)."""
+    """Trace, lower and compile the model's apply for these arguments' shapes (what ExecutableCache saves a later
+    process)."""
     return runner.apply.lower(params, jax.random.PRNGKey(0), batch).compile()
 
 

@@ -1,6 +1,6 @@
 """report.html: one record's results in a single self-contained file that works offline.
 
-Read from the record's output directory (the file contract of predict_stage):
+Read from the record's output directory (the file contract of the predict stage, pipeline.run):
     ranked_0.pdb                         the structure; its B-factor column holds pLDDT
     ranking_debug.json                   the order of the models (the first is ranked_0)
     confidence_<model>_full.json         per-residue pLDDT, predicted_aligned_error (pTM models)

@@ -1,10 +1,11 @@
 """The stages of one prediction, as separate steps with a file contract (as MSA and GPU jobs run them):
 
     msa_stage      record -> workdir/msas/*, workdir/features.pkl           (CPU)
-    predict_stage  workdir/features.pkl -> ranked_*.pdb/.cif, JSON outputs   (GPU when JAX sees one)
+    predict_begin  workdir/features.pkl -> ranked_*.pdb/.cif, JSON outputs   (GPU when JAX sees one; the structures,
+                   relax and report in the call it returns)
 
-`predict_record` runs both into a hidden staging directory and renames it into place at the end, so a failed or
-cancelled prediction never leaves half-written results where finished ones are expected.
+`predict_records` runs both for each record into a hidden staging directory and renames it into place at the end,
+so a failed or cancelled prediction never leaves half-written results where finished ones are expected.
 """
 
 from __future__ import annotations
@@ -179,10 +180,6 @@ def msa_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
     return timings
 
 
-def predict_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
-    return predict_begin(record, workdir, ctx)()
-
-
 def predict_begin(record: FastaRecord, workdir: Path, ctx: Context) -> Callable[[], dict]:
     """The predict stage's GPU half (the prediction); the call it returns does the CPU half (relax, structures,
     versions, report) and returns the stage's result. A job's next record can be predicted meanwhile
@@ -239,14 +236,10 @@ class RecordResult:
     extra: dict = field(default_factory=dict)
 
 
-def predict_record(record: FastaRecord, out_root: Path, ctx: Context) -> RecordResult:
-    """Both stages of one record, in a staging folder that replaces out_root/<slug> only once they are done."""
-    return _record_begin(record, out_root, ctx)()
-
-
 def _record_begin(record: FastaRecord, out_root: Path, ctx: Context) -> Callable[[], RecordResult]:
-    """predict_record's two halves: the MSA stage and the prediction now; the rest of the predict stage, and the
-    staging folder renamed into place, when the result is called. A failure in either removes the folder."""
+    """Both stages of one record, in a staging folder that replaces out_root/<slug> only once they are done, in
+    two halves: the MSA stage and the prediction now; the rest of the predict stage, and the staging folder
+    renamed into place, when the result is called. A failure in either removes the folder."""
     final = out_root / record.slug
     t0 = time.perf_counter()
     stack = contextlib.ExitStack()
@@ -310,5 +303,5 @@ def predict_records(records: list[FastaRecord], out_root: Path, ctx: Context) ->
     return results
 
 
-__all__ = ["Context", "RecordResult", "msa_stage", "predict_begin", "predict_stage", "predict_record", "predict_records",
+__all__ = ["Context", "RecordResult", "msa_stage", "predict_begin", "predict_records",
            "prefetch_msas", "resolve_run_config"]
