@@ -178,6 +178,7 @@ class FakeStages:
         self.fail: dict[str, Exception] = {}
         self.hold: dict[str, threading.Event] = {}
         self.ran: list[tuple[str, str]] = []  # (stage, record)
+        self.warmed: list[tuple[str, int]] = []  # (record made ready ahead, predictions begun before)
 
     def prepare(self, job: Job, records: list[FastaRecord], *, progress: Callable[..., None],
                 should_cancel: Callable[[], bool]) -> Prepared:
@@ -206,6 +207,11 @@ class FakeStages:
         timings = {"msa": {"cache": "off", "cache_key": "", "seconds": 0.0, "search_s": 0.0}}
         (workdir / "timings.json").write_text(json.dumps(timings))
         return timings
+
+    def predict_warm(self, record: FastaRecord, workdir: Path, prepared: Prepared) -> None:
+        self.warmed.append((record.name, sum(stage == "predict" for stage, _ in self.ran)))
+        if "warm" in self.fail:
+            raise self.fail["warm"]
 
     def predict_begin(self, record: FastaRecord, workdir: Path, prepared: Prepared):
         self._run("predict", record, prepared)

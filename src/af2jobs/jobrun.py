@@ -25,6 +25,7 @@ The pipeline (JAX) is imported inside PipelineStages' methods: importing this mo
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import threading
 from collections.abc import Callable, Mapping
@@ -41,6 +42,8 @@ from af2jobs.request import JobRequest
 from af2jobs.ports import ArtifactStore
 from af2jobs.runconfig import RunConfig
 from af2jobs.settings import Settings
+
+log = logging.getLogger(__name__)
 
 MSA_DONE = ".af2-msa-done.json"
 SUPPLIED_MSA = "supplied_msa"  # msas/supplied_msa.a3m|.sto: the request's own MSA (pipeline.msa.SUPPLIED_MSA)
@@ -176,6 +179,11 @@ class StageRunner(Protocol):
         {"timings", "best", "untrained"}."""
         ...
 
+    def predict_warm(self, record: FastaRecord, workdir: Path, prepared: Prepared) -> None:
+        """Queues, for the background, making ready what predict_begin of this record (its MSA done) will need,
+        and returns at once; a failure there is left for predict_begin to meet."""
+        ...
+
 
 class PipelineStages:
     """The real stages: af2jobs.pipeline (AlphaFold2's code on JAX). One per runner, so that the parameters loaded
@@ -227,6 +235,11 @@ class PipelineStages:
         from af2jobs.pipeline.run import predict_begin
 
         return predict_begin(record, workdir, prepared.context)
+
+    def predict_warm(self, record: FastaRecord, workdir: Path, prepared: Prepared) -> None:
+        from af2jobs.pipeline.run import predict_warm
+
+        predict_warm(record, workdir, prepared.context)
 
 
 def prepare(stages: StageRunner, store: ArtifactStore, job: Job, records: list[FastaRecord], *,
@@ -311,17 +324,30 @@ def _predict_begin(stages: StageRunner, record: FastaRecord, workdir: Path, prep
     return done
 
 
+def _predict_warm(stages: StageRunner, record: FastaRecord, workdir: Path, prepared: Prepared) -> None:
+    if (workdir / PREDICT_DONE).is_file():
+        return
+    try:
+        stages.predict_warm(record, workdir, prepared)
+    except Exception as exc:  # noqa: BLE001 - only a head start: the record's own prediction meets any failure
+        log.warning("record %s: not made ready ahead (%s: %s)", record.name, type(exc).__name__, exc)
+
+
 def run_predict_records(stages: StageRunner, records: list[FastaRecord], workdir_of: Callable[[FastaRecord], Path],
                         prepared: Prepared, before: Callable[[int, FastaRecord], None] = lambda i, r: None) -> list[dict]:
     """The predict stage of each record (_predict_begin), in order: while one record's CPU half runs (relax,
-    structures, report), the GPU predicts the next. `before(index, record)` runs ahead of each prediction (1-based
-    index). The summaries in order; on a failure or a cancel, what is in flight ends first and the error is
-    raised (finished records keep their marker, so a restart does not run them again)."""
+    structures, report), the GPU predicts the next; the later records are made ready in the background from the
+    start (stages.predict_warm: parameters, compiled applies). `before(index, record)` runs ahead of each
+    prediction (1-based index). The summaries in order; on a failure or a cancel, what is in flight ends first and
+    the error is raised (finished records keep their marker, so a restart does not run them again)."""
 
     def gpu(item: tuple[int, FastaRecord]) -> Callable[[], dict]:
         index, record = item
         before(index, record)
         return _predict_begin(stages, record, workdir_of(record), prepared)
+
+    for record in records[1:]:  # made ready (parameters, compiled applies) while the first ones are predicted
+        _predict_warm(stages, record, workdir_of(record), prepared)
 
     return overlapped(list(enumerate(records, 1)), gpu, lambda finish: finish())
 

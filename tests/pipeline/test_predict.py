@@ -408,3 +408,69 @@ def test_a_model_preloading_does_not_hold_up_another_models_parameters(tmp_path,
     assert time.perf_counter() - t0 < 5
     release.set()
     thread.join()
+
+
+@pytest.mark.parametrize("partitionable", [True, False])
+def test_the_host_key_chain_is_jaxs(partitionable):
+    import jax
+
+    before = jax.config.jax_threefry_partitionable
+    jax.config.update("jax_threefry_partitionable", partitionable)
+    try:
+        for seed in (0, 1, 7, 123456789, 2 ** 31 - 1):
+            key, expected = jax.random.PRNGKey(seed), []
+            for _ in range(4):
+                key, sub = jax.random.split(key)
+                expected.append(np.asarray(sub))
+            assert [k.tolist() for k in predict.key_chain(seed, 4)] == [k.tolist() for k in expected]
+    finally:
+        jax.config.update("jax_threefry_partitionable", before)
+
+
+def _backend_compiles():
+    """A counter of XLA compiles from now on (each compile of any JAX function, however small)."""
+    import jax
+
+    count = [0]
+
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            count[0] += 1
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    return count
+
+
+def test_a_prediction_after_the_first_compiles_nothing_not_even_small_functions(raw_features, provider, tmp_path):
+    import jax
+
+    run = RunConfig(profile="tiny", max_msa_clusters=16, max_extra_msa=32, model_names="model_1,model_3",
+                    strategy="best")
+    predict.prepare_inputs(run, raw_features, tmp_path)  # the input pipeline in the CPU stage, as a GPU job has it
+    predict.Predictor(run, provider, inputs_dir=tmp_path).predict(raw_features)  # the model compiled
+    jax.clear_caches()  # as a new process, or a new length, finds them: no small function compiled yet
+    predict._zeros.clear()
+    predict._on_device_params.clear()
+    compiles = _backend_compiles()
+    result = predict.Predictor(run, provider, inputs_dir=tmp_path).predict(raw_features)
+    assert compiles[0] == 0  # no feature slicing, key splitting or zero state compiled on the way
+    assert [r.phase for r in result.runs] == ["screen", "screen", "full"]
+
+
+def test_parameters_stay_on_the_device_for_the_next_model_runs(raw_features, provider):
+    first = _predict(raw_features, provider, model_names="model_3", strategy="all").ranked[0]
+    cfg = params.runtime_config("model_3", RunConfig(profile="tiny", max_msa_clusters=16, max_extra_msa=32))
+    host, identity = provider.get("model_3_ptm", "tiny")
+    chosen = params.select(host, params.param_shapes_for(cfg))
+    a, b = predict.device_params(identity, chosen), predict.device_params(identity, chosen)
+    assert a is b and first.params == identity  # the same device tree, moved once
+    leaf = next(iter(next(iter(a.values())).values()))
+    assert not isinstance(leaf, np.ndarray) and leaf.shape == next(iter(next(iter(chosen.values())).values())).shape
+
+
+def test_a_warmed_prediction_finds_its_compiled_functions_ready(raw_features, provider):
+    run = RunConfig(profile="tiny", max_msa_clusters=16, max_extra_msa=40, model_names="model_3,model_4",
+                    strategy="best")  # caps of its own: no other test has compiled this configuration
+    spent = predict.Predictor(run, provider).warm(raw_features)
+    result = predict.Predictor(run, provider).predict(raw_features)
+    assert spent > 0 and all(r.compile_s == 0.0 for r in result.runs)

@@ -302,11 +302,24 @@ def test_the_batch_stages_hand_the_work_dir_over_through_the_work_area_and_publi
 
     done = repo.get(job.id)
     assert stages.ran == [("msa", "a"), ("msa", "b"), ("predict", "a"), ("predict", "b")]
+    assert stages.warmed == [("b", 0)]  # the second record made ready before the first's prediction began
     assert done.artifacts["aws:batch:b-1"] == "msa" and done.artifacts["aws:batch:b-2"] == "predict"
     assert set(done.cost) == {"msa_s", "predict_s", "publish_s"} and done.progress.stage == "outputs"
     assert json.loads(store.get_bytes(layout.predictions_key(job.id)))["records"][1]["name"] == "b"
     log = store.get_bytes(layout.log_key(job.id)).decode()
     assert "msa: msa stage of 2 record(s), Batch job b-1" in log and "predict: published: a: best" in log
+
+
+def test_a_next_record_that_cannot_be_made_ready_ahead_is_predicted_in_its_turn(aws):
+    repo, store, work, stages, job, stage = aws
+    for step in (S.VALIDATING, S.MSA):
+        repo.transition(job.id, {repo.get(job.id).state}, step)
+    assert stage("msa", "b-1").run() == EXIT_OK
+    repo.transition(job.id, {S.MSA}, S.PREDICTING)
+    stages.fail["warm"] = RuntimeError("the executable cache is unreadable")
+    assert stage("predict", "b-2").run() == EXIT_OK
+    assert stages.warmed == [("b", 0)] and stages.ran[-2:] == [("predict", "a"), ("predict", "b")]
+    assert [r["name"] for r in json.loads(store.get_bytes(layout.predictions_key(job.id)))["records"]] == ["a", "b"]
 
 
 def test_a_batch_stage_stops_when_its_job_leaves_the_stage_and_reports_its_own_failure(aws):

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import pickle
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -206,7 +207,8 @@ class _Compiled:
     """One runner and its compiled apply per (configuration, feature shapes), shared across models and jobs."""
 
     _cache: dict[tuple, "_Compiled"] = {}
-    _lock = threading.Lock()
+    _lock = threading.Lock()  # guards _cache and _making
+    _making: dict[tuple, threading.Lock] = {}  # one per key: a load or compile of one does not hold up the others
     disk: ExecutableCache | None = None  # set by enable_compilation_cache
 
     def __init__(self, runner: af_model.RunModel, compiled, compile_s: float) -> None:
@@ -217,12 +219,21 @@ class _Compiled:
 
     @classmethod
     def get(cls, cfg, fingerprint: str, feat: dict, params: dict) -> tuple["_Compiled", float]:
+        """The compiled apply for these features' and parameters' shapes (`params` may be jax.ShapeDtypeStruct
+        leaves: Predictor.warm loads or compiles ahead of the parameters). Another thread may be predicting with
+        another entry meanwhile."""
         shapes = tuple(sorted((k, v.shape, str(v.dtype)) for k, v in feat.items()))
         # The device too: each GPU slot of the local worker runs under its own jax.default_device.
-        key = (fingerprint, shapes, str(jax.config.jax_default_device))
+        key = (fingerprint, shapes, _param_signature(params), str(jax.config.jax_default_device))
         with cls._lock:
             hit = cls._cache.get(key)
             if hit is not None:
+                return hit, 0.0
+            making = cls._making.setdefault(key, threading.Lock())
+        with making:
+            with cls._lock:
+                hit = cls._cache.get(key)
+            if hit is not None:  # made by the thread this one waited for: its cost was paid there
                 return hit, 0.0
             runner = af_model.RunModel(copy.deepcopy(cfg))  # RunModel writes into its config
             t0 = time.perf_counter()
@@ -235,14 +246,21 @@ class _Compiled:
                     cls.disk.store(disk_key, compiled)
             entry = cls(runner, compiled, time.perf_counter() - t0)
             runner.apply = compiled
-            cls._cache[key] = entry
+            with cls._lock:
+                cls._cache[key] = entry
             return entry, entry.compile_s
+
+
+def _param_signature(params: dict) -> int:
+    """What of the parameters a compiled apply is specialised to: every leaf's name, shape and dtype."""
+    return hash(tuple(sorted((scope, name, tuple(v.shape), str(v.dtype))
+                             for scope, d in params.items() for name, v in d.items())))
 
 
 def lower_and_compile(runner: af_model.RunModel, params: dict, batch: dict):
     """Trace, lower and compile the model's apply for these arguments' shapes (what ExecutableCache saves a later
     process)."""
-    return runner.apply.lower(params, jax.random.PRNGKey(0), batch).compile()
+    return runner.apply.lower(params, np.zeros(2, np.uint32), batch).compile()
 
 
 def _current_device():
@@ -348,29 +366,27 @@ def crop_result(result: dict, length: int) -> dict:
     return walk(result)
 
 
-def _recycle(runner: af_model.RunModel, feat: dict, seed: int, iterations: int, start: int, state: dict | None,
+def _recycle(runner: af_model.RunModel, feat, seed: int, iterations: int, start: int, state: dict | None,
              on_recycle: Callable[[dict, int], None], keep_large: bool = True) -> tuple[dict, int, dict]:
-    """RunModel.predict's recycling loop (monomer), able to start at iteration `start` from a saved state.
+    """RunModel.predict's recycling loop, able to start at iteration `start` from a saved state.
 
-    The random key chain is replayed up to `start`, so going on from a screen gives exactly the iterations a run
-    from scratch would have made. `feat` should already be on the device (Predictor keeps one copy per device);
-    without keep_large the outputs over 1 MiB (logits [L, L, 64], PAE) are left on the device and dropped.
+    `feat` is on the device already (Predictor._device_features, one copy per device): a complex's features, or a
+    monomer's list of per-iteration slices (its ensemble slice for each recycle). The random key chain is
+    replayed up to `start`, so going on from a screen gives exactly the iterations a run from scratch would have
+    made. Without keep_large the outputs over 1 MiB (logits [L, L, 64], PAE) are left on the device and dropped.
+    Nothing here compiles: the slices, keys and zero state are made without small JAX functions, which a new
+    process (or a new length) would otherwise compile on the GPU before its first prediction.
     """
     cfg = runner.config
     multimer = params_mod.is_multimer(cfg)
-    n = 1 if multimer else cfg.data.eval.num_ensemble
     if state is None:
-        state = _zero_state(feat["aatype"].shape[0 if multimer else 1])
-    feat = jax.device_put(feat)
-    key = jax.random.PRNGKey(seed)
-    for _ in range(start):
-        key, _ = jax.random.split(key)
+        state = zero_state(feat["aatype"].shape[0] if multimer else feat[0]["aatype"].shape[1])
+    keys = key_chain(seed, iterations)
     result, r = None, start - 1
     for r in range(start, iterations):
-        key, sub_key = jax.random.split(key)
         # A complex's model samples its MSA from the key each recycle; a monomer's features carry one slice each.
-        batch = {**feat, "prev": state} if multimer else {**af_model._slice_recycle(feat, r * n, n), "prev": state}
-        result = runner.apply(runner.params, sub_key, batch)
+        batch = {**feat, "prev": state} if multimer else {**feat[r], "prev": state}
+        result = runner.apply(runner.params, keys[r], batch)
         state = result.pop("prev")
         result = af_model._fetch_small(result)
         on_recycle(result, r)
@@ -383,13 +399,86 @@ def _recycle(runner: af_model.RunModel, feat: dict, seed: int, iterations: int, 
     return jax.device_get(result), r, state
 
 
-def _zero_state(length: int) -> dict:
-    """The first iteration's recycling state, made on the device: no host copy of an [L, L, 128] zero array."""
-    import jax.numpy as jnp
+def _threefry2x32(k0: np.ndarray, k1: np.ndarray, x0: np.ndarray, x1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """JAX's threefry2x32 hash (20 rounds) in numpy on uint32 arrays."""
+    rotations = ((13, 15, 26, 6), (17, 29, 16, 24))
+    ks = (k0, k1, k0 ^ k1 ^ np.uint32(0x1BD11BDA))
+    x0, x1 = x0 + ks[0], x1 + ks[1]
+    for i in range(5):
+        for rot in rotations[i % 2]:
+            x0 = x0 + x1
+            x1 = ((x1 << np.uint32(rot)) | (x1 >> np.uint32(32 - rot))) ^ x0
+        x0, x1 = x0 + ks[(i + 1) % 3], x1 + ks[(i + 2) % 3] + np.uint32(i + 1)
+    return x0, x1
 
-    return {"prev_msa_first_row": jnp.zeros([length, 256], jnp.float16),
-            "prev_pair": jnp.zeros([length, length, 128], jnp.float16),
-            "prev_pos": jnp.zeros([length, 37, 3], jnp.float16)}
+
+def _split(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """jax.random.split(key) of a raw threefry key, in numpy (both of JAX's counter layouts)."""
+    k0, k1 = key[:1], key[1:]
+    if getattr(jax.config, "jax_threefry_partitionable", True):  # JAX's default since 0.5
+        b0, b1 = _threefry2x32(k0, k1, np.zeros(2, np.uint32), np.arange(2, dtype=np.uint32))
+        return np.array([b0[0], b1[0]], np.uint32), np.array([b0[1], b1[1]], np.uint32)
+    b0, b1 = _threefry2x32(k0, k1, np.arange(2, dtype=np.uint32), np.arange(2, 4, dtype=np.uint32))
+    return b0, b1
+
+
+def key_chain(seed: int, iterations: int) -> list:
+    """The subkey of each recycling iteration, as RunModel.predict draws them (key, sub = split(key) each time),
+    computed on the host. Falls back to jax.random outside what the numpy copy covers."""
+    with np.errstate(over="ignore"):
+        if getattr(jax.config, "jax_default_prng_impl", "") == "threefry2x32" and 0 <= seed < 2 ** 31 and \
+                not getattr(jax.config, "jax_enable_custom_prng", False):
+            key, out = np.array([0, seed], np.uint32), []
+            for _ in range(iterations):
+                key, sub = _split(key)
+                out.append(sub)
+            return out
+    key, out = jax.random.PRNGKey(seed), []
+    for _ in range(iterations):
+        key, sub = jax.random.split(key)
+        out.append(sub)
+    return out
+
+
+DEVICE_PARAMS_KEPT = 5  # models' parameters kept on each device (best and all use five)
+_on_device_params: dict[tuple, dict] = {}  # (file, parameter signature, device) -> the tree on that device
+_params_lock = threading.Lock()
+
+
+def device_params(identity: params_mod.ParamsIdentity, params: dict) -> dict:
+    """The parameters on this thread's device, moved there once and kept for the next screens, runs and records
+    (the last DEVICE_PARAMS_KEPT models per device): a host tree handed to every execution is copied to the
+    device each time."""
+    device = _current_device()
+    key = (identity.path, identity.sha256, _param_signature(params), f"{device.platform}:{device.id}")
+    with _params_lock:
+        if key in _on_device_params:
+            _on_device_params[key] = _on_device_params.pop(key)  # the most recently used last
+            return _on_device_params[key]
+        same_device = [k for k in _on_device_params if k[3] == key[3]]
+        for old in same_device[: max(len(same_device) - DEVICE_PARAMS_KEPT + 1, 0)]:
+            del _on_device_params[old]
+        _on_device_params[key] = jax.device_put(params, device)
+        return _on_device_params[key]
+
+
+_zeros: dict[tuple[int, str], dict] = {}  # the last length's zero state, per device
+_zeros_lock = threading.Lock()
+
+
+def zero_state(length: int) -> dict:
+    """The first iteration's recycling state on this thread's device, made once per length from host zeros
+    (no JAX function to compile) and kept for the next models (apply does not consume it)."""
+    device = _current_device()
+    key = (length, f"{device.platform}:{device.id}")
+    with _zeros_lock:
+        if key not in _zeros:
+            for old in [k for k in _zeros if k[1] == key[1]]:
+                del _zeros[old]
+            _zeros[key] = jax.device_put({"prev_msa_first_row": np.zeros([length, 256], np.float16),
+                                          "prev_pair": np.zeros([length, length, 128], np.float16),
+                                          "prev_pos": np.zeros([length, 37, 3], np.float16)}, device)
+        return _zeros[key]
 
 
 def _host_only(tree):
@@ -409,6 +498,61 @@ def winner_device(winner: ModelRun, devices: list):
     if devices == [None] or not winner.device:
         return None
     return next((d for d in devices if f"{d.platform}:{d.id}" == winner.device), None)
+
+
+def _on_device(device, fn: Callable, *args) -> None:
+    """fn(*args) under this default device (a thread does not inherit its creator's jax.default_device)."""
+    with jax.default_device(device):
+        fn(*args)
+
+
+def warm_in_background(load_raw: Callable[[], dict], run: RunConfig, provider: params_mod.ParamsProvider,
+                       inputs_dir: Path | None = None, should_cancel: Callable[[], bool] = lambda: False) -> None:
+    """Predictor.warm of the features load_raw() returns, queued for the warm-up threads (on the caller's default
+    device) and returned from at once; dropped if the job is cancelled before its turn. A failure there is logged
+    and left for the prediction itself to meet."""
+    device = jax.config.jax_default_device
+
+    def work() -> None:
+        if should_cancel():
+            return
+        try:
+            _on_device(device, lambda: Predictor(run, provider, inputs_dir=inputs_dir).warm(load_raw()))
+        except Exception as exc:  # noqa: BLE001 - the prediction does it again, and reports what fails
+            log.warning("making a prediction ready ahead failed (%s: %s); it is done in its turn",
+                        type(exc).__name__, exc)
+
+    _warmers.submit(work)
+
+
+# Compiles at once on the machine's CPUs: tracing holds the interpreter, XLA's compile does not, and each compile
+# takes a few GB of memory (a 4-vCPU GPU instance compiles one at a time).
+WARM_THREADS = max(1, min(4, (os.cpu_count() or 1) // 4))
+
+
+class _Warmers:
+    """A few daemon threads that make predictions ready ahead of them, in the order asked: a job's records have
+    their compiled applies loaded from the executable cache, or compiled, while the GPU predicts the first ones."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def submit(self, work: Callable[[], None]) -> None:
+        with self._lock:
+            self._queue.put(work)
+            if len(self._threads) < WARM_THREADS:
+                thread = threading.Thread(target=self._serve, name=f"predict-warm-{len(self._threads)}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def _serve(self) -> None:
+        while True:
+            self._queue.get()()
+
+
+_warmers = _Warmers()
 
 
 class _Thread(threading.Thread):
@@ -474,11 +618,16 @@ class Predictor:
         model_index = list(self.run.model_names).index(name) if name in self.run.model_names else 0
         seed = self.run.seed_of(model_index, seed_index)
         label = self.run.prediction_name(name, seed_index)
+        shapes = params_mod.param_shapes_for(cfg)
+        # The compiled apply is loaded (or compiled) while the parameters are read (Predictor.predict's preload).
+        entry, compile_s = _Compiled.get(cfg, fingerprint, feat, shapes)
         t0 = time.perf_counter()
         all_params, identity = self.provider.get(self.run.variant(name), self.run.profile)
-        params = params_mod.select(all_params, params_mod.param_shapes_for(cfg))
+        params = device_params(identity, params_mod.select(all_params, shapes))
         params_s = time.perf_counter() - t0
-        entry, compile_s = _Compiled.get(cfg, fingerprint, feat, params)
+        if _param_signature(params) != _param_signature(shapes):  # stored in other dtypes: compiled for those
+            entry, more = _Compiled.get(cfg, fingerprint, feat, params)
+            compile_s += more
         self.progress("model_start", {"model": label, "phase": phase, "compile_s": compile_s})
 
         def on_recycle(result, r):
@@ -490,7 +639,7 @@ class Predictor:
         with entry.lock:
             entry.runner.params = params
             t0 = time.perf_counter()
-            device_feat = self._device_features(fingerprint, feat)
+            device_feat = self._device_features(cfg, fingerprint, feat)
             iterations = 1 if phase == "screen" else self.run.num_recycle + 1
             start, state = (1, resume.state) if resume is not None else (0, None)
             result, recycles, state = _recycle(entry.runner, device_feat, seed, iterations, start,
@@ -508,11 +657,19 @@ class Predictor:
         self.progress("model_done", model_run.summary())
         return model_run
 
-    def _device_features(self, fingerprint: str, feat: dict) -> dict:
-        """The processed features on this thread's device, moved there once for all the models that use them."""
+    def _device_features(self, cfg, fingerprint: str, feat: dict):
+        """The processed features on this thread's device, moved there once for all the models that use them: a
+        complex's as they are, a monomer's as one slice per recycling iteration (cut on the host)."""
         key = (fingerprint, _device_name())
         if key not in self._on_device:
-            self._on_device[key] = jax.device_put(feat)
+            device = _current_device()
+            if params_mod.is_multimer(cfg):
+                self._on_device[key] = jax.device_put(feat, device)
+            else:
+                n = cfg.data.eval.num_ensemble
+                steps = feat["aatype"].shape[0] // n
+                self._on_device[key] = jax.device_put(
+                    [{k: v[r * n:(r + 1) * n] for k, v in feat.items()} for r in range(steps)], device)
         return self._on_device[key]
 
     def _devices(self) -> list:
@@ -586,11 +743,40 @@ class Predictor:
             self.run = requested
             self._on_device.clear()  # the device memory of the features goes with the prediction
 
+    def warm(self, raw: dict) -> float:
+        """What predict(raw) will need, made ready ahead of it (a job's next record, while the GPU predicts this
+        one): the parameters read in the background, and each configuration's compiled apply loaded from the
+        executable cache, or compiled. Returns the seconds spent here."""
+        t0 = time.perf_counter()
+        requested = self.run
+        self.run = run_for(requested, raw)
+        try:
+            self.provider.preload(list(dict.fromkeys(self.run.variant(m) for m, _ in self._tasks())), self.run.profile)
+            self._warm_configs(raw, list(dict.fromkeys(m for m, _ in self._tasks())))
+        finally:
+            self.run = requested
+        return time.perf_counter() - t0
+
+    def _warm_configs(self, raw: dict, models: list[str]) -> None:
+        """The compiled apply of each of these models' configurations, loaded or compiled (once per configuration:
+        _Compiled shares it)."""
+        for name in models:
+            cfg = params_mod.runtime_config(name, self.run)
+            fingerprint = params_mod.config_fingerprint(cfg)
+            _Compiled.get(cfg, fingerprint, self._features_for(cfg, fingerprint, raw), params_mod.param_shapes_for(cfg))
+
     def _predict(self, raw: dict) -> Prediction:
         kind, threshold = self.run.strategy_kind, self.run.stop_threshold
         tasks = self._tasks()
-        # The next models' parameters are read from disk while the first runs.
+        # The next models' parameters are read from disk while the first runs, and the later configurations'
+        # compiled applies loaded (models 3-5 share one, apart from models 1-2's): a failure there is left for
+        # the run that needs it to raise.
         self.provider.preload(list(dict.fromkeys(self.run.variant(m) for m, _ in tasks)), self.run.profile)
+        configs = {}
+        for m, _ in tasks:
+            configs.setdefault(params_mod.config_fingerprint(params_mod.runtime_config(m, self.run)), m)
+        if len(configs) > 1:
+            _Thread(_on_device, jax.config.jax_default_device, self._warm_configs, raw, list(configs.values())[1:])
         runs: list[ModelRun] = []
         full: list[ModelRun] = []
         devices = self._devices()

@@ -91,10 +91,11 @@ def relax_one(model: str, prot, use_gpu: bool) -> Relaxed:
 def relax_prediction(prediction: Prediction, which: str, proteins: dict, *, use_gpu: bool | None = None,
                      progress=lambda event, details: None) -> dict[str, Relaxed]:
     """Relax the chosen runs; `proteins` maps each model to its unrelaxed Protein."""
-    if use_gpu is None:
+    runs = chosen(prediction, which)
+    if use_gpu is None and runs:  # models_to_relax none asks nothing of OpenMM
         use_gpu = jax.default_backend() == "gpu" and cuda_available()
     out: dict[str, Relaxed] = {}
-    for run in chosen(prediction, which):
+    for run in runs:
         progress("relax_start", {"model": run.model})
         out[run.model] = relaxed = relax_one(run.model, proteins[run.model], use_gpu)
         progress("relax_done", {k: v for k, v in relaxed.summary().items() if v is not None})

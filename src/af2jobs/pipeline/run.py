@@ -180,6 +180,18 @@ def msa_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
     return timings
 
 
+def predict_warm(record: FastaRecord, workdir: Path, ctx: Context) -> None:
+    """Queues this record's prediction to be made ready in the background (its parameters read, its compiled
+    applies loaded or compiled: predict.warm_in_background) and returns at once: a job's later records, while the
+    GPU predicts the first ones."""
+
+    def load() -> dict:
+        with open(workdir / "features.pkl", "rb") as fh:
+            return pickle.load(fh)
+
+    predict_mod.warm_in_background(load, ctx.run, ctx.provider, workdir / INPUTS_DIR, ctx.should_cancel)
+
+
 def predict_begin(record: FastaRecord, workdir: Path, ctx: Context) -> Callable[[], dict]:
     """The predict stage's GPU half (the prediction); the call it returns does the CPU half (relax, structures,
     versions, report) and returns the stage's result. A job's next record can be predicted meanwhile
@@ -303,5 +315,5 @@ def predict_records(records: list[FastaRecord], out_root: Path, ctx: Context) ->
     return results
 
 
-__all__ = ["Context", "RecordResult", "msa_stage", "predict_begin", "predict_records",
+__all__ = ["Context", "RecordResult", "msa_stage", "predict_begin", "predict_records", "predict_warm",
            "prefetch_msas", "resolve_run_config"]
