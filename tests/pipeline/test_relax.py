@@ -48,3 +48,15 @@ def test_what_cannot_be_relaxed_is_reported_not_raised(ubiquitin):
     unknown = dataclasses.replace(ubiquitin, aatype=np.full_like(ubiquitin.aatype, 20))  # every residue UNK
     done = relax.relax_one("unk", unknown, use_gpu=False)
     assert done.pdb is None and done.error
+
+
+def test_relax_none_asks_nothing_of_openmm(monkeypatch):
+    from af2jobs.pipeline.predict import Prediction
+
+    def no_openmm():
+        raise ModuleNotFoundError("No module named 'openmm'")
+
+    monkeypatch.setattr(relax, "cuda_available", no_openmm)  # a GPU image that leaves OpenMM out
+    monkeypatch.setattr(relax.jax, "default_backend", lambda: "gpu")
+    prediction = Prediction(ranked=[], runs=[], features={}, strategy="best", config_fingerprint="")
+    assert relax.relax_prediction(prediction, "none", {}) == {}
