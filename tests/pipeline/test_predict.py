@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -179,6 +181,11 @@ for strategy in ("all", "best"):
             f"{r.model}/{r.phase}": {"device": r.device, "score": r.ranking_confidence,
                                      "ca": np.asarray(r.result["structure_module"]["final_atom_positions"])[:, 1].tolist()}
             for r in result.runs}
+import jax
+with jax.default_device(jax.devices()[1]):  # a local worker's second GPU slot: best on its own device
+    result = predict.Predictor(RunConfig(profile="tiny", max_msa_clusters=16, max_extra_msa=32, strategy="best",
+                                         model_names="model_1,model_2,model_3"), provider).predict(raw)
+out["best_slot1"] = {f"{r.model}/{r.phase}": {"device": r.device} for r in result.runs}
 print(json.dumps(out))
 """
 
@@ -212,6 +219,8 @@ def test_all_on_two_devices_runs_models_in_parallel_with_the_same_results(raw_fe
     (winner1,) = [k for k in best1 if k.endswith("/full")]
     (winner2,) = [k for k in best2 if k.endswith("/full")]
     assert winner1 == winner2 and np.allclose(best2[winner2]["ca"], best1[winner1]["ca"], atol=1e-3)
+    # On a slot's own device every run stays there, the winner's full run (which goes on from its screen) too.
+    assert {r["device"] for r in out["best_slot1"].values()} == {"cpu:1"} and len(out["best_slot1"]) == 4
 
 
 def test_inputs_prepared_on_the_cpus_are_what_the_gpu_stage_uses_with_the_same_result(raw_features, provider,
@@ -427,18 +436,26 @@ def test_the_host_key_chain_is_jaxs(partitionable):
         jax.config.update("jax_threefry_partitionable", before)
 
 
+@contextlib.contextmanager
 def _backend_compiles():
-    """A counter of XLA compiles from now on (each compile of any JAX function, however small)."""
-    import jax
+    """A counter of the XLA compiles this thread makes inside the block (each compile of any JAX function, however
+    small; compiles of other threads, such as warm-ups an earlier test left running, are not counted)."""
+    import threading
 
-    count = [0]
+    import jax
+    from jax._src import monitoring
+
+    count, me = [0], threading.get_ident()
 
     def listen(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
+        if event == "/jax/core/compile/backend_compile_duration" and threading.get_ident() == me:
             count[0] += 1
 
     jax.monitoring.register_event_duration_secs_listener(listen)
-    return count
+    try:
+        yield count
+    finally:
+        monitoring.unregister_event_duration_listener(listen)
 
 
 def test_a_prediction_after_the_first_compiles_nothing_not_even_small_functions(raw_features, provider, tmp_path):
@@ -451,8 +468,8 @@ def test_a_prediction_after_the_first_compiles_nothing_not_even_small_functions(
     jax.clear_caches()  # as a new process, or a new length, finds them: no small function compiled yet
     predict._zeros.clear()
     predict._on_device_params.clear()
-    compiles = _backend_compiles()
-    result = predict.Predictor(run, provider, inputs_dir=tmp_path).predict(raw_features)
+    with _backend_compiles() as compiles:
+        result = predict.Predictor(run, provider, inputs_dir=tmp_path).predict(raw_features)
     assert compiles[0] == 0  # no feature slicing, key splitting or zero state compiled on the way
     assert [r.phase for r in result.runs] == ["screen", "screen", "full"]
 
@@ -469,8 +486,10 @@ def test_parameters_stay_on_the_device_for_the_next_model_runs(raw_features, pro
 
 
 def test_a_warmed_prediction_finds_its_compiled_functions_ready(raw_features, provider):
-    run = RunConfig(profile="tiny", max_msa_clusters=16, max_extra_msa=40, model_names="model_3,model_4",
-                    strategy="best")  # caps of its own: no other test has compiled this configuration
+    run = RunConfig(profile="tiny", max_msa_clusters=16, max_extra_msa=32, model_names="model_3,model_4",
+                    strategy="best")
+    predict.Predictor(run, provider).predict(raw_features)  # compiled, and kept on disk
+    predict._Compiled._cache.clear()  # as a new process finds it: on disk only
     spent = predict.Predictor(run, provider).warm(raw_features)
     result = predict.Predictor(run, provider).predict(raw_features)
-    assert spent > 0 and all(r.compile_s == 0.0 for r in result.runs)
+    assert spent > 0 and all(r.compile_s == 0.0 for r in result.runs)  # not even the load from disk

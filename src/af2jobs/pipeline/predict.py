@@ -19,6 +19,7 @@ each model x seed as a model (best screens all of them and recycles the winner i
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -224,7 +225,7 @@ class _Compiled:
         another entry meanwhile."""
         shapes = tuple(sorted((k, v.shape, str(v.dtype)) for k, v in feat.items()))
         # The device too: each GPU slot of the local worker runs under its own jax.default_device.
-        key = (fingerprint, shapes, _param_signature(params), str(jax.config.jax_default_device))
+        key = (fingerprint, shapes, _param_signature(params), _device_name())
         with cls._lock:
             hit = cls._cache.get(key)
             if hit is not None:
@@ -514,9 +515,9 @@ def warm_in_background(load_raw: Callable[[], dict], run: RunConfig, provider: p
     device = jax.config.jax_default_device
 
     def work() -> None:
-        if should_cancel():
-            return
         try:
+            if should_cancel():
+                return
             _on_device(device, lambda: Predictor(run, provider, inputs_dir=inputs_dir).warm(load_raw()))
         except Exception as exc:  # noqa: BLE001 - the prediction does it again, and reports what fails
             log.warning("making a prediction ready ahead failed (%s: %s); it is done in its turn",
@@ -549,7 +550,11 @@ class _Warmers:
 
     def _serve(self) -> None:
         while True:
-            self._queue.get()()
+            work = self._queue.get()
+            try:
+                work()
+            except BaseException:  # noqa: BLE001 - a warm-up is only a head start; the thread serves the next
+                log.exception("a warm-up failed")
 
 
 _warmers = _Warmers()
@@ -642,8 +647,11 @@ class Predictor:
             device_feat = self._device_features(cfg, fingerprint, feat)
             iterations = 1 if phase == "screen" else self.run.num_recycle + 1
             start, state = (1, resume.state) if resume is not None else (0, None)
-            result, recycles, state = _recycle(entry.runner, device_feat, seed, iterations, start,
-                                               state, on_recycle, keep_large)
+            try:
+                result, recycles, state = _recycle(entry.runner, device_feat, seed, iterations, start,
+                                                   state, on_recycle, keep_large)
+            finally:
+                entry.runner.params = None  # device_params keeps what is kept; a runner holds none between runs
             run_s = time.perf_counter() - t0
         result = crop_result(result, feature_length(raw))
         ptm = float(result["ptm"]) if "ptm" in result else None
@@ -765,6 +773,28 @@ class Predictor:
             fingerprint = params_mod.config_fingerprint(cfg)
             _Compiled.get(cfg, fingerprint, self._features_for(cfg, fingerprint, raw), params_mod.param_shapes_for(cfg))
 
+    def _warm_later_configs(self, raw: dict, tasks: list[tuple[str, int]]) -> None:
+        """The compiled applies of the configurations after the first (models 3-5, apart from models 1-2's)
+        loaded or compiled in a thread while the first runs; their features are made here, first. The thread
+        touches nothing of this Predictor; what fails there is logged and left for the run that needs it."""
+        configs = {}
+        for m, _ in tasks:
+            cfg = params_mod.runtime_config(m, self.run)
+            configs.setdefault(params_mod.config_fingerprint(cfg), cfg)
+        later = [(cfg, fp, self._features_for(cfg, fp, raw)) for fp, cfg in list(configs.items())[1:]]
+        if not later:
+            return
+
+        def load() -> None:
+            try:
+                for cfg, fp, feat in later:
+                    _Compiled.get(cfg, fp, feat, params_mod.param_shapes_for(cfg))
+            except Exception as exc:  # noqa: BLE001 - the run that needs it loads or compiles it again
+                log.warning("loading a compiled model ahead failed (%s: %s)", type(exc).__name__, exc)
+
+        threading.Thread(target=_on_device, args=(jax.config.jax_default_device, load), daemon=True,
+                         name="predict-configs").start()
+
     def _predict(self, raw: dict) -> Prediction:
         kind, threshold = self.run.strategy_kind, self.run.stop_threshold
         tasks = self._tasks()
@@ -772,11 +802,8 @@ class Predictor:
         # compiled applies loaded (models 3-5 share one, apart from models 1-2's): a failure there is left for
         # the run that needs it to raise.
         self.provider.preload(list(dict.fromkeys(self.run.variant(m) for m, _ in tasks)), self.run.profile)
-        configs = {}
-        for m, _ in tasks:
-            configs.setdefault(params_mod.config_fingerprint(params_mod.runtime_config(m, self.run)), m)
-        if len(configs) > 1:
-            _Thread(_on_device, jax.config.jax_default_device, self._warm_configs, raw, list(configs.values())[1:])
+        if kind != "stop-at-score":  # which stops may never need the later configurations
+            self._warm_later_configs(raw, tasks)
         runs: list[ModelRun] = []
         full: list[ModelRun] = []
         devices = self._devices()
@@ -803,7 +830,8 @@ class Predictor:
             if self.run.num_recycle == 0:
                 full = [winner]
             else:
-                with jax.default_device(winner_device(winner, devices)):
+                device = winner_device(winner, devices)  # None: the thread's own default device stays
+                with jax.default_device(device) if device is not None else contextlib.nullcontext():
                     full = [self.run_model(winner.base_model, raw, "full", winner, seed_index=winner.seed_index)]
             for r in runs:
                 r.state = None  # free the device memory of the screens' recycling state
