@@ -493,3 +493,14 @@ def test_a_warmed_prediction_finds_its_compiled_functions_ready(raw_features, pr
     spent = predict.Predictor(run, provider).warm(raw_features)
     result = predict.Predictor(run, provider).predict(raw_features)
     assert spent > 0 and all(r.compile_s == 0.0 for r in result.runs)  # not even the load from disk
+
+
+def test_a_record_queued_to_warm_in_the_background_is_ready_for_its_prediction(raw_features, provider, monkeypatch):
+    run = RunConfig(profile="tiny", max_msa_clusters=16, max_extra_msa=32, model_names="model_3", strategy="all")
+    predict.Predictor(run, provider).predict(raw_features)  # compiled, and kept on disk
+    predict._Compiled._cache.clear()  # as a new process finds it: on disk only
+    monkeypatch.setattr(predict, "warm_ahead", lambda: True)  # as on a GPU (on the CPU nothing is queued)
+    predict.warm_in_background(lambda: raw_features, run, provider)
+    predict._warmers.wait()
+    (result,) = predict.Predictor(run, provider).predict(raw_features).runs
+    assert result.compile_s == 0.0  # loaded by the warm-up thread, not here

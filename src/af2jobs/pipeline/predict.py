@@ -507,11 +507,19 @@ def _on_device(device, fn: Callable, *args) -> None:
         fn(*args)
 
 
+def warm_ahead() -> bool:
+    """Whether compiling and loading ahead, beside the predictions, gains anything: only where the model runs on
+    an accelerator; on the CPU both would take the same cores."""
+    return jax.default_backend() != "cpu"
+
+
 def warm_in_background(load_raw: Callable[[], dict], run: RunConfig, provider: params_mod.ParamsProvider,
                        inputs_dir: Path | None = None, should_cancel: Callable[[], bool] = lambda: False) -> None:
     """Predictor.warm of the features load_raw() returns, queued for the warm-up threads (on the caller's default
     device) and returned from at once; dropped if the job is cancelled before its turn. A failure there is logged
-    and left for the prediction itself to meet."""
+    and left for the prediction itself to meet. Nothing is queued where the model runs on the CPU (warm_ahead)."""
+    if not warm_ahead():
+        return
     device = jax.config.jax_default_device
 
     def work() -> None:
@@ -555,6 +563,12 @@ class _Warmers:
                 work()
             except BaseException:  # noqa: BLE001 - a warm-up is only a head start; the thread serves the next
                 log.exception("a warm-up failed")
+            finally:
+                self._queue.task_done()
+
+    def wait(self) -> None:
+        """Until every warm-up queued so far has run."""
+        self._queue.join()
 
 
 _warmers = _Warmers()
@@ -802,7 +816,7 @@ class Predictor:
         # compiled applies loaded (models 3-5 share one, apart from models 1-2's): a failure there is left for
         # the run that needs it to raise.
         self.provider.preload(list(dict.fromkeys(self.run.variant(m) for m, _ in tasks)), self.run.profile)
-        if kind != "stop-at-score":  # which stops may never need the later configurations
+        if kind != "stop-at-score" and warm_ahead():  # stop-at-score may never need the later configurations
             self._warm_later_configs(raw, tasks)
         runs: list[ModelRun] = []
         full: list[ModelRun] = []
