@@ -13,6 +13,11 @@ write-to-a-temporary-then-rename of the code base.
     commit(part, dest)              a file written over several attempts (a resumable download): fsync, rename
     create_once(path, data)         a file made whole by the first writer only (a hard link, which fails if `path`
                                     exists); every caller gets what that writer wrote. Readable by its owner only
+                                    (it holds secrets)
+
+Files and folders get the modes that open() and mkdir() would give them under the process's umask (0644 and 0755
+under 022), as the rest of a result folder has: mkstemp and mkdtemp make them private (0600, 0700), which would
+leave a result half readable. Only create_once keeps 0600.
 
 Names starting with TMP_PREFIX are in-flight writes: the directory store never lists them, and store keys may not
 use the prefix (af2jobs.layout.check_key).
@@ -34,6 +39,29 @@ from typing import IO, Any
 TMP_PREFIX = ".tmp-"
 
 
+def _read_umask() -> int:
+    """The process's umask, without changing it (os.umask sets while it reads, which races other threads): from
+    /proc where the kernel says it, else read and put back once, at import."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """What open() gives a new file: 0666 under the umask (read at each call: a server may change its umask)."""
+    return 0o666 & ~_read_umask()
+
+
+def dir_mode() -> int:
+    return 0o777 & ~_read_umask()
+
+
 @contextmanager
 def replacing(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
     """An open temporary file that becomes `path` when the block ends without an exception."""
@@ -41,6 +69,7 @@ def replacing(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
             yield fh
             fh.flush()
@@ -124,6 +153,7 @@ def staging_dir(path: str | os.PathLike[str], *, replace: bool = True) -> Iterat
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{path.name}-", dir=path.parent))
     try:
+        tmp.chmod(dir_mode())
         yield tmp
         if replace:
             replace_dir(tmp, path)

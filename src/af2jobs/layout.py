@@ -125,6 +125,18 @@ def work_prefix(job_id: str, slug: str) -> str:
     return check_key(f"{job_prefix(job_id)}work/{slug}/", prefix=True)
 
 
+def work_root(job_id: str) -> str:
+    """jobs/<id>/work/: every record's work dir (the stages' internals: markers, features, prepared inputs)."""
+    return f"{job_prefix(job_id)}work/"
+
+
+def withheld(job_id: str, key: str, *, succeeded: bool) -> bool:
+    """Whether the API keeps `key` of the job from its owner (neither listed, served nor linked): the work dirs,
+    which are the stages' internals, and the results under output/ until the job SUCCEEDED (they are published at
+    the end, and a publish cut short leaves files that are no results)."""
+    return key.startswith(work_root(job_id)) or (not succeeded and key.startswith(output_prefix(job_id)))
+
+
 def failure_key(job_id: str, batch_job_id: str) -> str:
     return check_key(f"{job_prefix(job_id)}work/.batch/{batch_job_id}.json")
 
@@ -136,5 +148,6 @@ def msa_entry_prefix(cache_key: str) -> str:
 __all__ = [
     "GPU_SUMMARY", "INPUT_NAME", "LOG_NAME", "LOG_STREAM_PREFIX", "log_stream_artifact", "MSA_CACHE_PREFIX", "MSA_MANIFEST_KEY", "PREDICTIONS", "REFERENCE_PREFIX", "TOP_LEVELS",
     "check_key", "failure_key", "gpu_summary_key", "input_key", "is_reference", "job_prefix", "log_key", "msa_entry_prefix",
-    "output_key", "output_prefix", "predictions_key", "supplied_msa_key", "supplied_msa_name", "upload_prefix", "work_prefix",
+    "output_key", "output_prefix", "predictions_key", "supplied_msa_key", "supplied_msa_name", "upload_prefix", "withheld",
+    "work_prefix", "work_root",
 ]

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from af2jobs import errors, layout
@@ -176,15 +177,32 @@ def render_text(data: dict[str, Any], links_until: str | None, more: int) -> str
     return "\n".join(lines) + "\n"
 
 
-def _link(store: ArtifactStore | None, key: str, seconds: int | None, link: Callable[[str], str] | None) -> str:
-    if link is not None:
-        return link(key)
+@dataclass(frozen=True)
+class Linker:
+    """Where every link of one message comes from: `url(key)` for a store key, and until when all of them work
+    (Unix time; None: they do not expire). One expiry for the whole message, fixed when it is built."""
+
+    url: Callable[[str], str]
+    expires: int | None
+
+
+def linker(job: Job, store: ArtifactStore | None, *, link_seconds: int | None = None,
+           signer: LinkSigner | None = None) -> Linker:
+    """Links through the API (a `signer`: af2jobs.links, for its seconds), else the store's own URLs (for
+    `link_seconds`, None for links that do not expire), else (no store) the keys themselves."""
+    if signer is not None:
+        expires, prefix = signer.expiry(), layout.job_prefix(job.id)
+        return Linker(lambda key: signer.url(job.id, key.removeprefix(prefix), expires), expires)
     if store is None:
-        return key
-    try:
-        return store.url(key, seconds) if seconds else store.url(key)
-    except errors.Af2JobsError:
-        return key  # a file gone since: the key still says what it was
+        return Linker(lambda key: key, None)
+
+    def presigned(key: str) -> str:
+        try:
+            return store.url(key, link_seconds) if link_seconds else store.url(key)
+        except errors.Af2JobsError:
+            return key  # a file gone since: the key still says what it was
+
+    return Linker(presigned, int(time.time()) + link_seconds if link_seconds else None)
 
 
 def build(job: Job, event: JobEvent, store: ArtifactStore | None = None, *,
@@ -192,37 +210,33 @@ def build(job: Job, event: JobEvent, store: ArtifactStore | None = None, *,
     """The message for one event. `store` gives the results and the links (without it the message carries store
     keys only); `link_seconds` is how long the store's links work, None for links that do not expire. With a
     `signer` the links go through the API instead (af2jobs.links) and work for the signer's seconds."""
-    link: Callable[[str], str] | None = None
-    if signer is not None:
-        expires, prefix, link_seconds = signer.expiry(), layout.job_prefix(job.id), signer.seconds
-
-        def link(key: str) -> str:
-            return signer.url(job.id, key.removeprefix(prefix), expires)
-    results = read_results(job, store) if store is not None and job.state is JobState.SUCCEEDED else Results()
-    files = {name: key for name, key in sorted(job.artifacts.items()) if not layout.is_reference(name)}
+    link = linker(job, store, link_seconds=link_seconds, signer=signer)
+    succeeded = job.state is JobState.SUCCEEDED
+    results = read_results(job, store) if store is not None and succeeded else Results()
+    files = {name: key for name, key in sorted(job.artifacts.items())
+             if not layout.is_reference(name) and not layout.withheld(job.id, key, succeeded=succeeded)}
     linked = {name: layout.output_key(job.id, name) for name in results.link_names}
-    if job.state is JobState.SUCCEEDED:
+    if succeeded:
         linked.update({name: key for name, key in files.items() if name.rsplit("/", 1)[-1] in LINKED_FILES})
-    links = [{"name": name, "key": key, "url": _link(store, key, link_seconds, link)}
-             for name, key in list(linked.items())[:MAX_LINKS]]
-    expires = datetime.now(timezone.utc) + timedelta(seconds=link_seconds) if link_seconds and links else None
+    links = [{"name": name, "key": key, "url": link.url(key)} for name, key in list(linked.items())[:MAX_LINKS]]
+    until = datetime.fromtimestamp(link.expires, timezone.utc) if link.expires is not None and files else None
     data = {
         **event_fields(job, event),
         "measured_seconds": {k: v for k, v in (job.cost or {}).items() if k != "usd"},
         "records": results.records,
         "untrained": results.untrained,
         "untrained_note": UNTRAINED_LINE if results.untrained else None,
-        "artifacts": {name: _link(store, key, link_seconds, link) for name, key in files.items()},
+        "artifacts": {name: link.url(key) for name, key in files.items()},
         "links": links,
-        "links_expire_at": expires.isoformat(timespec="seconds") if expires else None,
+        "links_expire_at": until.isoformat(timespec="seconds") if until else None,
         "download": f"af2 download {job.id} DIR",
     }
-    linked_keys = {link["key"] for link in links}
+    linked_keys = {item["key"] for item in links}
     more = sum(1 for key in files.values() if key not in linked_keys)
-    until = expires.strftime("%Y-%m-%d %H:%M UTC") if expires else None
-    return Notification(subject=subject(job), text=render_text(data, until, more), data=data,
+    text = render_text(data, until.strftime("%Y-%m-%d %H:%M UTC") if until else None, more)
+    return Notification(subject=subject(job), text=text, data=data,
                         attributes={"state": job.state.value, "owner": job.owner, "event": event.value})
 
 
-__all__ = ["LINKED_FILES", "MAX_SUBJECT", "Notification", "Results", "UNTRAINED_LINE", "build", "event_fields",
+__all__ = ["LINKED_FILES", "MAX_SUBJECT", "Linker", "Notification", "Results", "UNTRAINED_LINE", "build", "event_fields", "linker",
            "phase_seconds", "read_results", "render_text", "subject"]

@@ -393,6 +393,9 @@ def test_job_detail_has_progress_durations_cost_links_and_the_log_tail(env: Env)
     assert job["reports"] == {}
     w.store.put_bytes(f"jobs/{job_id}/output/ubq/report.html", b"<!DOCTYPE html>")
     w.repo.update(job_id, artifacts={"ubq/report.html": f"jobs/{job_id}/output/ubq/report.html"})
+    # A result is linked once the job SUCCEEDED: before, the file route would refuse it (no dead links).
+    assert env.call("GET", f"/jobs/{job_id}", w.ann).json()["reports"] == {}
+    w.move(job_id, S.PREDICTING, S.SUCCEEDED)
     again = env.call("GET", f"/jobs/{job_id}", w.ann).json()
     assert set(again["reports"]) == {"ubq"} and again["reports"]["ubq"] == again["links"]["ubq/report.html"]
     link = job["links"]["input.fasta"]
@@ -494,6 +497,33 @@ def test_files_are_listed_and_fetched(env: Env) -> None:
         assert reply.status == 307
         assert f"/jobs/{job_id}/msas/uniref90.sto?" in reply.headers["location"]
         assert files[1]["url"].startswith("https://")
+
+
+@pytest.mark.parametrize("name,data", [("plddt.png", b"\x89PNG\r\n\x1a\n\x00\xff\xfe"),
+                                       ("features.pkl", b"\x80\x04\x95\xff"), ("empty.txt", b"")])
+def test_binary_files_are_served_byte_for_byte(env: Env, name: str, data: bytes) -> None:
+    """A result that is not UTF-8 text (a PNG, a pickle) comes back as it is, by the file route and by a link."""
+    job_id = _succeeded_with(env, f"job1/{name}", data)
+    reply = env.call("GET", f"/jobs/{job_id}/file", env.world.ann, query={"path": f"output/job1/{name}"})
+    signer = env.world.links
+    path, query = _link_query(signer.url(job_id, f"output/job1/{name}", signer.expiry()))
+    linked = env.call("GET", path, query=query)
+    if env.kind == "local":
+        assert (reply.status, reply.body) == (200, data) and (linked.status, linked.body) == (200, data)
+    else:
+        assert reply.status == linked.status == 307
+
+
+def test_work_files_are_neither_listed_nor_served(env: Env) -> None:
+    """A record's work dir holds the stages' own files (markers, features.pkl): never a result, in any state."""
+    job_id = env.submit(env.world.ann)["id"]
+    env.world.store.put_bytes(f"jobs/{job_id}/work/job1/features.pkl", b"\x80\x04")
+    env.world.move(job_id, S.CANCELLED)
+    listed = [f["path"] for f in env.call("GET", f"/jobs/{job_id}/files", env.world.ann).json()["files"]]
+    assert listed == ["input.fasta"]
+    body = error(env.call("GET", f"/jobs/{job_id}/file", env.world.ann, query={"path": "work/job1/features.pkl"}),
+                 404)
+    assert "work/" in body["message"] and body["field"] == "path"
 
 
 def test_output_files_of_a_job_that_did_not_succeed_are_neither_listed_nor_served(env: Env) -> None:

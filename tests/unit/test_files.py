@@ -46,3 +46,30 @@ def test_delete_prefix_on_a_symlinked_job_keeps_the_target(store: DirectoryArtif
     store.delete_prefix("evil")
     assert (outside / "keep").read_bytes() == b"k"
     assert not (store.root / "jobs" / "evil").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_atomic_writes_and_staged_folders_get_the_modes_of_the_umask(tmp_path: Path, umask: int) -> None:
+    """A result folder is all readable or all private, as the umask says: no file or folder is left 0600/0700
+    because it was made through a temporary file (mkstemp) or folder (mkdtemp)."""
+    from af2jobs import atomic
+
+    previous = os.umask(umask)
+    try:
+        with atomic.staging_dir(tmp_path / "record") as staging:
+            atomic.write_json(staging / "timings.json", {})
+            (staging / "plain.pdb").write_text("ATOM\n")  # open()'s mode: what every file should match
+        atomic.write_bytes(tmp_path / "record" / "report.html", b"<html>")
+        store = DirectoryArtifactStore(tmp_path / "store")
+        store.put_bytes("jobs/a/output/x/ranked_0.pdb", b"ATOM\n")
+        secret = tmp_path / "secret"
+        atomic.create_once(secret, b"s" * 32)
+    finally:
+        os.umask(previous)
+    mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
+    record = tmp_path / "record"
+    assert mode(record) == 0o777 & ~umask
+    assert {p.name: mode(p) for p in record.iterdir()} == dict.fromkeys(
+        ["timings.json", "plain.pdb", "report.html"], 0o666 & ~umask)
+    assert mode(tmp_path / "store" / "jobs" / "a" / "output" / "x" / "ranked_0.pdb") == 0o666 & ~umask
+    assert mode(secret) == 0o600  # a secret stays its owner's

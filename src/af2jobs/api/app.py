@@ -218,12 +218,13 @@ class JsonBodyValidation(OpenAPIRequestValidationMiddleware):
 
 
 class PreparedJsonResponses(OpenAPIResponseValidationMiddleware):
-    """Powertools' response validation and serialisation, except for a body that a route has already made the
-    JSON text of its response model (a viewtext.JsonText, GET /jobs's page): that is sent as it is. Validating it
-    would mean parsing it back; the resolver encodes no str body again."""
+    """Powertools' response validation and serialisation, except for a body that is already what goes on the wire:
+    a file's bytes (GET /jobs/{id}/file and /link: Powertools would validate them as a str, decoding them as UTF-8,
+    which a PNG or a pickle is not), or the JSON text a route has made of its response model (a viewtext.JsonText,
+    GET /jobs's page; validating it would mean parsing it back). The resolver encodes neither again."""
 
     def _handle_response(self, *, route: Any, response: Response) -> Response:
-        if isinstance(response.body, JsonText):
+        if isinstance(response.body, (bytes, JsonText)):
             return response
         return super()._handle_response(route=route, response=response)
 

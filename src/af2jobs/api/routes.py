@@ -152,18 +152,17 @@ def submit_estimate(job: Job, store: ArtifactStore) -> dict[str, Any] | None:
 
 def detail(job: Job, api: ApiContext) -> JobDetail:
     links = {name: url for name, key in job.artifacts.items()
-             if not layout.is_reference(name) and (url := file_url(api, job.id, key)) is not None}
+             if not layout.is_reference(name) and not withheld(job, key)
+             and (url := file_url(api, job.id, key)) is not None}
     return JobDetail.model_validate(
         {**job.to_public(), "durations": durations(job), "links": links, "log": job_log(api, job),
          "reports": {name.rsplit("/", 1)[0]: url for name, url in links.items() if name.endswith("/report.html")}}
     )
 
 
-def unpublished(job: Job, key: str) -> bool:
-    """Whether `key` lies under output/ of a job that has not SUCCEEDED. Results are published there at the end,
-    and a job counts as finished only once all of them are; a publish cut short (a failure, a killed container)
-    can leave some files behind, which are no results, so they are neither listed nor served."""
-    return job.state is not JobState.SUCCEEDED and key.startswith(layout.output_prefix(job.id))
+def withheld(job: Job, key: str) -> bool:
+    """Whether `key` is kept from the caller (layout.withheld: the work dirs, and output/ until SUCCEEDED)."""
+    return layout.withheld(job.id, key, succeeded=job.state is JobState.SUCCEEDED)
 
 
 def file_key(job_id: str, path: str) -> str:
@@ -329,7 +328,7 @@ def list_job_files(job_id: JobId, caller: AuthCaller) -> FileList:
     prefix = layout.job_prefix(job.id)
     files = []
     for key in caller.api.store.list(prefix):
-        if unpublished(job, key):
+        if withheld(job, key):
             continue
         url = file_url(caller.api, job.id, key)
         if url is not None:
@@ -368,8 +367,12 @@ def get_job_file(
 def file_response(api: ApiContext, job: Job, path: str) -> Response[bytes]:
     """One published file of the job: its bytes (local server) or a redirect to a freshly presigned URL."""
     key = file_key(job.id, path)
-    if unpublished(job, key):
-        raise errors.NotFoundError(f"job {job.id} is {job.state.value}: {path} is not one of its results")
+    if withheld(job, key):
+        if key.startswith(layout.work_root(job.id)):
+            raise errors.NotFoundError(f"{path} is not a file of job {job.id}: work/ holds the stages' own files",
+                                       field="path")
+        raise errors.NotFoundError(f"job {job.id} is {job.state.value}: {path} is not one of its results",
+                                   field="path")
     if not api.serve_files:
         return Response(status_code=307, headers={"Location": api.store.url(key)}, body=b"")
     data = api.store.get_bytes(key)

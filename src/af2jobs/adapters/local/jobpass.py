@@ -98,11 +98,8 @@ class JobPass:
         usd = cost.job_cost({**(job.cost or {}), **phases}, queue=queue, gpus=job.request.gpu)
         done = lifecycle.succeed(self.repo, self.job_id, summaries, cost={**phases, "usd": usd}, artifacts=artifacts)
         self.worker.log(self.job_id, f"SUCCEEDED: {done.progress.message}")
-        shutil.rmtree(self._job_dir() / "work", ignore_errors=True)  # published; the copies would only take space
+        self.worker.clear_work(self.job_id)  # published; the copies would only take space
         self.worker.notify(done, JobEvent.SUCCEEDED)
-
-    def _job_dir(self) -> Path:
-        return self.worker.root / layout.job_prefix(self.job_id)
 
     def _publish(self, summaries: list[dict[str, Any]]) -> dict[str, str]:
         """Copy each record's results to jobs/<id>/output/<slug>/ and write predictions.json; their keys."""
@@ -148,5 +145,6 @@ class JobPass:
         except errors.ConflictError:
             self._cancelled()  # cancelled while the error was being handled: that state change wins
             return
+        self.worker.clear_work(self.job_id)
         self.worker.log(self.job_id, f"FAILED in {error.stage}: {error.type}: {error.message}")
         self.worker.notify(failed, JobEvent.FAILED)

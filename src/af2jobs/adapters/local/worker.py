@@ -33,6 +33,7 @@ import fcntl
 import logging
 import os
 import queue
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -202,6 +203,7 @@ class Worker:
 
     def _fail_interrupted(self, job: Job, why: str) -> str:
         failed = lifecycle.interrupted(self.repo, job, why)
+        self.clear_work(job.id)
         self.log(job.id, f"FAILED: {failed.error.message}")
         self.notify(failed, JobEvent.FAILED)
         return f"failed: {failed.error.message}"
@@ -257,6 +259,11 @@ class Worker:
     def workdir(self, job_id: str, slug: str) -> Path:
         return self.root / layout.work_prefix(job_id, slug)
 
+    def clear_work(self, job_id: str) -> None:
+        """Remove a finished job's work dirs (the stages' own files: markers, features, prepared inputs). Its
+        results are published by then, or there are none to come; the MSA cache keeps its searches."""
+        shutil.rmtree(self.root / layout.work_root(job_id), ignore_errors=True)
+
     def finish_cancel(self, job_id: str) -> Job | None:
         """The job CANCELLED (through CANCELLING where it ran); None if another actor moved it first (that actor
         notifies)."""
@@ -266,6 +273,7 @@ class Worker:
             job = lifecycle.finish_cancel(self.repo, job_id)
         except errors.ConflictError:
             return None
+        self.clear_work(job_id)
         self.log(job_id, "CANCELLED")
         return job
 
