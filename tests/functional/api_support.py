@@ -319,9 +319,11 @@ def free_port() -> int:
 
 @contextmanager
 def serve(app: Any) -> Iterator[str]:
-    """Run `app` under uvicorn on a free loopback port in a thread; yields its base URL."""
+    """Run `app` under uvicorn as `af2 serve` runs it, on a free loopback port in a thread; yields its base URL."""
+    from af2jobs.cli.serve import server_config
+
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(server_config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

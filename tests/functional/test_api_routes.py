@@ -4,6 +4,7 @@ the event, the Lambda checks the key itself, so the same auth matrix applies to 
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import json
@@ -31,6 +32,7 @@ from tests.functional.api_support import (  # noqa: F401 - aws, env and keys are
     keys,
     lambda_client,
     local_world,
+    serve,
 )
 from tests.unit.test_viewtext import resolver_text
 
@@ -263,6 +265,35 @@ def test_local_server_refuses_a_chunked_body_once_it_passes_the_limit(tmp_path: 
     assert error(reply, 413)["field"] == "body"
     ok = client.call("POST", "/jobs", json_body=JOB, headers={"Authorization": world.ann})
     assert ok.status == 201, ok.text
+    close_world(world)
+
+
+@pytest.mark.parametrize("method,path,size", [("PUT", "/uploads?file_name=big.fasta", 250 << 20),
+                                              ("POST", "/jobs", MAX_BODY - 100)])
+@pytest.mark.parametrize("header", [None, "not-a-key"])
+def test_the_key_is_checked_before_a_byte_of_the_body_is_read(tmp_path: Path, keys: Keys, method: str, path: str,
+                                                               size: int, header: str | None) -> None:
+    """An anonymous (or wrongly keyed) 250 MB upload is answered 401 at its headers: the server reads none of it."""
+    world = local_world(tmp_path, keys)
+    app = create_asgi_app(world)
+    read: list[int] = []
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        read.append(1)
+        return {"type": "http.request", "body": b"x" * 65536, "more_body": True}  # an endless body
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    target, _, query = path.partition("?")
+    headers = [(b"content-length", str(size).encode())] + (
+        [(b"authorization", header.encode())] if header else [])
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "path": target,
+             "raw_path": target.encode(), "query_string": query.encode(), "headers": headers,
+             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8080)}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 401 and read == []
     close_world(world)
 
 
@@ -670,4 +701,23 @@ def test_asgi_client_helper_sends_what_it_is_given(tmp_path: Path, keys: Keys) -
         "GET", "/jobs", headers={"Authorization": world.ann}, query={"state": "QUEUED", "limit": "1"}
     )
     assert reply.status == 200 and reply.json() == {"jobs": [], "next_token": None}
+    close_world(world)
+
+
+def test_an_anonymous_upload_is_refused_at_its_headers_over_a_socket(tmp_path: Path, keys: Keys) -> None:
+    """Through a real socket: the 401 comes back while the client has sent 64 KiB of a declared 250 MB."""
+    import socket
+    from urllib.parse import urlsplit
+
+    world = local_world(tmp_path, keys)
+    with serve(create_asgi_app(world)) as url:
+        parts = urlsplit(url)
+        with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+            sock.sendall(b"PUT /uploads?file_name=big.fasta HTTP/1.1\r\nHost: x\r\nContent-Length: 262144000\r\n\r\n"
+                         + b"A" * 65536)
+            answer = b""
+            while b"missing API key" not in answer and (chunk := sock.recv(65536)):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert b"missing API key" in answer
     close_world(world)

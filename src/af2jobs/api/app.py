@@ -30,12 +30,15 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from aws_lambda_powertools.event_handler.openapi.models import APIKey
 
 from af2jobs import __version__, errors
-from af2jobs.api.auth import AUTH_HEADER
+from af2jobs.api.auth import AUTH_HEADER, verify_key
 from af2jobs.api.context import ApiContext, ServicesLike, body_limit, context_middleware, is_upload
 from af2jobs.api.routes import BadRequestError, error_response, router, validation_error_response
 from af2jobs.api.viewtext import JsonText
 
 OPENAPI_PATH = "/openapi.json"
+# The methods of the routes that need no key (a signed link, the OpenAPI document, Swagger UI) and carry no body;
+# every other request's key is checked before its body is read.
+KEYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Requests resolved at once by the local server. More threads than cores: a request waiting on SQLite (a write lock,
 # the disk) holds a thread but not the GIL.
 RESOLVER_THREADS = 8
@@ -138,11 +141,25 @@ class LocalApi(HttpResolverLocal):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        limit, setting = body_limit(self.api, scope.get("method", ""), scope.get("path", ""))
+        method, path = scope.get("method", ""), scope.get("path", "")
+        limit, setting = body_limit(self.api, method, path)
+        too_large = errors.PayloadTooLargeError(f"request body is larger than {limit:,} bytes ({setting})",
+                                                field="body")
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await _send_error(send, too_large)
+            return
+        if method.upper() not in KEYLESS_METHODS and not self.api.trust_authorizer:
+            # A request that may carry a body has its key checked before a byte of the body is read: an anonymous
+            # 250 MB upload is answered 401 at its headers, not once it sits in the server's memory.
+            try:
+                verify_key(self.api.keys, _header(scope, AUTH_HEADER))
+            except errors.AuthError as exc:
+                await _send_error(send, exc)
+                return
         body = await self._read_body(scope, receive, limit)
         if body is None:
-            await _send_error(send, errors.PayloadTooLargeError(
-                f"request body is larger than {limit:,} bytes ({setting})", field="body"))
+            await _send_error(send, too_large)
             return
         try:
             body.decode("utf-8")  # HttpResolverLocal decodes the body before any route or handler could refuse it
@@ -168,9 +185,6 @@ class LocalApi(HttpResolverLocal):
 
     async def _read_body(self, scope: Scope, receive: Receive, limit: int) -> bytes | None:
         """The whole body, or None as soon as it is known to exceed the limit."""
-        declared = _content_length(scope)
-        if declared is not None and declared > limit:
-            return None
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -241,28 +255,20 @@ def _not_utf8(exc: UnicodeDecodeError) -> str:
     return f"it is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at byte offset {exc.start})"
 
 
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", []):
-        if name.lower() == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
+def _header(scope: Scope, name: str) -> str | None:
+    wanted = name.lower().encode()
+    for key, value in scope.get("headers", []):
+        if key.lower() == wanted:
+            return value.decode("latin-1")
     return None
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A receive() that hands over the already-read body once, then defers to the real one (disconnects)."""
-    sent = False
-
-    async def replay() -> dict[str, Any]:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
+def _content_length(scope: Scope) -> int | None:
+    value = _header(scope, "content-length")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 async def _send_error(send: Send, exc: errors.Af2JobsError) -> None:

@@ -106,16 +106,17 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise _Terminated
 
 
-def server_config(app):
-    """How `af2 serve` runs uvicorn: no access log (a line per request was a seventh of the server's CPU time under
-    load; the API still logs submissions, uploads and unhandled errors itself), and httptools' HTTP parser, which
-    takes about 0.3 ms less CPU per request than h11's (docs/reliability.md, section 2)."""
+def server_config(app, **options):
+    """How `af2 serve` runs uvicorn (tests add host, port and log level through `options`): no access log (a line
+    per request was a seventh of the server's CPU time under load; the API still logs submissions, uploads and
+    unhandled errors itself), and httptools' HTTP parser, which takes about 0.3 ms less CPU per request than h11's
+    (docs/reliability.md, section 2)."""
     try:
         import httptools  # noqa: F401 - named below; imported here so that a missing one says how to install it
         import uvicorn
     except ImportError:
         raise ConfigurationError("af2 serve needs uvicorn and httptools: pip install 'af2jobs[local]'") from None
-    return uvicorn.Config(app, log_level="info", access_log=False, http="httptools")
+    return uvicorn.Config(app, **{"log_level": "info", "access_log": False, "http": "httptools", **options})
 
 
 def _serve(app, sock: socket.socket) -> None:
