@@ -2,16 +2,21 @@
 anything is stored: A3M (or aligned FASTA) and Stockholm, the two formats AlphaFold's parsers read. Light: no
 AlphaFold here (the API checks these); the pipeline parses the file with AlphaFold's own parsers.
 
-    check(text, query, record) -> "a3m" | "sto"     ValidationError naming the record and the line otherwise
+    check(text, query, record) -> Supplied(format, text)   ValidationError naming the record and the line otherwise
 
 The rules, AlphaFold's: the first row is the query itself (gaps and insertions aside), and every row has the
 query's columns: in A3M, as many match states (upper case and '-') as the query has residues; in Stockholm, as
 many aligned columns as the first row.
+
+A3M as ColabFold writes it starts with a `#<lengths>\t<cardinalities>` line (`#93\t1` for a monomer): its
+lengths must be the query's. Comment lines (`#`) are no rows: the text kept (Supplied.text) has none, since
+AlphaFold's A3M parser would read them as residues of the row before.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from af2jobs import errors
@@ -20,6 +25,16 @@ FORMATS = ("a3m", "sto")
 MAX_ROWS = 100_000
 _A3M_ROW = re.compile(r"[A-Za-z\-.*]*")
 _STO_ROW = re.compile(r"[A-Za-z\-.*]+")
+_COLABFOLD_HEADER = re.compile(r"#\s*(\d+(?:,\d+)*)\s+(\d+(?:,\d+)*)\s*")
+
+
+@dataclass(frozen=True)
+class Supplied:
+    """A checked MSA: its format and its text as stored for the pipeline (no BOM, '\\n' line ends, for A3M no
+    comment lines)."""
+
+    format: str
+    text: str
 
 
 def _fail(record: str, line: int | None, message: str) -> errors.ValidationError:
@@ -27,19 +42,40 @@ def _fail(record: str, line: int | None, message: str) -> errors.ValidationError
     return errors.ValidationError(f"{where}: {message}", field=f"msa.{record}")
 
 
-def check(text: str, query: str, record: str) -> str:
-    """The format of `text` ("a3m" or "sto") once it is a valid MSA of `query`."""
-    body = text.removeprefix("\ufeff")
-    first = next((line for line in body.splitlines() if line.strip()), "")
-    if not first:
+def check(text: str, query: str, record: str) -> Supplied:
+    """`text` as a checked MSA of `query`: its format ("a3m" or "sto") and its text as stored."""
+    body = text.removeprefix("\ufeff").replace("\r\n", "\n")
+    lines = [(n, line.strip()) for n, line in enumerate(body.splitlines(), 1) if line.strip()]
+    if not lines:
         raise _fail(record, None, "it is empty")
-    if first.startswith("# STOCKHOLM"):
+    if lines[0][1].startswith("# STOCKHOLM"):
         _check_stockholm(body, query, record)
-        return "sto"
-    if first.startswith(">"):
-        _check_a3m(body, query, record)
-        return "a3m"
-    raise _fail(record, 1, "not an MSA: an A3M starts with a '>' header, a Stockholm file with '# STOCKHOLM 1.0'")
+        return Supplied("sto", body)
+    for n, line in lines:
+        if not line.startswith("#"):
+            break
+        _check_colabfold_header(line, n, query, record)
+    if not line.startswith(">"):
+        raise _fail(record, n, "not an MSA: an A3M starts with a '>' header (after ColabFold's '#<lengths>' line, "
+                               "if any), a Stockholm file with '# STOCKHOLM 1.0'")
+    _check_a3m(body, query, record)
+    kept = [raw for raw in body.splitlines() if not raw.strip().startswith("#")]
+    return Supplied("a3m", "\n".join(kept) + "\n")
+
+
+def _check_colabfold_header(line: str, n: int, query: str, record: str) -> None:
+    """ColabFold's first line `#<lengths>\\t<cardinalities>`: one length, the query's (a complex's MSA has one per
+    distinct chain, and pairs their rows: it is no MSA of one record). Other comment lines pass."""
+    match = _COLABFOLD_HEADER.fullmatch(line)
+    if match is None:
+        return
+    lengths = [int(x) for x in match.group(1).split(",")]
+    if len(lengths) > 1:
+        raise _fail(record, n, f"its header {line.split()[0]} {match.group(2)} is a complex's (chains of "
+                               f"{', '.join(map(str, lengths))} residues): give a record's own MSA")
+    if lengths[0] != len(query):
+        raise _fail(record, n, f"its header says the query has {lengths[0]} residues; record '{record}' has "
+                               f"{len(query)}")
 
 
 def _a3m_rows(body: str, record: str) -> list[tuple[int, str, str]]:
@@ -130,4 +166,4 @@ def assign(values: list[str], record_names: list[str]) -> dict[str, Path]:
     return assigned
 
 
-__all__ = ["FORMATS", "assign", "check"]
+__all__ = ["FORMATS", "Supplied", "assign", "check"]

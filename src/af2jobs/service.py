@@ -111,8 +111,8 @@ class JobService:
             text = (request.msa or {}).get(name)
             if text is None:
                 text = self._uploaded_text(request.msa_upload_key(owner, name), f"msa_file_names.{name}")
-            fmt = msafile.check(text, by_name[name].sequence, name)
-            supplied.append((by_name[name], fmt, text.replace("\r\n", "\n").encode()))
+            msa = msafile.check(text, by_name[name].sequence, name)
+            supplied.append((by_name[name], msa.format, msa.text.encode()))
         return supplied
 
     def _uploaded_text(self, key: str, field: str) -> str:

@@ -89,7 +89,8 @@ def _supplied_msas(values: list[str], records) -> dict[str, tuple[str, bytes]]:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise ValidationError(f"--msa {path}: not UTF-8 text", field="msa") from None
-        out[name] = (msafile.check(text, by_name[name].sequence, name), text.encode())
+        msa = msafile.check(text, by_name[name].sequence, name)
+        out[name] = (msa.format, msa.text.encode())
     return out
 
 
