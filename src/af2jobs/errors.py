@@ -35,6 +35,15 @@ class ValidationError(Af2JobsError):
     exit_code = 2
 
 
+def pydantic_message(err: dict) -> str:
+    """The message of one of pydantic's errors as a person should read it: without the "Value error, " or
+    "Assertion failed, " pydantic puts before a validator's own text."""
+    message = str(err.get("msg", "invalid"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    return message
+
+
 class FastaError(ValidationError):
     """A FASTA input is malformed. Names the record, line and column where known."""
 

@@ -95,7 +95,7 @@ def run_config_for(
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise errors.ValidationError(f"run configuration: {where}: {err['msg']}", field=where or None) from None
+        raise errors.ValidationError(f"run configuration: {where}: {errors.pydantic_message(err)}", field=where or None) from None
 
 
 def check_parameters(settings: Settings, config: RunConfig) -> None:

@@ -352,15 +352,33 @@ class JobRequest(BaseModel):
         """What the request predicts: the records of the inline sequence (or of `text`, read from file_name by the
         caller), each its own monomer; for model_preset multimer one complex of them all (the job's name), whose
         summed length max_length limits."""
+        from af2jobs.errors import FastaError
         from af2jobs.fasta import complex_record
 
         source = self.sequence if text is None else text
         if source is None:
             raise ValueError("records() needs the uploaded file's text for a file_name request")
-        records = self.parse_sequence(source, name=self.fasta, max_length=max_length)
-        if self.model_preset == "multimer":
-            return [complex_record(records, self.fasta, max_length)]
+        try:
+            records = self.parse_sequence(source, name=self.fasta, max_length=max_length)
+            if self.model_preset == "multimer":
+                return [complex_record(records, self.fasta, max_length)]
+        except FastaError as exc:
+            exc.field = "sequence" if text is None else "file_name"  # the request field the FASTA came in
+            raise
         return records
+
+    def check_msa_records(self, records: list[FastaRecord]) -> dict[str, str]:
+        """The records the request's own MSAs are for (msa and msa_file_names: record name -> the field), each a
+        record of the input; ValidationError naming the first one that is not."""
+        names = {r.name for r in records}
+        fields = {**dict.fromkeys(self.msa or {}, "msa"), **dict.fromkeys(self.msa_file_names or {}, "msa_file_names")}
+        unknown = sorted(set(fields) - names)
+        if unknown:
+            field = fields[unknown[0]]
+            raise errors.ValidationError(f"{field} names record {unknown[0]}, which the input does not have (its "
+                                         f"records: {', '.join(r.name for r in records)})",
+                                         field=f"{field}.{unknown[0]}")
+        return fields
 
     @property
     def predictions_per_model(self) -> int:
@@ -421,5 +439,5 @@ def _to_validation_error(exc: pydantic.ValidationError) -> errors.ValidationErro
         elif err["type"] == "missing":
             messages.append(f"{loc} is required")
         else:
-            messages.append(f"{loc}: {err['msg']}")
+            messages.append(f"{loc}: {errors.pydantic_message(err)}")
     return errors.ValidationError("; ".join(messages), field=fields[0] if fields else None)

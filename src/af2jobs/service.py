@@ -100,12 +100,7 @@ class JobService:
                        owner: str) -> builtins.list[tuple[FastaRecord, str, bytes]]:
         """Each supplied MSA (inline, or uploaded) checked against its record: (record, format, text)."""
         by_name = {r.name: r for r in records}
-        named = {**(request.msa or {}), **(request.msa_file_names or {})}
-        unknown = sorted(set(named) - set(by_name))
-        if unknown:
-            field = "msa" if unknown[0] in (request.msa or {}) else "msa_file_names"
-            raise errors.ValidationError(f"{field} names record {unknown[0]}, which the input does not have "
-                                         f"(its records: {', '.join(by_name)})", field=f"{field}.{unknown[0]}")
+        named = request.check_msa_records(records)
         supplied = []
         for name in named:
             text = (request.msa or {}).get(name)

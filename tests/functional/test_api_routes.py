@@ -322,7 +322,7 @@ BAD_FIELDS = [
     ({"gpu": True}, "gpu", "1 to 8"),
     ({"strategy": "worst"}, "strategy", "stop-at-score"),
     ({"colour": "red"}, "colour", "not a request field"),
-    ({"sequence": "MKTAYIAKQRQISFVKSHFSRQ1"}, "fasta", "column"),  # FASTA content: checked by the service
+    ({"sequence": "MKTAYIAKQRQISFVKSHFSRQ1"}, "sequence", "column"),  # FASTA content: checked by the service
 ]
 
 
@@ -721,3 +721,14 @@ def test_an_anonymous_upload_is_refused_at_its_headers_over_a_socket(tmp_path: P
     assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
     assert b"missing API key" in answer
     close_world(world)
+
+
+@pytest.mark.parametrize("drop", ["sig", "expires", "path"])
+def test_a_link_missing_a_part_is_refused_naming_that_part_not_a_key(env: Env, drop: str) -> None:
+    """A signed link takes no key: one cut short (a mail client wrapped it) says which part is missing."""
+    job_id = _succeeded_with(env, "job1/ranked_0.pdb", b"ATOM\n")
+    signer = env.world.links
+    path, query = _link_query(signer.url(job_id, "output/job1/ranked_0.pdb", signer.expiry()))
+    del query[drop]
+    body = error(env.call("GET", path, query=query), 422)
+    assert body["field"] == drop and "API key" not in body["message"], body

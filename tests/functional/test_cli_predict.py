@@ -227,7 +227,6 @@ def test_failure_mid_pipeline_leaves_no_partial_output(env, tmp_path, monkeypatc
 BAD_FASTA = {
     "empty": b"",
     "whitespace only": b"  \n\n",
-    "no header": b"MQIFVKTLTGKTITLEVEPSDT\n",
     "sequence before header": b"MQIFV\n>a\nMQIFVKTLTGKTITLEVEPSDT\n",
     "header without name": b">\nMQIFVKTLTGKTITLEVEPSDT\n",
     "empty record": b">a\n>b\nMQIFVKTLTGKTITLEVEPSDT\n",
@@ -279,3 +278,46 @@ def test_console_script_exit_codes(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2 and "strategy" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+# The same choices through `af2 predict` and through POST /jobs: the same answer (the CLI names its flag first).
+SAME_ANSWER = {
+    "multimer with mmseqs2": (["--model-preset", "multimer", "--msa-mode", "mmseqs2"],
+                              {"model_preset": "multimer", "msa_mode": "mmseqs2"}),
+    "seeds of a monomer": (["--num-multimer-predictions-per-model", "3"], {"num_multimer_predictions_per_model": 3}),
+    "unknown model": (["--models", "model_1,model_9"], {"model_names": "model_1,model_9"}),
+    "strategy": (["--strategy", "stop-at-score:200"], {"strategy": "stop-at-score:200"}),
+    "future template date": (["--max-template-date", "2999-01-01"], {"max_template_date": "2999-01-01"}),
+    "too many GPUs": (["--gpus", "9"], {"gpu": 9}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SAME_ANSWER))
+def test_the_command_line_and_the_api_give_the_same_answer(case, env, tmp_path, capsys):
+    from tests.functional.api_support import asgi_client, close_world, local_keys, local_world
+
+    flags, fields = SAME_ANSWER[case]
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(f">a\n{UBIQUITIN}\n>b\n{UBIQUITIN[:50]}\n")
+    assert main(["predict", str(fasta), "--out", str(tmp_path / "o"), *flags]) == 2
+    cli = capsys.readouterr().err.removeprefix("af2: error: ").strip()
+
+    world = local_world(tmp_path / "api", local_keys(tmp_path / "keys"))
+    reply = asgi_client(world).call("POST", "/jobs", json_body={"fasta": "in", "sequence": fasta.read_text(),
+                                                                **fields}, headers={"Authorization": world.ann})
+    close_world(world)
+    assert reply.status == 422, reply.text
+    api = reply.json()["message"]
+    assert cli.endswith(api) and cli.split(":")[0].startswith("--"), (cli, api)
+    assert "Value error" not in cli and not (tmp_path / "o").exists()
+
+
+def test_gpus_beyond_what_this_machine_has_are_refused(env, tmp_path, capsys):
+    import jax
+
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(f">a\n{UBIQUITIN}\n")
+    n = len(jax.devices())
+    assert main(["predict", str(fasta), "--out", str(tmp_path / "o"), "--gpus", str(n + 1)]) == 2
+    err = capsys.readouterr().err
+    assert f"--gpus {n + 1}: JAX sees {n} device(s) on this machine" in err and not (tmp_path / "o").exists()

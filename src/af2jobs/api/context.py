@@ -13,7 +13,7 @@ from aws_lambda_powertools.event_handler.request import Request
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
 from af2jobs import errors
-from af2jobs.api.auth import authenticate
+from af2jobs.api.auth import AUTH_HEADER, MISSING_KEY, authenticate
 from af2jobs.api.viewtext import ViewTexts
 from af2jobs.models import Principal
 from af2jobs.ports import ApiKeyStore, ArtifactStore
@@ -119,14 +119,25 @@ def body_limit(api: ApiContext, method: str, path: str) -> tuple[int, str]:
     return api.max_request_bytes, "AF2_MAX_REQUEST_BYTES"
 
 
-def admit(event: BaseProxyEvent, api: ApiContext) -> Principal:
-    """The checks that come before anything else is looked at: body size (413), then the caller's key (401)."""
+LINK_SUFFIX = "/link"  # GET /jobs/{id}/link: a signed link from a job's mail, which needs no key
+
+
+def keyless(event: BaseProxyEvent) -> bool:
+    """Whether the request is for a route that takes no API key (a signed link)."""
+    return event.http_method.upper() == "GET" and event.path.rstrip("/").endswith(LINK_SUFFIX)
+
+
+def admit(event: BaseProxyEvent, api: ApiContext) -> Principal | None:
+    """The checks that come before anything else is looked at: body size (413), then the caller's key (401);
+    None for a route that takes no key."""
     size = body_size(event)
     limit, setting = body_limit(api, event.http_method, event.path)
     if size > limit:
         raise errors.PayloadTooLargeError(
             f"request body is {size:,} bytes; the limit is {limit:,} ({setting})", field="body",
         )
+    if keyless(event):
+        return None
     return authenticate(event, api.keys, trust_authorizer=api.trust_authorizer)
 
 
@@ -145,4 +156,7 @@ def authenticated(request: Request) -> Caller:
     """Route dependency: the admitted caller of this request."""
     api: ApiContext = request.context[CONTEXT_KEY]
     event = request.resolved_event
-    return Caller(principal=admit(event, api), api=api, path=public_path(event), event=event)
+    principal = admit(event, api)
+    if principal is None:  # a route that takes no key never asks for a Caller: this is a route mix-up
+        raise errors.AuthError(MISSING_KEY, field=AUTH_HEADER)
+    return Caller(principal=principal, api=api, path=public_path(event), event=event)

@@ -576,7 +576,7 @@ def _location(loc: tuple[Any, ...] | list[Any]) -> tuple[str, str | None]:
 
 
 def _message(err: dict[str, Any], where: str, name: str | None) -> str:
-    kind, msg = err.get("type"), str(err.get("msg", "invalid"))
+    kind, msg = err.get("type"), errors.pydantic_message(err)
     if kind == "af2jobs":  # JobRequest's own messages already name the field
         return msg
     label = name or where

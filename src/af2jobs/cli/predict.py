@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from datetime import date
 from importlib import resources
 from pathlib import Path
@@ -12,8 +13,7 @@ from rich.table import Table
 
 from af2jobs import msafile
 from af2jobs.errors import ValidationError
-from af2jobs.fasta import complex_record, parse_fasta
-from af2jobs.request import DB_PRESETS, MSA_MODES, MODEL_PRESETS, RELAX
+from af2jobs.request import DB_PRESETS, MSA_MODES, MODEL_PRESETS, RELAX, JobRequest
 from af2jobs.runconfig import MODEL_NAMES
 from af2jobs.settings import Settings, apply_device_memory
 
@@ -68,38 +68,68 @@ def _iso_date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from None
 
 
-def _read_input(args) -> bytes:
+def _read_input(args) -> tuple[str, bytes]:
+    """The input's file name and bytes."""
     if args.example:
-        return resources.files("af2jobs.examples").joinpath(f"{args.example}.fasta").read_bytes()
+        return f"{args.example}.fasta", resources.files("af2jobs.examples").joinpath(f"{args.example}.fasta").read_bytes()
     path: Path = args.input
     if not path.is_file():
         raise ValidationError(f"input file {path} does not exist or is not a file", field="input")
     if path.stat().st_size > MAX_INPUT_BYTES:
         raise ValidationError(f"input file {path} is {path.stat().st_size:,} bytes; the limit is "
                               f"{MAX_INPUT_BYTES:,}", field="input")
-    return path.read_bytes()
+    return path.name, path.read_bytes()
 
 
-def _supplied_msas(values: list[str], records) -> dict[str, tuple[str, bytes]]:
-    """--msa files, each checked against its record: record name -> (format, text)."""
+def _job_name(text: str) -> str:
+    """A job name (the request's `fasta`: a complex's name) from a file name: 'my seq (1).fa' -> 'my_seq__1_'."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(text).stem).lstrip("._-")[:100]
+    return name or "job"
+
+
+# The command line's flag for each request field, to name it in an error.
+FLAGS = {"fasta": "--name", "model_names": "--models", "strategy": "--strategy", "db_preset": "--db-preset",
+         "msa_mode": "--msa-mode", "model_preset": "--model-preset", "models_to_relax": "--models-to-relax",
+         "num_multimer_predictions_per_model": "--num-multimer-predictions-per-model", "gpu": "--gpus",
+         "max_template_date": "--max-template-date", "msa": "--msa", "file_name": "input"}
+
+
+def _request(args, file_name: str, msa: dict[str, str] | None = None) -> JobRequest:
+    """The run as a JobRequest: the one schema the API checks too, so that the same choices get the same answer
+    (af2 predict's own default for max_template_date: no limit, today)."""
+    fields = {
+        "fasta": args.name or _job_name(file_name), "file_name": file_name, "model_names": args.models,
+        "strategy": args.strategy, "db_preset": args.db_preset, "msa_mode": args.msa_mode,
+        "model_preset": args.model_preset, "models_to_relax": args.models_to_relax,
+        "num_multimer_predictions_per_model": args.num_multimer_predictions_per_model, "gpu": args.gpus,
+        "max_template_date": args.max_template_date or date.today(), "msa": msa,
+    }
+    try:
+        return JobRequest.parse({k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        flag = FLAGS.get((exc.field or "").split(".")[0])
+        raise ValidationError(f"{flag}: {exc.message}" if flag else exc.message, field=exc.field) from None
+
+
+def _supplied_msas(request: JobRequest, records) -> dict[str, tuple[str, bytes]]:
+    """The request's own MSAs, each checked against its record (as the API checks them): name -> (format, text)."""
     by_name = {r.name: r for r in records}
     out = {}
-    for name, path in msafile.assign(values, list(by_name)).items():
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise ValidationError(f"--msa {path}: not UTF-8 text", field="msa") from None
-        msa = msafile.check(text, by_name[name].sequence, name)
+    for name in request.check_msa_records(records):
+        msa = msafile.check(request.msa[name], by_name[name].sequence, name)
         out[name] = (msa.format, msa.text.encode())
     return out
 
 
-def _name(text: str) -> str:
-    """A complex's name as a record name: the header's rules (no spaces), from the file name or --name."""
-    import re
-
-    cleaned = re.sub(r"\s+", "_", text.strip()) or "complex"
-    return cleaned[:100]
+def _msa_texts(values: list[str], records) -> dict[str, str] | None:
+    """--msa files as record name -> text."""
+    texts = {}
+    for name, path in msafile.assign(values, [r.name for r in records]).items():
+        try:
+            texts[name] = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValidationError(f"--msa {path}: not UTF-8 text", field="msa") from None
+    return texts or None
 
 
 def _caps(text: str | None) -> tuple[int | None, int | None]:
@@ -112,23 +142,13 @@ def _caps(text: str | None) -> tuple[int | None, int | None]:
     return clusters, extra
 
 
-def _run_config(args, settings: Settings):
-    from pydantic import ValidationError as PydanticError
-
-    from af2jobs.pipeline.run import resolve_run_config
+def _run_config(args, request: JobRequest, settings: Settings):
+    from af2jobs.jobrun import run_config_for
 
     clusters, extra = _caps(args.max_msa)
-    try:
-        return resolve_run_config(settings, model_names=args.models, strategy=args.strategy,
-                                  num_recycle=args.recycles, max_msa_clusters=clusters, max_extra_msa=extra,
-                                  profile=args.profile, random_seed=args.seed, gpus=args.gpus,
-                                  db_preset=args.db_preset, model_preset=args.model_preset,
-                                  msa_mode=args.msa_mode,
-                                  models_to_relax=args.models_to_relax, max_template_date=args.max_template_date,
-                                  num_multimer_predictions_per_model=args.num_multimer_predictions_per_model)
-    except PydanticError as exc:
-        err = exc.errors()[0]
-        raise ValidationError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}", field=str(err["loc"][0])) from None
+    overrides = {"num_recycle": args.recycles, "max_msa_clusters": clusters, "max_extra_msa": extra,
+                 "profile": args.profile, "random_seed": args.seed}
+    return run_config_for(request, settings, {k: v for k, v in overrides.items() if v is not None})[0]
 
 
 def run(args) -> int:
@@ -136,18 +156,15 @@ def run(args) -> int:
     settings = Settings(**overrides)
     apply_device_memory(settings)
     # Validate everything before any work or any file: bad input leaves nothing behind.
-    records = parse_fasta(_read_input(args), max_length=settings.max_length)
-    run_config = _run_config(args, settings)
-    if run_config.multimer:
-        if args.msa:
-            raise ValidationError("--msa applies to monomer records: a complex is searched chain by chain",
-                                  field="msa")
-        name = args.name or (args.example or args.input.stem)
-        records = [complex_record(records, _name(name), settings.max_length)]
-    elif args.num_multimer_predictions_per_model is not None:
-        raise ValidationError("--num-multimer-predictions-per-model applies to --model-preset multimer only",
-                              field="num_multimer_predictions_per_model")
-    supplied = _supplied_msas(args.msa, records)
+    file_name, data = _read_input(args)
+    request = _request(args, file_name)
+    records = request.records(data, max_length=settings.max_length)
+    if args.msa:
+        request = _request(args, file_name, _msa_texts(args.msa, request.parse_sequence(
+            data, name=request.fasta, max_length=settings.max_length)))
+    supplied = _supplied_msas(request, records)
+    run_config = _run_config(args, request, settings)
+    check_devices(run_config.gpus)
 
     from af2jobs.cli.progress import StageReporter
     from af2jobs.pipeline.run import Context, predict_records
@@ -158,6 +175,19 @@ def run(args) -> int:
         results = predict_records(records, args.out, ctx)
     _summary(console, results, run_config)
     return 0
+
+
+def check_devices(gpus: int) -> None:
+    """--gpus N asks this machine for N devices: refused when JAX sees fewer."""
+    if gpus <= 1:
+        return
+    import jax
+
+    seen = jax.devices()
+    if len(seen) < gpus:
+        raise ValidationError(f"--gpus {gpus}: JAX sees {len(seen)} device(s) on this machine "
+                              f"({', '.join(sorted({d.platform for d in seen}))}); use --gpus {len(seen)} or fewer",
+                              field="gpus")
 
 
 def _summary(console: Console, results, run_config) -> None:

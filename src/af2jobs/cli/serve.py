@@ -12,7 +12,7 @@ import sys
 import pydantic
 
 from af2jobs import wiring
-from af2jobs.errors import ConfigurationError, ValidationError
+from af2jobs.errors import ConfigurationError, ValidationError, pydantic_message
 from af2jobs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
         name = str(err["loc"][0]) if err["loc"] else ""
-        raise ValidationError(f"--{name.replace('_', '-')}: {err['msg']}", field=name or None) from None
+        raise ValidationError(f"--{name.replace('_', '-')}: {pydantic_message(err)}", field=name or None) from None
 
 
 def _bind(host: str, port: int) -> socket.socket:
