@@ -6,7 +6,7 @@ import builtins  # JobService.list shadows the builtin inside the class
 import contextlib
 import logging
 
-from af2jobs import errors, layout, lifecycle, msafile
+from af2jobs import admission, errors, layout, lifecycle, msafile
 from af2jobs.fasta import FastaRecord, to_fasta
 from af2jobs.models import RUNNING, TERMINAL, UNFINISHED, Job, JobError, JobEvent, JobState, Principal, new_job_id
 from af2jobs.request import JobRequest
@@ -82,6 +82,7 @@ class JobService:
         """The job a request makes and the files it brings (store key -> bytes), read and checked; nothing is
         stored yet. A supplied MSA's text goes to the job's files, not onto its record."""
         records = self._records(request, principal.owner)
+        admission.check_size(request, records, self.settings)
         job_id = new_job_id()
         files = {layout.input_key(job_id): to_fasta(records).encode()}  # canonical: a bare sequence gains a header
         artifacts = {layout.INPUT_NAME: layout.input_key(job_id)}

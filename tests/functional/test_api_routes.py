@@ -406,8 +406,11 @@ def test_a_listed_job_shows_every_write_since_the_last_page(env: Env) -> None:
     w.repo.update(job_id, progress={"stage": "msa", "step": 1, "total": 2}, cost={"dollars": 0.5})
     job = listed()
     assert job["progress"]["step"] == 1 and job["cost"] == {"dollars": 0.5} and job["version"] == 3
-    # The listed view is the job's view in GET /jobs/{id} too, field for field.
-    assert {k: v for k, v in env.call("GET", f"/jobs/{job_id}", w.ann).json().items() if k in job} == job
+    # The listed view is the job's view in GET /jobs/{id} too, field for field, but for the inline sequence.
+    one = env.call("GET", f"/jobs/{job_id}", w.ann).json()
+    assert job.pop("sequence_bytes") == len(one["request"]["sequence"]) and job["request"].pop("sequence") is None
+    assert {k: v for k, v in one.items() if k in job} == {**job, "request": {**job["request"],
+                                                                              "sequence": one["request"]["sequence"]}}
 
 
 def test_job_detail_has_progress_durations_cost_links_and_the_log_tail(env: Env) -> None:
@@ -732,3 +735,18 @@ def test_a_link_missing_a_part_is_refused_naming_that_part_not_a_key(env: Env, d
     del query[drop]
     body = error(env.call("GET", path, query=query), 422)
     assert body["field"] == drop and "API key" not in body["message"], body
+
+
+@pytest.mark.parametrize("limit,says", [({"max_job_records": 2}, "3 records; a job takes at most 2 "
+                                                                 "(AF2_MAX_JOB_RECORDS)"),
+                                        ({"max_job_residues": 90}, "99 residues; a job takes at most 90 "
+                                                                   "(AF2_MAX_JOB_RESIDUES)")])
+def test_a_job_over_the_records_or_residues_limit_is_refused_with_its_estimate(env: Env, limit, says) -> None:
+    env.world.service.settings = env.world.service.settings.model_copy(update=limit)
+    fasta = "".join(f">r{i}\n{SEQ}\n" for i in range(3))
+    body = error(env.call("POST", "/jobs", env.world.ann, json_body={"fasta": "big", "sequence": fasta}), 422)
+    assert body["field"] == "sequence" and says in body["message"], body
+    assert "of MSA CPU time" in body["message"] and "$" in body["message"]
+    assert env.world.repo.list(None)[0] == []  # nothing stored
+    ok = env.call("POST", "/jobs", env.world.ann, json_body={"fasta": "small", "sequence": SEQ})
+    assert ok.status == 201, ok.text

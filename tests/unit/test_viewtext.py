@@ -12,7 +12,7 @@ from pydantic import TypeAdapter
 from af2jobs.adapters.records import changed
 from af2jobs.api import viewtext
 from af2jobs.api.schemas import JobPage
-from af2jobs.api.viewtext import JsonText, ViewTexts, view
+from af2jobs.api.viewtext import JsonText, ViewTexts, listed, view
 from af2jobs.models import Job, JobState
 from af2jobs.request import JobRequest
 
@@ -23,11 +23,11 @@ def make_job(comment: str = "", **fields: Any) -> Job:
 
 
 def resolver_text(jobs: list[Job], next_token: str | None) -> str:
-    """What Powertools wrote for a route returning JobPage(jobs=[view(j) ...]): the page dumped in JSON mode by
+    """What Powertools wrote for a route returning JobPage(jobs=[listed(j) ...]): the page dumped in JSON mode by
     alias, then json.dumps with its Encoder and compact separators."""
     from aws_lambda_powertools.shared.json_encoder import Encoder
 
-    page = JobPage(jobs=[view(j) for j in jobs], next_token=next_token)
+    page = JobPage(jobs=[listed(j) for j in jobs], next_token=next_token)
     data = TypeAdapter(JobPage).dump_python(page, mode="json", by_alias=True)
     return json.dumps(data, separators=(",", ":"), cls=Encoder)
 
@@ -39,9 +39,9 @@ def renders(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     def counting_view(job: Job) -> Any:
         built.append(job.id)
-        return view(job)
+        return listed(job)
 
-    monkeypatch.setattr(viewtext, "view", counting_view)
+    monkeypatch.setattr(viewtext, "listed", counting_view)
     return built
 
 
@@ -110,3 +110,17 @@ def test_only_the_most_recent_jobs_and_no_long_ones_are_kept(
     texts.text(long)
     texts.text(long)
     assert renders[4:] == [long.id, long.id]
+
+
+def test_a_listed_job_leaves_its_inline_sequence_out_and_says_its_size() -> None:
+    """A page of jobs of thousands of records each would repeat every sequence: GET /jobs/{id} has it."""
+    big = ">r\n" + "MKTAYIAKQRQISFVKSHFSRQ" * 2000 + "\n"
+    job = Job(owner="ann", request=JobRequest.parse({"fasta": "job1", "sequence": big}))
+    listed_job = json.loads(ViewTexts().text(job))
+    assert listed_job["request"]["sequence"] is None and listed_job["sequence_bytes"] == len(big)
+    assert len(ViewTexts().page([job] * 50, None)) < 50 * 2000  # 50 such jobs: a page of kilobytes, not megabytes
+    full = view(job).model_dump(mode="json")
+    assert {k: v for k, v in listed_job.items() if k not in ("request", "sequence_bytes")} == \
+        {k: v for k, v in full.items() if k != "request"}
+    uploaded = Job(owner="ann", request=JobRequest.parse({"fasta": "job1", "file_name": "big.fasta"}))
+    assert json.loads(ViewTexts().text(uploaded))["sequence_bytes"] is None

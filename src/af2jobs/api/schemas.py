@@ -58,8 +58,16 @@ class JobDetail(JobView):
     )
 
 
+class ListedJob(JobView):
+    """A job as GET /jobs lists it: its view without the request's inline sequence (`request.sequence` is null;
+    GET /jobs/{id} has it), which a page of jobs of thousands of records each would repeat in full."""
+
+    sequence_bytes: int | None = Field(None, description="The size of the inline sequence the list leaves out; "
+                                                         "null for a job whose input is a file_name.")
+
+
 class JobPage(BaseModel):
-    jobs: list[JobView]
+    jobs: list[ListedJob]
     next_token: str | None = Field(None, description="Pass as next_token for the next page; null on the last.")
 
 

@@ -20,16 +20,17 @@ from collections import OrderedDict
 from aws_lambda_powertools.shared.json_encoder import Encoder
 from pydantic import TypeAdapter
 
-from af2jobs.api.schemas import JobPage, JobView
+from af2jobs.api.schemas import JobPage, JobView, ListedJob
 from af2jobs.models import Job
 
 # What ApiGatewayResolver encodes a JSON body with when it is given no serializer (neither app here is).
 dumps = functools.partial(json.dumps, separators=(",", ":"), cls=Encoder)
-_VIEW = TypeAdapter(JobView)
+_VIEW = TypeAdapter(ListedJob)
 _PAGE = TypeAdapter(JobPage)
 _NO_JOBS = '"jobs":[]'
 KEPT_JOBS = 2048  # two of the largest pages (ports.MAX_PAGE)
-# A job with a long inline sequence is rendered every time: memory stays under about KEPT_JOBS x 2 x 16 KB.
+# A listed job with a long text (an error, many artifacts) is rendered every time: memory stays under about
+# KEPT_JOBS x 2 x 16 KB.
 KEPT_CHARS = 16_384
 
 
@@ -37,6 +38,16 @@ def view(job: Job) -> JobView:
     # Read from the job's attributes (what to_public() gives): its request, validated and frozen, is taken as it is
     # rather than dumped and validated again, which was a third of the time of a page of GET /jobs.
     return JobView.model_validate(job, from_attributes=True)
+
+
+def listed(job: Job) -> ListedJob:
+    """The job as a page of GET /jobs shows it: its view without the inline sequence (and that sequence's size)."""
+    out = ListedJob.model_validate(job, from_attributes=True)
+    if job.request.sequence is None:
+        return out
+    # model_copy does not validate: the request is the stored one, its sequence left out.
+    return out.model_copy(update={"request": job.request.model_copy(update={"sequence": None}),
+                                  "sequence_bytes": len(job.request.sequence.encode())})
 
 
 class JsonText(str):
@@ -53,13 +64,13 @@ class ViewTexts:
         self._lock = threading.Lock()
 
     def page(self, jobs: list[Job], next_token: str | None) -> JsonText:
-        """The text of JobPage(jobs=[view(j) for j in jobs], next_token=next_token)."""
+        """The text of JobPage(jobs=[listed(j) for j in jobs], next_token=next_token)."""
         shell = dumps(_PAGE.dump_python(JobPage(jobs=[], next_token=next_token), mode="json", by_alias=True))
         head, tail = shell.split(_NO_JOBS, 1)  # "jobs" is the page's first field: no token text comes before it
         return JsonText(f'{head}"jobs":[{",".join(map(self.text, jobs))}]{tail}')
 
     def text(self, job: Job) -> str:
-        """The JSON text of view(job)."""
+        """The JSON text of listed(job)."""
         key = (job.id, job.version)
         with self._lock:
             kept = self._texts.get(key)
@@ -67,7 +78,7 @@ class ViewTexts:
                 self._texts.move_to_end(key)
         if kept is not None and kept[0] == job:
             return kept[1]
-        text = dumps(_VIEW.dump_python(view(job), mode="json", by_alias=True))
+        text = dumps(_VIEW.dump_python(listed(job), mode="json", by_alias=True))
         if len(text) <= KEPT_CHARS:
             # A copy, in case the caller sets a field of its job later. Shallow, as the SQLite store's: no one
             # changes a job's parts in place (every change is a new record, adapters/records.py `changed`).

@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from af2jobs import msafile
+from af2jobs import admission, msafile
 from af2jobs.errors import ValidationError
 from af2jobs.request import DB_PRESETS, MSA_MODES, MODEL_PRESETS, RELAX, JobRequest
 from af2jobs.runconfig import MODEL_NAMES
@@ -159,6 +159,7 @@ def run(args) -> int:
     file_name, data = _read_input(args)
     request = _request(args, file_name)
     records = request.records(data, max_length=settings.max_length)
+    admission.check_size(request, records, settings)
     if args.msa:
         request = _request(args, file_name, _msa_texts(args.msa, request.parse_sequence(
             data, name=request.fasta, max_length=settings.max_length)))

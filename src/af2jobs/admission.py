@@ -1,0 +1,52 @@
+"""What one job may ask of this deployment, checked before anything is stored or run, the same way whatever the
+door (the API, `af2 predict`):
+
+    check_size(request, records, settings)   records per job and residues per job (AF2_MAX_JOB_RECORDS,
+                                             AF2_MAX_JOB_RESIDUES); the refusal carries the job's own estimate, so the
+                                             user sees why the limit is there
+
+A job over a limit is refused as a whole (422, nothing stored): split it into several jobs, or have the operator
+raise the limit."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from af2jobs import errors
+from af2jobs.fasta import FastaRecord
+
+if TYPE_CHECKING:
+    from af2jobs.request import JobRequest
+    from af2jobs.settings import Settings
+
+
+def _days(seconds: float) -> str:
+    return f"{seconds / 86400:,.1f} days" if seconds >= 86400 else f"{seconds / 3600:,.1f} hours"
+
+
+def estimate_note(request: JobRequest, records: list[FastaRecord]) -> str:
+    """The job's estimate in words: MSA CPU time, GPU time and dollars (af2jobs.cost)."""
+    from af2jobs.cost import estimate_request
+
+    est = estimate_request(request, [len(r.sequence) for r in records])
+    return (f"its estimate: {_days(est['msa_s'])} of MSA CPU time, {_days(est['gpu_s'])} of GPU time, "
+            f"${est['total_usd']:,.2f}")
+
+
+def check_size(request: JobRequest, records: list[FastaRecord], settings: Settings) -> None:
+    """ValidationError (naming the input's field) when the job has more records or residues than one job may."""
+    field = "sequence" if request.sequence is not None else "file_name"
+    residues = sum(len(r.sequence) for r in records)
+    if len(records) > settings.max_job_records:
+        over = (f"the input has {len(records):,} records; a job takes at most {settings.max_job_records:,} "
+                "(AF2_MAX_JOB_RECORDS)")
+    elif residues > settings.max_job_residues:
+        over = (f"the input has {residues:,} residues; a job takes at most {settings.max_job_residues:,} "
+                "(AF2_MAX_JOB_RESIDUES)")
+    else:
+        return
+    raise errors.ValidationError(f"{over}: split it into several jobs, or ask the operator to raise the limit "
+                                 f"({estimate_note(request, records)})", field=field)
+
+
+__all__ = ["check_size", "estimate_note"]
