@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     max_length: int = Field(2500, ge=MIN_LENGTH, description="Longest sequence accepted.")
     # What one job may hold (af2jobs.admission): past these a submission is refused with its estimate.
     max_job_records: int = Field(1000, ge=1, description="Most FASTA records in one job.")
-    max_job_residues: int = Field(500_000, ge=MIN_LENGTH, description="Most residues in one job, all records.")
+    max_job_residues: int = Field(2_000_000, ge=MIN_LENGTH, description="Most residues in one job, all records.")
     cpus: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     # MSA depth caps (ColabFold's max-msa "clusters:extra"). Unset: 512:5120 on a GPU, 64:128 on a CPU.
     max_msa_clusters: int | None = Field(None, ge=1)
