@@ -321,3 +321,33 @@ def test_gpus_beyond_what_this_machine_has_are_refused(env, tmp_path, capsys):
     assert main(["predict", str(fasta), "--out", str(tmp_path / "o"), "--gpus", str(n + 1)]) == 2
     err = capsys.readouterr().err
     assert f"--gpus {n + 1}: JAX sees {n} device(s) on this machine" in err and not (tmp_path / "o").exists()
+
+
+def test_an_interrupted_predict_leaves_nothing_half_written_and_a_second_one_waits_its_turn(env, tmp_path):
+    """SIGTERM in the middle of a record: the run ends 130 and its staging folder goes; a leftover of a run killed
+    outright (SIGKILL) is removed by the next run into the same folder; two runs into one folder: the second is
+    refused."""
+    import signal
+    import time
+
+    fasta = tmp_path / "ubq.fasta"
+    fasta.write_text(f">ubq\n{UBIQUITIN}\n")
+    out = tmp_path / "out"
+    (out / ".tmp-ubq-killed").mkdir(parents=True)  # what a SIGKILLed run leaves
+    (out / ".tmp-ubq-killed" / "features.pkl").write_bytes(b"half")
+    af2 = [sys.executable, "-m", "af2jobs.cli.main", "predict", str(fasta), "--out", str(out), *FAST]
+    proc = subprocess.Popen(af2, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.name.startswith(".tmp-ubq-") and p.name != ".tmp-ubq-killed" for p in out.iterdir()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
+            time.sleep(0.05)
+        assert not (out / ".tmp-ubq-killed").exists()  # the earlier run's leftover went first
+        second = subprocess.run(af2, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1 and "another af2 predict is writing to" in second.stderr
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 130
+    finally:
+        proc.kill()
+    assert "af2: interrupted" in proc.stderr.read()
+    assert not any(p.name.startswith(".tmp-") for p in out.iterdir()) and not (out / "ubq").exists()

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import os
 import re
+import shutil
+import signal
+import threading
 from datetime import date
 from importlib import resources
 from pathlib import Path
@@ -11,8 +17,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from af2jobs import admission, msafile
-from af2jobs.errors import ValidationError
+from af2jobs import admission, atomic, msafile
+from af2jobs.errors import ConflictError, ValidationError
 from af2jobs.request import DB_PRESETS, MSA_MODES, MODEL_PRESETS, RELAX, JobRequest
 from af2jobs.runconfig import MODEL_NAMES
 from af2jobs.settings import Settings, apply_device_memory
@@ -171,11 +177,44 @@ def run(args) -> int:
     from af2jobs.pipeline.run import Context, predict_records
 
     console = Console() if Console().is_terminal else Console(width=200)
-    with StageReporter() as reporter:
+    with output_dir(args.out), StageReporter() as reporter:
         ctx = Context(settings=settings, run=run_config, progress=reporter, supplied_msas=supplied)
         results = predict_records(records, args.out, ctx)
     _summary(console, results, run_config)
     return 0
+
+
+@contextlib.contextmanager
+def output_dir(out: Path):
+    """The output folder, this command's alone while it runs: a second af2 predict into it is refused, what an
+    earlier one left half-written (its staging folders and temporary files, named atomic.TMP_PREFIX) is removed,
+    and SIGTERM ends the run as Ctrl-C does, so that this run's own staging folders go too."""
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConflictError(f"another af2 predict is writing to {out}: wait for it, or use another --out") \
+                from None
+        for leftover in out.glob(f"{atomic.TMP_PREFIX}*"):
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+        main = threading.current_thread() is threading.main_thread()  # only there can a handler be set
+        previous = signal.signal(signal.SIGTERM, _interrupted) if main else None
+        try:
+            yield out
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def check_devices(gpus: int) -> None:
