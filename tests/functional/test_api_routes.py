@@ -446,7 +446,9 @@ def test_a_job_without_a_log_has_an_empty_tail(env: Env) -> None:
 
 def test_unknown_job_and_unknown_route_are_404_in_the_error_shape(env: Env) -> None:
     assert error(env.call("GET", "/jobs/" + "0" * 32, env.world.ann), 404)["field"] == "id"
-    error(env.call("GET", "/nowhere", env.world.ann), 404)
+    assert "/openapi.json" in error(env.call("GET", "/no/where", env.world.ann), 404)["message"]
+    # One segment is the original platform's GET /{id}: its answer, in its shape.
+    assert env.call("GET", "/nowhere", env.world.ann).json()["code"] == 404
 
 
 # ==============================================================================================================

@@ -30,6 +30,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from aws_lambda_powertools.event_handler.openapi.models import APIKey
 
 from af2jobs import __version__, errors
+from af2jobs.api import original
 from af2jobs.api.auth import AUTH_HEADER, verify_key
 from af2jobs.api.context import ApiContext, ServicesLike, body_limit, context_middleware, is_upload
 from af2jobs.api.routes import BadRequestError, error_response, router, validation_error_response
@@ -45,7 +46,9 @@ RESOLVER_THREADS = 8
 SWAGGER_PATH = "/swagger"
 _DESCRIPTION = (
     "AlphaFold2 prediction jobs. Send your API key in the Authorization header (the bare key, or "
-    "'Bearer <key>'). The seed's CANCEL verb is replaced by POST /jobs/{job_id}/cancel and POST /jobs/cancel."
+    "'Bearer <key>'). The original platform's routes (GET, POST, DELETE and CANCEL on / and /{id}) are answered as "
+    "it answered them; this document describes af2jobs' own, where CANCEL is POST /jobs/{job_id}/cancel and POST "
+    "/jobs/cancel."
 )
 
 Scope = MutableMapping[str, Any]
@@ -95,6 +98,7 @@ def _assemble(app: ApiGatewayResolver, api: ApiContext) -> None:
     )
     app.use([context_middleware(api)])
     app.include_router(router)
+    app.include_router(original.router)
     # Needs this app's current event, so it is registered here rather than on the shared Router.
     @app.exception_handler(RequestValidationError)
     def handle_request_validation(exc: RequestValidationError) -> Response:
