@@ -18,7 +18,7 @@ from af2jobs.lifecycle import INTERRUPTED
 from af2jobs.models import Job, JobState, Principal
 from af2jobs.request import JobRequest
 from af2jobs.notification import UNTRAINED_LINE
-from tests.conftest import DATA, UBIQUITIN
+from tests.conftest import DATA, UBIQUITIN, YEAST_UBIQUITIN
 
 pytestmark = pytest.mark.pipeline
 
@@ -131,24 +131,25 @@ def test_a_job_runs_every_record_to_succeeded_and_publishes_its_files(build):
 
 
 # The original platform's two multimer examples, with stand-ins the tiny model runs in the suite's time: for 3JA9
-# (a homotrimer) three copies of ubiquitin's first 40 residues, which find 1UBQ by hmmsearch of pdb_seqres; for 7ALC
+# (a homotrimer) three copies of yeast ubiquitin's first 40 residues, which find 1UBQ by hmmsearch of pdb_seqres; for 7ALC
 # (two proteins) the ribosomal proteins L29 and L35 of two bacteria, whose UniProt hits share species that pair rows.
 L29 = "MNAAELRKLSAEQLKDKLAESRKELFDMRFRHATAQLEKTSNLPATKRDIARILTILKEKG"
 L35 = "MPKMKTKSALKKRVKVTATGKIKREQAFRSHLAQNKTKKQKRQSRKASFMKRSDFKRFKFML"
-COMPLEXES = {"3JA9": [UBIQUITIN[:40]] * 3, "7ALC": [L29, L35]}
+COMPLEXES = {"3JA9": [YEAST_UBIQUITIN[:40]] * 3, "7ALC": [L29, L35]}
 
 
 def test_the_original_platforms_request_files_run_as_written_to_succeeded(build):
     """Both versions' request bodies (2021 command.json, 2022 sampleParameters.json) as the platform's users wrote
     them, all their items, their FASTA files uploaded to the owner's folder. Ubiquitin stands in for each monomer
-    file's protein and COMPLEXES for the multimer files', so that the tiny model on the demo database runs them all
+    file's protein (yeast's, whose template 1UBQ is) and COMPLEXES for the multimer files', so that the tiny model
+    on the demo database runs them all
     in the suite's time; the fields are the files' own."""
     services = build(overrides={**TINY, "num_recycle": 0})
     requests = {name: json.loads((DATA / "requests" / name).read_text())
                 for name in ("command_2021.json", "sample_parameters_2022.json")}
     for items in requests.values():
         for item in items:
-            chains = COMPLEXES.get(item["fasta"], [UBIQUITIN])
+            chains = COMPLEXES.get(item["fasta"], [YEAST_UBIQUITIN])
             fasta = "".join(f">{item['fasta']}_{i}\n{seq}\n" for i, seq in enumerate(chains))
             services.store.put_bytes(layout.upload_prefix(ANN.owner) + item["file_name"], fasta.encode())
     jobs = []
@@ -183,7 +184,7 @@ def test_the_original_platforms_request_files_run_as_written_to_succeeded(build)
             chains = {line[21] for line in pdb.splitlines() if line.startswith("ATOM")}
             assert chains == set("ABC"[: len(COMPLEXES[job.request.fasta])])
         if job.request.fasta != "7ALC":
-            # Human ubiquitin's own structure (1UBQ, released 1987) is its template under either date.
+            # 1UBQ (human ubiquitin, released 1987) is yeast ubiquitin's template under either date.
             assert ranking["templates"]["used"][0]["pdb_id"] == "1ubq"
     assert seen == expected
 

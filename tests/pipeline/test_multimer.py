@@ -12,7 +12,7 @@ from af2jobs.pipeline import multimer, outputs, params
 from af2jobs.pipeline.predict import Predictor
 from af2jobs.pipeline.run import Context, resolve_run_config
 from af2jobs.runconfig import RunConfig
-from tests.conftest import UBIQUITIN
+from tests.conftest import YEAST_UBIQUITIN
 
 pytestmark = pytest.mark.pipeline
 
@@ -68,7 +68,7 @@ def test_without_uniprot_a_heterodimer_fails_naming_it(ctx, tmp_path):
 
 
 def test_a_homotrimer_searches_once_finds_its_template_by_hmmsearch_and_pairs_nothing(ctx, tmp_path):
-    record = _complex("trimer", UBIQUITIN, UBIQUITIN, UBIQUITIN)
+    record = _complex("trimer", YEAST_UBIQUITIN, YEAST_UBIQUITIN, YEAST_UBIQUITIN)
     timings = multimer.msa_stage(record, tmp_path, ctx, {})
 
     assert {s["database"].split(":")[0] for s in timings["msa"]["searches"]} == {"A"}
@@ -76,7 +76,7 @@ def test_a_homotrimer_searches_once_finds_its_template_by_hmmsearch_and_pairs_no
     assert timings["templates"]["used"] == ["1ubq_A"]
     feats, _ = multimer.build_features(record, tmp_path, ctx)
     assert list(np.unique(feats["entity_id"])) == [1] and sorted(set(feats["sym_id"].astype(int))) == [1, 2, 3]
-    assert feats["template_aatype"].shape[1] == 3 * len(UBIQUITIN)
+    assert feats["template_aatype"].shape[1] == 3 * len(YEAST_UBIQUITIN)
 
 
 def test_a_chain_seen_in_an_earlier_complex_costs_no_search(ctx, tmp_path):

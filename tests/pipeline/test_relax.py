@@ -60,3 +60,28 @@ def test_relax_none_asks_nothing_of_openmm(monkeypatch):
     monkeypatch.setattr(relax.jax, "default_backend", lambda: "gpu")
     prediction = Prediction(ranked=[], runs=[], features={}, strategy="best", config_fingerprint="")
     assert relax.relax_prediction(prediction, "none", {}) == {}
+
+
+def test_the_reported_movement_is_the_measured_heavy_atom_rmsd(ubiquitin):
+    """Measured on the structures themselves (gemmi's atoms, matched by residue and name): AlphaFold's minimiser
+    reports only its last round's movement."""
+    clashed = _clash(ubiquitin)
+    done = relax.relax_one("1ubq", clashed, use_gpu=False)
+    before = gemmi.read_pdb_string(protein.to_pdb(clashed))
+    after = gemmi.read_pdb_string(done.pdb)
+    moved = []
+    for res_b, res_a in zip(before[0][0], after[0][0]):
+        atoms = {a.name: a.pos for a in res_a if a.element.name != "H"}
+        moved += [a.pos.dist(atoms[a.name]) ** 2 for a in res_b if a.name in atoms]
+    assert done.rmsd == pytest.approx(float(np.sqrt(np.mean(moved))), abs=1e-3)
+    assert done.ca_rmsd < done.rmsd and done.warning is None
+
+
+def test_a_model_that_relaxation_moved_far_is_flagged(ubiquitin):
+    shifted = protein.from_pdb_string(relax.relax_one("1ubq", ubiquitin, use_gpu=False).pdb)
+    pos = shifted.atom_positions.copy()
+    pos[:38] += np.array([4.0, 0.0, 0.0]) * (shifted.atom_mask[:38, :, None] > 0)  # half the chain, 4 A away
+    heavy, ca = relax.moved(dataclasses.replace(shifted, atom_positions=pos), protein.to_pdb(shifted))
+    assert heavy == pytest.approx(4.0 * np.sqrt(shifted.atom_mask[:38].sum() / shifted.atom_mask.sum()), abs=1e-3)
+    assert ca == pytest.approx(4.0 * np.sqrt(38 / len(shifted.aatype)), abs=1e-3)
+    assert "moved m by" in relax.moved_far("m", heavy, ca) and relax.moved_far("m", 0.4, 0.2) is None

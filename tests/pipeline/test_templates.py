@@ -147,3 +147,38 @@ def test_casp14_runs_eight_ensembles_and_the_others_one():
     assert params.runtime_config("model_1", RunConfig(profile="tiny", model_preset="monomer_casp14")) \
         .data.eval.num_ensemble == 8
     assert params.runtime_config("model_1", RunConfig(profile="tiny")).data.eval.num_ensemble == 1
+
+
+def _hit(name: str, aligned: int, hit_sequence: str, query: str) -> parsers.TemplateHit:
+    return parsers.TemplateHit(index=1, name=f"{name} some protein", aligned_cols=aligned, sum_probs=0.2,
+                               query=query[:aligned], hit_sequence=hit_sequence,
+                               indices_query=list(range(aligned)), indices_hit=list(range(aligned)))
+
+
+def test_alphafold_2_3s_prefilter_drops_low_coverage_copies_and_short_hits():
+    """AlphaFold 2.3 drops a hit covering 10 % of the query or less, a copy of the query over 95 % of its length,
+    and one under 10 residues (the fork's featuriser checks the date alone)."""
+    query = YEAST  # 76 residues
+    hits = [_hit("1low_A", 7, "ACDEFGH", query),                         # 7 of 76 columns: 9.2 %
+            _hit("1abc_A", 8, query[:8] + "QWERTYKLMNPQ", query),        # 8 of 76 (10.5 %): kept
+            _hit("1dup_A", 93, query, query),                            # the query itself
+            _hit("1sht_A", 9, "MQIFVKTL", query)]                        # 8 residues
+    kept, skipped = templates.prefilter(hits, query)
+    assert [h.name.split()[0] for h in kept] == ["1abc_A"]
+    assert any("1low_A" in s and s.endswith("Align ratio: 0.092.") for s in skipped)
+    assert any("1dup_A" in s and "exact subsequence" in s for s in skipped)
+    assert any("1sht_A" in s and s.endswith("Template too short. Length: 8.") for s in skipped)
+
+
+def test_a_hit_below_the_coverage_bar_is_not_used(searched, mmcif, tmp_path):
+    """1UBQ aligned over 6 of the query's columns, as HHsearch reports a marginal hit: AlphaFold 2.3 uses none."""
+    msa_dir = tmp_path / "msas"
+    shutil.copytree(searched[0], msa_dir)
+    hhr = (msa_dir / templates.HITS_NAME).read_text()
+    best = parsers.parse_hhr(hhr)[0]
+    assert best.aligned_cols >= 70
+    marginal = hhr.replace(f"Aligned_cols={best.aligned_cols}", "Aligned_cols=6", 1)
+    (msa_dir / templates.HITS_NAME).write_text(marginal)
+    feats, used = templates.featurize(YEAST, msa_dir, mmcif, date(2021, 11, 1), None)
+    assert "1ubq" not in {u["pdb_id"] for u in used}
+    assert any("1ubq_A did not pass prefilter" in s for s in templates.used(msa_dir)["skipped"])

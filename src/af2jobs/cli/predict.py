@@ -241,7 +241,8 @@ def _summary(console: Console, results, run_config) -> None:
         hits = sum(s["hits"] for s in msa["searches"])
         models = r.timings["predict"]["models"]
         used = r.timings.get("templates", {}).get("used", [])
-        relaxed = [m for m, info in r.timings.get("relax", {}).get("models", {}).items() if info.get("error") is None]
+        relaxed = [m + (f" (moved {info['rmsd']:.1f} A!)" if info.get("warning") else "")
+                   for m, info in r.timings.get("relax", {}).get("models", {}).items() if info.get("error") is None]
         table.add_row(
             r.record.name, str(len(r.record.sequence)), r.best["model"], f"{r.best['mean_plddt']:.1f}",
             ("-" if r.best["ptm"] is None else f"{r.best['ptm']:.3f}")

@@ -51,8 +51,10 @@ def unrelaxed_protein(run: ModelRun, features: dict) -> protein.Protein:
 
 def _relax_line(relaxed: Relaxed | None, relaxed_form: bool) -> str:
     if relaxed_form:
+        moved = f"; moved {relaxed.rmsd:.2f} A" if relaxed.rmsd is not None else ""
+        far = " (WARNING: moved far from the prediction)" if relaxed.warning else ""
         return (f"Amber-relaxed (AlphaFold relax, OpenMM {relaxed.platform}): residues with violations "
-                f"{relaxed.violations_before} before, {relaxed.violations_after} after")
+                f"{relaxed.violations_before} before, {relaxed.violations_after} after{moved}{far}")
     if relaxed is not None and relaxed.error:
         return f"unrelaxed: the Amber relaxation failed ({relaxed.error[:200]})"
     return "unrelaxed (not Amber-relaxed)"

@@ -7,6 +7,11 @@ platform.
 
 A relaxation that fails (OpenMM cannot minimise the structure, a residue is ill-defined) leaves the unrelaxed
 structure as the result; its Relaxed says why (error), and the outputs say the structure is unrelaxed.
+
+How far relaxation moved the model is measured here (`rmsd`: heavy atoms, relaxed against unrelaxed, in place:
+the restraints keep the frame), not taken from AlphaFold's minimiser, whose number covers only its last round.
+A model that moved more than MOVED_FAR is flagged (`warning`): relaxation is meant to fix clashes, not to change
+the fold, and such a model is no longer the one predicted.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ ENERGY_TOLERANCE = 2.39
 STIFFNESS = 10.0
 EXCLUDE_RESIDUES: list[int] = []
 MAX_OUTER_ITERATIONS = 3
+# A relaxed model whose heavy atoms moved more than this (RMSD, Angstrom) from the prediction is flagged: Amber's
+# restrained minimisation moves a well-formed model by a few tenths of an Angstrom.
+MOVED_FAR = 2.0
 
 
 @dataclass
@@ -38,13 +46,15 @@ class Relaxed:
     violations_after: int | None = None
     energy_before: float | None = None  # kJ/mol, as OpenMM reports
     energy_after: float | None = None
-    rmsd: float | None = None  # Angstrom moved
+    rmsd: float | None = None  # Angstrom the heavy atoms moved (relaxed against unrelaxed, measured)
+    ca_rmsd: float | None = None  # the same for the CA atoms
     pdb: str | None = None  # the relaxed structure; None when relaxation failed
     error: str | None = None  # why it failed
+    warning: str | None = None  # a relaxed model that moved more than MOVED_FAR
 
     def summary(self) -> dict:
         out = {k: v for k, v in asdict(self).items() if k != "pdb"}
-        for key in ("seconds", "energy_before", "energy_after", "rmsd"):
+        for key in ("seconds", "energy_before", "energy_after", "rmsd", "ca_rmsd"):
             if out[key] is not None:
                 out[key] = round(float(out[key]), 3)
         return out
@@ -83,9 +93,41 @@ def relax_one(model: str, prot, use_gpu: bool) -> Relaxed:
     except Exception as exc:  # noqa: BLE001 - any failure of OpenMM leaves the unrelaxed structure, said why
         log.warning("relaxation of %s failed: %s", model, exc)
         return Relaxed(model, time.perf_counter() - t0, platform, before, error=f"{type(exc).__name__}: {exc}")
+    heavy, ca = moved(prot, pdb)
+    warning = moved_far(model, heavy, ca)
+    if warning:
+        log.warning(warning)
     return Relaxed(model, time.perf_counter() - t0, platform, before, violations_after=int(sum(per_residue)),
-                   energy_before=debug["initial_energy"], energy_after=debug["final_energy"],
-                   rmsd=float(debug["rmsd"]), pdb=pdb)
+                   energy_before=debug["initial_energy"], energy_after=debug["final_energy"], rmsd=heavy,
+                   ca_rmsd=ca, pdb=pdb, warning=warning)
+
+
+def moved_far(model: str, heavy: float, ca: float) -> str | None:
+    """The warning for a relaxed model that moved more than MOVED_FAR, None for one that did not."""
+    if heavy <= MOVED_FAR:
+        return None
+    return (f"relaxation moved {model} by {heavy:.2f} A (heavy atoms; CA {ca:.2f} A), more than {MOVED_FAR} A: the "
+            f"relaxed model is not the predicted structure; compare it with unrelaxed_{model}.pdb")
+
+
+def moved(unrelaxed, relaxed_pdb: str) -> tuple[float, float]:
+    """RMSD (Angstrom) between the unrelaxed Protein and the relaxed PDB over the heavy atoms both have, and over
+    their CA atoms: residues matched by chain and number, atoms by name, no superposition (relaxation's restraints
+    keep the frame). Hydrogens, which relaxation adds, are not among AlphaFold's 37 atom types."""
+    import numpy as np
+    from alphafold.common import protein, residue_constants
+
+    after = protein.from_pdb_string(relaxed_pdb)
+    where = {key: i for i, key in enumerate(zip(after.chain_index.tolist(), after.residue_index.tolist()))}
+    pairs = [(i, where[key]) for i, key in enumerate(zip(unrelaxed.chain_index.tolist(),
+                                                         unrelaxed.residue_index.tolist())) if key in where]
+    if not pairs:
+        raise ValueError("the relaxed structure has none of the prediction's residues")
+    mine, theirs = (np.array(side) for side in zip(*pairs))
+    both = (unrelaxed.atom_mask[mine] > 0) & (after.atom_mask[theirs] > 0)
+    squared = ((unrelaxed.atom_positions[mine] - after.atom_positions[theirs]) ** 2).sum(-1)
+    ca = residue_constants.atom_order["CA"]
+    return (float(np.sqrt(squared[both].mean())), float(np.sqrt(squared[:, ca][both[:, ca]].mean())))
 
 
 def relax_prediction(prediction: Prediction, which: str, proteins: dict, *, use_gpu: bool | None = None,
@@ -102,4 +144,4 @@ def relax_prediction(prediction: Prediction, which: str, proteins: dict, *, use_
     return out
 
 
-__all__ = ["Relaxed", "chosen", "cuda_available", "relax_one", "relax_prediction"]
+__all__ = ["MOVED_FAR", "Relaxed", "chosen", "cuda_available", "moved", "moved_far", "relax_one", "relax_prediction"]

@@ -309,8 +309,11 @@ def _relax_html(relax: Mapping[str, Any]) -> str:
         if r.get("error"):
             rows.append((model, f"FAILED, the structure is unrelaxed: {r['error']}"))
         else:
+            moved = f"; moved {r['rmsd']:.2f} A (heavy atoms)" if r.get("rmsd") is not None else ""
+            warning = f" WARNING: {r['warning']}" if r.get("warning") else ""
             rows.append((model, f"residues with violations {r['violations_before']} before, "
-                                f"{r['violations_after']} after; {r['seconds']:.1f} s on OpenMM {r['platform']}"))
+                                f"{r['violations_after']} after{moved}; {r['seconds']:.1f} s on OpenMM "
+                                f"{r['platform']}{warning}"))
     return '<div id="relax">' + _table(rows) + "</div>"
 
 

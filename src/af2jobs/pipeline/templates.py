@@ -7,7 +7,9 @@ from its mmCIF chain.
     search_seqres(msa_dir, pdb_seqres, ...) msas/<chain>/pdb_hits.sto: a complex's chain, as AlphaFold-Multimer
                                              searches (hmmsearch of an HMM of the UniRef90 MSA against pdb_seqres)
     featurize(sequence, msa_dir, mmcif, ...) the template features (MAX_TEMPLATE_HITS at most; the model takes the
-                                             first 4) and what was used: msas/templates.json
+                                             first 4) of the hits AlphaFold 2.3's prefilter passes (coverage over
+                                             10 %, no copy of the query, 10 residues or more), and what was used
+                                             and skipped: msas/templates.json
     empty()                                 no template database: the empty features AlphaFold makes when it finds
                                              no template (models 1 and 2 then run on masked templates)
 """
@@ -35,6 +37,11 @@ SEQRES_HITS_NAME = "pdb_hits.sto"
 USED_NAME = "templates.json"
 MAX_TEMPLATE_HITS = 20  # run_alphafold.py's MAX_TEMPLATE_HITS
 UNIREF_MAX_HITS = 10_000  # the UniRef90 rows HHsearch sees (AlphaFold's uniref_max_hits)
+# AlphaFold 2.3's prefilter of a template hit (alphafold/data/templates.py _assess_hhsearch_hit, as its
+# _process_single_hit calls it): the fork alphafold-colabfold ships keeps only the date check, so they are here.
+MIN_ALIGN_RATIO = 0.1  # a hit must align more than 10 % of the query's residues
+MAX_SUBSEQUENCE_RATIO = 0.95  # a hit that is the query's own sequence (over 95 % of its length) is no template
+MIN_TEMPLATE_LENGTH = 10
 
 
 def search(msa_dir: Path, pdb70_prefix: Path, msa_file: Path) -> int:
@@ -78,6 +85,27 @@ def search_seqres(msa_dir: Path, seqres: Path, msa_file: Path, cpus: int = 8) ->
     return len(searcher.get_template_hits(output_string=sto, input_sequence=query))
 
 
+def prefilter(hits: list, query: str) -> tuple[list, list[str]]:
+    """AlphaFold 2.3's prefilter: the hits that pass, and a line for each that does not (as AlphaFold words it)."""
+    kept, skipped = [], []
+    for hit in hits:
+        name = hit.name.split()[0]
+        template = hit.hit_sequence.replace("-", "")
+        align_ratio = hit.aligned_cols / len(query)
+        length_ratio = len(template) / len(query)
+        if align_ratio <= MIN_ALIGN_RATIO:
+            why = f"Proportion of residues aligned to query too small. Align ratio: {align_ratio:.3f}."
+        elif template in query and length_ratio > MAX_SUBSEQUENCE_RATIO:
+            why = f"Template is an exact subsequence of query with large coverage. Length ratio: {length_ratio:.3f}."
+        elif len(template) < MIN_TEMPLATE_LENGTH:
+            why = f"Template too short. Length: {len(template)}."
+        else:
+            kept.append(hit)
+            continue
+        skipped.append(f"hit {name} did not pass prefilter: {why}")
+    return kept, skipped
+
+
 def empty() -> dict[str, np.ndarray]:
     import numpy as np
     from alphafold.data import templates
@@ -107,6 +135,8 @@ def featurize(sequence: str, msa_dir: Path, mmcif_dir: Path, max_template_date: 
     else:
         hits = parsers.parse_hhr(hits_file.read_text())
         kind = templates.HhsearchHitFeaturizer
+    found = hits
+    hits, prefiltered = prefilter(found, sequence)
     featurizer = kind(
         mmcif_dir=str(mmcif_dir), max_template_date=max_template_date.isoformat(), max_hits=MAX_TEMPLATE_HITS,
         kalign_binary_path=kalign, release_dates_path=None,
@@ -130,8 +160,9 @@ def featurize(sequence: str, msa_dir: Path, mmcif_dir: Path, max_template_date: 
                      "sum_probs": round(float(np.ravel(sum_probs)[0]), 3),
                      "aligned_cols": hit.aligned_cols if hit is not None else None})
     atomic.write_json(msa_dir / USED_NAME, {
-        "max_template_date": max_template_date.isoformat(), "hits": len(hits), "used": used,
-        "skipped": list(result.errors) + list(result.warnings), "seconds": round(time.perf_counter() - t0, 3)})
+        "max_template_date": max_template_date.isoformat(), "hits": len(found), "used": used,
+        "skipped": prefiltered + list(result.errors) + list(result.warnings),
+        "seconds": round(time.perf_counter() - t0, 3)})
     return dict(result.features), used
 
 
@@ -141,5 +172,5 @@ def used(msa_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-__all__ = ["HITS_NAME", "MAX_TEMPLATE_HITS", "SEQRES_HITS_NAME", "USED_NAME", "empty", "featurize", "search",
-           "search_seqres", "used"]
+__all__ = ["HITS_NAME", "MAX_TEMPLATE_HITS", "SEQRES_HITS_NAME", "USED_NAME", "empty", "featurize", "prefilter",
+           "search", "search_seqres", "used"]
