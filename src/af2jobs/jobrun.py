@@ -136,10 +136,13 @@ def prediction_mode(records: list[FastaRecord]) -> dict:
     return {"mode": "monomer", "note": "each FASTA record was predicted as its own monomer"}
 
 
-def summary_of(record: FastaRecord, best: dict, untrained: bool) -> dict:
-    """One record's line in predictions.json (and the job's results)."""
+def summary_of(record: FastaRecord, best: dict, untrained: bool, msa_depth: dict | None = None) -> dict:
+    """One record's line in predictions.json (and the job's results); `msa_depth` as the predict stage measured it
+    (pipeline.features.depth_summary)."""
     out = {"name": record.name, "length": len(record.sequence), "dir": record.slug, "best_model": best["model"],
            "mean_plddt": best["mean_plddt"], "ptm": best["ptm"], "untrained": untrained}
+    if msa_depth is not None:
+        out["msa_depth"] = msa_depth
     if record.is_complex:
         out.update(iptm=best.get("iptm"), chains=[{"chain": c, "name": r.name, "length": len(r.sequence)}
                                                   for c, r in zip(CHAIN_IDS, record.chains)])
@@ -317,7 +320,8 @@ def _predict_begin(stages: StageRunner, record: FastaRecord, workdir: Path, prep
     def done() -> dict:
         result = finish()
         _annotate_versions(workdir / "versions.json", prepared)
-        summary = summary_of(record, result["best"], result["untrained"])
+        summary = summary_of(record, result["best"], result["untrained"],
+                             (result.get("timings") or {}).get("msa_depth"))
         atomic.write_json(workdir / PREDICT_DONE, summary)
         return summary
 

@@ -67,6 +67,11 @@ def test_predict_writes_alphafold_layout(env, tmp_path):
     assert versions["templates"]["used"][0]["pdb_id"] == "1ubq"
     assert ranking["templates"]["used"][0]["pdb_id"] == "1ubq" and ranking["templates"]["by_models"] == ["model_1"]
     assert (d / "msas" / "pdb_hits.hhr").is_file() and timings["templates"]["used"][0] == "1ubq_A"
+    # The MSA's rows: the sequence searches' (not the template search's hits), then fewer after de-duplication.
+    searched = {s["database"]: s["hits"] for s in timings["msa"]["searches"]}
+    depth = timings["msa_depth"]
+    assert depth["given"] == 1 + sum(n for db, n in searched.items() if db != "pdb70") >= depth["unique"]
+    assert depth["unique"] == timings["features"]["msa_rows"] and depth["used"]["caps"] == [12, 32]
     assert (versions["db_preset"], versions["model_preset"], versions["msa_supplied"]) == (
         "full_dbs", "monomer_ptm", False)
     assert (d / "msas" / "bfd_uniref_hits.a3m").is_file() and not (d / "msas" / "small_bfd_hits.sto").exists()
@@ -178,7 +183,8 @@ def test_an_msa_of_your_own_is_used_and_no_database_is_searched(env, tmp_path, c
     fasta = tmp_path / "ubq.fasta"
     fasta.write_text(f">ubq\n{seq}\n")
     own = tmp_path / "own.a3m"
-    rows = f">101\n{seq}\n>relative\n{seq[:10]}-{seq[11:]}\n>other\nmk{seq[:20]}A{seq[21:]}\n"
+    rows = (f">101\n{seq}\n>relative\n{seq[:10]}-{seq[11:]}\n>other\nmk{seq[:20]}A{seq[21:]}\n"
+            f">again\n{seq[:10]}-{seq[11:]}\n")  # the same aligned row twice: AlphaFold keeps one
     own.write_text(f"#{len(seq)}\t1\n{rows}")  # as ColabFold writes it: its '#<lengths>\t<cardinalities>' line
     out, empty = tmp_path / "out", tmp_path / "no-databases"
     empty.mkdir()
@@ -186,7 +192,13 @@ def test_an_msa_of_your_own_is_used_and_no_database_is_searched(env, tmp_path, c
     d = out / "ubq"
     timings = json.loads((d / "timings.json").read_text())
     assert timings["msa"]["cache"] == "supplied" and timings["features"]["msa_rows"] == 3
+    # The depth, once, the same everywhere: 4 rows given, 3 after de-duplication, all 3 read as cluster centres.
+    depth = timings["msa_depth"]
+    assert (depth["given"], depth["unique"], depth["used"]["clusters"], depth["used"]["extra"]) == (4, 3, 3, 0)
+    assert json.loads((out / "predictions.json").read_text())["records"][0]["msa_depth"] == depth
+    assert "4 given, 3 unique, 3 + 0 read by the model" in (d / "report.html").read_text()
     versions = json.loads((d / "versions.json").read_text())
+    assert versions["msa_depth"] == depth
     assert versions["msa_supplied"] is True and versions["databases"] == []
     assert (d / "msas" / "supplied_msa.a3m").read_text() == rows  # no comment line: AlphaFold's parser reads none
 

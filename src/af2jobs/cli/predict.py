@@ -231,6 +231,8 @@ def check_devices(gpus: int) -> None:
 
 
 def _summary(console: Console, results, run_config) -> None:
+    from af2jobs.pipeline.features import depth_line
+
     kind = "complex" if run_config.multimer else "monomer prediction(s)"
     table = Table(title=f"af2 predict: {len(results)} {kind}, strategy {run_config.strategy}")
     for col in ("record", "length", "best model", "mean pLDDT", "pTM", "MSA", "templates", "relaxed", "compile s",
@@ -238,7 +240,6 @@ def _summary(console: Console, results, run_config) -> None:
         table.add_column(col)
     for r in results:
         msa = r.timings["msa"]
-        hits = sum(s["hits"] for s in msa["searches"])
         models = r.timings["predict"]["models"]
         used = r.timings.get("templates", {}).get("used", [])
         relaxed = [m + (f" (moved {info['rmsd']:.1f} A!)" if info.get("warning") else "")
@@ -247,7 +248,7 @@ def _summary(console: Console, results, run_config) -> None:
             r.record.name, str(len(r.record.sequence)), r.best["model"], f"{r.best['mean_plddt']:.1f}",
             ("-" if r.best["ptm"] is None else f"{r.best['ptm']:.3f}")
             + (f" (ipTM {r.best['iptm']:.3f})" if r.best.get("iptm") is not None else ""),
-            f"{hits} hits ({msa['cache']})", ", ".join(used[:2]) + (f" +{len(used) - 2}" if len(used) > 2 else "")
+            f"{depth_line(r.timings['msa_depth'])} ({msa['cache']})", ", ".join(used[:2]) + (f" +{len(used) - 2}" if len(used) > 2 else "")
             or "none", ", ".join(relaxed) or "none", f"{sum(m['compile_s'] for m in models):.1f}",
             f"{sum(m['run_s'] for m in models):.1f}", f"{r.timings['total_s']:.1f}", str(r.out_dir),
         )

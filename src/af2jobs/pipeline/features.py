@@ -73,6 +73,29 @@ def msa_depth(features: dict[str, np.ndarray]) -> list[int]:
     return (features["msa"] != gap).sum(axis=0).astype(int).tolist()
 
 
+TEMPLATE_SEARCHES = ("pdb70", "pdb_seqres")  # searches whose hits are templates, not MSA rows
+
+
+def depth_summary(searches: list[dict], unique: int, read: tuple[int, int], model: str) -> dict:
+    """The MSA's depth, reported once and the same way everywhere (timings.json, versions.json, predictions.json,
+    the report, the summary): the rows given (the query once, plus every sequence search's hits, or a supplied
+    MSA's rows), the rows left after AlphaFold's de-duplication (the features' rows), and the rows the model read:
+    its cluster centres and extra rows, under this run's caps (`read`, of `model`: the best)."""
+    given = 1 + sum(s["hits"] for s in searches if s["database"].rsplit(":", 1)[-1] not in TEMPLATE_SEARCHES)
+    clusters = min(unique, read[0])
+    extra = min(max(unique - clusters, 0), read[1])
+    return {"given": given, "unique": unique,
+            "used": {"clusters": clusters, "extra": extra, "rows": clusters + extra, "caps": list(read),
+                     "model": model}}
+
+
+def depth_line(depth: dict) -> str:
+    """The depth in words: "7526 given, 7362 unique, 64 + 128 read by the model"."""
+    used = depth["used"]
+    return (f"{depth['given']} given, {depth['unique']} unique, {used['clusters']} + {used['extra']} read by the "
+            f"model")
+
+
 def write_features(features: dict[str, np.ndarray], path: Path) -> None:
     with atomic.replacing(path) as fh:
         pickle.dump(features, fh, protocol=4)

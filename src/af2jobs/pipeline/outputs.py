@@ -135,7 +135,7 @@ def ranking_debug(prediction: Prediction, rank_by: str) -> dict:
 
 
 def versions(prediction: Prediction, databases: list[dict], run_config: dict, device: str,
-             msa_supplied: bool = False, templates: dict | None = None) -> dict:
+             msa_supplied: bool = False, templates: dict | None = None, msa_depth: dict | None = None) -> dict:
     pkgs = {}
     for pkg in _PACKAGES:
         try:
@@ -164,6 +164,8 @@ def versions(prediction: Prediction, databases: list[dict], run_config: dict, de
         "templates": templates,
         "msa_depth_caps": {"max_msa_clusters": run_config["max_msa_clusters"],
                            "max_extra_msa": run_config["max_extra_msa"]},
+        # The MSA's rows given, after de-duplication and read by the best model (features.depth_summary).
+        "msa_depth": msa_depth,
         "run_config": run_config,
         "model_config_fingerprint": prediction.config_fingerprint,
     }

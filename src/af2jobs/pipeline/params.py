@@ -98,6 +98,17 @@ def _multimer_runtime(cfg: ml_collections.ConfigDict, run: RunConfig) -> ml_coll
     return cfg
 
 
+def msa_rows_read(cfg: ml_collections.ConfigDict) -> tuple[int, int]:
+    """The MSA rows a model reads at most: (cluster centres, extra rows). A template model gives up max_templates
+    cluster rows to its templates (AlphaFold's reduce_msa_clusters_by_max_templates); a complex's model samples
+    num_msa and num_extra_msa itself."""
+    if is_multimer(cfg):
+        evo = cfg.model.embeddings_and_evoformer
+        return int(evo.num_msa), int(evo.num_extra_msa)
+    reduce = cfg.data.eval.max_templates if cfg.data.common.reduce_msa_clusters_by_max_templates else 0
+    return int(cfg.data.eval.max_msa_clusters - reduce), int(cfg.data.common.max_extra_msa)
+
+
 def config_fingerprint(cfg: ml_collections.ConfigDict) -> str:
     return hashlib.sha256(cfg.to_json(sort_keys=True).encode()).hexdigest()[:16]
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from af2jobs import atomic
+from af2jobs.pipeline.features import depth_line
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +176,14 @@ def write_plots(workdir: Path, data: Mapping[str, Any]) -> dict[str, Path]:
         written["pae.png"] = _save(fig, plt, workdir / "pae.png")
     if data["msa_depth"]:
         depth = data["msa_depth"]
+        used = ((data["timings"].get("msa_depth") or {}).get("used") or {}).get("rows")
         fig, ax = plt.subplots(figsize=(8, 2.6), dpi=100)
-        ax.fill_between(np.arange(1, len(depth) + 1), depth, color="#4c72b0", step="mid")
-        ax.set(xlim=(1, len(depth)), ylim=(0, max(depth) * 1.05 + 1), xlabel="residue",
+        ax.fill_between(np.arange(1, len(depth) + 1), depth, color="#4c72b0", step="mid",
+                        label="unique rows (after de-duplication)")
+        if used is not None:  # the model samples its rows: how many, not which, is known per position
+            ax.axhline(used, color="#dd8452", linestyle="--", label=f"rows the model read: {used}")
+            ax.legend(loc="upper right", fontsize=7)
+        ax.set(xlim=(1, len(depth)), ylim=(0, max(max(depth), used or 0) * 1.05 + 1), xlabel="residue",
                ylabel="sequences", title="MSA depth (non-gap rows per position)")
         written["msa_depth.png"] = _save(fig, plt, workdir / "msa_depth.png")
     return written
@@ -385,8 +391,10 @@ def render_html(name: str, data: Mapping[str, Any], plots: Mapping[str, Path], *
     if chain_rows:
         parts.append('<h2>Chains and interfaces</h2><div id="interfaces">' + _table(chain_rows)
                      + _table(pair_rows) + "</div>")
-    parts.append("<h2>MSA depth</h2>" + (_img(plots.get("msa_depth.png"), "MSA depth per position")
-                                         or "<p>No MSA features found.</p>"))
+    depth = (data["timings"] or {}).get("msa_depth")
+    line = f'<p id="msa-depth">MSA rows: {_e(depth_line(depth))}.</p>' if depth else ""
+    parts.append("<h2>MSA depth</h2>" + line + (_img(plots.get("msa_depth.png"), "MSA depth per position")
+                                                or "<p>No MSA features found.</p>"))
     parts.append("<h2>Templates</h2>" + _templates_html(versions.get("templates"), data.get("ranking") or {},
                                                                    bool(data.get("chains"))))
     parts.append("<h2>Amber relaxation</h2>" + _relax_html((data.get("ranking") or {}).get("relax") or {}))

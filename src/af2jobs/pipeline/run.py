@@ -192,6 +192,16 @@ def predict_warm(record: FastaRecord, workdir: Path, ctx: Context) -> None:
     predict_mod.warm_in_background(load, ctx.run, ctx.provider, workdir / INPUTS_DIR, ctx.should_cancel)
 
 
+def _depth(prediction: predict_mod.Prediction, feats: dict, timings: dict, run: RunConfig) -> dict:
+    """The MSA's depth as given, after de-duplication and as the best model read it (features_mod.depth_summary)."""
+    best = prediction.ranked[0]
+    clusters, extra = prediction.msa_caps
+    fitted = run.model_copy(update={"max_msa_clusters": clusters, "max_extra_msa": extra})
+    read = params_mod.msa_rows_read(params_mod.runtime_config(best.base_model, fitted))
+    return features_mod.depth_summary((timings.get("msa") or {}).get("searches", []), int(feats["msa"].shape[0]),
+                                      read, best.model)
+
+
 def predict_begin(record: FastaRecord, workdir: Path, ctx: Context) -> Callable[[], dict]:
     """The predict stage's GPU half (the prediction); the call it returns does the CPU half (relax, structures,
     versions, report) and returns the stage's result. A job's next record can be predicted meanwhile
@@ -209,6 +219,7 @@ def predict_begin(record: FastaRecord, workdir: Path, ctx: Context) -> Callable[
     timings["predict"] = {"seconds": round(time.perf_counter() - t0, 3),
                           "models": [r.summary() for r in prediction.runs], "inputs_used": predictor.inputs_used,
                           "msa_caps": list(prediction.msa_caps)}
+    timings["msa_depth"] = _depth(prediction, feats, timings, ctx.run)
     ctx.progress("predict", "done", {"best": prediction.ranked[0].summary()})
 
     def finish() -> dict:
@@ -228,7 +239,8 @@ def predict_begin(record: FastaRecord, workdir: Path, ctx: Context) -> Callable[
         dbs = json.loads(dbs_file.read_text()) if dbs_file.is_file() else []
         atomic.write_json(workdir / "versions.json", outputs.versions(
             prediction, dbs, ctx.run.model_dump(mode="json"), predict_mod.device_kind(),
-            msa_supplied=msa_mod.supplied(workdir / "msas") is not None, templates=used))
+            msa_supplied=msa_mod.supplied(workdir / "msas") is not None, templates=used,
+            msa_depth=timings["msa_depth"]))
         timings["outputs"] = {"seconds": round(time.perf_counter() - t0, 3)}
         atomic.write_json(workdir / "timings.json", timings)
         report.write_record_report(workdir, record, ctx, timings)
@@ -310,7 +322,7 @@ def predict_records(records: list[FastaRecord], out_root: Path, ctx: Context) ->
     results = overlapped(list(enumerate(records)), begin, lambda done: done())
     atomic.write_json(out_root / "predictions.json", {
         **prediction_mode(records),
-        "records": [summary_of(r.record, r.best, r.untrained) for r in results],
+        "records": [summary_of(r.record, r.best, r.untrained, r.timings.get("msa_depth")) for r in results],
     })
     return results
 
