@@ -37,7 +37,7 @@ import pydantic
 
 from af2jobs import atomic, errors, layout
 from af2jobs.fasta import CHAIN_IDS, FastaRecord
-from af2jobs.models import Job
+from af2jobs.models import Job, JobState
 from af2jobs.request import JobRequest
 from af2jobs.ports import ArtifactStore
 from af2jobs.runconfig import RunConfig
@@ -209,7 +209,7 @@ class PipelineStages:
 
     def prepare(self, job: Job, records: list[FastaRecord], *, progress: Progress,
                 should_cancel: Callable[[], bool]) -> Prepared:
-        from af2jobs.pipeline.run import Context
+        from af2jobs.pipeline.run import Context, check_databases
 
         run_config, notes = run_config_for(job.request, self.settings, self.overrides)
         check_parameters(self.settings, run_config)
@@ -222,6 +222,9 @@ class PipelineStages:
         elif self.settings.mode == "local" and run_config.length_buckets:
             ctx.inputs_run = run_config
         prepared = Prepared(run_config, job.request.preset, notes, ctx, list(ctx.databases))
+        if job.state is not JobState.PREDICTING:  # before the MSA: every database its searches need is installed
+            own = set(job.request.msa or {}) | set(job.request.msa_file_names or {})
+            check_databases([r for r in records if r.name not in own], ctx)
         if not (job.request.msa or job.request.msa_file_names):
             prepared.searches_ahead = list(records)  # msa_mode mmseqs2: all of them in one run, at the first MSA
         return prepared

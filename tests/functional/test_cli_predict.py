@@ -175,7 +175,23 @@ def test_msa_mode_mmseqs2_without_its_database_fails_naming_it(env, tmp_path, ca
     shutil.copytree(env.database_root / "uniref90", empty / "uniref90")
     assert main(["predict", str(fasta), "--out", str(tmp_path / "o"), "--msa-mode", "mmseqs2",
                  "--db-root", str(empty), *FAST]) != 0
-    assert "msa_mode mmseqs2 searches mmseqs_uniref, and it is not installed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "msa_mode mmseqs2 searches mmseqs_uniref, mmseqs_env, pdb70, pdb_mmcif" in err
+    assert "mmseqs_uniref, mmseqs_env, pdb70, pdb_mmcif are not installed" in err and not (tmp_path / "o").exists()
+
+
+def test_a_database_the_preset_names_is_not_left_out_without_a_word(env, tmp_path, capsys):
+    """No UniRef90 and no MGnify under the root: full_dbs is refused naming them, before any search or file."""
+    fasta = tmp_path / "ubq.fasta"
+    fasta.write_text(f">ubq\n{UBIQUITIN}\n")
+    root = tmp_path / "db"
+    for name in ("bfd", "uniref30", "pdb70", "pdb_mmcif"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).symlink_to(env.database_root / name, target_is_directory=True)
+    assert main(["predict", str(fasta), "--out", str(tmp_path / "o"), "--db-root", str(root), *FAST]) == 1
+    err = capsys.readouterr().err
+    assert "db_preset full_dbs searches uniref90, mgnify, bfd, uniref30" in err
+    assert "uniref90, mgnify are not installed" in err and not (tmp_path / "o").exists()
 
 
 def test_an_msa_of_your_own_is_used_and_no_database_is_searched(env, tmp_path, capsys):

@@ -124,7 +124,7 @@ def mid_msa(job: dict[str, Any]) -> bool:
 
 def slow_databases(root: Path, demo: Path) -> Path:
     """The demo databases plus a decoy 'mgnify' of random sequences."""
-    for name in ("uniref90", "small_bfd", "bfd", "uniref30"):
+    for name in ("uniref90", "small_bfd", "bfd", "uniref30", "pdb70", "pdb_mmcif"):
         (root / name).mkdir(parents=True)
         for path in (demo / name).iterdir():
             (root / name / path.name).symlink_to(path)

@@ -20,14 +20,14 @@ def installed(demo_db_root):
 
 @pytest.fixture(scope="module")
 def dbs(installed):
-    """What db_preset reduced_dbs searches: UniRef90 and small BFD, both by jackhmmer."""
+    """What db_preset reduced_dbs searches: UniRef90, MGnify and small BFD, by jackhmmer."""
     return databases.for_preset(installed, "reduced_dbs")
 
 
 def test_discover_reports_demo_databases(installed):
     by_name = {d.name: d for d in installed}
-    assert set(by_name) == {"uniref90", "small_bfd", "bfd", "uniref30", "pdb70", "pdb_mmcif", "pdb_seqres", "uniprot",
-                            "mmseqs_uniref", "mmseqs_env"}
+    assert set(by_name) == {"uniref90", "mgnify", "small_bfd", "bfd", "uniref30", "pdb70", "pdb_mmcif", "pdb_seqres",
+                            "uniprot", "mmseqs_uniref", "mmseqs_env"}
     assert by_name["uniprot"].tool == "jackhmmer" and by_name["uniprot"].sequences == 20000
     assert by_name["mmseqs_uniref"].tool == by_name["mmseqs_env"].tool == "mmseqs"
     assert by_name["mmseqs_uniref"].path.name == "uniref" and by_name["mmseqs_uniref"].version.startswith("demo:")
@@ -46,7 +46,7 @@ def test_search_writes_alphafold_layout_with_real_hits(dbs, tmp_path):
     assert uniref.sequences[0] == UBIQUITIN
     assert len(uniref.sequences) > 10
     assert all(len(s) == len(UBIQUITIN) for s in uniref.sequences)
-    assert {s.database for s in report.searches} == {"uniref90", "small_bfd", "pdb70"}  # pdb70: templates
+    assert {s.database for s in report.searches} == {"uniref90", "mgnify", "small_bfd", "pdb70"}  # pdb70: templates
     assert ("uniref90", "start") in events and ("uniref90", "done") in events
     globins = parsers.parse_stockholm((tmp_path / "msas" / "small_bfd_hits.sto").read_text())
     assert globins.sequences == [UBIQUITIN]  # ubiquitin has no globin homologue: the query alone
@@ -77,15 +77,29 @@ def test_cache_key_changes_with_database_identity(dbs):
 
 
 def test_each_db_preset_searches_alphafolds_databases_and_says_what_is_missing(installed):
-    # Each with HHsearch of pdb70 for the templates, when pdb70 and pdb_mmcif are installed.
-    assert {d.name for d in databases.for_preset(installed, "full_dbs")} == {"uniref90", "bfd", "uniref30", "pdb70"}
-    assert {d.name for d in databases.for_preset(installed, "reduced_dbs")} == {"uniref90", "small_bfd", "pdb70"}
-    without_hhblits = [d for d in installed if d.tool == "jackhmmer"]
-    with pytest.raises(errors.DatabaseError, match="db_preset full_dbs searches bfd and uniref30 .* use db_preset "
-                                                   "reduced_dbs"):
+    # Each with HHsearch of pdb70 for the templates.
+    assert {d.name for d in databases.for_preset(installed, "full_dbs")} == {"uniref90", "mgnify", "bfd", "uniref30",
+                                                                             "pdb70"}
+    assert {d.name for d in databases.for_preset(installed, "reduced_dbs")} == {"uniref90", "mgnify", "small_bfd",
+                                                                                "pdb70"}
+    without_hhblits = [d for d in installed if d.tool != "hhblits"]
+    with pytest.raises(errors.DatabaseError, match="db_preset full_dbs searches uniref90, mgnify, bfd, uniref30, "
+                                                   "pdb70, pdb_mmcif, and bfd, uniref30 are not installed .* use "
+                                                   "db_preset reduced_dbs"):
         databases.for_preset(without_hhblits, "full_dbs")
     with pytest.raises(errors.DatabaseError, match="no sequence database"):
         databases.for_preset([], "reduced_dbs")
+
+
+@pytest.mark.parametrize("missing", ["uniref90", "mgnify", "pdb70", "pdb_mmcif"])
+@pytest.mark.parametrize("preset", ["full_dbs", "reduced_dbs"])
+def test_a_database_the_preset_names_is_never_left_out_without_a_word(installed, missing, preset):
+    """Every database a preset names is searched, or the search is refused naming it (a missing MGnify was
+    skipped, and full_dbs searched less than it says)."""
+    with pytest.raises(errors.DatabaseError, match=f"and {missing} is not installed"):
+        databases.for_preset([d for d in installed if d.name != missing], preset)
+    with pytest.raises(errors.DatabaseError, match="msa_mode mmseqs2 searches .* mmseqs_env is not installed"):
+        databases.for_mode([d for d in installed if d.name != "mmseqs_env"], "mmseqs2", preset)
 
 
 def test_no_database_is_a_stage_error(tmp_path):

@@ -100,9 +100,10 @@ def test_a_corrupt_sequence_database_fails_the_job_in_msa_naming_the_file(build,
     root = tmp_path / "db"
     (root / "uniref90").mkdir(parents=True)
     (root / "uniref90" / "uniref90.fasta").write_bytes(bytes(range(256)) * 64)  # not a sequence file
-    (root / "small_bfd").symlink_to(demo_db_root / "small_bfd")
+    for name in ("mgnify", "small_bfd", "pdb70", "pdb_mmcif"):  # reduced_dbs' other databases
+        (root / name).symlink_to(demo_db_root / name)
     services = build(db_root=root)
-    job = settled(services, submit(services, db_preset="reduced_dbs").id)  # the databases present: small BFD's
+    job = settled(services, submit(services, db_preset="reduced_dbs").id)
 
     assert_failed_cleanly(services, job, "msa")
     assert job.error.type == "StageError"

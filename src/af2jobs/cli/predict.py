@@ -174,11 +174,13 @@ def run(args) -> int:
     check_devices(run_config.gpus)
 
     from af2jobs.cli.progress import StageReporter
-    from af2jobs.pipeline.run import Context, predict_records
+    from af2jobs.pipeline.run import Context, check_databases, predict_records
 
     console = Console() if Console().is_terminal else Console(width=200)
+    ctx = Context(settings=settings, run=run_config, supplied_msas=supplied)
+    check_databases(records, ctx)  # every database the search needs is installed, before any file is written
     with output_dir(args.out), StageReporter() as reporter:
-        ctx = Context(settings=settings, run=run_config, progress=reporter, supplied_msas=supplied)
+        ctx.progress = reporter
         results = predict_records(records, args.out, ctx)
     _summary(console, results, run_config)
     return 0

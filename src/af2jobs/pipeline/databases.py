@@ -172,54 +172,53 @@ def template_source(found: list[Database], multimer: bool = False) -> tuple[Data
 
 
 # What each db_preset searches (AlphaFold 2.3's run_alphafold): UniRef90 and MGnify with jackhmmer either way;
-# full_dbs adds BFD + UniRef30 with HHblits, reduced_dbs small BFD with jackhmmer. The preset's own databases
-# must be installed; UniRef90 and MGnify are searched when they are.
+# full_dbs adds BFD + UniRef30 with HHblits, reduced_dbs small BFD with jackhmmer; then the templates (pdb70 and
+# pdb_mmcif; a complex's chains pdb_seqres and pdb_mmcif). Every one of them must be installed: a search that left
+# one out would say full_dbs and search less.
 PRESET_DATABASES: dict[str, tuple[str, ...]] = {
     "full_dbs": ("uniref90", "mgnify", "bfd", "uniref30"),
     "reduced_dbs": ("uniref90", "mgnify", "small_bfd"),
 }
-PRESET_REQUIRES: dict[str, tuple[str, ...]] = {"full_dbs": ("bfd", "uniref30"), "reduced_dbs": ("small_bfd",)}
+# msa_mode mmseqs2: ColabFold's two searches, UniRef and the environmental databases, then the same templates.
+MMSEQS_DATABASES = ("mmseqs_uniref", "mmseqs_env")
 NO_DATABASE = "no sequence database is configured (run 'af2 db fetch-demo' or set AF2_DB_ROOT)"
 
 
-def for_mode(found: list[Database], msa_mode: str, db_preset: str, **kwargs) -> list[Database]:
-    """What a search in msa_mode uses: for_preset's databases (jackhmmer: AlphaFold's tools), or MMseqs2's
-    UniRef (required) and environmental (when installed) databases with the same template search."""
-    if msa_mode == "jackhmmer":
-        return for_preset(found, db_preset, **kwargs)
+def _require(found: list[Database], wanted: tuple[str, ...], what: str, other: str) -> None:
+    """DatabaseError naming what `what` searches and is not installed."""
     if not found:
         raise DatabaseError(NO_DATABASE)
     names = {db.name for db in found}
-    if "mmseqs_uniref" not in names:
-        raise DatabaseError(f"msa_mode mmseqs2 searches mmseqs_uniref, and it is not installed (installed: "
-                            f"{', '.join(sorted(names))}): install it (af2 db fetch-demo builds the demo's), or use "
-                            f"msa_mode jackhmmer")
+    missing = [name for name in wanted if name not in names]
+    if missing:
+        how = " (HHblits: hhsuite)" if {"bfd", "uniref30"} & set(missing) and shutil.which("hhblits") is None else ""
+        raise DatabaseError(
+            f"{what} searches {', '.join(wanted)}, and {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+            f"not installed{how} (installed: {', '.join(sorted(names))}): install "
+            f"{'it' if len(missing) == 1 else 'them'} (af2 db), or {other}")
+
+
+def for_mode(found: list[Database], msa_mode: str, db_preset: str, **kwargs) -> list[Database]:
+    """What a search in msa_mode uses: for_preset's databases (jackhmmer: AlphaFold's tools), or MMseqs2's UniRef
+    and environmental databases with the same template search; DatabaseError naming any that is missing."""
+    if msa_mode == "jackhmmer":
+        return for_preset(found, db_preset, **kwargs)
+    _require(found, MMSEQS_DATABASES + TEMPLATE_DATABASES, "msa_mode mmseqs2", "use msa_mode jackhmmer")
     templates = template_source(found)
-    return [db for db in found if db.tool == "mmseqs"] + ([templates[0]] if templates else [])
+    return [db for db in found if db.tool == "mmseqs"] + [templates[0]]
 
 
 def for_preset(found: list[Database], db_preset: str, *, multimer: bool = False,
                pairing: bool = False) -> list[Database]:
-    """The installed databases that db_preset searches; DatabaseError naming what is missing when the preset's
-    own databases are not all there.
+    """The databases db_preset searches, with the template search; DatabaseError naming what is missing.
 
     For a chain of a complex (multimer) the template search is hmmsearch of pdb_seqres instead of HHsearch of
     pdb70, and a heteromer's chains (pairing) are searched against UniProt too, whose species identifiers pair
     the rows of different chains (AlphaFold-Multimer searches UniProt only when the chains differ)."""
-    if not found:
-        raise DatabaseError(NO_DATABASE)
-    names = {db.name for db in found}
-    missing = [name for name in PRESET_REQUIRES[db_preset] if name not in names]
-    if missing:
-        other = "reduced_dbs" if db_preset == "full_dbs" else "full_dbs"
-        how = " with HHblits (hhsuite)" if db_preset == "full_dbs" else ""
-        raise DatabaseError(
-            f"db_preset {db_preset} searches {' and '.join(PRESET_REQUIRES[db_preset])}{how}, and "
-            f"{', '.join(missing)} is not installed (installed: {', '.join(sorted(names))}): use db_preset "
-            f"{other}, or install {', '.join(missing)} (af2 db)")
-    if pairing and "uniprot" not in names:
-        raise DatabaseError("a complex of different chains pairs its MSAs by species from a UniProt search, and "
-                            f"uniprot is not installed (installed: {', '.join(sorted(names))}): install it (af2 db)")
-    templates = template_source(found, multimer)
     wanted = PRESET_DATABASES[db_preset] + (("uniprot",) if pairing else ())
-    return [db for db in found if db.name in wanted] + ([templates[0]] if templates else [])
+    template_dbs = MULTIMER_TEMPLATE_DATABASES if multimer else TEMPLATE_DATABASES
+    other = "reduced_dbs" if db_preset == "full_dbs" else "full_dbs"
+    _require(found, wanted + template_dbs, f"db_preset {db_preset}" + (" for a complex" if multimer else ""),
+             f"use db_preset {other} if it is installed")
+    templates = template_source(found, multimer)
+    return [db for db in found if db.name in wanted] + [templates[0]]

@@ -1,6 +1,8 @@
 """The small real demo database, from Debian's package registry, in AlphaFold's layout (af2 db fetch-demo):
 
     uniref90/uniref90.fasta      20,000 UniProt sequences (the MMseqs2 example database, mmseqs2-examples)
+    mgnify/mgy_clusters.fa       the same 20,000 sequences, standing in for MGnify (no metagenomic sample is
+                                 packaged): each preset then searches every database it names
     uniprot/uniprot.fasta        the same 20,000 UniProt sequences: their UniProt names carry the species codes
                                  that pair the rows of a complex's chains (AlphaFold-Multimer's UniProt search)
     small_bfd/...fasta           the 45 globins of HMMER's tutorial (hmmer-examples)
@@ -47,6 +49,11 @@ DEMO_SOURCES = (
     DemoSource(
         "uniref90", "mmseqs2-examples", "usr/share/doc/mmseqs2/example-data/DB.fasta.gz", "uniref90.fasta",
         "20,000 UniProt sequences (MMseqs2 example database)",
+    ),
+    DemoSource(
+        "mgnify", "mmseqs2-examples", "usr/share/doc/mmseqs2/example-data/DB.fasta.gz", "mgy_clusters.fa",
+        "stand-in for MGnify: the same 20,000 UniProt sequences (MMseqs2 example database), so that both presets "
+        "search every database they name",
     ),
     DemoSource(
         "uniprot", "mmseqs2-examples", "usr/share/doc/mmseqs2/example-data/DB.fasta.gz", "uniprot.fasta",

@@ -291,6 +291,18 @@ def _record_begin(record: FastaRecord, out_root: Path, ctx: Context) -> Callable
     return done
 
 
+def check_databases(records: list[FastaRecord], ctx: Context) -> None:
+    """StageError (of the msa stage, which needs them) naming a database that a record's search needs and that is
+    not installed: checked before any search, so that a job does not search some records and then fail."""
+    for record in records:
+        if record.name in ctx.supplied_msas:
+            continue
+        try:
+            msa_mod.searched_for(record, ctx.databases, ctx.run.db_preset, ctx.run.msa_mode)
+        except Af2JobsError as exc:
+            raise StageError(exc.message, stage="msa") from None
+
+
 def prefetch_msas(records: list[FastaRecord], ctx: Context) -> int:
     """msa_mode mmseqs2: the records' searches in one MMseqs2 run, into the MSA cache (msa.prefetch), before the
     records run one by one. Records with their own MSA are left out; complexes search with jackhmmer."""
@@ -311,6 +323,7 @@ def predict_records(records: list[FastaRecord], out_root: Path, ctx: Context) ->
     structures and report are made while the next is searched and predicted (jobrun.overlapped)."""
     from af2jobs.jobrun import overlapped
 
+    check_databases(records, ctx)
     prefetch_msas(records, ctx)
 
     def begin(item: tuple[int, FastaRecord]) -> Callable[[], RecordResult]:
@@ -327,5 +340,5 @@ def predict_records(records: list[FastaRecord], out_root: Path, ctx: Context) ->
     return results
 
 
-__all__ = ["Context", "RecordResult", "msa_stage", "predict_begin", "predict_records", "predict_warm",
+__all__ = ["Context", "RecordResult", "check_databases", "msa_stage", "predict_begin", "predict_records", "predict_warm",
            "prefetch_msas", "resolve_run_config"]
