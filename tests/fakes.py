@@ -213,6 +213,11 @@ class FakeStages:
         if "warm" in self.fail:
             raise self.fail["warm"]
 
+    def capacity(self) -> tuple[str, str, int]:
+        from af2jobs import memory
+
+        return "cpu", "cpu", memory.host_bytes() - memory.HOST_RESERVE
+
     def predict_begin(self, record: FastaRecord, workdir: Path, prepared: Prepared):
         self._run("predict", record, prepared)
         model = prepared.run_config.model_names[0]
@@ -221,3 +226,29 @@ class FakeStages:
         best = {"model": model, "mean_plddt": 50.0, "ptm": 0.5}
         result = {"timings": {}, "best": best, "untrained": True}
         return lambda: result
+
+
+class ProcessStages(FakeStages):
+    """FakeStages as a GPU slot's prediction process runs them (Worker(isolate=True, slot_stages=ProcessStages)):
+    a record named "die" kills its process as the kernel's out-of-memory killer would, "stuck" never returns (a
+    compile, an iteration that does not poll the cancel flag), "hog" takes memory until it is stopped; every
+    other record's versions.json names the process that predicted it."""
+
+    def predict_begin(self, record: FastaRecord, workdir: Path, prepared: Prepared):
+        import os
+        import signal
+        import time
+
+        if record.name == "die":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if record.name == "stuck":
+            time.sleep(3600)
+        if record.name == "hog":
+            held = []
+            while True:
+                held.append(bytearray(b"\x01") * (64 << 20))  # written: resident, not just reserved
+                time.sleep(0.01)
+        finish = super().predict_begin(record, workdir, prepared)
+        versions = json.loads((workdir / "versions.json").read_text())
+        (workdir / "versions.json").write_text(json.dumps({**versions, "pid": os.getpid()}))
+        return finish

@@ -4,6 +4,9 @@ door (the API, `af2 predict`):
     check_size(request, records, settings)   records per job and residues per job (AF2_MAX_JOB_RECORDS,
                                              AF2_MAX_JOB_RESIDUES); the refusal carries the job's own estimate, so the
                                              user sees why the limit is there
+    check_memory(records, run, backend, ...) each record's prediction against the memory where it would run
+                                             (af2jobs.memory's estimate): before the MSA with the smallest MSA the
+                                             record could have, once its MSA is made with its depth
 
 A job over a limit is refused as a whole (422, nothing stored): split it into several jobs, or have the operator
 raise the limit."""
@@ -16,7 +19,9 @@ from af2jobs import errors
 from af2jobs.fasta import FastaRecord
 
 if TYPE_CHECKING:
+    from af2jobs.memory import Capacity
     from af2jobs.request import JobRequest
+    from af2jobs.runconfig import RunConfig
     from af2jobs.settings import Settings
 
 
@@ -49,4 +54,22 @@ def check_size(request: JobRequest, records: list[FastaRecord], settings: Settin
                                  f"({estimate_note(request, records)})", field=field)
 
 
-__all__ = ["check_size", "estimate_note"]
+def check_memory(records: list[FastaRecord], run: RunConfig, capacity: Capacity, *,
+                 depths: dict[str, int] | None = None) -> None:
+    """MemoryLimitError naming the first record whose prediction needs more than `capacity`. `depths`: each
+    record's MSA rows (by slug) once known; before, one row (the least it could need)."""
+    from af2jobs import memory
+
+    for record in records:
+        depth = (depths or {}).get(record.slug, 1)
+        need = memory.prediction_bytes(len(record.sequence), run, capacity.backend, depth=depth)
+        if need > capacity.bytes:
+            more = " or AF2_UNIFIED_MEMORY=true (slower, in host memory)" if capacity.backend == "gpu" else ""
+            raise errors.MemoryLimitError(
+                f"record {record.name} ({len(record.sequence):,} residues) needs about {memory.gib(need)} to be "
+                f"predicted on this {capacity.backend} (af2jobs' estimate); a prediction here may use "
+                f"{capacity.describe()}: split it, or run it where there is more memory{more}", field="sequence",
+                stage="validating" if depths is None else "predict")
+
+
+__all__ = ["check_memory", "check_size", "estimate_note"]

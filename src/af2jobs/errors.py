@@ -110,5 +110,17 @@ class StageError(Af2JobsError):
         self.stage = stage
 
 
+class MemoryLimitError(ValidationError):
+    """A record's prediction needs more memory than where it would run has (af2jobs.admission)."""
+
+    def __init__(self, message: str, *, field: str | None = None, stage: str = "validating") -> None:
+        super().__init__(message, field=field)
+        self.stage = stage
+
+
+class PredictionDiedError(StageError):
+    """The process predicting a job died under it (out of memory, a crash): that job fails, nothing else."""
+
+
 class CancelledError(Af2JobsError):
     """A running stage noticed that its job was cancelled."""

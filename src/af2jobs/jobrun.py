@@ -82,8 +82,16 @@ def run_config_for(
     request: JobRequest, settings: Settings, overrides: Mapping[str, Any] | None = None, *,
     for_gpu: bool | None = None,
 ) -> tuple[RunConfig, list[str]]:
-    """The job's RunConfig (request, then overrides, then the preset) and the notes its versions.json carries."""
-    from af2jobs.pipeline.run import resolve_run_config
+    """The job's RunConfig (request, then overrides, then the preset) and the notes its versions.json carries; for
+    this process's device, or a GPU's (for_gpu True) or a CPU's (False), which asks nothing of JAX."""
+    from af2jobs.runconfig import resolve
+
+    def resolve_run_config(settings: Settings, *, for_gpu: bool | None, **values: Any) -> RunConfig:
+        if for_gpu is None:
+            from af2jobs.pipeline.run import resolve_run_config as on_this_device
+
+            return on_this_device(settings, **values)
+        return resolve(settings, gpu=for_gpu, **values)
 
     values = {"model_names": request.model_names, "strategy": request.strategy, "gpus": request.gpu,
               "db_preset": request.db_preset, "model_preset": request.model_preset, "msa_mode": request.msa_mode,
@@ -187,6 +195,10 @@ class StageRunner(Protocol):
         and returns at once; a failure there is left for predict_begin to meet."""
         ...
 
+    def capacity(self) -> tuple[str, str, int]:
+        """What the predictions run on: (backend "cpu" | "gpu", device kind, the bytes one prediction may use)."""
+        ...
+
 
 class PipelineStages:
     """The real stages: af2jobs.pipeline (AlphaFold2's code on JAX). One per runner, so that the parameters loaded
@@ -195,6 +207,8 @@ class PipelineStages:
     def __init__(self, settings: Settings, overrides: Mapping[str, Any] | None = None) -> None:
         self.settings = settings
         self.overrides = dict(overrides or {})  # RunConfig fields over every job's (the tiny profile in tests)
+        # Whether the predictions run on a GPU (a local GPU slot's process says); None: this process's device.
+        self.for_gpu: bool | None = None
         self._provider: Any = None
         self._lock = threading.Lock()
 
@@ -211,7 +225,7 @@ class PipelineStages:
                 should_cancel: Callable[[], bool]) -> Prepared:
         from af2jobs.pipeline.run import Context, check_databases
 
-        run_config, notes = run_config_for(job.request, self.settings, self.overrides)
+        run_config, notes = run_config_for(job.request, self.settings, self.overrides, for_gpu=self.for_gpu)
         check_parameters(self.settings, run_config)
         ctx = Context(settings=self.settings, run=run_config, provider=self._params(), progress=progress,
                       should_cancel=should_cancel, **report_fields(job.request, records))
@@ -247,6 +261,12 @@ class PipelineStages:
 
         predict_warm(record, workdir, prepared.context)
 
+    def capacity(self) -> tuple[str, str, int]:
+        from af2jobs import memory
+        from af2jobs.pipeline.predict import memory_capacity
+
+        return memory_capacity(memory.HOST_RESERVE)
+
 
 def prepare(stages: StageRunner, store: ArtifactStore, job: Job, records: list[FastaRecord], *,
             progress: Progress, should_cancel: Callable[[], bool]) -> Prepared:
@@ -274,6 +294,15 @@ def output_files(workdir: Path) -> list[Path]:
 
 def msa_done(workdir: Path) -> bool:
     return (workdir / MSA_DONE).is_file()
+
+
+def msa_rows(workdir: Path) -> int | None:
+    """The rows of a finished MSA stage's MSA (its features', de-duplicated); None before, or if not recorded."""
+    try:
+        timings = json.loads((workdir / MSA_DONE).read_text())["timings"]
+        return int(timings["features"]["msa_rows"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def run_msa_record(stages: StageRunner, record: FastaRecord, workdir: Path, prepared: Prepared) -> dict | None:
@@ -417,7 +446,8 @@ def publish(
 
 
 __all__ = [
-    "CASP14_NOTE", "MSA_DONE", "PREDICT_DONE", "PipelineStages", "Prepared", "StageRunner", "msa_done", "prepare",
+    "CASP14_NOTE", "MSA_DONE", "PREDICT_DONE", "PipelineStages", "Prepared", "StageRunner", "msa_done", "msa_rows",
+    "prepare",
     "output_files", "prediction_mode", "publish", "read_records", "summary_of", "report_fields", "run_config_for", "run_msa_record",
     "run_predict_records", "overlapped",
 ]

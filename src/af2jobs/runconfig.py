@@ -7,7 +7,12 @@ import re
 from datetime import date
 from typing import Literal
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from af2jobs.settings import Settings
 
 MODEL_NAMES = ("model_1", "model_2", "model_3", "model_4", "model_5")
 CASP14_ENSEMBLES = 8  # AlphaFold's model_config('model_1') with CONFIG_DIFFS monomer_casp14: eval.num_ensemble 8
@@ -156,6 +161,27 @@ class RunConfig(BaseModel):
     @property
     def stop_threshold(self) -> float | None:
         return parse_strategy(self.strategy)[1]
+
+
+# ColabFold's max-msa defaults: full depth on a GPU; a CPU keeps the demo quick.
+GPU_MSA_CAPS = (512, 5120)
+CPU_MSA_CAPS = (64, 128)
+
+
+def resolve(settings: Settings, *, gpu: bool, **overrides) -> RunConfig:
+    """Settings and the caller's choices into one RunConfig for a prediction on a GPU (gpu=True) or a CPU: the MSA
+    caps default by device, and a GPU pads lengths to buckets. A complex gets AlphaFold-Multimer's recycling."""
+    clusters, extra = GPU_MSA_CAPS if gpu else CPU_MSA_CAPS
+    values = {
+        "length_buckets": gpu,
+        "num_recycle": settings.num_recycle,
+        "max_msa_clusters": settings.max_msa_clusters or clusters,
+        "max_extra_msa": settings.max_extra_msa or extra,
+    }
+    if overrides.get("model_preset") == "multimer":  # AlphaFold-Multimer's recycling, unless the caller sets it
+        values.update(num_recycle=MULTIMER_RECYCLES, recycle_tolerance=MULTIMER_TOLERANCE)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return RunConfig(**values)
 
 
 MSA_CLUSTER_STEPS = (64, 256)  # few steps: each is another compiled function

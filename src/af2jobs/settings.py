@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     # CUDA unified memory, as ColabFold sets it: device allocations may spill into host memory, so a sequence longer
     # than the GPU's memory holds runs (slower) instead of failing. Read when JAX starts its GPU backend.
     unified_memory: bool = False
+    # The memory one prediction may use (af2jobs.memory's estimate is held to it before a record runs, and on a CPU
+    # a prediction process that goes past it is stopped). Unset: the GPU's memory, or this machine's less 2 GiB.
+    prediction_memory_gb: float | None = Field(None, gt=0)
     max_request_bytes: int = Field(1 << 20, ge=1024, description="Largest API request body / inline FASTA.")
     max_upload_bytes: int = Field(256 << 20, ge=1024, description="Largest file the local server takes at PUT /uploads.")
 

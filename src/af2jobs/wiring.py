@@ -99,20 +99,32 @@ def owner_mail(settings: Settings) -> OwnerMail | None:
     return SnsOwnerMail(settings.topic_arn)
 
 
-def build(settings: Settings, *, run_overrides: Mapping[str, Any] | None = None) -> Services:
+def build(settings: Settings, *, run_overrides: Mapping[str, Any] | None = None, isolate: bool = True) -> Services:
     """The service and its adapters for settings.mode. run_overrides (local only) are RunConfig fields applied to
-    every job, e.g. {"profile": "tiny"} for tests and `af2 serve --profile tiny`."""
+    every job, e.g. {"profile": "tiny"} for tests and `af2 serve --profile tiny`. isolate (local only): each GPU
+    slot predicts in a process of its own (adapters/local/slot.py); False predicts in the slot's thread."""
     apply_device_memory(settings)
     if settings.mode == "aws":
         return _build_aws(settings)
-    return _build_local(settings, run_overrides)
+    return _build_local(settings, run_overrides, isolate)
 
 
-def _build_local(settings: Settings, run_overrides: Mapping[str, Any] | None) -> Services:
+@dataclass
+class LocalParts:
+    """What a local job's pass writes to: its record, its files, its messages (and the keys and link signer)."""
+
+    repo: JobRepository
+    store: ArtifactStore
+    keys: ApiKeyStore
+    links: LinkSigner | None
+    notifier: Notifier
+
+
+def local_parts(settings: Settings) -> LocalParts:
+    """The local adapters on settings.data_dir: what `af2 serve` and each of its prediction processes open."""
     from af2jobs.adapters.local.files import DirectoryArtifactStore
     from af2jobs.adapters.local.notify import LocalNotifier
     from af2jobs.adapters.local.sqlite import SqliteJobRepository
-    from af2jobs.adapters.local.worker import LocalOrchestrator, Worker
 
     repo = SqliteJobRepository(settings.jobs_db)
     store = DirectoryArtifactStore(settings.artifacts_dir)
@@ -123,10 +135,18 @@ def _build_local(settings: Settings, run_overrides: Mapping[str, Any] | None) ->
         smtp_from=settings.smtp_from, to=settings.notify_email, webhook_url=settings.webhook_url, store=store,
         owner_addresses=lambda owner: apikeys.mail_addresses(keys.list(owner), owner), links=links,
     )
-    worker = Worker(repo, store, notifier, settings, run_overrides=run_overrides)
+    return LocalParts(repo, store, keys, links, notifier)
+
+
+def _build_local(settings: Settings, run_overrides: Mapping[str, Any] | None, isolate: bool) -> Services:
+    from af2jobs.adapters.local.worker import LocalOrchestrator, Worker
+
+    parts = local_parts(settings)
+    worker = Worker(parts.repo, parts.store, parts.notifier, settings, run_overrides=run_overrides, isolate=isolate)
     orchestrator = LocalOrchestrator(worker)
-    service = JobService(repo, store, orchestrator, notifier, settings)
-    return Services(settings, service, repo, store, keys, orchestrator, notifier, worker, links=links)
+    service = JobService(parts.repo, parts.store, orchestrator, parts.notifier, settings)
+    return Services(settings, service, parts.repo, parts.store, parts.keys, orchestrator, parts.notifier, worker,
+                    links=parts.links)
 
 
 def _build_aws(settings: Settings) -> Services:

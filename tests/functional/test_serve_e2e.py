@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,35 @@ def env(settings_factory, demo_db_root, tmp_path) -> dict[str, str]:
             "AF2_MSA_CACHE": "false"}
 
 
+def downloaded_whole(server: Server, env: dict[str, str], key: str, job_id: str, into: Path) -> None:
+    """`af2 download` as typed: every file of the job, binaries too (PNG, pickle), byte for byte as the server
+    holds them."""
+    result = subprocess.run([*AF2, "download", job_id, str(into)], capture_output=True, text=True, timeout=120,
+                            env={**env, "AF2_API_URL": server.url, "AF2_API_KEY": key})
+    assert result.returncode == 0, result.stderr
+    held = Path(env["AF2_DATA_DIR"]) / "artifacts" / "jobs" / job_id
+    served = {name for p in held.rglob("*") if p.is_file()
+              if not (name := p.relative_to(held).as_posix()).startswith("work/")}
+    got = {p.relative_to(into).as_posix() for p in into.rglob("*") if p.is_file()}
+    assert got == served and {"output/ubq/plddt.png", "output/ubq/features.pkl"} <= got
+    assert all((into / name).read_bytes() == (held / name).read_bytes() for name in got)
+
+
+def every_mail_link_opens(env: dict[str, str], job_id: str) -> None:
+    """Each link the SUCCEEDED mail carries (its per-file artifacts and its list) opens without a key, giving the
+    file's bytes."""
+    outbox = Path(env["AF2_DATA_DIR"]) / "outbox"
+    [message] = [json.loads(p.read_text()) for p in outbox.glob(f"*-{job_id}-*.json")
+                 if json.loads(p.read_text())["event"] == "succeeded"]
+    urls = set(message["artifacts"].values()) | {link["url"] for link in message["links"]}
+    held = Path(env["AF2_DATA_DIR"]) / "artifacts"
+    assert len(urls) > 10
+    for url in urls:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            path = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))["path"]
+            assert response.read() == (held / "jobs" / job_id / path).read_bytes(), url
+
+
 def test_serve_runs_jobs_over_http_and_recovers_from_sigkill_mid_msa(env, tmp_path):
     server = Server(env, tmp_path / "serve-1.log")
     try:
@@ -161,6 +191,8 @@ def test_serve_runs_jobs_over_http_and_recovers_from_sigkill_mid_msa(env, tmp_pa
         assert any("SUCCEEDED" in line for line in done["log"])
         status, pdb = call(server, key, "GET", done["links"]["ubq/ranked_0.pdb"])
         assert status == 200 and pdb.startswith(b"REMARK") and b"\nATOM " in pdb
+        downloaded_whole(server, env, key, done["id"], tmp_path / "download")
+        every_mail_link_opens(env, done["id"])
 
         fasta = "".join(f">r{i}\n{UBIQUITIN}\n" for i in range(1, RECORDS + 1))
         victim = submit(server, key, fasta)

@@ -504,3 +504,27 @@ def test_a_record_queued_to_warm_in_the_background_is_ready_for_its_prediction(r
     predict._warmers.wait()
     (result,) = predict.Predictor(run, provider).predict(raw_features).runs
     assert result.compile_s == 0.0  # loaded by the warm-up thread, not here
+
+
+def test_a_process_keeps_only_its_most_recently_used_compiled_models(monkeypatch):
+    """A slot's prediction process lives for days and meets many lengths: the compiled applies kept in memory are
+    the KEPT most recently used (the executables on disk keep the rest)."""
+    monkeypatch.setattr(predict._Compiled, "_cache", {})
+    monkeypatch.setattr(predict._Compiled, "disk", None)
+    monkeypatch.setattr(predict._Compiled, "KEPT", 2)
+    monkeypatch.setattr(predict.af_model, "RunModel", lambda cfg: type("Runner", (), {"apply": None})())
+    compiled = []
+    monkeypatch.setattr(predict, "lower_and_compile", lambda runner, p, batch: compiled.append(1) or object())
+    monkeypatch.setattr(predict, "_first_batch", lambda cfg, feat: feat)
+    params_ = {"scope": {"w": np.zeros(2, np.float32)}}
+
+    def get(length: int):
+        return predict._Compiled.get(None, "fp", {"aatype": np.zeros((1, length), np.int32)}, params_)
+
+    for length in (10, 20, 10, 30):  # 10 used again after 20: 20 is the least recent when 30 comes
+        get(length)
+    assert len(compiled) == 3 and len(predict._Compiled._cache) == 2
+    get(10)
+    assert len(compiled) == 3  # kept
+    get(20)
+    assert len(compiled) == 4  # compiled again

@@ -38,8 +38,9 @@ TINY = {"profile": "tiny", "max_msa_clusters": 16, "max_extra_msa": 32, "models_
 def build(settings_factory):
     made: list[wiring.Services] = []
 
-    def make(**settings: Any) -> wiring.Services:
-        services = wiring.build(settings_factory(**settings), run_overrides=TINY)
+    def make(isolate: bool = True, **settings: Any) -> wiring.Services:
+        # isolate=False for a test that patches the pipeline in this process: the prediction must run here too.
+        services = wiring.build(settings_factory(**settings), run_overrides=TINY, isolate=isolate)
         made.append(services)
         services.worker.start()
         return services
@@ -118,7 +119,7 @@ def test_the_model_raising_during_the_prediction_fails_the_job_in_predict(build,
         raise RuntimeError("INTERNAL: the device was lost")
 
     monkeypatch.setattr(predict.Predictor, "predict", broken)
-    services = build()
+    services = build(isolate=False)
     job = settled(services, submit(services).id)
 
     assert_failed_cleanly(services, job, "predict")
@@ -184,7 +185,7 @@ class FullDisk:
 
 
 def test_a_full_outputs_disk_while_publishing_fails_the_job_with_nothing_half_written(build, monkeypatch):
-    services = build()
+    services = build(isolate=False)
     disk = FullDisk(services.settings.artifacts_dir)
     disk.install(monkeypatch)
     publish = jobrun.publish

@@ -335,3 +335,25 @@ def test_a_batch_stage_stops_when_its_job_leaves_the_stage_and_reports_its_own_f
     del stages.fail["msa"]
     lifecycle.request_cancel(repo, job.id)
     assert stage("msa", "b-2").run() == EXIT_CANCELLED
+
+
+def test_a_job_found_unfinished_by_more_restarts_than_allowed_is_failed_not_run_again(local):
+    """A record that takes the whole server down would do so again at every start: after MAX_RESTARTS restarts
+    the job ends FAILED, saying so."""
+    from af2jobs.adapters.local.worker import MAX_RESTARTS
+
+    service, worker, _ = local
+    job = _submit(service)
+    for step in (S.VALIDATING, S.MSA):
+        service.repo.transition(job.id, {service.repo.get(job.id).state}, step)
+    worker.stop()
+    actions = []
+    for _ in range(MAX_RESTARTS + 1):
+        again = Worker(service.repo, service.store, service.notifier, worker.settings, stages=FakeStages())
+        actions.append(again.recover()[job.id])
+        again.stop()  # a crash before the job's MSA ends: the next start finds it unfinished again
+    assert actions[:MAX_RESTARTS] == ["MSA again"] * MAX_RESTARTS
+    failed = service.repo.get(job.id)
+    assert failed.state is S.FAILED and failed.error.type == "Interrupted"
+    assert f"restart number {MAX_RESTARTS + 1}: it is not run again" in failed.error.message
+    assert not (worker.root / layout.work_root(job.id)).exists()  # its work dir went with it

@@ -179,6 +179,7 @@ def run(args) -> int:
     console = Console() if Console().is_terminal else Console(width=200)
     ctx = Context(settings=settings, run=run_config, supplied_msas=supplied)
     check_databases(records, ctx)  # every database the search needs is installed, before any file is written
+    check_memory(records, run_config, settings)
     with output_dir(args.out), StageReporter() as reporter:
         ctx.progress = reporter
         results = predict_records(records, args.out, ctx)
@@ -217,6 +218,16 @@ def output_dir(out: Path):
 
 def _interrupted(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def check_memory(records, run_config, settings: Settings) -> None:
+    """A record whose prediction is estimated to need more memory than this machine has is refused before any work
+    (af2jobs.admission), as `af2 serve` fails it before its MSA."""
+    from af2jobs.memory import HOST_RESERVE, Capacity
+    from af2jobs.pipeline.predict import memory_capacity
+
+    capacity = Capacity.of(*memory_capacity(HOST_RESERVE), settings.prediction_memory_gb)
+    admission.check_memory(records, run_config, capacity)
 
 
 def check_devices(gpus: int) -> None:

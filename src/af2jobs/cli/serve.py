@@ -180,6 +180,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {"profile": "tiny"} if args.profile == "tiny" else {}
     with _bind(settings.host, settings.port) as sock:
+        # The port bound (port 0 picks one): the links a job's mail carries point at this server.
+        settings = settings.model_copy(update={"port": sock.getsockname()[1]})
         services = wiring.build(settings, run_overrides=overrides)
         try:
             from af2jobs.api.app import create_asgi_app
@@ -189,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
             if services.worker is not None:
                 services.worker.start()  # takes the data directory's lock before recover() touches any job
                 recovered = services.worker.recover()
-            _announce(services, _url(settings.host, sock.getsockname()[1]), recovered)
+            _announce(services, _url(settings.host, settings.port), recovered)
             _serve(app, sock)
         finally:
             services.close()

@@ -276,7 +276,11 @@ def official_path(params_dir: Path, model: str) -> Path | None:
 
 
 class ParamsProvider:
-    """Parameters for each model: official from params_dir when present, else generated UNTRAINED and cached."""
+    """Parameters for each model: official from params_dir when present, else generated UNTRAINED and cached. The
+    KEPT most recently used models stay in memory (a process that predicts monomers and complexes for days would
+    otherwise hold every model it met)."""
+
+    KEPT = 5  # a run's five models (predict.DEVICE_PARAMS_KEPT keeps as many on the device)
 
     def __init__(self, params_dir: Path, cache_dir: Path) -> None:
         self.params_dir = params_dir
@@ -290,9 +294,17 @@ class ParamsProvider:
         with self._lock:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:  # another model's read (a preload) does not hold this one up
-            if key not in self._loaded:
-                self._loaded[key] = self._load(model, profile)
-            return self._loaded[key]
+            with self._lock:
+                found = self._loaded.pop(key, None)
+                if found is not None:
+                    self._loaded[key] = found  # the most recently used last
+                    return found
+            found = self._load(model, profile)
+            with self._lock:
+                self._loaded[key] = found
+                for old in list(self._loaded)[: max(len(self._loaded) - self.KEPT, 0)]:
+                    del self._loaded[old]
+            return found
 
     def preload(self, models: list[str], profile: str) -> threading.Thread:
         """Read these models' parameters in a background thread, in order, while the caller runs the first: a

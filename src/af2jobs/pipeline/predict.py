@@ -141,17 +141,20 @@ def device_kind() -> str:
     return f"{dev.platform}:{getattr(dev, 'device_kind', '')}"
 
 
+def memory_capacity(host_reserve: int) -> tuple[str, str, int]:
+    """(backend, device kind, bytes) one prediction may use here: the GPU's memory as XLA may take it (with
+    AF2_UNIFIED_MEMORY, what it may spill too), or this machine's less `host_reserve` for the rest of it."""
+    from af2jobs import memory
+
+    device = _current_device()
+    if device.platform == "gpu":
+        limit = (device.memory_stats() or {}).get("bytes_limit") or 0
+        return "gpu", str(getattr(device, "device_kind", "gpu")), int(limit)
+    return device.platform, device.platform, max(memory.host_bytes() - host_reserve, 0)
+
+
 def on_gpu() -> bool:
     return jax.default_backend() == "gpu"
-
-
-GPU_MSA_CAPS = (512, 5120)
-CPU_MSA_CAPS = (64, 128)
-
-
-def default_msa_caps() -> tuple[int, int]:
-    """ColabFold's max-msa: full depth on a GPU; a CPU keeps the demo quick."""
-    return GPU_MSA_CAPS if on_gpu() else CPU_MSA_CAPS
 
 
 @dataclass(eq=False)
@@ -205,8 +208,11 @@ def run_for(run: RunConfig, raw: dict) -> RunConfig:
 
 
 class _Compiled:
-    """One runner and its compiled apply per (configuration, feature shapes), shared across models and jobs."""
+    """One runner and its compiled apply per (configuration, feature shapes), shared across models and jobs: the
+    KEPT most recently used in memory (a process that predicts for days meets many lengths; the files on disk keep
+    the rest)."""
 
+    KEPT = 8
     _cache: dict[tuple, "_Compiled"] = {}
     _lock = threading.Lock()  # guards _cache and _making
     _making: dict[tuple, threading.Lock] = {}  # one per key: a load or compile of one does not hold up the others
@@ -227,8 +233,9 @@ class _Compiled:
         # The device too: each GPU slot of the local worker runs under its own jax.default_device.
         key = (fingerprint, shapes, _param_signature(params), _device_name())
         with cls._lock:
-            hit = cls._cache.get(key)
+            hit = cls._cache.pop(key, None)
             if hit is not None:
+                cls._cache[key] = hit  # the most recently used last
                 return hit, 0.0
             making = cls._making.setdefault(key, threading.Lock())
         with making:
@@ -249,6 +256,9 @@ class _Compiled:
             runner.apply = compiled
             with cls._lock:
                 cls._cache[key] = entry
+                for old in list(cls._cache)[: max(len(cls._cache) - cls.KEPT, 0)]:
+                    del cls._cache[old]  # a run holding it keeps its runner until it ends
+                    cls._making.pop(old, None)
             return entry, entry.compile_s
 
 

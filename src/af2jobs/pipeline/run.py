@@ -36,7 +36,7 @@ from af2jobs.pipeline import predict as predict_mod
 from af2jobs.pipeline import relax as relax_mod
 from af2jobs.pipeline import templates as templates_mod
 from af2jobs.pipeline import report
-from af2jobs.runconfig import MULTIMER_RECYCLES, MULTIMER_TOLERANCE, RunConfig
+from af2jobs.runconfig import RunConfig, resolve
 from af2jobs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -77,20 +77,9 @@ INPUTS_DIR = "inputs"  # the processed features the MSA stage prepared for the G
 
 
 def resolve_run_config(settings: Settings, *, for_gpu: bool | None = None, **overrides) -> RunConfig:
-    """Settings and the caller's choices into one RunConfig; MSA caps default by device (ColabFold's max-msa):
-    this process's device, or a GPU's with for_gpu (the run a GPU stage elsewhere will make)."""
-    gpu = predict_mod.on_gpu() if for_gpu is None else for_gpu
-    clusters, extra = predict_mod.GPU_MSA_CAPS if gpu else predict_mod.CPU_MSA_CAPS
-    values = {
-        "length_buckets": gpu,
-        "num_recycle": settings.num_recycle,
-        "max_msa_clusters": settings.max_msa_clusters or clusters,
-        "max_extra_msa": settings.max_extra_msa or extra,
-    }
-    if overrides.get("model_preset") == "multimer":  # AlphaFold-Multimer's recycling, unless the caller sets it
-        values.update(num_recycle=MULTIMER_RECYCLES, recycle_tolerance=MULTIMER_TOLERANCE)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return RunConfig(**values)
+    """runconfig.resolve for this process's device, or a GPU's with for_gpu (the run a GPU stage elsewhere will
+    make)."""
+    return resolve(settings, gpu=predict_mod.on_gpu() if for_gpu is None else for_gpu, **overrides)
 
 
 def _read_timings(workdir: Path) -> dict:

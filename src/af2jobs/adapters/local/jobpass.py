@@ -55,6 +55,7 @@ class JobPass:
             return False  # cancelled or finished since it was queued
         t0 = time.perf_counter()
         self._prepare(job)
+        self.worker.check_memory(job, self.records)  # a record this machine cannot predict fails before its MSA
         if job.state is S.VALIDATING:
             lifecycle.begin_msa(self.repo, self.job_id, "starting the MSA", cost={"validating_s": _since(t0)})
         t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The local Orchestrator: a worker inside `af2 serve` that runs queued jobs through the stages in-process.
+"""The local Orchestrator: a worker inside `af2 serve` that runs queued jobs through the stages.
 
 Two pools, so that CPU and GPU work overlap across jobs:
 
@@ -9,20 +9,30 @@ A job that finished its MSA waits in state MSA (its progress says "waiting for a
 cpu_workers=0 pauses the worker: new jobs stay QUEUED; jobs already past their MSA still finish. `run_now(id)`
 runs one job's whole pass in the calling thread instead (tests, scripts).
 
+Isolation (isolate=True, what `af2 serve` runs): each GPU slot predicts in a process of its own (slot.py), which
+keeps its compiled models across jobs; a prediction that dies there (out of memory, a crash) fails its job alone,
+saying how it died, and the next job gets a new process. The server's own JAX stays on the CPU. Without
+isolation (tests that patch the pipeline) a slot predicts in its thread.
+
+Memory admission (af2jobs.admission, af2jobs.memory): once a slot has said what it runs on, a job whose record's
+prediction is estimated to need more memory than a slot has fails at VALIDATING, before its MSA (with the least MSA
+it could have), and again before its prediction (with its MSA's depth), saying so.
+
 Every state change is af2jobs.lifecycle's; the per-record stages, their "done" markers and publishing are
 af2jobs.jobrun's, with the stage runner this worker is given (the real pipeline unless a test passes another).
 The job's files mirror its store keys (af2jobs.layout) under the artifact directory: its log (jobs/<id>/log.txt),
-its records' work dirs (jobs/<id>/work/<slug>/, removed once the job SUCCEEDED) and its published results. Its
-`cost` holds the measured seconds of each phase and, once SUCCEEDED, `usd` (af2jobs.cost.job_cost).
+its records' work dirs (jobs/<id>/work/<slug>/, removed once the job ends) and its published results. Its `cost`
+holds the measured seconds of each phase and, once SUCCEEDED, `usd` (af2jobs.cost.job_cost).
 
 Cancel: `cancel(job)` sets a flag that the running stage polls (between databases, recycles and stages), so it
-stops within seconds (an XLA compile in progress is not interruptible and finishes first); the job then moves
-CANCELLING -> CANCELLED. A job between pools has no running stage and is finished at once.
+stops within seconds; a prediction that has not stopped CANCEL_GRACE_S later (an XLA compile, a long iteration) has
+its process killed. The job then moves CANCELLING -> CANCELLED. A job between pools is finished at once.
 
 Restart: `recover()` (run once at start, by the one process that serves this data directory) puts every
 unfinished job back on its way: QUEUED ones are queued; VALIDATING/MSA ones run their MSA again (records whose
 MSA had finished are kept); PREDICTING ones whose MSA results are all there run their prediction again; the rest
-end FAILED saying they were interrupted by a restart; CANCELLING ones become CANCELLED. Nothing stays stuck.
+end FAILED saying they were interrupted by a restart, as does a job found unfinished by more than MAX_RESTARTS
+restarts; CANCELLING ones become CANCELLED. Nothing stays stuck, and nothing crashes the server at every start.
 `stop()` stops running stages the same way as a cancel but leaves the jobs' states for the next `recover()`.
 """
 
@@ -36,13 +46,16 @@ import queue
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from af2jobs import errors, jobrun, layout, lifecycle
+from af2jobs import admission, atomic, errors, jobrun, layout, lifecycle, memory
 from af2jobs.adapters.local.gpuslots import devices, parse_gpus
 from af2jobs.adapters.local.jobpass import JobPass
+from af2jobs.adapters.local.slot import CANCEL_GRACE_S, Ended, PredictionProcess, keep_off_the_gpu, slot_info
 from af2jobs.jobrun import MSA_DONE, PipelineStages, StageRunner
+from af2jobs.memory import Capacity
 from af2jobs.models import RUNNING, UNFINISHED, Job, JobEvent, JobState, utc_now
 from af2jobs.ports import ArtifactStore, JobRepository, Notifier
 from af2jobs.settings import Settings
@@ -52,19 +65,34 @@ log = logging.getLogger(__name__)
 S = JobState
 LOCK_NAME = "worker.lock"
 _PAGE = 500
+# A job found unfinished by more restarts than this is failed rather than run again: a record that brings the whole
+# server down (where predictions run in its process) would otherwise do so at every start.
+MAX_RESTARTS = 2
+RESTARTS_NAME = ".restarts"
+SLOTS_UP_S = 120.0  # how long an MSA waits for the slots to say what they run on (then it goes on without)
 
 
 class Worker:
     """Runs jobs from a JobRepository through the stages on this machine. Start once, stop once."""
 
     def __init__(self, repo: JobRepository, store: ArtifactStore, notifier: Notifier, settings: Settings, *,
-                 stages: StageRunner | None = None, run_overrides: dict[str, Any] | None = None) -> None:
+                 stages: StageRunner | None = None, run_overrides: dict[str, Any] | None = None,
+                 isolate: bool = False, slot_stages: Callable[[], StageRunner] | None = None) -> None:
         self.repo = repo
         self.store = store
         self.notifier = notifier
         self.settings = settings
         # A slot is one GPU: the request's gpu count sizes AWS Batch jobs; here it must not reach other slots' GPUs.
-        self.stages = stages or PipelineStages(settings, {**(run_overrides or {}), "gpus": 1})
+        self.overrides = {**(run_overrides or {}), "gpus": 1}
+        self.stages = stages or PipelineStages(settings, self.overrides)
+        # isolate: each GPU slot predicts in a process of its own (slot.py), its stages the pipeline's or, in
+        # tests, slot_stages' (a picklable factory); otherwise in the slot's thread, with self.stages.
+        self.isolate = isolate
+        self.slot_stages = slot_stages
+        self._processes: dict[str, PredictionProcess] = {}  # job id -> the process predicting it
+        self._slot_processes: list[PredictionProcess] = []
+        self._slot_info: Capacity | None = None
+        self._slots_up = threading.Event()
         self.slots = parse_gpus(settings.gpus)
         self.root = settings.artifacts_dir  # the job's files sit at their store keys under it
         self._cpu_q: queue.Queue[tuple[str, bool] | None] = queue.Queue()
@@ -83,18 +111,29 @@ class Worker:
         if self._threads or self._stopping.is_set():
             raise RuntimeError("a Worker is started once")
         self._take_lock()
-        slot_devices = devices(self.slots)
+        if self.isolate:
+            jax_platforms = keep_off_the_gpu()
+            for slot in self.slots:
+                process = PredictionProcess(self.settings, self.overrides, slot, jax_platforms=jax_platforms,
+                                            stages=self.slot_stages)
+                self._spawn(f"af2-gpu-{slot or 0}", lambda p=process: self._slot_loop(p))
+        else:
+            for slot, device in zip(self.slots, devices(self.slots), strict=True):
+                self._spawn(f"af2-gpu-{slot or 0}", lambda d=device: self._gpu_loop(d))
+            self._slots_up.set()
         if self.settings.cpu_workers and isinstance(self.stages, PipelineStages):
             import af2jobs.pipeline.run  # noqa: F401  (JAX's import cost here, not in the first job)
         for i in range(self.settings.cpu_workers):
             self._spawn(f"af2-cpu-{i}", lambda: self._serve_queue(self._cpu_q, self._cpu_task))
-        for slot, device in zip(self.slots, slot_devices, strict=True):
-            self._spawn(f"af2-gpu-{slot or 0}", lambda d=device: self._gpu_loop(d))
         log.info("worker started: %d CPU worker(s), GPU slots %s", self.settings.cpu_workers, self.slots)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop: running stages see a cancel flag and stop; their jobs keep their state for recover()."""
         self._stopping.set()
+        with self._lock:
+            processes = list(self._slot_processes)
+        for process in processes:  # a running pass there is left for recover(), as one in a thread
+            process.request_stop()
         for thread in self._threads:
             (self._cpu_q if thread.name.startswith("af2-cpu") else self._gpu_q).put(None)
         deadline = time.monotonic() + timeout
@@ -141,6 +180,9 @@ class Worker:
             flag = self._active.get(job.id)
             if flag is not None:
                 flag.set()
+                process = self._processes.get(job.id)
+                if process is not None:  # its prediction runs in a slot's process: told there, killed if it lingers
+                    process.cancel(job.id)
                 return
             # Under the lock, so that no thread claims the job between the check and the state change.
             cancelled = self.finish_cancel(job.id)
@@ -152,6 +194,17 @@ class Worker:
         if self._run_claimed(job_id, lambda run: run.msa_phase(False)):
             self._run_claimed(job_id, lambda run: run.predict_phase(False))
         return self.repo.get(job_id)
+
+    def predict_here(self, job_id: str, resume: bool) -> None:
+        """The job's predict phase in this thread (what a slot's prediction process runs)."""
+        self._run_claimed(job_id, lambda run: run.predict_phase(resume))
+
+    def signal_cancel(self, job_id: str) -> None:
+        """Set the cancel flag of a job this worker runs (the server's cancel, relayed to a prediction process)."""
+        with self._lock:
+            flag = self._active.get(job_id)
+        if flag is not None:
+            flag.set()
 
     # -- restart ---------------------------------------------------------------------------------------------
 
@@ -185,6 +238,10 @@ class Worker:
             if cancelled is not None:
                 self.notify(cancelled, JobEvent.CANCELLED)
             return "cancelled"
+        restarts = self._restarted(job.id)
+        if restarts > MAX_RESTARTS:
+            return self._fail_interrupted(job, f"this is its restart number {restarts}: it is not run again, in case "
+                                               "what it runs is what stopped the server (submit it again to retry)")
         try:
             records = jobrun.read_records(self.store, job, self.settings.max_length)
         except errors.Af2JobsError as exc:
@@ -201,6 +258,20 @@ class Worker:
         self._gpu_q.put((job.id, True))
         return "prediction again"
 
+    def _restarted(self, job_id: str) -> int:
+        """How many restarts have found the job unfinished, this one counted (kept in its work dir, which goes
+        when the job ends)."""
+        path = self.root / layout.work_root(job_id) / RESTARTS_NAME
+        try:
+            count = int(path.read_text()) + 1
+        except (OSError, ValueError):
+            count = 1
+        try:
+            atomic.write_text(path, f"{count}\n")
+        except OSError as exc:
+            log.warning("job %s: the restart count cannot be kept (%s)", job_id, exc, extra={"job_id": job_id})
+        return count
+
     def _fail_interrupted(self, job: Job, why: str) -> str:
         failed = lifecycle.interrupted(self.repo, job, why)
         self.clear_work(job.id)
@@ -210,6 +281,91 @@ class Worker:
 
     # -- threads ---------------------------------------------------------------------------------------------
 
+    def _slot_loop(self, process: PredictionProcess) -> None:
+        """A GPU slot whose predictions run in `process` (started first: its JAX start, not the first job's)."""
+        with self._lock:
+            self._slot_processes.append(process)
+        try:
+            self._slot_ready(process.start())
+        except errors.Af2JobsError:
+            # Each job tries to start it again, and fails saying why if it cannot: none waits for ever.
+            log.exception("GPU slot %s: its prediction process did not start", process.slot or 0)
+        finally:
+            self._slots_up.set()
+        try:
+            self._serve_queue(self._gpu_q, lambda job_id, resume: self._predict_in(process, job_id, resume))
+        finally:
+            process.close()
+
+    def _slot_ready(self, info: Capacity) -> None:
+        with self._lock:
+            if self._slot_info is None or info.bytes < self._slot_info.bytes:
+                self._slot_info = info  # the smallest slot's: a job must fit whichever takes it
+        if isinstance(self.stages, PipelineStages):
+            self.stages.for_gpu = info.backend == "gpu"  # the MSA stage prepares the GPU's inputs
+
+    def _predict_in(self, process: PredictionProcess, job_id: str, resume: bool) -> None:
+        with self._lock:
+            if job_id in self._active:
+                return  # queued twice and already running
+            self._active[job_id] = threading.Event()
+            self._processes[job_id] = process
+        try:
+            job = self.repo.get(job_id)
+            if job.state is S.MSA and not resume and not self._fits(job):
+                return
+            ended = process.run(job_id, resume)
+            if not ended.finished:
+                self._prediction_died(job_id, ended, process)
+        except Exception as exc:  # noqa: BLE001 - the process could not be started or reached: the job says why
+            JobPass(self, job_id, threading.Event()).handle_error(exc)
+        finally:
+            with self._lock:
+                self._active.pop(job_id, None)
+                self._processes.pop(job_id, None)
+
+    def _fits(self, job: Job) -> bool:
+        """Whether each record's prediction, its MSA made, fits the slots' memory; FAILED saying why when not."""
+        try:
+            records = jobrun.read_records(self.store, job, self.settings.max_length)
+            depths = {r.slug: jobrun.msa_rows(self.workdir(job.id, r.slug)) for r in records}
+            self.check_memory(job, records, {slug: n for slug, n in depths.items() if n is not None})
+            return True
+        except errors.Af2JobsError as exc:
+            JobPass(self, job.id, threading.Event()).handle_error(exc)
+            return False
+
+    def check_memory(self, job: Job, records: list, depths: dict[str, int] | None = None) -> None:
+        """MemoryLimitError when a record's estimated prediction needs more memory than a slot has (admission.py);
+        nothing to check before a slot has said what it runs on."""
+        info = self._slot_info
+        if info is None:
+            return
+        run = jobrun.run_config_for(job.request, self.settings, self.overrides, for_gpu=info.backend == "gpu")[0]
+        admission.check_memory(records, run, info, depths=depths)
+
+    def _prediction_died(self, job_id: str, ended: Ended, process: PredictionProcess) -> None:
+        """The prediction process died under the job: the job ends CANCELLED (a cancel killed it) or FAILED saying
+        how it died; what it may have half published goes. Other jobs never noticed."""
+        job = self.repo.get(job_id)
+        if job.state not in UNFINISHED or self.stopping:
+            log.warning("job %s: its prediction process %s (the job %s)", job_id, ended.cause(),
+                        "is left for the next start" if self.stopping else f"was {job.state.value}",
+                        extra={"job_id": job_id})
+            return
+        shutil.rmtree(self.root / layout.output_prefix(job_id), ignore_errors=True)
+        if job.state is S.CANCELLING or ended.killed_for_cancel:
+            self.log(job_id, f"the prediction did not stop within {CANCEL_GRACE_S:.0f} s of the cancel: its "
+                             "process was killed")
+            JobPass(self, job_id, threading.Event()).handle_error(errors.CancelledError("killed on cancel"))
+            return
+        peak = f" at {memory.gib(ended.peak_bytes)} resident" if ended.peak_bytes else ""
+        info = process.info
+        have = f"; a prediction here may use {info.describe()}" if info is not None else ""
+        message = (f"the prediction process {ended.cause()}{peak}{have}. This job's records may need more memory "
+                   "than this machine has (their estimates are in the log); the server and other jobs went on")
+        JobPass(self, job_id, threading.Event()).handle_error(errors.PredictionDiedError(message, stage="predict"))
+
     def _gpu_loop(self, device: Any) -> None:
         scope = contextlib.nullcontext()
         if device is not None:
@@ -217,6 +373,7 @@ class Worker:
 
             scope = jax.default_device(device)  # thread-local: this slot's predictions run on its GPU
         with scope:
+            self._slot_ready(slot_info(self.stages, self.settings))
             self._serve_queue(self._gpu_q, self._gpu_task)
 
     def _serve_queue(self, work: queue.Queue[tuple[str, bool] | None], task) -> None:
@@ -229,6 +386,8 @@ class Worker:
                 log.exception("job %s: the worker could not record its outcome", item[0], extra={"job_id": item[0]})
 
     def _cpu_task(self, job_id: str, resume: bool) -> None:
+        # What the slots run on decides the run's MSA caps and inputs, and the memory a record may need.
+        self._slots_up.wait(SLOTS_UP_S)
         if self._run_claimed(job_id, lambda run: run.msa_phase(resume)):
             self._gpu_q.put((job_id, False))
 
