@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import content_types
@@ -154,15 +155,11 @@ def delete_all(caller: AuthCaller):
 
 @router.delete("/<id>", include_in_schema=False)
 def delete_one(id: str, caller: AuthCaller):  # noqa: A002
-    ours = f"DELETE /jobs/{id}"
-    try:
-        job = caller.service.get(caller.principal, id)
-    except errors.NotFoundError:
-        return answer(400, NO_SUCH_JOB, ours=ours)
-    if job.state not in TERMINAL:
-        return answer(400, f"You can't DELETE a {job.state.value} job, please use CANCEL method.", ours=ours)
-    caller.service.delete(caller.principal, id)
-    return answer(200, "OK,DELETING", item(job, caller), ours=ours)
+    def delete(job: Job) -> Job:
+        caller.service.delete(caller.principal, job.id)
+        return job
+
+    return _on_one(caller, id, "DELETE", f"DELETE /jobs/{id}", delete)
 
 
 @router.route("/", method=CANCEL, include_in_schema=False)
@@ -173,14 +170,21 @@ def cancel_all(caller: AuthCaller):
 
 @router.route("/<id>", method=CANCEL, include_in_schema=False)
 def cancel_one(id: str, caller: AuthCaller):  # noqa: A002
-    ours = f"POST /jobs/{id}/cancel"
+    return _on_one(caller, id, CANCEL, f"POST /jobs/{id}/cancel",
+                   lambda job: caller.service.cancel(caller.principal, job.id))
+
+
+def _on_one(caller: Caller, job_id: str, verb: str, ours: str, act: Callable[[Job], Job]):
+    """DELETE (a finished job) or CANCEL (an unfinished one) of one job, refused as the original refused them."""
     try:
-        job = caller.service.get(caller.principal, id)
+        job = caller.service.get(caller.principal, job_id)
     except errors.NotFoundError:
         return answer(400, NO_SUCH_JOB, ours=ours)
-    if job.state in TERMINAL:
-        return answer(400, f"You can't CANCEL a {job.state.value} job, please use DELETE method.", ours=ours)
-    return answer(200, "OK,CANCELING", item(caller.service.cancel(caller.principal, id), caller), ours=ours)
+    finished_only = verb == "DELETE"
+    if (job.state in TERMINAL) != finished_only:
+        other = "CANCEL" if finished_only else "DELETE"
+        return answer(400, f"You can't {verb} a {job.state.value} job, please use {other} method.", ours=ours)
+    return answer(200, "OK,DELETING" if finished_only else "OK,CANCELING", item(act(job), caller), ours=ours)
 
 
 @router.route("/", method=OTHER_ON_ROOT, include_in_schema=False)
