@@ -60,6 +60,8 @@ def check_memory(records: list[FastaRecord], run: RunConfig, capacity: Capacity,
     record's MSA rows (by slug) once known; before, one row (the least it could need)."""
     from af2jobs import memory
 
+    if capacity.bytes is None:  # a device that does not say its memory, and no AF2_PREDICTION_MEMORY_GB
+        return
     for record in records:
         depth = (depths or {}).get(record.slug, 1)
         need = memory.prediction_bytes(len(record.sequence), run, capacity.backend, depth=depth)

@@ -63,13 +63,14 @@ def dir_mode() -> int:
 
 
 @contextmanager
-def replacing(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
-    """An open temporary file that becomes `path` when the block ends without an exception."""
+def replacing(path: str | os.PathLike[str], mode: str = "wb", *, private: bool = False) -> Iterator[IO[Any]]:
+    """An open temporary file that becomes `path` when the block ends without an exception; readable by its owner
+    only with private=True (what holds keys or key-less links), else as the umask says."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
     try:
-        os.fchmod(fd, file_mode())
+        os.fchmod(fd, 0o600 if private else file_mode())
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
             yield fh
             fh.flush()
@@ -80,19 +81,19 @@ def replacing(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any
         raise
 
 
-def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    with replacing(path) as fh:
+def write_bytes(path: str | os.PathLike[str], data: bytes, *, private: bool = False) -> None:
+    with replacing(path, private=private) as fh:
         fh.write(data)
 
 
-def write_text(path: str | os.PathLike[str], text: str) -> None:
-    with replacing(path, "w") as fh:
+def write_text(path: str | os.PathLike[str], text: str, *, private: bool = False) -> None:
+    with replacing(path, "w", private=private) as fh:
         fh.write(text)
 
 
-def write_json(path: str | os.PathLike[str], data: Any, *, indent: int | None = 2) -> None:
+def write_json(path: str | os.PathLike[str], data: Any, *, indent: int | None = 2, private: bool = False) -> None:
     """JSON with a final newline (indented unless indent=None)."""
-    write_text(path, json.dumps(data, indent=indent) + "\n")
+    write_text(path, json.dumps(data, indent=indent) + "\n", private=private)
 
 
 def commit(part: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:

@@ -195,8 +195,9 @@ class StageRunner(Protocol):
         and returns at once; a failure there is left for predict_begin to meet."""
         ...
 
-    def capacity(self) -> tuple[str, str, int]:
-        """What the predictions run on: (backend "cpu" | "gpu", device kind, the bytes one prediction may use)."""
+    def capacity(self) -> tuple[str, str, int | None]:
+        """What the predictions run on: (backend "cpu" | "gpu", device kind, the bytes one prediction may use, None
+        where the device does not say)."""
         ...
 
 
@@ -261,7 +262,7 @@ class PipelineStages:
 
         predict_warm(record, workdir, prepared.context)
 
-    def capacity(self) -> tuple[str, str, int]:
+    def capacity(self) -> tuple[str, str, int | None]:
         from af2jobs import memory
         from af2jobs.pipeline.predict import memory_capacity
 

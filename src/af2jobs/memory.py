@@ -21,8 +21,8 @@ L is the padded length the model compiles at (RunConfig.length_buckets). The Evo
 another through one compiled body (a scan), so 48 blocks need what one needs: the tiny profile's activations are the
 full profile's. A CPU's XLA keeps about seven times a GPU's bytes per residue pair (no fused attention). A complex
 (AlphaFold-Multimer) keeps about twice a monomer's per pair: measured on a GPU, taken as the same ratio on a CPU
-(not measured there). Tests hold the estimate at or above every recorded peak (tests/unit/test_memory.py) and a
-live one (tests/pipeline/test_memory.py)."""
+(not measured there). Tests hold the estimate at or above every recorded peak (tests/unit/test_memory_estimate.py)
+and a live one (tests/pipeline/test_memory_measured.py)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from af2jobs.runconfig import RunConfig
 
 GIB = 1 << 30
-# Parameters of one model (their count: tests/pipeline/test_memory.py checks these against the models' shapes).
+# Parameters of one model (tests/pipeline/test_memory_measured.py checks them against the models' shapes).
 PARAMETERS = {"full": 93_237_338, "tiny": 5_016_538}
 MODELS_KEPT = 5  # predict.DEVICE_PARAMS_KEPT: the models whose parameters a process keeps on its device
 MSA_CHANNELS, EXTRA_CHANNELS = 256, 64
@@ -87,15 +87,16 @@ class Capacity:
 
     backend: str
     device: str
-    bytes: int
+    bytes: int | None  # None: the device does not say (and no cap is set): nothing is held to it
 
     @classmethod
-    def of(cls, backend: str, device: str, available: int, cap_gb: float | None) -> Capacity:
-        return cls(backend, device, available if cap_gb is None else min(available, int(cap_gb * GIB)))
+    def of(cls, backend: str, device: str, available: int | None, cap_gb: float | None) -> Capacity:
+        capped = [n for n in (available, None if cap_gb is None else int(cap_gb * GIB)) if n is not None]
+        return cls(backend, device, min(capped) if capped else None)
 
     def describe(self) -> str:
         where = "this machine's memory" if self.backend != "gpu" else f"the {self.device}'s memory"
-        return f"{gib(self.bytes)} ({where})"
+        return f"{gib(self.bytes)} ({where})" if self.bytes is not None else f"what {where} allows (unknown)"
 
 
 def host_bytes() -> int:
@@ -110,4 +111,5 @@ def gib(n: int | float) -> str:
     return f"{n / GIB:.1f} GB"
 
 
-__all__ = ["COEFFICIENTS", "GIB", "HOST_RESERVE", "PARAMETERS", "Capacity", "gib", "host_bytes", "padded_length", "prediction_bytes"]
+__all__ = ["COEFFICIENTS", "GIB", "HOST_RESERVE", "PARAMETERS", "Capacity", "gib", "host_bytes", "padded_length",
+           "prediction_bytes"]

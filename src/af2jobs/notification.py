@@ -219,7 +219,7 @@ def build(job: Job, event: JobEvent, store: ArtifactStore | None = None, *,
     if succeeded:
         linked.update({name: key for name, key in files.items() if name.rsplit("/", 1)[-1] in LINKED_FILES})
     links = [{"name": name, "key": key, "url": link.url(key)} for name, key in list(linked.items())[:MAX_LINKS]]
-    until = datetime.fromtimestamp(link.expires, timezone.utc) if link.expires is not None and files else None
+    until = datetime.fromtimestamp(link.expires, timezone.utc) if link.expires is not None and (files or links) else None
     data = {
         **event_fields(job, event),
         "measured_seconds": {k: v for k, v in (job.cost or {}).items() if k != "usd"},

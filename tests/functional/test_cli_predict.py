@@ -61,9 +61,9 @@ def test_predict_writes_alphafold_layout(env, tmp_path):
     versions = json.loads((d / "versions.json").read_text())
     assert versions["params_status"] == "UNTRAINED" and "UNTRAINED" in versions["note"]
     assert versions["alphafold"] and versions["packages"]["jax"]
-    # db_preset full_dbs (the default): UniRef90 by jackhmmer, BFD + UniRef30 by HHblits; not small BFD. Then
-    # HHsearch against pdb70: 1UBQ (human ubiquitin), which models 1 and 2 use as yeast ubiquitin's template.
-    assert {db["name"] for db in versions["databases"]} == {"uniref90", "bfd", "uniref30", "pdb70"}
+    # db_preset full_dbs (the default): UniRef90 and MGnify by jackhmmer, BFD + UniRef30 by HHblits; not small BFD.
+    # Then HHsearch against pdb70: 1UBQ (human ubiquitin), which models 1 and 2 use as yeast ubiquitin's template.
+    assert {db["name"] for db in versions["databases"]} == {"uniref90", "mgnify", "bfd", "uniref30", "pdb70"}
     assert versions["templates"]["used"][0]["pdb_id"] == "1ubq"
     assert ranking["templates"]["used"][0]["pdb_id"] == "1ubq" and ranking["templates"]["by_models"] == ["model_1"]
     assert (d / "msas" / "pdb_hits.hhr").is_file() and timings["templates"]["used"][0] == "1ubq_A"
@@ -134,7 +134,7 @@ def test_reduced_dbs_searches_small_bfd_and_the_original_models_give_no_ptm(env,
     assert main(["predict", str(fasta), "--out", str(out), "--db-preset", "reduced_dbs", "--model-preset", "monomer",
                  *FAST]) == 0
     versions = json.loads((out / "ubq" / "versions.json").read_text())
-    assert {db["name"] for db in versions["databases"]} == {"uniref90", "small_bfd", "pdb70"}
+    assert {db["name"] for db in versions["databases"]} == {"uniref90", "mgnify", "small_bfd", "pdb70"}
     assert set(versions["params"]) == {"model_1", "model_3"}  # params_model_N, not params_model_N_ptm
     best = json.loads((out / "ubq" / "ranking_debug.json").read_text())["order"][0]
     assert "ptm" not in json.loads((out / "ubq" / f"confidence_{best}_full.json").read_text())

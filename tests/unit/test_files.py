@@ -64,6 +64,9 @@ def test_atomic_writes_and_staged_folders_get_the_modes_of_the_umask(tmp_path: P
         store.put_bytes("jobs/a/output/x/ranked_0.pdb", b"ATOM\n")
         secret = tmp_path / "secret"
         atomic.create_once(secret, b"s" * 32)
+        from af2jobs.adapters.local.notify import write_outbox
+
+        mail = write_outbox(tmp_path / "outbox", {"job_id": "j", "event": "succeeded", "artifacts": {}})
     finally:
         os.umask(previous)
     mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
@@ -73,3 +76,4 @@ def test_atomic_writes_and_staged_folders_get_the_modes_of_the_umask(tmp_path: P
         ["timings.json", "plain.pdb", "report.html"], 0o666 & ~umask)
     assert mode(tmp_path / "store" / "jobs" / "a" / "output" / "x" / "ranked_0.pdb") == 0o666 & ~umask
     assert mode(secret) == 0o600  # a secret stays its owner's
+    assert mode(mail) == 0o600  # so does a message holding key-less links

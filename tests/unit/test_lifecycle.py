@@ -351,9 +351,25 @@ def test_a_job_found_unfinished_by_more_restarts_than_allowed_is_failed_not_run_
     for _ in range(MAX_RESTARTS + 1):
         again = Worker(service.repo, service.store, service.notifier, worker.settings, stages=FakeStages())
         actions.append(again.recover()[job.id])
-        again.stop()  # a crash before the job's MSA ends: the next start finds it unfinished again
+        again.stop()
+        (worker.settings.data_dir / "worker.stopped").unlink()  # as a crash leaves it: no clean stop recorded
     assert actions[:MAX_RESTARTS] == ["MSA again"] * MAX_RESTARTS
     failed = service.repo.get(job.id)
     assert failed.state is S.FAILED and failed.error.type == "Interrupted"
-    assert f"restart number {MAX_RESTARTS + 1}: it is not run again" in failed.error.message
+    assert f"the server has now crashed {MAX_RESTARTS + 1} times while it was unfinished" in failed.error.message
     assert not (worker.root / layout.work_root(job.id)).exists()  # its work dir went with it
+
+
+def test_a_clean_stop_is_no_crash_and_does_not_count_towards_the_restart_limit(local):
+    from af2jobs.adapters.local.worker import MAX_RESTARTS
+
+    service, worker, _ = local
+    job = _submit(service)
+    for step in (S.VALIDATING, S.MSA):
+        service.repo.transition(job.id, {service.repo.get(job.id).state}, step)
+    worker.stop()
+    for _ in range(MAX_RESTARTS + 2):  # routine restarts: each stop() is recorded as clean
+        again = Worker(service.repo, service.store, service.notifier, worker.settings, stages=FakeStages())
+        assert again.recover()[job.id] == "MSA again"
+        again.stop()
+    assert service.repo.get(job.id).state is S.MSA

@@ -156,8 +156,9 @@ class LocalApi(HttpResolverLocal):
         if method.upper() not in KEYLESS_METHODS and not self.api.trust_authorizer:
             # A request that may carry a body has its key checked before a byte of the body is read: an anonymous
             # 250 MB upload is answered 401 at its headers, not once it sits in the server's memory.
-            try:
-                verify_key(self.api.keys, _header(scope, AUTH_HEADER))
+            try:  # in the pool: a key's check reads the store and may hash (scrypt), which the loop must not wait on
+                await asyncio.get_running_loop().run_in_executor(self._pool, verify_key, self.api.keys,
+                                                                 _header(scope, AUTH_HEADER))
             except errors.AuthError as exc:
                 await _send_error(send, exc)
                 return

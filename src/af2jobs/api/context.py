@@ -5,6 +5,7 @@ Nothing here is a module global, so any number of apps (Lambda, local, one per t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -119,12 +120,12 @@ def body_limit(api: ApiContext, method: str, path: str) -> tuple[int, str]:
     return api.max_request_bytes, "AF2_MAX_REQUEST_BYTES"
 
 
-LINK_SUFFIX = "/link"  # GET /jobs/{id}/link: a signed link from a job's mail, which needs no key
+LINK_PATH = re.compile(r"(?:/[^/]+)*/jobs/[^/]+/link/?")  # GET /jobs/{id}/link (a stage name may come first)
 
 
 def keyless(event: BaseProxyEvent) -> bool:
-    """Whether the request is for a route that takes no API key (a signed link)."""
-    return event.http_method.upper() == "GET" and event.path.rstrip("/").endswith(LINK_SUFFIX)
+    """Whether the request is for a route that takes no API key: a signed link from a job's mail."""
+    return event.http_method.upper() == "GET" and LINK_PATH.fullmatch(event.path) is not None
 
 
 def admit(event: BaseProxyEvent, api: ApiContext) -> Principal | None:

@@ -112,7 +112,9 @@ def cancel_verb_protocol():
     httptools (llhttp) knows a fixed list of methods and answers any other with a plain-text 400 before the app
     sees it. A request that starts a data chunk with 'CANCEL ' while no request is under way on the connection (a
     client's request line arrives whole, at the start of what it sends) is given to the parser as PURGE, a method
-    llhttp knows and the API has no route for, and reaches the app as CANCEL."""
+    llhttp knows and the API has no route for, and reaches the app as CANCEL. Not read so (llhttp's 400, as
+    before): a CANCEL pipelined behind another request in one segment, or a request line split across segments;
+    curl, requests and http.client send neither."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class CancelVerbProtocol(HttpToolsProtocol):

@@ -78,10 +78,13 @@ TEMPLATE_SEARCHES = ("pdb70", "pdb_seqres")  # searches whose hits are templates
 
 def depth_summary(searches: list[dict], unique: int, read: tuple[int, int], model: str) -> dict:
     """The MSA's depth, reported once and the same way everywhere (timings.json, versions.json, predictions.json,
-    the report, the summary): the rows given (the query once, plus every sequence search's hits, or a supplied
-    MSA's rows), the rows left after AlphaFold's de-duplication (the features' rows), and the rows the model read:
-    its cluster centres and extra rows, under this run's caps (`read`, of `model`: the best)."""
-    given = 1 + sum(s["hits"] for s in searches if s["database"].rsplit(":", 1)[-1] not in TEMPLATE_SEARCHES)
+    the report, the summary): the rows given (the query once, a complex's once per distinct chain, plus every
+    sequence search's hits, or a supplied MSA's rows), the rows left after AlphaFold's de-duplication (the
+    features' rows), and the rows the model read: its cluster centres and extra rows, under this run's caps
+    (`read`, of `model`: the best)."""
+    sequence = [s for s in searches if s["database"].rsplit(":", 1)[-1] not in TEMPLATE_SEARCHES]
+    queries = len({s["database"].split(":")[0] for s in sequence if ":" in s["database"]}) or 1  # a chain each
+    given = queries + sum(s["hits"] for s in sequence)
     clusters = min(unique, read[0])
     extra = min(max(unique - clusters, 0), read[1])
     return {"given": given, "unique": unique,

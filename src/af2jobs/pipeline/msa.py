@@ -271,8 +271,10 @@ def supplied(msa_dir: Path) -> Path | None:
 def supplied_report(path: Path) -> MsaReport:
     """The MSA report of a supplied MSA: no search, its rows as hits."""
     text = path.read_text()
-    rows = text.count("\n>") + text.startswith(">") if path.suffix == ".a3m" else sum(
-        1 for line in text.splitlines() if line.strip() and not line.startswith(("#", "//")))
+    if path.suffix == ".a3m":
+        rows = text.count("\n>") + text.startswith(">")
+    else:  # Stockholm: each row once, however many blocks it is written in
+        rows = len({line.split()[0] for line in text.splitlines() if line.strip() and not line.startswith(("#", "//"))})
     return MsaReport([SearchReport("supplied", path.name, max(0, rows - 1), 0.0)], "supplied", "", 0.0)
 
 

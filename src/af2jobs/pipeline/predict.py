@@ -141,15 +141,16 @@ def device_kind() -> str:
     return f"{dev.platform}:{getattr(dev, 'device_kind', '')}"
 
 
-def memory_capacity(host_reserve: int) -> tuple[str, str, int]:
+def memory_capacity(host_reserve: int) -> tuple[str, str, int | None]:
     """(backend, device kind, bytes) one prediction may use here: the GPU's memory as XLA may take it (with
-    AF2_UNIFIED_MEMORY, what it may spill too), or this machine's less `host_reserve` for the rest of it."""
+    AF2_UNIFIED_MEMORY, what it may spill too; None where the device does not say), or this machine's less
+    `host_reserve` for the rest of it."""
     from af2jobs import memory
 
     device = _current_device()
     if device.platform == "gpu":
-        limit = (device.memory_stats() or {}).get("bytes_limit") or 0
-        return "gpu", str(getattr(device, "device_kind", "gpu")), int(limit)
+        limit = (device.memory_stats() or {}).get("bytes_limit")
+        return "gpu", str(getattr(device, "device_kind", "gpu")), int(limit) if limit else None
     return device.platform, device.platform, max(memory.host_bytes() - host_reserve, 0)
 
 

@@ -93,8 +93,12 @@ def relax_one(model: str, prot, use_gpu: bool) -> Relaxed:
     except Exception as exc:  # noqa: BLE001 - any failure of OpenMM leaves the unrelaxed structure, said why
         log.warning("relaxation of %s failed: %s", model, exc)
         return Relaxed(model, time.perf_counter() - t0, platform, before, error=f"{type(exc).__name__}: {exc}")
-    heavy, ca = moved(prot, pdb)
-    warning = moved_far(model, heavy, ca)
+    try:
+        heavy, ca = moved(prot, pdb)
+    except Exception as exc:  # noqa: BLE001 - the relaxed structure stands; how far it moved is then unknown
+        log.warning("%s: how far relaxation moved it could not be measured (%s)", model, exc)
+        heavy = ca = None
+    warning = moved_far(model, heavy, ca) if heavy is not None else None
     if warning:
         log.warning(warning)
     return Relaxed(model, time.perf_counter() - t0, platform, before, violations_after=int(sum(per_residue)),
@@ -112,22 +116,20 @@ def moved_far(model: str, heavy: float, ca: float) -> str | None:
 
 def moved(unrelaxed, relaxed_pdb: str) -> tuple[float, float]:
     """RMSD (Angstrom) between the unrelaxed Protein and the relaxed PDB over the heavy atoms both have, and over
-    their CA atoms: residues matched by chain and number, atoms by name, no superposition (relaxation's restraints
-    keep the frame). Hydrogens, which relaxation adds, are not among AlphaFold's 37 atom types."""
+    their CA atoms: residues in order (relaxation neither adds nor drops one: the same residue types in the same
+    order are checked), atoms by name, no superposition (relaxation's restraints keep the frame). Hydrogens, which
+    relaxation adds, are not among AlphaFold's 37 atom types."""
     import numpy as np
     from alphafold.common import protein, residue_constants
 
     after = protein.from_pdb_string(relaxed_pdb)
-    where = {key: i for i, key in enumerate(zip(after.chain_index.tolist(), after.residue_index.tolist()))}
-    pairs = [(i, where[key]) for i, key in enumerate(zip(unrelaxed.chain_index.tolist(),
-                                                         unrelaxed.residue_index.tolist())) if key in where]
-    if not pairs:
-        raise ValueError("the relaxed structure has none of the prediction's residues")
-    mine, theirs = (np.array(side) for side in zip(*pairs))
-    both = (unrelaxed.atom_mask[mine] > 0) & (after.atom_mask[theirs] > 0)
-    squared = ((unrelaxed.atom_positions[mine] - after.atom_positions[theirs]) ** 2).sum(-1)
+    if after.aatype.tolist() != unrelaxed.aatype.tolist():
+        raise ValueError(f"the relaxed structure's {len(after.aatype)} residues are not the prediction's "
+                         f"{len(unrelaxed.aatype)}")
+    both = (unrelaxed.atom_mask > 0) & (after.atom_mask > 0)
+    squared = ((unrelaxed.atom_positions - after.atom_positions) ** 2).sum(-1)
     ca = residue_constants.atom_order["CA"]
-    return (float(np.sqrt(squared[both].mean())), float(np.sqrt(squared[:, ca][both[:, ca]].mean())))
+    return float(np.sqrt(squared[both].mean())), float(np.sqrt(squared[:, ca][both[:, ca]].mean()))
 
 
 def relax_prediction(prediction: Prediction, which: str, proteins: dict, *, use_gpu: bool | None = None,

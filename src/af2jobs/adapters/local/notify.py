@@ -41,9 +41,10 @@ def _stamp() -> str:
 
 
 def write_outbox(outbox: Path, message: dict[str, Any]) -> Path:
-    """Write the message atomically as `<time>-<job id>-<event>-<n>.json`; readers never see a partial file."""
+    """Write the message atomically as `<time>-<job id>-<event>-<n>.json`; readers never see a partial file. Its
+    owner's alone: it holds key-less links to the job's files."""
     final = outbox / f"{_stamp()}-{message['job_id']}-{message['event']}-{uuid.uuid4().hex[:6]}.json"
-    atomic.write_json(final, message)
+    atomic.write_json(final, message, private=True)
     return final
 
 

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 START_S = 600.0  # JAX's start and the first GPU contact; a cold machine can take minutes
 CANCEL_GRACE_S = 5.0  # how long a cancelled prediction may take to stop by itself before its process is killed
 STOP_S = 30.0
-POLL_S = 0.25
+POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -58,10 +58,21 @@ class Ended:
         if self.exitcode is not None and self.exitcode < 0:
             import signal
 
-            name = signal.Signals(-self.exitcode).name
+            try:
+                name = signal.Signals(-self.exitcode).name
+            except ValueError:
+                name = f"signal {-self.exitcode}"
             return f"was killed ({name})" + (", most likely by the kernel for want of memory"
                                              if -self.exitcode == signal.SIGKILL else "")
         return f"exited with status {self.exitcode}"
+
+
+def _clear_peak(pid: int) -> None:
+    """Reset the process's peak resident memory (VmHWM) to what it holds now (Linux: clear_refs 5)."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def _vm(pid: int, field: str) -> int | None:
@@ -86,6 +97,7 @@ class PredictionProcess:
         self.jax_platforms = jax_platforms  # JAX_PLATFORMS as the server had it before keeping itself off the GPU
         self.stages = stages  # a picklable factory of the process's StageRunner (tests); None: the pipeline
         self.info: Capacity | None = None  # what it runs on, once started
+        self.on_ready: Callable[[Capacity], None] = lambda info: None  # told at each start
         self._proc: Any = None
         self._conn: Any = None
         self._lock = threading.Lock()
@@ -105,18 +117,23 @@ class PredictionProcess:
                                      self.stages))
         proc.start()
         child.close()
-        if not parent.poll(START_S):
-            proc.kill()
-            raise errors.ConfigurationError(f"the prediction process of GPU slot {self.slot or 0} did not start "
-                                            f"within {START_S:.0f} s")
         try:
-            kind, info = parent.recv()
-        except EOFError:
+            if not parent.poll(START_S):
+                raise errors.ConfigurationError(f"the prediction process of GPU slot {self.slot or 0} did not start "
+                                                f"within {START_S:.0f} s")
+            try:
+                kind, info = parent.recv()
+            except (EOFError, OSError):
+                proc.join(5)
+                raise errors.ConfigurationError(f"the prediction process of GPU slot {self.slot or 0} died at start "
+                                                f"(exit status {proc.exitcode}); see the server's log") from None
+        except BaseException:
+            parent.close()
+            proc.kill()
             proc.join(5)
-            raise errors.ConfigurationError(f"the prediction process of GPU slot {self.slot or 0} died at start "
-                                            f"(exit status {proc.exitcode}); see the server's log") from None
-        assert kind == "ready"
+            raise
         self._proc, self._conn, self.info = proc, parent, info
+        self.on_ready(info)
         log.info("prediction process %d of slot %s: %s, %s", proc.pid, self.slot or 0, info.backend,
                  info.describe())
         return info
@@ -133,7 +150,13 @@ class PredictionProcess:
         if proc.is_alive():
             proc.kill()
             proc.join(5)
-        self._proc = None
+        self._gone()
+
+    def _gone(self) -> None:
+        """The process has ended: its end of the pipe is closed, and the next start makes a new one."""
+        if self._conn is not None:
+            self._conn.close()
+        self._proc = self._conn = None
 
     # -- one job ---------------------------------------------------------------------------------------------
 
@@ -149,6 +172,7 @@ class PredictionProcess:
             limit = int(self.settings.prediction_memory_gb * memory.GIB)
         over = False
         try:
+            _clear_peak(proc.pid)  # the peak this job reaches, not an earlier job's
             conn.send(("run", job_id, resume))
             while True:
                 if conn.poll(POLL_S):
@@ -173,7 +197,7 @@ class PredictionProcess:
                     proc.kill()
                 if not proc.is_alive():
                     proc.join(5)
-                    self._proc = None
+                    self._gone()
                     return Ended(False, proc.exitcode, peak, killed_for_cancel=kill,
                                  over_limit=limit if over else None)
         finally:
@@ -194,7 +218,8 @@ class PredictionProcess:
         with self._lock:
             if self._running != job_id:
                 return False
-            self._kill_at = time.monotonic() + CANCEL_GRACE_S
+            if self._kill_at is None:  # a cancel asked again does not put the kill off
+                self._kill_at = time.monotonic() + CANCEL_GRACE_S
             conn = self._conn
         try:
             conn.send(("cancel", job_id))
@@ -204,6 +229,16 @@ class PredictionProcess:
 
 
 _PLATFORMS_BEFORE: list[str] = []
+
+
+def restore_platforms() -> None:
+    """JAX_PLATFORMS as it was before keep_off_the_gpu (a stopped worker; JAX's backends, once up, stay)."""
+    if _PLATFORMS_BEFORE:
+        before = _PLATFORMS_BEFORE.pop()
+        if before:
+            os.environ["JAX_PLATFORMS"] = before
+        else:
+            os.environ.pop("JAX_PLATFORMS", None)
 
 
 def keep_off_the_gpu() -> str:
@@ -284,4 +319,5 @@ def _main(conn: Any, settings: Settings, overrides: dict, slot: str | None, jax_
             os._exit(0)
 
 
-__all__ = ["CANCEL_GRACE_S", "Ended", "PredictionProcess", "keep_off_the_gpu", "slot_info"]
+__all__ = ["CANCEL_GRACE_S", "START_S", "Ended", "PredictionProcess", "keep_off_the_gpu", "restore_platforms",
+           "slot_info"]

@@ -53,7 +53,9 @@ from typing import Any
 from af2jobs import admission, atomic, errors, jobrun, layout, lifecycle, memory
 from af2jobs.adapters.local.gpuslots import devices, parse_gpus
 from af2jobs.adapters.local.jobpass import JobPass
-from af2jobs.adapters.local.slot import CANCEL_GRACE_S, Ended, PredictionProcess, keep_off_the_gpu, slot_info
+from af2jobs.adapters.local.slot import (
+    CANCEL_GRACE_S, START_S, Ended, PredictionProcess, keep_off_the_gpu, restore_platforms, slot_info,
+)
 from af2jobs.jobrun import MSA_DONE, PipelineStages, StageRunner
 from af2jobs.memory import Capacity
 from af2jobs.models import RUNNING, UNFINISHED, Job, JobEvent, JobState, utc_now
@@ -69,7 +71,9 @@ _PAGE = 500
 # server down (where predictions run in its process) would otherwise do so at every start.
 MAX_RESTARTS = 2
 RESTARTS_NAME = ".restarts"
-SLOTS_UP_S = 120.0  # how long an MSA waits for the slots to say what they run on (then it goes on without)
+CLEAN_STOP_NAME = "worker.stopped"  # written by stop(): the next start follows a clean stop, not a crash
+# How long an MSA waits for the slots to say what they run on (a prediction process's start, at most START_S).
+SLOTS_UP_S = START_S + 30
 
 
 class Worker:
@@ -93,6 +97,7 @@ class Worker:
         self._slot_processes: list[PredictionProcess] = []
         self._slot_info: Capacity | None = None
         self._slots_up = threading.Event()
+        self._after_crash = True  # recover() reads it off the data directory
         self.slots = parse_gpus(settings.gpus)
         self.root = settings.artifacts_dir  # the job's files sit at their store keys under it
         self._cpu_q: queue.Queue[tuple[str, bool] | None] = queue.Queue()
@@ -143,8 +148,14 @@ class Worker:
         if alive:
             log.warning("worker threads still busy after %.0f s: %s", timeout, alive)
         if self._lock_fd is not None:
+            try:  # the next recover() does not count this stop as a crash (MAX_RESTARTS)
+                atomic.write_text(self.settings.data_dir / CLEAN_STOP_NAME, f"{utc_now()}\n")
+            except OSError as exc:
+                log.warning("the clean stop cannot be recorded (%s)", exc)
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
+        if self.isolate:
+            restore_platforms()
 
     def _spawn(self, name: str, target) -> None:
         # Daemon threads: a stage stuck in a compile must not keep the process alive after stop().
@@ -211,6 +222,9 @@ class Worker:
     def recover(self) -> dict[str, str]:
         """Put every unfinished job back on its way (see the module docstring); returns job id -> what was done."""
         self._take_lock()
+        clean = self.settings.data_dir / CLEAN_STOP_NAME
+        self._after_crash = not clean.is_file()
+        clean.unlink(missing_ok=True)
         actions: dict[str, str] = {}
         for job in self._unfinished():
             try:
@@ -238,10 +252,11 @@ class Worker:
             if cancelled is not None:
                 self.notify(cancelled, JobEvent.CANCELLED)
             return "cancelled"
-        restarts = self._restarted(job.id)
+        restarts = self._restarted(job.id) if self._after_crash else 0
         if restarts > MAX_RESTARTS:
-            return self._fail_interrupted(job, f"this is its restart number {restarts}: it is not run again, in case "
-                                               "what it runs is what stopped the server (submit it again to retry)")
+            return self._fail_interrupted(job, f"the server has now crashed {restarts} times while it was unfinished: "
+                                               "it is not run again, in case what it runs is what stops the server "
+                                               "(submit it again to retry)")
         try:
             records = jobrun.read_records(self.store, job, self.settings.max_length)
         except errors.Af2JobsError as exc:
@@ -259,8 +274,8 @@ class Worker:
         return "prediction again"
 
     def _restarted(self, job_id: str) -> int:
-        """How many restarts have found the job unfinished, this one counted (kept in its work dir, which goes
-        when the job ends)."""
+        """How many starts after a crash have found the job unfinished, this one counted (kept in its work dir,
+        which goes when the job ends). A start after a clean stop() is not counted."""
         path = self.root / layout.work_root(job_id) / RESTARTS_NAME
         try:
             count = int(path.read_text()) + 1
@@ -285,10 +300,10 @@ class Worker:
         """A GPU slot whose predictions run in `process` (started first: its JAX start, not the first job's)."""
         with self._lock:
             self._slot_processes.append(process)
+        process.on_ready = self._slot_ready  # at every start: the first, and each after a death
         try:
-            self._slot_ready(process.start())
-        except errors.Af2JobsError:
-            # Each job tries to start it again, and fails saying why if it cannot: none waits for ever.
+            process.start()
+        except Exception:  # noqa: BLE001 - each job tries to start it again, and fails saying why: none waits for ever
             log.exception("GPU slot %s: its prediction process did not start", process.slot or 0)
         finally:
             self._slots_up.set()
@@ -299,7 +314,10 @@ class Worker:
 
     def _slot_ready(self, info: Capacity) -> None:
         with self._lock:
-            if self._slot_info is None or info.bytes < self._slot_info.bytes:
+            def room(c: Capacity) -> float:
+                return float("inf") if c.bytes is None else c.bytes
+
+            if self._slot_info is None or room(info) < room(self._slot_info):
                 self._slot_info = info  # the smallest slot's: a job must fit whichever takes it
         if isinstance(self.stages, PipelineStages):
             self.stages.for_gpu = info.backend == "gpu"  # the MSA stage prepares the GPU's inputs
@@ -312,7 +330,13 @@ class Worker:
             self._processes[job_id] = process
         try:
             job = self.repo.get(job_id)
-            if job.state is S.MSA and not resume and not self._fits(job):
+            if job.state is S.CANCELLING:
+                JobPass(self, job_id, threading.Event()).handle_error(
+                    errors.CancelledError("cancelled while waiting for a GPU slot"))
+                return
+            if job.state is not (S.PREDICTING if resume else S.MSA):
+                return  # finished, or moved on, since it was queued
+            if not resume and not self._fits(job):
                 return
             ended = process.run(job_id, resume)
             if not ended.finished:
@@ -373,7 +397,10 @@ class Worker:
 
             scope = jax.default_device(device)  # thread-local: this slot's predictions run on its GPU
         with scope:
-            self._slot_ready(slot_info(self.stages, self.settings))
+            try:
+                self._slot_ready(slot_info(self.stages, self.settings))
+            except Exception:  # noqa: BLE001 - no admission then; the slot serves its jobs all the same
+                log.exception("GPU slot: what it runs on could not be read")
             self._serve_queue(self._gpu_q, self._gpu_task)
 
     def _serve_queue(self, work: queue.Queue[tuple[str, bool] | None], task) -> None:
