@@ -50,7 +50,8 @@ def one(args: argparse.Namespace) -> int:
     cache = Path(args.cache)
     predict.enable_compilation_cache(cache / "jax")
     settings = Settings(data_dir=cache / "data")
-    run = resolve_run_config(settings, profile=args.profile, strategy=args.strategy, model_names=args.models)
+    run = resolve_run_config(settings, profile=args.profile, strategy=args.strategy, model_names=args.models,
+                             num_recycle=args.recycles)
     raw = synthetic_features(args.length, args.depth, args.length)
     provider = params_mod.ParamsProvider(cache / "no-official", cache / "params")
     prediction = predict.Predictor(run, provider).predict(raw)
@@ -86,7 +87,7 @@ def sweep(args: argparse.Namespace) -> int:
         path = out / f"{args.profile}_{length}_{args.depth}.json"
         cmd = [sys.executable, __file__, "one", "--profile", args.profile, "--length", str(length), "--depth",
                str(args.depth), "--models", args.models, "--strategy", args.strategy, "--cache", args.cache,
-               "--json", str(path)]
+               "--recycles", str(args.recycles), "--json", str(path)]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
         if result.returncode != 0:
             print(result.stderr[-3000:], file=sys.stderr)
@@ -111,6 +112,7 @@ def main() -> int:
         p.add_argument("--depth", type=int, default=300)
         p.add_argument("--models", default="model_1,model_2,model_3,model_4,model_5")
         p.add_argument("--strategy", default="best")
+        p.add_argument("--recycles", type=int, default=3, help="recycling iterations (the peak is the first's)")
         p.add_argument("--cache", default=os.environ.get("AF2_BENCH_CACHE", "/tmp/af2-bench-cache"))
         if name == "one":
             p.add_argument("--length", type=int, required=True)
