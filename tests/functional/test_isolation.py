@@ -117,3 +117,15 @@ def test_a_record_estimated_not_to_fit_fails_before_its_msa(tmp_path: Path) -> N
         assert local.wait(local.submit("small").id).state is S.SUCCEEDED
     finally:
         local.worker.stop()
+
+
+def test_a_slot_naming_a_gpu_that_is_not_there_fails_its_jobs_saying_so(tmp_path: Path) -> None:
+    """AF2_GPUS=7 on a machine without that GPU: its process sees no GPU (JAX would fall back to the CPU), so the
+    slot does not start, and each job that reaches it fails naming the setting instead of waiting for ever."""
+    local = Local(tmp_path, gpus="7")
+    try:
+        job = local.wait(local.submit("a").id)
+        assert job.state is S.FAILED and job.error.type == "ConfigurationError"
+        assert "AF2_GPUS (--gpus) names GPU 7, and its prediction process sees no GPU there" in job.error.message
+    finally:
+        local.worker.stop()

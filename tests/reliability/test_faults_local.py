@@ -170,8 +170,8 @@ class FullDisk:
         replacing = atomic.replacing
 
         @contextlib.contextmanager
-        def store_write(path: Any, mode: str = "wb") -> Iterator[Any]:
-            with replacing(path, mode) as f:
+        def store_write(path: Any, mode: str = "wb", **options: Any) -> Iterator[Any]:
+            with replacing(path, mode, **options) as f:
                 yield disk.writer(Path(path), f) if Path(path).resolve().is_relative_to(disk.root) else f
 
         def log_open(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:

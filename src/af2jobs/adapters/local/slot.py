@@ -127,6 +127,8 @@ class PredictionProcess:
                 proc.join(5)
                 raise errors.ConfigurationError(f"the prediction process of GPU slot {self.slot or 0} died at start "
                                                 f"(exit status {proc.exitcode}); see the server's log") from None
+            if kind == "error":
+                raise errors.ConfigurationError(info)
         except BaseException:
             parent.close()
             proc.kill()
@@ -290,7 +292,12 @@ def _main(conn: Any, settings: Settings, overrides: dict, slot: str | None, jax_
     parts = wiring.local_parts(settings)
     worker = Worker(parts.repo, parts.store, parts.notifier, settings, run_overrides=overrides, isolate=False,
                     stages=stages() if stages is not None else None)
-    conn.send(("ready", slot_info(worker.stages, settings)))
+    info = slot_info(worker.stages, settings)
+    if slot is not None and info.backend != "gpu":  # CUDA_VISIBLE_DEVICES named no GPU: JAX fell back to the CPU
+        conn.send(("error", f"AF2_GPUS (--gpus) names GPU {slot}, and its prediction process sees no GPU there "
+                            f"(JAX runs on {info.backend})"))
+        os._exit(1)
+    conn.send(("ready", info))
     running: threading.Thread | None = None
     while True:
         try:
