@@ -237,11 +237,10 @@ class PipelineStages:
         elif self.settings.mode == "local" and run_config.length_buckets:
             ctx.inputs_run = run_config
         prepared = Prepared(run_config, job.request.preset, notes, ctx, list(ctx.databases))
+        searched = [r for r in records if r.slug not in supplied_slugs(job)]  # the others brought their MSA
         if job.state is not JobState.PREDICTING:  # before the MSA: every database its searches need is installed
-            own = set(job.request.msa or {}) | set(job.request.msa_file_names or {})
-            check_databases([r for r in records if r.name not in own], ctx)
-        if not (job.request.msa or job.request.msa_file_names):
-            prepared.searches_ahead = list(records)  # msa_mode mmseqs2: all of them in one run, at the first MSA
+            check_databases(searched, ctx)
+        prepared.searches_ahead = searched  # msa_mode mmseqs2: all of them in one run, at the first MSA
         return prepared
 
     def msa(self, record: FastaRecord, workdir: Path, prepared: Prepared) -> dict[str, Any]:
@@ -269,15 +268,28 @@ class PipelineStages:
         return memory_capacity(memory.HOST_RESERVE)
 
 
+def _supplied(job: Job) -> dict[str, tuple[str, str]]:
+    """The MSAs the request brought, as the service stored them (the record keeps none): slug -> (format, key)."""
+    prefix = f"{layout.SUPPLIED}/"
+    out = {}
+    for name, key in job.artifacts.items():
+        if name.startswith(prefix):
+            slug, _, fmt = name.removeprefix(prefix).rpartition(".")
+            out[slug] = (fmt, key)
+    return out
+
+
+def supplied_slugs(job: Job) -> set[str]:
+    """The records (by slug) whose MSA the request brought: no database is searched for them."""
+    return set(_supplied(job))
+
+
 def prepare(stages: StageRunner, store: ArtifactStore, job: Job, records: list[FastaRecord], *,
             progress: Progress, should_cancel: Callable[[], bool]) -> Prepared:
     """The job's stages made ready by `stages`, with the MSAs its request brought (read from the store)."""
     prepared = stages.prepare(job, records, progress=progress, should_cancel=should_cancel)
-    prefix = f"{layout.SUPPLIED}/"
-    for name, key in job.artifacts.items():
-        if name.startswith(prefix):
-            slug, _, fmt = name.removeprefix(prefix).rpartition(".")
-            prepared.supplied[slug] = (fmt, store.get_bytes(key))
+    for slug, (fmt, key) in _supplied(job).items():
+        prepared.supplied[slug] = (fmt, store.get_bytes(key))
     return prepared
 
 

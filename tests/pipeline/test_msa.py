@@ -114,3 +114,27 @@ def test_msa_mode_mmseqs2_searches_the_mmseqs2_databases_and_pdb70_only(installe
         [d.name for d in databases.for_preset(installed, "reduced_dbs")]
     jackhmmer_key = msa.cache_key(UBIQUITIN, databases.for_preset(installed, "reduced_dbs"))
     assert msa.cache_key(UBIQUITIN, searched) != jackhmmer_key  # one cache, the modes' entries apart
+
+
+def test_a_job_whose_records_all_bring_their_msa_needs_no_database(tmp_path):
+    """The stored job keeps its MSAs as files (not on its record): the stages read which records brought one from
+    its artifacts, check databases for the others only, and search only those ahead."""
+    from af2jobs import layout
+    from af2jobs.jobrun import PipelineStages
+    from af2jobs.models import Job, JobState
+    from af2jobs.request import JobRequest
+    from af2jobs.settings import Settings
+
+    seq = UBIQUITIN
+    request = JobRequest.parse({"fasta": "two", "sequence": f">own\n{seq}\n>searched\n{seq[:50]}\n",
+                                "msa": {"own": f">own\n{seq}\n"}})
+    records = request.records()
+    stored = request.model_copy(update={"msa": None})  # as the service stores it
+    job = Job(owner="ann", request=stored, state=JobState.VALIDATING,
+              artifacts={layout.supplied_msa_name("own", "a3m"): "jobs/x/supplied/own.a3m"})
+    stages = PipelineStages(Settings(data_dir=tmp_path, db_root=tmp_path / "no-databases"), {"profile": "tiny"})
+    with pytest.raises(StageError, match="no sequence database"):  # the record without its own MSA needs one
+        stages.prepare(job, records, progress=lambda *a: None, should_cancel=lambda: False)
+    own_only = job.model_copy(update={"request": JobRequest.parse({"fasta": "one", "sequence": f">own\n{seq}\n"})})
+    prepared = stages.prepare(own_only, records[:1], progress=lambda *a: None, should_cancel=lambda: False)
+    assert prepared.searches_ahead == []
