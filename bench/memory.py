@@ -28,12 +28,11 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
 
 
-def peak_rss_bytes(pid: int | str = "self") -> int:
-    """The process's peak resident memory (VmHWM), in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/<pid>/status")
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory (VmHWM), in bytes."""
+    from af2jobs.memory import proc_bytes
+
+    return proc_bytes("/proc/self/status", "VmHWM")
 
 
 def one(args: argparse.Namespace) -> int:

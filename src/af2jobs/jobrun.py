@@ -103,7 +103,8 @@ def run_config_for(
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise errors.ValidationError(f"run configuration: {where}: {errors.pydantic_message(err)}", field=where or None) from None
+        raise errors.ValidationError(f"run configuration: {where}: {errors.pydantic_message(err)}",
+                                     field=where or None) from None
 
 
 def check_parameters(settings: Settings, config: RunConfig) -> None:
@@ -237,7 +238,8 @@ class PipelineStages:
         elif self.settings.mode == "local" and run_config.length_buckets:
             ctx.inputs_run = run_config
         prepared = Prepared(run_config, job.request.preset, notes, ctx, list(ctx.databases))
-        searched = [r for r in records if r.slug not in supplied_slugs(job)]  # the others brought their MSA
+        own = supplied_slugs(job)
+        searched = [r for r in records if r.slug not in own]  # the others brought their MSA
         if job.state is not JobState.PREDICTING:  # before the MSA: every database its searches need is installed
             check_databases(searched, ctx)
         prepared.searches_ahead = searched  # msa_mode mmseqs2: all of them in one run, at the first MSA
@@ -262,10 +264,9 @@ class PipelineStages:
         predict_warm(record, workdir, prepared.context)
 
     def capacity(self) -> tuple[str, str, int | None]:
-        from af2jobs import memory
         from af2jobs.pipeline.predict import memory_capacity
 
-        return memory_capacity(memory.HOST_RESERVE)
+        return memory_capacity()
 
 
 def _supplied(job: Job) -> dict[str, tuple[str, str]]:

@@ -36,7 +36,9 @@ if TYPE_CHECKING:
 GIB = 1 << 30
 # Parameters of one model (tests/pipeline/test_memory_measured.py checks them against the models' shapes).
 PARAMETERS = {"full": 93_237_338, "tiny": 5_016_538}
-MODELS_KEPT = 5  # predict.DEVICE_PARAMS_KEPT: the models whose parameters a process keeps on its device
+# The models whose parameters a process keeps at once: ParamsProvider.KEPT in host memory, predict's
+# DEVICE_PARAMS_KEPT on the device (a run's five models; both take this one).
+MODELS_KEPT = 5
 MSA_CHANNELS, EXTRA_CHANNELS = 256, 64
 # What a prediction on the CPU leaves to the rest of the machine: the server, its MSA searches, the OS.
 HOST_RESERVE = 2 * GIB
@@ -99,12 +101,24 @@ class Capacity:
         return f"{gib(self.bytes)} ({where})" if self.bytes is not None else f"what {where} allows (unknown)"
 
 
+def proc_bytes(path: str, field: str) -> int | None:
+    """A "<field>: <n> kB" line of a /proc file (/proc/meminfo, /proc/<pid>/status), in bytes; None when the file
+    or the line is not there (a process that has ended)."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def host_bytes() -> int:
     """This machine's memory (MemTotal), in bytes."""
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no MemTotal in /proc/meminfo")
+    total = proc_bytes("/proc/meminfo", "MemTotal")
+    if total is None:
+        raise RuntimeError("no MemTotal in /proc/meminfo")
+    return total
 
 
 def gib(n: int | float) -> str:
@@ -112,4 +126,4 @@ def gib(n: int | float) -> str:
 
 
 __all__ = ["COEFFICIENTS", "GIB", "HOST_RESERVE", "PARAMETERS", "Capacity", "gib", "host_bytes", "padded_length",
-           "prediction_bytes"]
+           "prediction_bytes", "proc_bytes"]

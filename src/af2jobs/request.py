@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,6 +25,7 @@ from af2jobs.runconfig import canonical_strategy
 
 if TYPE_CHECKING:  # fasta.py is only needed when a request is parsed, not to build the schema.
     from af2jobs.fasta import FastaRecord
+    from af2jobs.msafile import Supplied
 
 MODEL_NAMES: tuple[str, ...] = ("model_1", "model_2", "model_3", "model_4", "model_5")
 # AlphaFold 2.3's presets, and the original platform's 2021 `preset` spelling of the same choices.
@@ -367,18 +368,29 @@ class JobRequest(BaseModel):
             raise
         return records
 
-    def check_msa_records(self, records: list[FastaRecord]) -> dict[str, str]:
-        """The records the request's own MSAs are for (msa and msa_file_names: record name -> the field), each a
-        record of the input; ValidationError naming the first one that is not."""
-        names = {r.name for r in records}
+    def own_msas(self, records: list[FastaRecord],
+                 uploaded: Callable[[str], str] | None = None) -> list[tuple[FastaRecord, Supplied]]:
+        """The request's own MSAs (msa, and msa_file_names' texts as `uploaded(record name)` reads them), each
+        checked against its record (msafile.check); ValidationError naming the first that names no record of the
+        input, or is no MSA of its record. The API and `af2 predict` check them through here alike."""
+        from af2jobs import msafile
+
+        by_name = {r.name: r for r in records}
         fields = {**dict.fromkeys(self.msa or {}, "msa"), **dict.fromkeys(self.msa_file_names or {}, "msa_file_names")}
-        unknown = sorted(set(fields) - names)
+        unknown = sorted(set(fields) - set(by_name))
         if unknown:
             field = fields[unknown[0]]
             raise errors.ValidationError(f"{field} names record {unknown[0]}, which the input does not have (its "
-                                         f"records: {', '.join(r.name for r in records)})",
-                                         field=f"{field}.{unknown[0]}")
-        return fields
+                                         f"records: {', '.join(by_name)})", field=f"{field}.{unknown[0]}")
+        out = []
+        for name in fields:
+            text = (self.msa or {}).get(name)
+            if text is None:
+                if uploaded is None:
+                    raise ValueError("own_msas needs the uploaded files' reader for msa_file_names")
+                text = uploaded(name)
+            out.append((by_name[name], msafile.check(text, by_name[name].sequence, name)))
+        return out
 
     @property
     def predictions_per_model(self) -> int:

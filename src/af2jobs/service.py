@@ -6,7 +6,7 @@ import builtins  # JobService.list shadows the builtin inside the class
 import contextlib
 import logging
 
-from af2jobs import admission, errors, layout, lifecycle, msafile
+from af2jobs import admission, errors, layout, lifecycle
 from af2jobs.fasta import FastaRecord, to_fasta
 from af2jobs.models import RUNNING, TERMINAL, UNFINISHED, Job, JobError, JobEvent, JobState, Principal, new_job_id
 from af2jobs.request import JobRequest
@@ -100,16 +100,10 @@ class JobService:
     def _supplied_msas(self, request: JobRequest, records: builtins.list[FastaRecord],
                        owner: str) -> builtins.list[tuple[FastaRecord, str, bytes]]:
         """Each supplied MSA (inline, or uploaded) checked against its record: (record, format, text)."""
-        by_name = {r.name: r for r in records}
-        named = request.check_msa_records(records)
-        supplied = []
-        for name in named:
-            text = (request.msa or {}).get(name)
-            if text is None:
-                text = self._uploaded_text(request.msa_upload_key(owner, name), f"msa_file_names.{name}")
-            msa = msafile.check(text, by_name[name].sequence, name)
-            supplied.append((by_name[name], msa.format, msa.text.encode()))
-        return supplied
+        def uploaded(name: str) -> str:
+            return self._uploaded_text(request.msa_upload_key(owner, name), f"msa_file_names.{name}")
+
+        return [(record, msa.format, msa.text.encode()) for record, msa in request.own_msas(records, uploaded)]
 
     def _uploaded_text(self, key: str, field: str) -> str:
         try:

@@ -77,7 +77,8 @@ def _iso_date(text: str) -> date:
 def _read_input(args) -> tuple[str, bytes]:
     """The input's file name and bytes."""
     if args.example:
-        return f"{args.example}.fasta", resources.files("af2jobs.examples").joinpath(f"{args.example}.fasta").read_bytes()
+        name = f"{args.example}.fasta"
+        return name, resources.files("af2jobs.examples").joinpath(name).read_bytes()
     path: Path = args.input
     if not path.is_file():
         raise ValidationError(f"input file {path} does not exist or is not a file", field="input")
@@ -119,12 +120,7 @@ def _request(args, file_name: str, msa: dict[str, str] | None = None) -> JobRequ
 
 def _supplied_msas(request: JobRequest, records) -> dict[str, tuple[str, bytes]]:
     """The request's own MSAs, each checked against its record (as the API checks them): name -> (format, text)."""
-    by_name = {r.name: r for r in records}
-    out = {}
-    for name in request.check_msa_records(records):
-        msa = msafile.check(request.msa[name], by_name[name].sequence, name)
-        out[name] = (msa.format, msa.text.encode())
-    return out
+    return {record.name: (msa.format, msa.text.encode()) for record, msa in request.own_msas(records)}
 
 
 def _msa_texts(values: list[str], records) -> dict[str, str] | None:
@@ -223,10 +219,10 @@ def _interrupted(signum: int, frame: object) -> None:
 def check_memory(records, run_config, settings: Settings) -> None:
     """A record whose prediction is estimated to need more memory than this machine has is refused before any work
     (af2jobs.admission), as `af2 serve` fails it before its MSA."""
-    from af2jobs.memory import HOST_RESERVE, Capacity
+    from af2jobs.memory import Capacity
     from af2jobs.pipeline.predict import memory_capacity
 
-    capacity = Capacity.of(*memory_capacity(HOST_RESERVE), settings.prediction_memory_gb)
+    capacity = Capacity.of(*memory_capacity(), settings.prediction_memory_gb)
     admission.check_memory(records, run_config, capacity)
 
 
@@ -261,7 +257,8 @@ def _summary(console: Console, results, run_config) -> None:
             r.record.name, str(len(r.record.sequence)), r.best["model"], f"{r.best['mean_plddt']:.1f}",
             ("-" if r.best["ptm"] is None else f"{r.best['ptm']:.3f}")
             + (f" (ipTM {r.best['iptm']:.3f})" if r.best.get("iptm") is not None else ""),
-            f"{depth_line(r.timings['msa_depth'])} ({msa['cache']})", ", ".join(used[:2]) + (f" +{len(used) - 2}" if len(used) > 2 else "")
+            f"{depth_line(r.timings['msa_depth'])} ({msa['cache']})",
+            ", ".join(used[:2]) + (f" +{len(used) - 2}" if len(used) > 2 else "")
             or "none", ", ".join(relaxed) or "none", f"{sum(m['compile_s'] for m in models):.1f}",
             f"{sum(m['run_s'] for m in models):.1f}", f"{r.timings['total_s']:.1f}", str(r.out_dir),
         )

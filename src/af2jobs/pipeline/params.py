@@ -23,7 +23,7 @@ from alphafold.model import config as af_config
 from alphafold.model import model as af_model
 from alphafold.model import utils as af_utils
 
-from af2jobs import atomic
+from af2jobs import atomic, memory
 from af2jobs.runconfig import RunConfig
 
 UNTRAINED = "UNTRAINED"
@@ -280,7 +280,7 @@ class ParamsProvider:
     KEPT most recently used models stay in memory (a process that predicts monomers and complexes for days would
     otherwise hold every model it met)."""
 
-    KEPT = 5  # a run's five models (predict.DEVICE_PARAMS_KEPT keeps as many on the device)
+    KEPT = memory.MODELS_KEPT
 
     def __init__(self, params_dir: Path, cache_dir: Path) -> None:
         self.params_dir = params_dir

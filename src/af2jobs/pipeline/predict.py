@@ -40,6 +40,7 @@ from alphafold.model import model as af_model
 from alphafold.model.tf import input_pipeline, proteins_dataset
 from alphafold.model.tf import np_backend as np_tf
 
+from af2jobs import memory
 from af2jobs.errors import CancelledError
 from af2jobs.pipeline import params as params_mod
 from af2jobs.runconfig import RunConfig, bucket_length
@@ -141,17 +142,15 @@ def device_kind() -> str:
     return f"{dev.platform}:{getattr(dev, 'device_kind', '')}"
 
 
-def memory_capacity(host_reserve: int) -> tuple[str, str, int | None]:
+def memory_capacity() -> tuple[str, str, int | None]:
     """(backend, device kind, bytes) one prediction may use here: the GPU's memory as XLA may take it (with
     AF2_UNIFIED_MEMORY, what it may spill too; None where the device does not say), or this machine's less
-    `host_reserve` for the rest of it."""
-    from af2jobs import memory
-
+    memory.HOST_RESERVE for the rest of it."""
     device = _current_device()
     if device.platform == "gpu":
         limit = (device.memory_stats() or {}).get("bytes_limit")
         return "gpu", str(getattr(device, "device_kind", "gpu")), int(limit) if limit else None
-    return device.platform, device.platform, max(memory.host_bytes() - host_reserve, 0)
+    return device.platform, device.platform, max(memory.host_bytes() - memory.HOST_RESERVE, 0)
 
 
 def on_gpu() -> bool:
@@ -452,7 +451,7 @@ def key_chain(seed: int, iterations: int) -> list:
     return out
 
 
-DEVICE_PARAMS_KEPT = 5  # models' parameters kept on each device (best and all use five)
+DEVICE_PARAMS_KEPT = memory.MODELS_KEPT  # models' parameters kept on each device (best and all use five)
 _on_device_params: dict[tuple, dict] = {}  # (file, parameter signature, device) -> the tree on that device
 _params_lock = threading.Lock()
 

@@ -5,13 +5,12 @@ predict phase (MSA -> PREDICTING -> SUCCEEDED, the results published), and what 
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from af2jobs import cost, errors, jobrun, layout, lifecycle
+from af2jobs import cost, errors, jobrun, lifecycle
 from af2jobs.fasta import FastaRecord
 from af2jobs.models import UNFINISHED, Job, JobError, JobEvent, JobState, Progress
 
@@ -80,14 +79,22 @@ class JobPass:
 
     # -- the GPU side: PREDICTING, publishing, SUCCEEDED -----------------------------------------------------
 
-    def predict_phase(self, resume: bool) -> None:
+    def may_predict(self, resume: bool) -> Job | None:
+        """The job, when its predict phase is to run (MSA done, or PREDICTING when resumed); None when it moved on
+        since it was queued (one cancelled while it waited for a slot ends CANCELLED here)."""
         job = self.repo.get(self.job_id)
-        if job.state is S.MSA and not resume:
-            job = lifecycle.begin_predict(self.repo, self.job_id, "starting the prediction")
-        elif not (resume and job.state is S.PREDICTING):
-            if job.state is S.CANCELLING:
-                self.handle_error(errors.CancelledError("cancelled while waiting for a GPU slot"))
+        if job.state is (S.PREDICTING if resume else S.MSA):
+            return job
+        if job.state is S.CANCELLING:
+            self.handle_error(errors.CancelledError("cancelled while waiting for a GPU slot"))
+        return None
+
+    def predict_phase(self, resume: bool) -> None:
+        job = self.may_predict(resume)
+        if job is None:
             return
+        if job.state is S.MSA:
+            job = lifecycle.begin_predict(self.repo, self.job_id, "starting the prediction")
         self._prepare(job)
         t0 = time.perf_counter()
         summaries = jobrun.run_predict_records(self.worker.stages, self.records, self.workdir, self.prepared,
@@ -109,7 +116,7 @@ class JobPass:
             return jobrun.publish(self.worker.store, self.job_id, self.records, self.workdir, summaries)
         except BaseException:
             # Part of the results would pass for all of them (GET /jobs/<id>/files lists them): none, or all.
-            shutil.rmtree(self.worker.root / layout.output_prefix(self.job_id), ignore_errors=True)
+            self.worker.clear_output(self.job_id)
             raise
 
     # -- cancel and errors -----------------------------------------------------------------------------------

@@ -76,13 +76,7 @@ def _clear_peak(pid: int) -> None:
 
 
 def _vm(pid: int, field: str) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    return memory.proc_bytes(f"/proc/{pid}/status", field)
 
 
 class PredictionProcess:

@@ -314,50 +314,33 @@ class Worker:
 
     def _slot_ready(self, info: Capacity) -> None:
         with self._lock:
-            def room(c: Capacity) -> float:
-                return float("inf") if c.bytes is None else c.bytes
-
-            if self._slot_info is None or room(info) < room(self._slot_info):
+            if self._slot_info is None or _room(info) < _room(self._slot_info):
                 self._slot_info = info  # the smallest slot's: a job must fit whichever takes it
         if isinstance(self.stages, PipelineStages):
             self.stages.for_gpu = info.backend == "gpu"  # the MSA stage prepares the GPU's inputs
 
     def _predict_in(self, process: PredictionProcess, job_id: str, resume: bool) -> None:
-        with self._lock:
-            if job_id in self._active:
-                return  # queued twice and already running
-            self._active[job_id] = threading.Event()
-            self._processes[job_id] = process
-        try:
-            job = self.repo.get(job_id)
-            if job.state is S.CANCELLING:
-                JobPass(self, job_id, threading.Event()).handle_error(
-                    errors.CancelledError("cancelled while waiting for a GPU slot"))
-                return
-            if job.state is not (S.PREDICTING if resume else S.MSA):
-                return  # finished, or moved on, since it was queued
-            if not resume and not self._fits(job):
-                return
-            ended = process.run(job_id, resume)
+        """The job's predict phase in the slot's process (claimed here as a thread's pass is: _run_claimed)."""
+
+        def predict(run: JobPass) -> None:
+            job = run.may_predict(resume)
+            if job is None:
+                return  # moved on since it was queued: nothing for the process to do
+            if not resume:  # its MSA made: each record's prediction, with its MSA's depth, fits the slots
+                records = jobrun.read_records(self.store, job, self.settings.max_length)
+                depths = {r.slug: jobrun.msa_rows(self.workdir(job.id, r.slug)) for r in records}
+                self.check_memory(job, records, {slug: n for slug, n in depths.items() if n is not None})
+            with self._lock:
+                self._processes[job_id] = process
+            try:
+                ended = process.run(job_id, resume)
+            finally:
+                with self._lock:
+                    self._processes.pop(job_id, None)
             if not ended.finished:
                 self._prediction_died(job_id, ended, process)
-        except Exception as exc:  # noqa: BLE001 - the process could not be started or reached: the job says why
-            JobPass(self, job_id, threading.Event()).handle_error(exc)
-        finally:
-            with self._lock:
-                self._active.pop(job_id, None)
-                self._processes.pop(job_id, None)
 
-    def _fits(self, job: Job) -> bool:
-        """Whether each record's prediction, its MSA made, fits the slots' memory; FAILED saying why when not."""
-        try:
-            records = jobrun.read_records(self.store, job, self.settings.max_length)
-            depths = {r.slug: jobrun.msa_rows(self.workdir(job.id, r.slug)) for r in records}
-            self.check_memory(job, records, {slug: n for slug, n in depths.items() if n is not None})
-            return True
-        except errors.Af2JobsError as exc:
-            JobPass(self, job.id, threading.Event()).handle_error(exc)
-            return False
+        self._run_claimed(job_id, predict)
 
     def check_memory(self, job: Job, records: list, depths: dict[str, int] | None = None) -> None:
         """MemoryLimitError when a record's estimated prediction needs more memory than a slot has (admission.py);
@@ -377,7 +360,7 @@ class Worker:
                         "is left for the next start" if self.stopping else f"was {job.state.value}",
                         extra={"job_id": job_id})
             return
-        shutil.rmtree(self.root / layout.output_prefix(job_id), ignore_errors=True)
+        self.clear_output(job_id)
         if job.state is S.CANCELLING or ended.killed_for_cancel:
             self.log(job_id, f"the prediction did not stop within {CANCEL_GRACE_S:.0f} s of the cancel: its "
                              "process was killed")
@@ -445,6 +428,10 @@ class Worker:
     def workdir(self, job_id: str, slug: str) -> Path:
         return self.root / layout.work_prefix(job_id, slug)
 
+    def clear_output(self, job_id: str) -> None:
+        """Remove what a publish cut short left under the job's output/: no results, or all of them."""
+        shutil.rmtree(self.root / layout.output_prefix(job_id), ignore_errors=True)
+
     def clear_work(self, job_id: str) -> None:
         """Remove a finished job's work dirs (the stages' own files: markers, features, prepared inputs). Its
         results are published by then, or there are none to come; the MSA cache keeps its searches."""
@@ -482,6 +469,10 @@ class Worker:
             self.notifier.notify(job, event)
         except Exception:
             log.exception("notifying %s for job %s failed", event.value, job.id, extra={"job_id": job.id})
+
+
+def _room(capacity: Capacity) -> float:
+    return float("inf") if capacity.bytes is None else capacity.bytes
 
 
 class LocalOrchestrator:
