@@ -65,7 +65,10 @@ HHBLITS_OPTIONS = ["-n", "3", "-e", "0.001", "-maxseq", "1000000", "-realign_max
 # UniRef30's clustering (Uniclust30: 30 % identity, 80 % coverage) and HH-suite's column-state translation.
 HH_CLUSTER = ["--min-seq-id", "0.3", "-c", "0.8"]
 CSTRANSLATE = ["-f", "-x", "0.3", "-c", "4", "-I", "a3m", "-b"]
-TOOLS = ("jackhmmer", "mmseqs2", "hhblits")  # the order they run in: jackhmmer's hits are the others' reference
+# The order they run in: jackhmmer's hits are the others' reference. mmseqs2_gpu: MMseqs2's GPU build (--mmseqs-gpu)
+# on the padded database, each call loading it; mmseqs2_gpuserver: the same through `mmseqs gpuserver`, which holds
+# the database on the GPU (its first query pays the load, the batch after it does not).
+TOOLS = ("jackhmmer", "mmseqs2", "hhblits", "mmseqs2_gpu", "mmseqs2_gpuserver")
 
 
 def _encode(seq: str) -> np.ndarray:
@@ -284,13 +287,38 @@ def run_hhblits(prefix: Path, queries: dict[str, str], cpus: int, work: Path) ->
     return found
 
 
-def run_mmseqs(prefix: Path, queries: dict[str, str], cpus: int, work: Path) -> dict[str, set[str]]:
+def run_mmseqs(prefix: Path, queries: dict[str, str], cpus: int, work: Path, gpu: str = "") -> dict[str, set[str]]:
+    """msa_mode mmseqs2's search (af2jobs.pipeline.mmseqs) of a sequence database; `gpu`: "" on the CPU, "gpu" on
+    the GPU (the binary AF2_MMSEQS names), "server" through a running gpuserver."""
     from af2jobs.pipeline import mmseqs
 
     dirs = {name: work / name for name in queries}
-    mmseqs.search(queries, [("mmseqs_uniref", prefix)], dirs, cpus)
+    mmseqs.search(queries, [("mmseqs_uniref", prefix)], dirs, cpus, gpu=bool(gpu), server=gpu == "server")
     return {name: _a3m_names((dirs[name] / mmseqs.OUTPUT_NAMES["mmseqs_uniref"]).read_text()) - {"query"}
             for name in queries}
+
+
+def run_mmseqs_gpu(prefix: Path, queries: dict[str, str], cpus: int, work: Path) -> dict[str, set[str]]:
+    return run_mmseqs(prefix, queries, cpus, work, gpu="gpu")
+
+
+def run_mmseqs_server(prefix: Path, queries: dict[str, str], cpus: int, work: Path) -> dict[str, set[str]]:
+    return run_mmseqs(prefix, queries, cpus, work, gpu="server")
+
+
+class GpuServer:
+    """`mmseqs gpuserver` holding a padded database on the GPU, for the searches run while it is up."""
+
+    def __init__(self, binary: str, prefix: Path, log: Path):
+        self.proc = subprocess.Popen([binary, "gpuserver", str(prefix), "--max-seqs", "10000", "--prefilter-mode", "1",
+                                      "--db-load-mode", "0"], stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
 
 
 def isolated(search, *args) -> tuple[dict[str, set[str]], float, float]:
@@ -359,43 +387,75 @@ def measure(args, size: int, work: Path, report: Report) -> None:
     run["build"]["generate_s"] = round(time.perf_counter() - t0, 1)
     report.log("database", run["database"])
     t0 = time.perf_counter()
-    prefix = mmseqs.build(fasta, work / "mmseqs" / "db", index=True, cpus=max(cpus_list))
+    prefix = mmseqs.sequence_db(fasta, work / "mmseqs" / "db", index=True, cpus=max(cpus_list))
     run["build"]["mmseqs_createdb_and_index_s"] = round(time.perf_counter() - t0, 1)
     report.log("build", run["build"])
-    t0 = time.perf_counter()
-    hh_prefix, hh_names, run["hhsuite_database"] = build_hhsuite(fasta, args.hh_size, work / "hhsuite", max(cpus_list))
-    run["build"]["hhsuite_s"] = round(time.perf_counter() - t0, 1)
-    hh_truth = {q: t & hh_names for q, t in truth.items()}
-    report.log("hhsuite_database", run["hhsuite_database"])
+    tools = [t for t in TOOLS if t in args.tools.split(",")]
+    hh_names: set[str] = set()
+    hh_truth, hh_prefix = truth, None
+    if "hhblits" in tools:
+        t0 = time.perf_counter()
+        hh_prefix, hh_names, run["hhsuite_database"] = build_hhsuite(fasta, args.hh_size, work / "hhsuite",
+                                                                     max(cpus_list))
+        run["build"]["hhsuite_s"] = round(time.perf_counter() - t0, 1)
+        hh_truth = {q: t & hh_names for q, t in truth.items()}
+        report.log("hhsuite_database", run["hhsuite_database"])
+    gpu_prefix = None
+    if {"mmseqs2_gpu", "mmseqs2_gpuserver"} & set(tools):
+        t0 = time.perf_counter()
+        gpu_prefix = work / "mmseqs-gpu" / "db"
+        gpu_prefix.parent.mkdir()
+        _run(args.mmseqs_gpu, "makepaddedseqdb", prefix, gpu_prefix, "--threads", max(cpus_list), "-v", "1")
+        run["build"]["mmseqs_makepaddedseqdb_s"] = round(time.perf_counter() - t0, 1)
+        report.log("build", run["build"])
     batch = dict(list(queries.items())[: args.batch])
     one = dict(list(queries.items())[:1])
+    jack_batch = dict(list(queries.items())[: args.jackhmmer_batch or args.batch])
     searches = {"jackhmmer": (run_jackhmmer, fasta), "hhblits": (run_hhblits, hh_prefix),
-                "mmseqs2": (run_mmseqs, prefix)}
+                "mmseqs2": (run_mmseqs, prefix), "mmseqs2_gpu": (run_mmseqs_gpu, gpu_prefix),
+                "mmseqs2_gpuserver": (run_mmseqs_server, gpu_prefix)}
     for cpus in cpus_list:
         rows = run["cpus"][str(cpus)] = {}
         jack: dict[str, set[str]] = {}
-        for tool in TOOLS:
+        for tool in tools:
             search, db = searches[tool]
             tag = work / f"{tool}-{cpus}"
-            _, one_s, peak_one = isolated(search, db, one, cpus, tag.with_name(tag.name + "-one"))
-            hits, batch_s, peak = isolated(search, db, batch, cpus, tag.with_name(tag.name + "-batch"))
+            if tool.startswith("mmseqs2_gpu"):
+                os.environ["AF2_MMSEQS"] = args.mmseqs_gpu
+            server = GpuServer(args.mmseqs_gpu, gpu_prefix, work / "gpuserver.log") if tool == "mmseqs2_gpuserver" \
+                else None
+            try:
+                _, one_s, peak_one = isolated(search, db, one, cpus, tag.with_name(tag.name + "-one"))
+                hits, batch_s, peak = isolated(search, db, jack_batch if tool == "jackhmmer" else batch, cpus,
+                                               tag.with_name(tag.name + "-batch"))
+            finally:
+                os.environ.pop("AF2_MMSEQS", None)
+                if server is not None:
+                    server.stop()
             rows[tool] = _row(hits, one_s, batch_s, hh_truth if tool == "hhblits" else truth, max(peak, peak_one))
+            if tool == "mmseqs2_gpuserver":
+                rows[tool]["note"] = "one_query_s is the first query after the server started: it pays the load"
             if tool == "jackhmmer":
                 jack = hits
             else:
-                rows[tool]["recall_of_jackhmmer_hits"] = _recall(hits, jack, hh_names if tool == "hhblits" else None)
+                within = hh_names if tool == "hhblits" else None
+                rows[tool]["recall_of_jackhmmer_hits"] = _recall({q: h for q, h in hits.items() if q in jack}, jack,
+                                                                 within)
             report.log(f"{tool} size {size} cpus {cpus}", rows[tool])
-        both = rows["jackhmmer"]["per_query_in_batch_s"] + rows["hhblits"]["per_query_in_batch_s"]
-        rows["jackhmmer_plus_hhblits_over_mmseqs2_per_query_in_batch"] = round(
-            both / max(rows["mmseqs2"]["per_query_in_batch_s"], 1e-9), 2)
-        report.log(f"comparison size {size} cpus {cpus}", both / max(rows["mmseqs2"]["per_query_in_batch_s"], 1e-9))
+        slow = sum(rows[t]["per_query_in_batch_s"] for t in ("jackhmmer", "hhblits") if t in rows)
+        for tool in ("mmseqs2", "mmseqs2_gpu", "mmseqs2_gpuserver"):
+            if tool in rows and slow:
+                key = f"{'+'.join(t for t in ('jackhmmer', 'hhblits') if t in rows)}_over_{tool}_per_query_in_batch"
+                rows[key] = round(slow / max(rows[tool]["per_query_in_batch_s"], 1e-9), 2)
+                report.log(key, rows[key])
     shutil.rmtree(work)
 
 
 def extrapolate(runs: list[dict]) -> dict:
     """Per-query seconds (in a batch) at AlphaFold's real database sizes, linear in the database's size through
     the largest run measured (sequence residues for jackhmmer and MMseqs2, clusters for HHblits). EXTRAPOLATED."""
-    done = [r for r in runs if r.get("cpus") and all(t in rows for rows in r["cpus"].values() for t in TOOLS)]
+    done = [r for r in runs if r.get("cpus") and all(t in rows for rows in r["cpus"].values()
+                                                     for t in ("jackhmmer", "mmseqs2", "hhblits"))]
     if not done:
         return {"note": "no complete run to extrapolate from"}
     large = max(done, key=lambda r: r["database"]["residues"])
@@ -428,6 +488,11 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=100, help="queries searched in one call")
     p.add_argument("--cpus-list", default=str(os.cpu_count() or 1),
                    help="core counts to measure at, comma-separated, largest first (the builds use the largest)")
+    p.add_argument("--tools", default="jackhmmer,mmseqs2,hhblits",
+                   help=f"comma-separated, of {', '.join(TOOLS)} (the GPU ones need --mmseqs-gpu)")
+    p.add_argument("--mmseqs-gpu", default=None, help="MMseqs2's GPU build (its release the CPU one's)")
+    p.add_argument("--jackhmmer-batch", type=int, default=0,
+                   help="queries of jackhmmer's batch when fewer than --batch (its time per query is flat)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--background", choices=["random", "real"], default="real",
                    help="real: the seed file's other proteins, each copy 30 %% mutated; random: UniProt composition")
@@ -438,7 +503,14 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "work")}
-    settings["tools"] = {name: shutil.which(name) for name in ("mmseqs", "hhblits", "hhblits_omp", "cstranslate")}
+    settings["binaries"] = {name: shutil.which(name) for name in ("mmseqs", "hhblits", "hhblits_omp", "cstranslate")}
+    from af2jobs.pipeline import mmseqs
+
+    settings["mmseqs_engine"] = mmseqs.engine().to_dict()
+    if args.mmseqs_gpu:
+        os.environ["AF2_MMSEQS"] = args.mmseqs_gpu
+        settings["mmseqs_gpu_engine"] = mmseqs.engine().to_dict()
+        os.environ.pop("AF2_MMSEQS")
     report = Report(out / "msa_bench.json", settings)
     for size in (int(x) for x in args.sizes.split(",")):
         with tempfile.TemporaryDirectory(dir=args.work, prefix="msa-bench-") as tmp:

@@ -160,6 +160,8 @@ def test_msa_mode_mmseqs2_searches_all_records_in_one_run_and_finds_templates_wi
     record = out / "ubq"
     versions = json.loads((record / "versions.json").read_text())
     assert {db["name"] for db in versions["databases"]} == {"mmseqs_uniref", "mmseqs_env", "pdb70"}
+    assert versions["msa_engine"].startswith("MMseqs2 18-8cc5c (") and "on the CPU" in versions["msa_engine"]
+    assert "Searched with MMseqs2 18-8cc5c" in (record / "report.html").read_text()
     assert (record / "msas" / "uniref.a3m").read_text().count(">") > 10  # the demo's ubiquitins
     assert not (record / "msas" / "uniref90_hits.sto").exists()  # jackhmmer did not run
     timings = json.loads((record / "timings.json").read_text())

@@ -78,6 +78,9 @@ def test_the_demo_database_is_in_colabfold_layout_with_taxonomy(found):
     for name in mmseqs.DATABASES:
         assert found[name].tool == "mmseqs" and mmseqs.expandable(found[name].path), name
     assert mmseqs.can_pair(found["mmseqs_uniref"].path)
+    for name in mmseqs.DATABASES:  # MMseqs2's links between parts are relative: the folder was moved into place
+        for link in (p for p in found[name].path.parent.iterdir() if p.is_symlink()):
+            assert not os.path.isabs(os.readlink(link)) and link.resolve().is_file(), link
     prefix = str(found["mmseqs_uniref"].path)
     assert len(_representatives(prefix)) < len(_lookup(f"{prefix}_seq"))  # clusters: fewer than their members
 
@@ -113,6 +116,25 @@ def test_pairing_needs_the_taxonomy_and_says_how_to_build_it(found, tmp_path):
     plain = mmseqs.sequence_db(Path(found["uniprot"].path), tmp_path / "plain" / "db")
     with pytest.raises(DatabaseError, match="cannot pair a complex's chains.*af2 db fetch-demo --force"):
         mmseqs.search_paired([L29, L35], plain, [tmp_path / "A", tmp_path / "B"], cpus=1)
+
+
+def test_af2_db_pad_makes_the_gpu_form_that_finds_the_same_rows(found, tmp_path, capsys):
+    import shutil
+
+    from af2jobs.cli.main import main
+
+    root = tmp_path / "db"
+    shutil.copytree(found["mmseqs_env"].path.parent, root / "mmseqs_env", symlinks=True)
+    prefix = mmseqs.prefix_in(root / "mmseqs_env")
+    before = mmseqs.search({"hba": HBA}, [("mmseqs_env", prefix)], {"hba": tmp_path / "before"}, cpus=2)
+    assert main(["db", "pad", "--db-root", str(root)]) == 0
+    assert "mmseqs_env: " in capsys.readouterr().out and mmseqs.padded(prefix)
+    after = mmseqs.search({"hba": HBA}, [("mmseqs_env", prefix)], {"hba": tmp_path / "after"}, cpus=2)
+    assert after == before and before["hba"]["mmseqs_env"] > 20  # the clusters' keys followed the renumbering
+    assert _names(tmp_path / "after" / mmseqs.OUTPUT_NAMES["mmseqs_env"]) == \
+        _names(tmp_path / "before" / mmseqs.OUTPUT_NAMES["mmseqs_env"])
+    assert main(["db", "list", "--db-root", str(root)]) == 0
+    assert "msa_mode mmseqs2: MMseqs2 18-8cc5c" in capsys.readouterr().out
 
 
 def test_a_gpu_without_mmseqs2_s_gpu_build_searches_on_the_cpu_and_says_why(found, tmp_path, monkeypatch):

@@ -1,8 +1,10 @@
-"""`af2 db list` and `af2 db fetch-demo`."""
+"""`af2 db list`, `af2 db fetch-demo` and `af2 db pad`."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -21,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     fetch.add_argument("--db-root", type=Path)
     fetch.add_argument("--force", action="store_true", help="fetch again even when present")
     fetch.set_defaults(func=fetch_demo)
+    pad = dsub.add_parser("pad", help="the GPU form of the MMseqs2 databases (msa_mode mmseqs2 on a GPU), in place")
+    pad.add_argument("--db-root", type=Path)
+    pad.set_defaults(func=pad_databases)
 
 
 def _root(args) -> Path:
@@ -51,6 +56,36 @@ def list_databases(args) -> int:
         table.add_row(d.name, d.tool, _size(d.size_bytes), f"{d.sequences:,}" if d.sequences is not None else "-",
                       d.version, str(d.path))
     console.print(table)
+    if any(d.tool == "mmseqs" for d in found):
+        from af2jobs.errors import DatabaseError
+        from af2jobs.pipeline import mmseqs
+
+        try:
+            line = mmseqs.plan([d.path for d in found if d.tool == "mmseqs"], os.cpu_count() or 1)[1]
+        except DatabaseError as exc:
+            line = exc.message
+        console.print(f"msa_mode mmseqs2: {line}", highlight=False)
+    return 0
+
+
+def pad_databases(args) -> int:
+    """makepaddedseqdb of each MMseqs2 database (its clusters' keys following), so a GPU can search it; the CPU
+    searches the padded form too."""
+    from af2jobs.errors import DatabaseError
+    from af2jobs.pipeline import databases, mmseqs
+
+    found = [d for d in databases.discover(_root(args)) if d.tool == "mmseqs"]
+    if not found:
+        print(f"No MMseqs2 database under {_root(args)} (af2 db fetch-demo builds the demo's).", file=sys.stderr)
+        return 1
+    for db in found:
+        state = "already padded" if mmseqs.padded(db.path) else "padded"
+        try:
+            mmseqs.pad(db.path, os.cpu_count() or 1)
+        except DatabaseError as exc:
+            print(f"{db.name}: {exc.message}", file=sys.stderr)
+            return 1
+        print(f"{db.name}: {db.path} {state}")
     return 0
 
 

@@ -192,6 +192,7 @@ def build(fasta: Path, prefix: Path, *, cpus: int = 1, taxa: dict[str, int] | No
         _run("align", prefix, seq, Path(tmp) / "clu", f"{prefix}_aln", "-a", "-e", "inf", "-c", "0", threads=cpus)
         if taxa is not None:
             _write_taxonomy(prefix, taxa)
+        _relative_links(prefix.parent)
         if index:
             limit = ["--split-memory-limit", split_memory] if split_memory else []
             _run("createindex", prefix, Path(tmp) / "index", *limit, threads=cpus)
@@ -211,6 +212,17 @@ def sequence_db(fasta: Path, prefix: Path, *, index: bool = False, cpus: int = 1
     return prefix
 
 
+def _relative_links(folder: Path) -> None:
+    """MMseqs2 links a database's parts to their source by absolute path (createsubdb's headers, lookup): made
+    relative, so the folder can be moved (a staging folder renamed into place) and copied."""
+    for link in folder.iterdir():
+        if link.is_symlink():
+            target = Path(os.readlink(link))
+            if target.is_absolute() and target.parent == folder.resolve():
+                link.unlink()
+                link.symlink_to(target.name)
+
+
 def pad(prefix: Path, cpus: int = 1) -> Path:
     """The GPU form of a database's target in place (makepaddedseqdb, as ColabFold's setup with --gpu 1 does)."""
     if padded(prefix):
@@ -219,7 +231,25 @@ def pad(prefix: Path, cpus: int = 1) -> Path:
     for part in ("", "_h"):
         _run("rmdb", f"{prefix}{part}")
         _run("mvdb", f"{prefix}_pad{part}", f"{prefix}{part}")
+    if expandable(prefix):
+        _renumber_clusters(prefix)
+    _relative_links(prefix.parent)
     return prefix
+
+
+def _lookup(path: str) -> list[tuple[str, str]]:
+    return [tuple(line.split("\t")[:2]) for line in Path(f"{path}.lookup").read_text().splitlines()]
+
+
+def _renumber_clusters(prefix: Path) -> None:
+    """makepaddedseqdb numbers the targets anew (by length): the cluster alignments' keys follow them, through the
+    representatives' names (what ColabFold's tsv2exprofiledb --gpu 1 does to its _aln)."""
+    name_of = dict(_lookup(f"{prefix}_seq"))
+    key_of = {name: key for key, name in _lookup(str(prefix))}
+    index = Path(f"{prefix}_aln.index")
+    rows = [line.split("\t") for line in index.read_text().splitlines()]
+    renumbered = sorted((int(key_of[name_of[key]]), offset, length) for key, offset, length in rows)
+    index.write_text("".join(f"{k}\t{o}\t{n}\n" for k, o, n in renumbered))
 
 
 def _write_taxonomy(prefix: Path, taxa: dict[str, int]) -> None:

@@ -135,7 +135,8 @@ def ranking_debug(prediction: Prediction, rank_by: str) -> dict:
 
 
 def versions(prediction: Prediction, databases: list[dict], run_config: dict, device: str,
-             msa_supplied: bool = False, templates: dict | None = None, msa_depth: dict | None = None) -> dict:
+             msa_supplied: bool = False, templates: dict | None = None, msa_depth: dict | None = None,
+             msa_engine: str | None = None) -> dict:
     pkgs = {}
     for pkg in _PACKAGES:
         try:
@@ -159,6 +160,8 @@ def versions(prediction: Prediction, databases: list[dict], run_config: dict, de
         "db_preset": run_config["db_preset"],
         "model_preset": run_config["model_preset"],
         "msa_supplied": msa_supplied,  # the request (or --msa) brought the MSA: no database was searched
+        # msa_mode mmseqs2: which MMseqs2 binary searched, and on the GPU or the CPU (af2jobs.pipeline.mmseqs.plan)
+        "msa_engine": msa_engine,
         # The templates models 1 and 2 used (af2jobs.pipeline.templates): PDB id, chain, release date; None when
         # no template database is installed.
         "templates": templates,

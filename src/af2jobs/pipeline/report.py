@@ -393,6 +393,8 @@ def render_html(name: str, data: Mapping[str, Any], plots: Mapping[str, Path], *
                      + _table(pair_rows) + "</div>")
     depth = (data["timings"] or {}).get("msa_depth")
     line = f'<p id="msa-depth">MSA rows: {_e(depth_line(depth))}.</p>' if depth else ""
+    if versions.get("msa_engine"):
+        line += f'<p id="msa-engine">Searched with {_e(versions["msa_engine"])}.</p>'
     parts.append("<h2>MSA depth</h2>" + line + (_img(plots.get("msa_depth.png"), "MSA depth per position")
                                                 or "<p>No MSA features found.</p>"))
     parts.append("<h2>Templates</h2>" + _templates_html(versions.get("templates"), data.get("ranking") or {},

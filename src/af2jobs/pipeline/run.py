@@ -229,7 +229,8 @@ def predict_begin(record: FastaRecord, workdir: Path, ctx: Context) -> Callable[
         atomic.write_json(workdir / "versions.json", outputs.versions(
             prediction, dbs, ctx.run.model_dump(mode="json"), predict_mod.device_kind(),
             msa_supplied=msa_mod.supplied(workdir / "msas") is not None, templates=used,
-            msa_depth=timings["msa_depth"]))
+            msa_depth=timings["msa_depth"], msa_engine=next(
+                (s["engine"] for s in timings.get("msa", {}).get("searches", []) if s.get("engine")), None)))
         timings["outputs"] = {"seconds": round(time.perf_counter() - t0, 3)}
         atomic.write_json(workdir / "timings.json", timings)
         report.write_record_report(workdir, record, ctx, timings)
