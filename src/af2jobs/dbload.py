@@ -11,8 +11,9 @@ af2jobs.pipeline.databases and the params loader read:
     ROOT/bfd/bfd_metaclust_..._{a3m,cs219,hhm}.ff*     ROOT/uniref30/UniRef30_2021_03_{a3m,cs219,hhm}.ff*
     ROOT/pdb70/pdb70_{a3m,cs219,hhm}.ff*               ROOT/pdb_seqres/pdb_seqres.txt
     ROOT/pdb_mmcif/mmcif_files/<id>.cif, ROOT/pdb_mmcif/obsolete.dat
-    ROOT/mmseqs_uniref/uniref, ROOT/mmseqs_env/env      MMseqs2 databases with their index (msa_mode mmseqs2),
-                                                       built here from the UniRef90 and MGnify FASTA files
+    ROOT/mmseqs_uniref/uniref30_2302_db                ColabFold's UniRef30 and environmental databases
+    ROOT/mmseqs_env/colabfold_envdb_202108_db          (msa_mode mmseqs2), made from its published TSVs as its
+                                                       setup_databases.sh does (padded for the GPU, indexed)
     ROOT/<name>/VERSION   written last; its first line is the database's version (the MSA cache keys on it)
 
 Per database: download into WORK/downloads (a partial file resumes with an HTTP Range request, and starts over
@@ -79,8 +80,8 @@ class ChecksumError(DatabaseError):
 class Source:
     name: str  # folder under ROOT
     url: str
-    # "gunzip" (one file, named `target`) | "tar" (members into the folder) | "none" | "mirror" (rsync) | "mmseqs"
-    # (built, not fetched: an MMseqs2 database named `target` of the FASTA file of the database `url` names)
+    # "gunzip" (one file, named `target`) | "tar" (members into the folder) | "none" | "mirror" (rsync) |
+    # "colabfold" (a tar of ColabFold's TSVs `target`*.tsv, made into its MMseqs2 database: mmseqs.from_release)
     unpack: str
     version: str  # first line of VERSION
     target: str | None = None  # file name for "gunzip" / "none"
@@ -97,6 +98,7 @@ class Source:
 
 
 _GCS = "https://storage.googleapis.com"
+_COLABFOLD = "https://wwwuser.gwdg.de/~compbiol/colabfold"
 _UNIPROT = "https://ftp.ebi.ac.uk/pub/databases/uniprot/current_release/knowledgebase/complete"
 SOURCES: dict[str, Source] = {
     s.name: s
@@ -128,10 +130,12 @@ SOURCES: dict[str, Source] = {
                "pdb70_from_mmcif_200401.tar.gz", "tar", "pdb70_from_mmcif_200401", unpacked_gb=56),
         Source("pdb_mmcif", "rsync://rsync.rcsb.org:33444/ftp_data/structures/divided/mmCIF/", "mirror",
                "pdb_mmcif", extra_url="https://files.wwpdb.org/pub/pdb/data/status/obsolete.dat", unpacked_gb=240),
-        # msa_mode mmseqs2: MMseqs2's databases of the UniRef90 and MGnify FASTA files (createdb, createindex);
-        # rebuilt when the FASTA file's VERSION changes.
-        Source("mmseqs_uniref", "mmseqs:uniref90", "mmseqs", "mmseqs_uniref", target="uniref", unpacked_gb=250),
-        Source("mmseqs_env", "mmseqs:mgnify", "mmseqs", "mmseqs_env", target="env", unpacked_gb=300),
+        # msa_mode mmseqs2: ColabFold's databases (its setup_databases.sh), from their TSVs. Sizes for the free-space
+        # check: the archives' and what tsv2exprofiledb and createindex add, estimated, not measured here.
+        Source("mmseqs_uniref", f"{_COLABFOLD}/uniref30_2302.tar.gz", "colabfold", "uniref30_2302",
+               target="uniref30_2302", unpacked_gb=400),
+        Source("mmseqs_env", f"{_COLABFOLD}/colabfold_envdb_202108.tar.gz", "colabfold", "colabfold_envdb_202108",
+               target="colabfold_envdb_202108", unpacked_gb=1500),
         # Changes every week at this address, like UniRef90; VERSION's checksum tells one week's from another.
         Source("pdb_seqres", "https://files.wwpdb.org/pub/pdb/derived_data/pdb_seqres.txt", "none", "pdb_seqres",
                target="pdb_seqres.txt", unpacked_gb=0.3),
@@ -143,8 +147,8 @@ SETS: dict[str, tuple[str, ...]] = {
     # Both with the template databases: models 1 and 2 were trained with templates.
     "reduced": ("params", "small_bfd", "mgnify", "uniref90", "uniprot", *TEMPLATES),
     "full": ("params", "small_bfd", "mgnify", "uniref90", "uniprot", "uniref30", "bfd", *TEMPLATES),
-    # msa_mode mmseqs2 on top of reduced (its FASTA files are the builds' input).
-    "mmseqs": ("params", "small_bfd", "mgnify", "uniref90", "uniprot", *TEMPLATES, "mmseqs_uniref", "mmseqs_env"),
+    # msa_mode mmseqs2: ColabFold's two databases and the templates (pdb70's HHsearch with the UniRef A3M).
+    "mmseqs": ("params", *TEMPLATES, "mmseqs_uniref", "mmseqs_env"),
 }
 
 
@@ -438,6 +442,13 @@ def unpack(source: Source, archive: Path, folder: Path) -> None:
             # filter="data": no absolute paths, no '..', no links leaving the folder, no devices.
             tar.extractall(folder, filter="data")
         _flatten(folder)
+    elif source.unpack == "colabfold":
+        with tarfile.open(archive, "r:*") as tar:
+            tar.extractall(folder, filter="data")
+        _flatten(folder)
+        from af2jobs.pipeline import mmseqs
+
+        mmseqs.from_release(folder, source.target, cpus=len(os.sched_getaffinity(0)), split_memory=_index_memory())
     elif source.unpack == "none":
         shutil.copyfile(archive, folder / (source.target or source.filename))
     else:
@@ -516,8 +527,6 @@ class Loader:
         started = time.monotonic()
         target = self.root / source.name
         present = read_version(target)
-        if source.unpack == "mmseqs":
-            return self._mmseqs(source, target, present, started)
         if present.get("source") == source.url:
             self.log(f"{source.name}: present ({present.get('version')}), skipped")
             return Outcome(source.name, "present", present.get("version", ""), time.monotonic() - started)
@@ -527,37 +536,6 @@ class Loader:
             self.log(f"{source.name}: FAILED: {exc}")
             return Outcome(source.name, "failed", f"{type(exc).__name__}: {exc}", time.monotonic() - started)
         return Outcome(source.name, "loaded", detail, time.monotonic() - started, _size(target))
-
-    def _mmseqs(self, source: Source, target: Path, present: dict[str, str], started: float) -> Outcome:
-        """An MMseqs2 database (with its index) of another database's FASTA file, built in WORK and moved in."""
-        from af2jobs.pipeline import mmseqs
-
-        name = source.url.removeprefix("mmseqs:")
-        origin = read_version(self.root / name)
-        fastas = sorted(p for p in (self.root / name).glob("*.fa*") if p.is_file()) if origin else []
-        if not fastas:
-            detail = f"needs {name} loaded first (its FASTA file is what it is built from)"
-            self.log(f"{source.name}: FAILED: {detail}")
-            return Outcome(source.name, "failed", detail, time.monotonic() - started)
-        built_from = f"{name} {origin.get('version', '')}"
-        if present.get("built_from") == built_from:
-            self.log(f"{source.name}: present ({built_from}), skipped")
-            return Outcome(source.name, "present", built_from, time.monotonic() - started)
-        staged = self.work / "staging" / source.name
-        shutil.rmtree(staged, ignore_errors=True)
-        self.log(f"{source.name}: building from {fastas[0]} (mmseqs createdb, createindex)")
-        try:
-            mmseqs.build(fastas[0], staged / source.target, index=True, cpus=len(os.sched_getaffinity(0)),
-                         split_memory=_index_memory())
-            (staged / "VERSION").write_text("\n".join([
-                f"{source.version} from {built_from}", f"source: {source.url}", f"built_from: {built_from}",
-                f"loaded: {datetime.now(timezone.utc).isoformat(timespec='seconds')}", f"loader: {USER_AGENT}", ""]))
-            install(staged, target)
-        except (DatabaseError, OSError) as exc:
-            shutil.rmtree(staged, ignore_errors=True)  # hundreds of GB at real sizes: not left for the next run
-            self.log(f"{source.name}: FAILED: {exc}")
-            return Outcome(source.name, "failed", f"{type(exc).__name__}: {exc}", time.monotonic() - started)
-        return Outcome(source.name, "loaded", built_from, time.monotonic() - started, _size(target))
 
     def _load(self, source: Source, target: Path) -> str:
         if source.unpack == "mirror":
@@ -714,14 +692,9 @@ def load_all(loader: Loader, sources: Sequence[Source], parallel: int = 3) -> li
             base_log(message)
 
     loader.log = locked_log
-    # The builds read what the downloads write: they run after them.
-    fetched = [s for s in sources if s.unpack != "mmseqs"]
-    built = [s for s in sources if s.unpack == "mmseqs"]
     try:
         with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-            done = dict(zip((s.name for s in fetched), pool.map(loader.load, fetched)))
-        done.update((s.name, loader.load(s)) for s in built)
-        return [done[s.name] for s in sources]
+            return list(pool.map(loader.load, sources))
     finally:
         loader.log = base_log
 

@@ -351,16 +351,14 @@ def test_the_published_sets_name_only_known_sources_in_the_pipeline_layout():
     assert set(dbload.TEMPLATES) == {"pdb70", "pdb_mmcif", "pdb_seqres"}
     assert all(set(dbload.TEMPLATES) <= set(names) for names in dbload.SETS.values())
     for source in dbload.SOURCES.values():
-        scheme = {"mirror": "rsync://", "mmseqs": "mmseqs:"}.get(source.unpack, "https://")
+        scheme = {"mirror": "rsync://"}.get(source.unpack, "https://")
         assert source.url.startswith(scheme)
-        assert source.unpack in ("gunzip", "tar", "none", "mirror", "mmseqs")
-        assert source.unpack not in ("gunzip", "none", "mmseqs") or source.target
-    # msa_mode mmseqs2's databases, built from loaded FASTA files, under the names the pipeline looks in.
+        assert source.unpack in ("gunzip", "tar", "none", "mirror", "colabfold")
+        assert source.unpack not in ("gunzip", "none", "colabfold") or source.target
+    # msa_mode mmseqs2's databases, under the names the pipeline looks in.
     from af2jobs.pipeline import mmseqs
 
     assert set(mmseqs.DATABASES) <= set(dbload.SETS["mmseqs"])
-    for name in mmseqs.DATABASES:
-        assert dbload.SOURCES[name].url.removeprefix("mmseqs:") in dbload.SETS["mmseqs"]
     assert dbload.SOURCES["pdb_seqres"].target == "pdb_seqres.txt"
 
 
@@ -428,25 +426,47 @@ def test_crc32c_digests_compare_with_the_servers_form(tmp_path):
     }
 
 
-@pytest.mark.skipif(shutil.which("mmseqs") is None, reason="mmseqs is not installed (make tools installs it)")
-def test_an_mmseqs2_database_is_built_after_its_fasta_loads_and_again_only_when_the_fasta_changes(server, tmp_path):
+def _colabfold_release(stem: str, prefix: Path) -> bytes:
+    """A tar of ColabFold's published form (<stem>.tsv, _h, _seq, _aln: key TAB entry), made of a database in its
+    layout (the demo's environmental one, built with MMseqs2's own commands)."""
+    def entries(path: str):
+        data = Path(path).read_bytes()
+        for line in Path(f"{path}.index").read_text().splitlines():
+            key, offset, length = line.split("\t")
+            yield key, data[int(offset): int(offset) + int(length)].rstrip(b"\0").decode().strip()
+
+    tsv = {part: "".join(f"{k}\t{v}\n" for k, v in entries(f"{prefix}{src}"))
+           for part, src in (("", ""), ("_seq", "_seq"), ("_h", "_seq_h"))}
+    tsv["_aln"] = "".join(f"{k}\t{row}\n" for k, v in entries(f"{prefix}_aln") for row in v.splitlines())
+    return _tar({f"{stem}/{stem}{part}.tsv": text.encode() for part, text in tsv.items()})
+
+
+@pytest.mark.pipeline  # a real MMseqs2 build and search, of the demo database
+def test_colabfold_s_database_is_made_from_its_published_tsvs_and_searched(server, tmp_path, demo_db_root):
     from af2jobs.pipeline import databases, mmseqs
 
+    env = mmseqs.prefix_in(demo_db_root / "mmseqs_env")
+    path = server.add("/colabfold_envdb_test.tar.gz", _colabfold_release("colabfold_envdb_test", env))
+    source = replace(dbload.SOURCES["mmseqs_env"], url=server.base + path, version="colabfold_envdb_test",
+                     target="colabfold_envdb_test")
     loader, messages = _loader(tmp_path)
-    fasta = _fasta_source(server)
-    built = dbload.SOURCES["mmseqs_uniref"]
-    first = dbload.load_all(loader, [built, fasta])  # listed first, built after the download all the same
-    assert [(o.name, o.status) for o in first] == [("mmseqs_uniref", "loaded"), ("uniref90", "loaded")], first
+    (outcome,) = dbload.load_all(loader, [source])
+    assert outcome.status == "loaded", (outcome.detail, messages)
     found = {d.name: d for d in databases.discover(loader.root)}
-    assert found["mmseqs_uniref"].tool == "mmseqs" and found["mmseqs_uniref"].path == mmseqs.prefix_in(
-        loader.root / "mmseqs_uniref")
-    assert dbload.read_version(loader.root / "mmseqs_uniref")["built_from"].startswith("uniref90 uniref90_test")
-    assert [o.status for o in dbload.load_all(loader, [fasta, built])] == ["present", "present"]
-    assert not list((loader.work / "staging").glob("mmseqs_uniref*"))  # nothing half-built left
+    prefix = found["mmseqs_env"].path
+    assert prefix.name == "colabfold_envdb_test_db" and mmseqs.expandable(prefix) and mmseqs.padded(prefix)
+    assert not list(prefix.parent.glob("*.tsv")) and list(prefix.parent.glob("*.idx*"))
+    hba = ("VLSPADKTNVKAAWGKVGAHAGEYGAEALERMFLSFPTTKTYFPHFDLSHGSAQVKGHGKKVADALTNAVAHVDDMPNALSALSDLHAHKLRVDPVNFKLLSH"
+           "CLLVTLAAHLPAEFTPAVHASLDKFLASVSTVLTSKYR")
+    got = mmseqs.search({"hba": hba}, [("mmseqs_env", prefix)], {"hba": tmp_path / "got"}, cpus=2)
+    want = mmseqs.search({"hba": hba}, [("mmseqs_env", env)], {"hba": tmp_path / "want"}, cpus=2)
+    assert got == want and got["hba"]["mmseqs_env"] > 20  # the same rows as the database it was made of
+    assert [o.status for o in dbload.load_all(loader, [source])] == ["present"]
 
 
-def test_an_mmseqs2_database_without_its_fasta_fails_naming_what_it_needs(tmp_path):
-    loader, _ = _loader(tmp_path)
-    (outcome,) = dbload.load_all(loader, [dbload.SOURCES["mmseqs_env"]])
-    assert outcome.status == "failed" and "needs mgnify loaded first" in outcome.detail
-    assert not (loader.root / "mmseqs_env").exists()
+def test_the_mmseqs_set_loads_colabfold_s_databases_and_the_templates():
+    names = dbload.SETS["mmseqs"]
+    assert {"mmseqs_uniref", "mmseqs_env", *dbload.TEMPLATES} <= set(names)
+    for name in ("mmseqs_uniref", "mmseqs_env"):
+        source = dbload.SOURCES[name]
+        assert source.unpack == "colabfold" and source.url.startswith("https://wwwuser.gwdg.de/~compbiol/colabfold/")

