@@ -437,7 +437,7 @@ def measure(args, size: int, work: Path, report: Report) -> None:
                 rows[tool]["note"] = "one_query_s is the first query after the server started: it pays the load"
             if tool == "jackhmmer":
                 jack = hits
-            else:
+            elif jack:
                 within = hh_names if tool == "hhblits" else None
                 rows[tool]["recall_of_jackhmmer_hits"] = _recall({q: h for q, h in hits.items() if q in jack}, jack,
                                                                  within)
