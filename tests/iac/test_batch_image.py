@@ -117,7 +117,10 @@ def test_the_stages_pip_install_resolves_to_wheels_for_its_python_and_libc(targe
     match, (python, glibc) = next(((m, v) for m, v in known if m), (None, (None, None)))
     assert match, f"unknown base image {stage['base']}: add its Python and glibc to BASES"
     python = python or match.group(1)
-    (install,) = _pip_arguments(stage, "install")
+    installs = _pip_arguments(stage, "install")
+    pinned = [i for i in installs if i == ["/tmp/requirements-mmseqs.txt"]]  # MMseqs2, by hash, without deps
+    assert len(pinned) == 1 and any(line.startswith("COPY requirements-mmseqs.txt /tmp/") for line in stage["lines"])
+    (install,) = [i for i in installs if i not in pinned]
     assert "--find-links=/wheels" in " ".join(stage["lines"]), "the install must see the wheel stage's wheels"
     (wheel,) = wheels.glob("af2jobs-*.whl")
     extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
@@ -139,6 +142,12 @@ def test_the_stages_pip_install_resolves_to_wheels_for_its_python_and_libc(targe
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    mmseqs = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed", "--no-deps",
+         "--require-hashes", "--only-binary=:all:", *platforms, "--implementation", "cp", "--python-version", python,
+         "--target", str(tmp_path / "mmseqs"), "-r", str(ROOT / "requirements-mmseqs.txt")],
+        capture_output=True, text=True, timeout=600)
+    assert mmseqs.returncode == 0, mmseqs.stderr[-3000:]
     names = {i["metadata"]["name"].lower().replace("_", "-") for i in json.loads(report.read_text())["install"]}
     assert {"af2jobs", "jax", "dm-haiku", "alphafold-colabfold", "pyhmmer", "pdbfixer", "openmm"} <= names
     if target == "predict":

@@ -193,15 +193,23 @@ def test_a_second_job_with_the_same_sequence_takes_its_msa_from_the_cache_and_sk
     assert f"jobs/{second.id}/output/ubq-again/ranked_0.pdb" in aws.keys(f"jobs/{second.id}/output/")
 
 
-def test_msa_mode_travels_through_validate_and_the_msa_job_into_the_cache_a_second_job_finds(aws: Platform) -> None:
+def test_msa_mode_mmseqs2_needs_no_cpu_msa_job_the_gpu_job_searches_and_predicts(aws: Platform) -> None:
     first = submit(aws, fasta="ubq-mm", msa_mode="mmseqs2")
     finish(aws, first, "SUCCEEDED")
+    assert aws.states(first.id) == ["Validate", "MsaCached?", "StartPrediction", "RunPrediction",
+                                    "MarkSucceeded", "NotifySuccess", "Succeeded"]
+    assert [r.stage for r in aws.runs(first.id)] == ["predict"]  # one Batch job: no MSA queue, no MSA instance
     timings = json.loads(aws.get_object(f"jobs/{first.id}/output/ubq-mm/timings.json"))
     assert {s["database"] for s in timings["msa"]["searches"]} == {"mmseqs_uniref", "mmseqs_env", "pdb70"}
-    # Validate keys the cache as the MSA job did, with MMseqs2's databases: the second job skips RunMsa.
+    assert timings["msa"]["cache"] == "miss"  # searched in the GPU job (the harness's CPU stands in for its GPU)
+    versions = json.loads(aws.get_object(f"jobs/{first.id}/output/ubq-mm/versions.json"))
+    assert versions["msa_engine"].startswith("MMseqs2 18-8cc5c")
+    # The GPU job shared its search through the S3 cache, keyed as Validate keys it: a second job finds it.
     second = submit(aws, fasta="ubq-mm-again", msa_mode="mmseqs2")
     finish(aws, second, "SUCCEEDED")
     assert [r.stage for r in aws.runs(second.id)] == ["predict"]
+    again = json.loads(aws.get_object(f"jobs/{second.id}/output/ubq-mm-again/timings.json"))
+    assert again["msa"]["cache"] == "hit" and again["msa"]["searches"] == timings["msa"]["searches"]
 
 
 # Two ribosomal proteins of two bacteria: their UniProt hits in the demo database share species, so rows pair.

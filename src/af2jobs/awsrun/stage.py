@@ -177,7 +177,12 @@ class BatchStage:
 
     def _predict(self, scratch: Path) -> None:
         t0 = time.perf_counter()
-        self.prepared.searches_ahead = []  # no MMseqs2 run here (the GPU image has none): a missed entry is searched
+        run = self.prepared.run_config
+        if run.msa_mode == "mmseqs2":  # all the records' searches in one MMseqs2 run, on the GPU: S3's entries first
+            for record in self.records:
+                self.cache.fetch(record, self.prepared.databases, run.db_preset, run.msa_mode)
+        else:  # jackhmmer: a missed entry is searched, record by record
+            self.prepared.searches_ahead = []
 
         def before(index: int, record) -> None:
             if index > 1:
@@ -185,11 +190,13 @@ class BatchStage:
             self.progress.at(index, record.name)
             workdir = scratch / record.slug
             if not self._restore(record, workdir):
-                # No MSA job ran (Validate found the MSA cached): its MSA comes from the cache, features are made here.
+                # No MSA job ran (Validate found the MSA cached, or msa_mode mmseqs2 searches here, on the GPU): its
+                # MSA comes from the cache or this job's MMseqs2 run, features are made here.
                 self.cache.fetch(record, self.prepared.databases, self.prepared.run_config.db_preset,
                                  self.prepared.run_config.msa_mode)
                 timings = jobrun.run_msa_record(self.stages, record, workdir, self.prepared)
-                if timings["msa"]["cache"] != "hit":
+                self.cache.share(timings, self.prepared.databases)  # what this job searched, for the next job
+                if timings["msa"]["cache"] != "hit" and self.prepared.run_config.msa_mode != "mmseqs2":
                     self._log(f"{record.name}: the cached MSA was not found for these databases; searched here")
 
         summaries = jobrun.run_predict_records(self.stages, self.records, lambda r: scratch / r.slug, self.prepared,

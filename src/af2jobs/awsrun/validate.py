@@ -48,8 +48,9 @@ def validate(parts: TaskParts, event: Mapping[str, Any]) -> dict[str, Any]:
     request, records = _revalidate(parts, job)
     run = plan(request, records, event["queues"], msa_cached(parts.msa_cache, records, parts.settings, request))
     run["share_identifier"] = share_identifier(job.owner)
+    msa = "cached" if run["msa_cached"] else "searched in the GPU job" if run["msa_on_gpu"] else "to compute"
     message = (f"{len(records)} record(s), longest {run['longest']}; GPU queue {run['queue']}, "
-               f"{run['gpu']} GPU(s); MSA {'cached' if run['msa_cached'] else 'to compute'}")
+               f"{run['gpu']} GPU(s); MSA {msa}")
     parts.progress(job_id, progress=Progress(stage="validating", message=message), expected={S.VALIDATING})
     log.info("validated: %s", message)
     return run
@@ -86,6 +87,9 @@ def plan(request: JobRequest, records: list[FastaRecord], queue_arns: Mapping[st
     vcpus, memory = VCPUS_PER_GPU * request.gpu, MEMORY_MIB_PER_GPU * request.gpu
     return {
         "msa_cached": cached,
+        # msa_mode mmseqs2: the GPU job searches (MMseqs2 on its GPU, all records in one run) and predicts; no CPU
+        # MSA job (docs/architecture.md says why)
+        "msa_on_gpu": request.msa_mode == "mmseqs2",
         "records": len(records),
         "longest": longest,
         "queue": queue,
