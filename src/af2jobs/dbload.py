@@ -430,6 +430,9 @@ def verify(path: Path, expected: Digest | None) -> tuple[str, str]:
     return digests["sha256"], f"{expected} ({expected.origin})"
 
 
+_MMSEQS_BUILD = threading.Lock()
+
+
 def unpack(source: Source, archive: Path, folder: Path) -> None:
     if folder.exists():
         shutil.rmtree(folder)  # an interrupted earlier unpack
@@ -448,7 +451,9 @@ def unpack(source: Source, archive: Path, folder: Path) -> None:
         _flatten(folder)
         from af2jobs.pipeline import mmseqs
 
-        mmseqs.from_release(folder, source.target, cpus=len(os.sched_getaffinity(0)), split_memory=_index_memory())
+        with _MMSEQS_BUILD:  # one at a time: each takes every CPU and 70 % of the memory
+            mmseqs.from_release(folder, source.target, cpus=len(os.sched_getaffinity(0)),
+                                split_memory=_index_memory())
     elif source.unpack == "none":
         shutil.copyfile(archive, folder / (source.target or source.filename))
     else:

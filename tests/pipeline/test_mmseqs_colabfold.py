@@ -126,9 +126,11 @@ def test_af2_db_pad_makes_the_gpu_form_that_finds_the_same_rows(found, tmp_path,
     root = tmp_path / "db"
     shutil.copytree(found["mmseqs_env"].path.parent, root / "mmseqs_env", symlinks=True)
     prefix = mmseqs.prefix_in(root / "mmseqs_env")
+    mmseqs._run("createindex", prefix, tmp_path / "index-tmp")  # an index of the unpadded form: rebuilt by pad
     before = mmseqs.search({"hba": HBA}, [("mmseqs_env", prefix)], {"hba": tmp_path / "before"}, cpus=2)
     assert main(["db", "pad", "--db-root", str(root)]) == 0
     assert "mmseqs_env: " in capsys.readouterr().out and mmseqs.padded(prefix)
+    assert Path(f"{prefix}.GPU_READY").is_file() and not Path(f"{prefix}_aln.index.unpadded").exists()
     after = mmseqs.search({"hba": HBA}, [("mmseqs_env", prefix)], {"hba": tmp_path / "after"}, cpus=2)
     assert after == before and before["hba"]["mmseqs_env"] > 20  # the clusters' keys followed the renumbering
     assert _names(tmp_path / "after" / mmseqs.OUTPUT_NAMES["mmseqs_env"]) == \
@@ -171,3 +173,29 @@ def test_a_heterodimer_in_mmseqs2_mode_pairs_its_rows_and_finds_templates_with_p
     aligned = (feats["msa"] != 21) & (feats["msa_mask"] > 0)
     both = np.logical_and(aligned[:, feats["asym_id"] == 1].any(axis=1), aligned[:, feats["asym_id"] == 2].any(axis=1))
     assert both.sum() == searched["A:mmseqs_pair"]["hits"] + 1  # the query and every paired row, side by side
+
+
+def test_more_paired_rows_than_residues_pair_row_by_row_through_alphafold_s_merge(tmp_path):
+    from alphafold.data import feature_processing, pipeline_multimer
+
+    from af2jobs.pipeline import features
+
+    letters = "ACDEFGHIKLMNPQRSTVWY"
+    chains = {"A": "M" + "ACDEFGHIKL" * 3, "B": "MKTAYIAKQR" * 2}
+    rows = 60  # more than either chain's length
+    per_chain = {}
+    for chain_id, seq in chains.items():
+        folder = tmp_path / chain_id
+        folder.mkdir()
+        body = "".join(f">r{j}\n{letters[j % 20]}{seq[1:-1]}{letters[(j // 20) % 20]}\n" for j in range(rows))
+        (folder / mmseqs.PAIRED_NAME).write_text(f">query\n{seq}\n{body}")
+        feats = features.build_features(seq, f"chain_{chain_id}", folder, multimer._no_template(len(seq)))
+        feats.update(multimer._paired_features(folder))
+        per_chain[chain_id] = pipeline_multimer.convert_monomer_features(feats, chain_id=chain_id)
+    merged = feature_processing.pair_and_merge(
+        all_chain_features=pipeline_multimer.add_assembly_features(per_chain))
+    aligned = merged["msa"] != 21
+    both = aligned[:, merged["asym_id"] == 1].any(axis=1) & aligned[:, merged["asym_id"] == 2].any(axis=1)
+    assert both.sum() == rows + 1
+    first = np.nonzero(both)[0][1:4]  # the paired block keeps the A3M's order: row j of A beside row j of B
+    assert [int(merged["msa"][i, 0]) for i in first] == [int(merged["msa"][i, len(chains["A"])]) for i in first]

@@ -178,9 +178,30 @@ class BatchStage:
     def _predict(self, scratch: Path) -> None:
         t0 = time.perf_counter()
         run = self.prepared.run_config
-        if run.msa_mode == "mmseqs2":  # all the records' searches in one MMseqs2 run, on the GPU: S3's entries first
+        ready: set[str] = set()  # records whose MSA stage this job finished
+
+        def msa_here(record) -> None:
+            """No MSA job ran (Validate found the MSA cached, or msa_mode mmseqs2 searches in this job): the MSA
+            comes from the cache or this job's MMseqs2 run, features are made here, and what was searched is
+            shared through the S3 cache for the next job."""
+            workdir = scratch / record.slug
+            if not self._restore(record, workdir):
+                self.cache.fetch(record, self.prepared.databases, run.db_preset, run.msa_mode)
+                timings = jobrun.run_msa_record(self.stages, record, workdir, self.prepared)
+                self.cache.share(timings, self.prepared.databases)
+                if timings["msa"]["cache"] != "hit" and run.msa_mode != "mmseqs2":
+                    self._log(f"{record.name}: the cached MSA was not found for these databases; searched here")
+            ready.add(record.slug)
+
+        if run.msa_mode == "mmseqs2":
+            # Every record's MSA first, in one MMseqs2 run on the GPU (S3's entries fetched before it, so it leaves
+            # them out), before the predictor's JAX takes the GPU's memory and compiles ahead with their features.
             for record in self.records:
                 self.cache.fetch(record, self.prepared.databases, run.db_preset, run.msa_mode)
+            for index, record in enumerate(self.records, 1):
+                self.progress.at(index, record.name)
+                msa_here(record)
+                self._check_stop()
         else:  # jackhmmer: a missed entry is searched, record by record
             self.prepared.searches_ahead = []
 
@@ -188,16 +209,8 @@ class BatchStage:
             if index > 1:
                 self._check_stop()
             self.progress.at(index, record.name)
-            workdir = scratch / record.slug
-            if not self._restore(record, workdir):
-                # No MSA job ran (Validate found the MSA cached, or msa_mode mmseqs2 searches here, on the GPU): its
-                # MSA comes from the cache or this job's MMseqs2 run, features are made here.
-                self.cache.fetch(record, self.prepared.databases, self.prepared.run_config.db_preset,
-                                 self.prepared.run_config.msa_mode)
-                timings = jobrun.run_msa_record(self.stages, record, workdir, self.prepared)
-                self.cache.share(timings, self.prepared.databases)  # what this job searched, for the next job
-                if timings["msa"]["cache"] != "hit" and self.prepared.run_config.msa_mode != "mmseqs2":
-                    self._log(f"{record.name}: the cached MSA was not found for these databases; searched here")
+            if record.slug not in ready:
+                msa_here(record)
 
         summaries = jobrun.run_predict_records(self.stages, self.records, lambda r: scratch / r.slug, self.prepared,
                                                before)

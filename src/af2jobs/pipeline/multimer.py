@@ -66,7 +66,6 @@ def _paired_features(chain_dir: Path) -> dict:
     return {
         "msa_all_seq": np.array(rows, dtype=np.int32),
         "deletion_matrix_int_all_seq": np.array(msa.deletion_matrix, dtype=np.int32),
-        "num_alignments_all_seq": np.array([len(rows)] * len(rows[0]), dtype=np.int32),
         "msa_species_identifiers_all_seq": np.array([b""] + [str(j).encode() for j in range(1, len(rows))],
                                                     dtype=np.object_),
     }
@@ -85,6 +84,8 @@ def _pair_mmseqs(record: FastaRecord, workdir: Path, ctx: "Context", searched: l
                                     [workdir / "msas" / c for c, _ in distinct], ctx.settings.cpus, gpu=gpu)
     except Af2JobsError as exc:
         raise StageError(f"pairing the chains with MMseqs2 failed: {exc.message}", stage="msa") from None
+    except OSError as exc:
+        raise StageError(f"pairing the chains with MMseqs2 failed: {exc}", stage="msa") from exc
     seconds = round(time.perf_counter() - t0, 3)
     ctx.progress("msa", "database_done", {"database": "mmseqs_pair", "hits": rows[0], "seconds": seconds})
     return [{"database": f"{c}:mmseqs_pair", "output": f"{c}/{mmseqs.PAIRED_NAME}", "hits": n,

@@ -244,6 +244,9 @@ def keep_off_the_gpu() -> str:
     if not _PLATFORMS_BEFORE:
         _PLATFORMS_BEFORE.append(os.environ.get("JAX_PLATFORMS", ""))
     os.environ["JAX_PLATFORMS"] = "cpu"
+    # The server's MSA stages search with MMseqs2 on the CPU too: on the GPU it would take memory the slots'
+    # predictions were admitted for. AF2_MMSEQS_GPU=1 lets it share the GPU.
+    os.environ.setdefault("AF2_MMSEQS_GPU", "0")
     jax = sys.modules.get("jax")
     if jax is not None:
         try:
