@@ -111,6 +111,10 @@ QUEUE_INSTANCES: dict[str, str] = {
 }
 MSA_INSTANCE = "m6i.2xlarge"
 MSA_VCPUS = 8  # template.yaml MsaVcpus
+GPU_JOB_VCPUS_PER_GPU = 8  # the predict job definition's vCPUs per GPU (template.yaml PredictVcpus)
+# msa_mode mmseqs2 on AWS searches in the GPU job (awsrun.validate.plan: no CPU MSA job): its MSA phase is priced on
+# the GPU instance, at the MMseqs2 rate measured on CPUs (no GPU rate is measured yet: an upper bound).
+MSA_ON_GPU = ("mmseqs2",)
 
 # The GPU table's fit (see the module docstring); coefficients of 1, L, L^2.
 BEST_GPU_S = (12.28, 8.249e-3, 1.383e-5)
@@ -254,18 +258,24 @@ def estimate(length: int, *, queue: str, gpus: int = 1, strategy: str = "best", 
     if strategy != "best":
         h200_s += max(0, models - 1) * _poly(FULL_RUN_S, length)
     gpu_s = h200_s / instance(gpu_type).relative_speed
-    msa_parts = msa_seconds(length, msa_mode=msa_mode, db_preset=db_preset)
+    on_gpu = msa_mode in MSA_ON_GPU
+    msa_parts = msa_seconds(length, msa_mode=msa_mode, db_preset=db_preset,
+                            vcpus=GPU_JOB_VCPUS_PER_GPU * gpus if on_gpu else MSA_VCPUS)
     msa_s = sum(msa_parts.values())
-    cpu = cpu_usd(msa_s)
-    gpu = gpu_usd(gpu_s, instance_type=gpu_type, gpus=gpus)
+    msa_usd = gpu_usd(msa_s, instance_type=gpu_type, gpus=gpus) if on_gpu else cpu_usd(msa_s)
+    cpu = 0.0 if on_gpu else msa_usd
+    gpu = gpu_usd(gpu_s, instance_type=gpu_type, gpus=gpus) + (msa_usd if on_gpu else 0.0)
+    where = (f"; msa_mode {msa_mode} searches in the GPU job: its MSA seconds are priced on {gpu_type}, at MMseqs2's "
+             "rate measured on CPUs (its GPU rate is not measured: an upper bound)") if on_gpu else ""
     return {
         "length": length, "queue": queue, "strategy": strategy, "msa_mode": msa_mode, "db_preset": db_preset,
         "msa_s": round(msa_s, 1), "msa_search_s": {k: round(v, 1) for k, v in msa_parts.items()},
         "gpu_s": round(gpu_s, 1),
         "cpu_usd": round(cpu, 4), "gpu_usd": round(gpu, 4), "total_usd": round(cpu + gpu, 4),
+        "msa_usd": round(msa_usd, 4), "msa_instance": gpu_type if on_gpu else MSA_INSTANCE,
         "cpu_instance": MSA_INSTANCE, "gpu_instance": gpu_type, "gpus": gpus,
         "basis": ("GPU seconds: fit to docs/performance.md (H200, strategy best) divided by an assumed relative "
-                  f"GPU speed; {MSA_BASIS}"),
+                  f"GPU speed; {MSA_BASIS}{where}"),
         **_meta(),
     }
 
@@ -300,14 +310,16 @@ def record_cost(timings: Mapping[str, Any], *, length: int, queue: str, gpus: in
     cpu_s = _stage_seconds(timings, ("msa", "features"))
     gpu_s = _stage_seconds(timings, ("predict", "outputs"))
     gpu_type = gpu_instance_for(queue)
+    on_gpu = msa_mode in MSA_ON_GPU  # the MSA phase runs on the GPU job's instance (priced as on AWS)
+    msa_usd = (lambda s: gpu_usd(s, instance_type=gpu_type, gpus=gpus)) if on_gpu else cpu_usd
     phases = {
-        "cpu": {"measured": cpu_s is not None, "instance": MSA_INSTANCE,
+        "cpu": {"measured": cpu_s is not None, "instance": est["msa_instance"],
                 "seconds": round(cpu_s if cpu_s is not None else est["msa_s"], 3),
-                "usd": round(cpu_usd(cpu_s) if cpu_s is not None else est["cpu_usd"], 6)},
+                "usd": round(msa_usd(cpu_s) if cpu_s is not None else est["msa_usd"], 6)},
         "gpu": {"measured": gpu_s is not None, "instance": gpu_type, "gpus": gpus,
                 "seconds": round(gpu_s if gpu_s is not None else est["gpu_s"], 3),
                 "usd": round(gpu_usd(gpu_s, instance_type=gpu_type, gpus=gpus) if gpu_s is not None
-                             else est["gpu_usd"], 6)},
+                             else est["gpu_usd"] - (est["msa_usd"] if on_gpu else 0.0), 6)},
     }
     return {"phases": phases, "total_usd": round(sum(p["usd"] for p in phases.values()), 6), "queue": queue,
             "estimate_basis": est["basis"], **_meta()}

@@ -219,7 +219,8 @@ def test_an_unmeasured_msa_is_estimated_for_the_records_own_msa_mode(workdir: Pa
     ctx.run = RunConfig(strategy="best", msa_mode="mmseqs2")
     report.write_record_report(workdir, record, ctx, {"predict": {"seconds": 30.0}})
     page = (workdir / report.REPORT_NAME).read_text()
-    mmseqs = cost.estimate(L, queue="low", msa_mode="mmseqs2")["cpu_usd"]
-    jackhmmer = cost.estimate(L, queue="low")["cpu_usd"]
-    assert mmseqs != jackhmmer
-    assert f"${mmseqs:.4f} for" in page and f"${jackhmmer:.4f} for" not in page
+    mmseqs = cost.estimate(L, queue="low", msa_mode="mmseqs2")
+    jackhmmer = cost.estimate(L, queue="low")["msa_usd"]
+    assert mmseqs["msa_usd"] != jackhmmer
+    assert f"${mmseqs['msa_usd']:.4f} for" in page and f"${jackhmmer:.4f} for" not in page
+    assert f"s on {mmseqs['gpu_instance']} (ESTIMATE" in page  # msa_mode mmseqs2 searches in the GPU job

@@ -92,9 +92,14 @@ def test_the_msa_estimate_follows_msa_mode_and_db_preset_and_says_it_is_extrapol
     for est in (jack, mm, reduced):
         assert est["msa_s"] == pytest.approx(sum(est["msa_search_s"].values()), abs=0.5)
         assert "EXTRAPOLATED" in est["basis"] and "synthetic" in est["basis"]
-    # The same GPU phase: only the CPU phase depends on the MSA mode.
+    # The same GPU seconds of prediction; the MSA phase is where msa_mode says: jackhmmer on the MSA job's CPUs,
+    # mmseqs2 in the GPU job (no CPU MSA job), on the GPU job's vCPUs, priced on its GPU instance.
     assert mm["gpu_s"] == jack["gpu_s"] and mm["msa_s"] != jack["msa_s"]
-    assert mm["cpu_usd"] == pytest.approx(cost.cpu_usd(mm["msa_s"]), abs=1e-4)
+    assert jack["cpu_usd"] == pytest.approx(cost.cpu_usd(jack["msa_s"]), abs=1e-4) == jack["msa_usd"]
+    assert mm["cpu_usd"] == 0 and mm["msa_instance"] == mm["gpu_instance"] and "GPU job" in mm["basis"]
+    assert mm["msa_usd"] == pytest.approx(cost.gpu_usd(mm["msa_s"], instance_type=mm["gpu_instance"]), abs=1e-4)
+    assert mm["total_usd"] == pytest.approx(
+        cost.gpu_usd(mm["gpu_s"] + mm["msa_s"], instance_type=mm["gpu_instance"]), abs=2e-4)
 
 
 def test_the_msa_estimate_scales_each_rate_by_its_real_database_size() -> None:

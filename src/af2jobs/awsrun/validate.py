@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from af2jobs import errors, jobrun, lifecycle
+from af2jobs import cost, errors, jobrun, lifecycle
 from af2jobs.awsrun.errors import InvalidJob, JobStateConflict
 from af2jobs.awsrun.parts import MsaCacheIndex, TaskParts
 from af2jobs.fasta import FastaRecord
@@ -29,7 +29,7 @@ S = JobState
 GPU_QUEUES: tuple[str, ...] = tuple(AUTO_QUEUE_LIMITS)
 # Per GPU, the predict job definition's defaults (template.yaml: PredictVcpus, PredictMemoryMiB). A request for
 # n GPUs gets n times both, as the seed platform sized its jobs.
-VCPUS_PER_GPU = 8
+VCPUS_PER_GPU = cost.GPU_JOB_VCPUS_PER_GPU
 MEMORY_MIB_PER_GPU = 30720
 # Batch share identifiers are at most 255 letters and digits (SubmitJob, shareIdentifier); owners are any string up
 # to 200 characters. A prefix and 128 bits of SHA-256 keep them apart with no table to maintain.
@@ -89,7 +89,7 @@ def plan(request: JobRequest, records: list[FastaRecord], queue_arns: Mapping[st
         "msa_cached": cached,
         # msa_mode mmseqs2: the GPU job searches (MMseqs2 on its GPU, all records in one run) and predicts; no CPU
         # MSA job (docs/architecture.md says why)
-        "msa_on_gpu": request.msa_mode == "mmseqs2",
+        "msa_on_gpu": request.msa_mode in cost.MSA_ON_GPU,
         "records": len(records),
         "longest": longest,
         "queue": queue,
