@@ -199,3 +199,19 @@ def test_more_paired_rows_than_residues_pair_row_by_row_through_alphafold_s_merg
     assert both.sum() == rows + 1
     first = np.nonzero(both)[0][1:4]  # the paired block keeps the A3M's order: row j of A beside row j of B
     assert [int(merged["msa"][i, 0]) for i in first] == [int(merged["msa"][i, len(chains["A"])]) for i in first]
+
+
+def test_a_job_s_complexes_and_monomers_are_searched_in_one_mmseqs2_run(settings_factory, tmp_path, monkeypatch):
+    from af2jobs.pipeline.run import prefetch_msas
+
+    settings = settings_factory()
+    run = resolve_run_config(settings, model_preset="multimer", msa_mode="mmseqs2", profile="tiny",
+                             max_msa_clusters=16, max_extra_msa=32, num_recycle=1, models_to_relax="none")
+    ctx = Context(settings=settings, run=run)
+    dimer = complex_record(parse_fasta(f">d_0\n{L29}\n>d_1\n{L35}\n>d_2\n{L35}\n"), "d")
+    calls = []
+    real = mmseqs.search
+    monkeypatch.setattr(mmseqs, "search", lambda queries, *a, **k: calls.append(len(queries)) or real(queries, *a, **k))
+    assert prefetch_msas([dimer], ctx) == 2  # its two distinct chains, in one run
+    timings = multimer.msa_stage(dimer, tmp_path, ctx, {})
+    assert calls == [2] and {e["cache"] for e in timings["msa"]["entries"]} == {"hit"}

@@ -295,10 +295,11 @@ def check_databases(records: list[FastaRecord], ctx: Context) -> None:
 
 def prefetch_msas(records: list[FastaRecord], ctx: Context) -> int:
     """msa_mode mmseqs2: the records' searches in one MMseqs2 run, into the MSA cache (msa.prefetch), before the
-    records run one by one. Records with their own MSA are left out; complexes search with jackhmmer."""
+    records run one by one: each monomer's and each distinct chain of each complex (its unpaired MSA; the pairing
+    is the complex's own run). Records with their own MSA are left out."""
     if ctx.run.msa_mode != "mmseqs2" or not ctx.settings.msa_cache:
         return 0
-    sequences = [r.sequence for r in records if not r.chains and r.name not in ctx.supplied_msas]
+    sequences = [seq for r in records if r.name not in ctx.supplied_msas for _, seq in msa_mod.unique_chains(r)]
     try:
         searched = db_mod.for_mode(ctx.databases, ctx.run.msa_mode, ctx.run.db_preset)
     except Af2JobsError as exc:
