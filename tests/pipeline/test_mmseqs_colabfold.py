@@ -142,6 +142,7 @@ def test_af2_db_pad_makes_the_gpu_form_that_finds_the_same_rows(found, tmp_path,
 def test_a_gpu_without_mmseqs2_s_gpu_build_searches_on_the_cpu_and_says_why(found, tmp_path, monkeypatch):
     prefix = found["mmseqs_uniref"].path
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("AF2_MMSEQS_GPU", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
     gpu, line = mmseqs.plan([prefix], cpus=2)
     assert not gpu and line.endswith("on the CPU, 2 threads: no GPU here")

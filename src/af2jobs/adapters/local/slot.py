@@ -225,10 +225,15 @@ class PredictionProcess:
 
 
 _PLATFORMS_BEFORE: list[str] = []
+_MMSEQS_GPU_SET: list[bool] = []  # keep_off_the_gpu set AF2_MMSEQS_GPU (restore_platforms takes it back)
 
 
 def restore_platforms() -> None:
-    """JAX_PLATFORMS as it was before keep_off_the_gpu (a stopped worker; JAX's backends, once up, stay)."""
+    """JAX_PLATFORMS as it was before keep_off_the_gpu (a stopped worker; JAX's backends, once up, stay), and
+    AF2_MMSEQS_GPU unset again if it set it."""
+    if _MMSEQS_GPU_SET:
+        _MMSEQS_GPU_SET.clear()
+        os.environ.pop("AF2_MMSEQS_GPU", None)
     if _PLATFORMS_BEFORE:
         before = _PLATFORMS_BEFORE.pop()
         if before:
@@ -246,7 +251,9 @@ def keep_off_the_gpu() -> str:
     os.environ["JAX_PLATFORMS"] = "cpu"
     # The server's MSA stages search with MMseqs2 on the CPU too: on the GPU it would take memory the slots'
     # predictions were admitted for. AF2_MMSEQS_GPU=1 lets it share the GPU.
-    os.environ.setdefault("AF2_MMSEQS_GPU", "0")
+    if "AF2_MMSEQS_GPU" not in os.environ:
+        os.environ["AF2_MMSEQS_GPU"] = "0"
+        _MMSEQS_GPU_SET.append(True)
     jax = sys.modules.get("jax")
     if jax is not None:
         try:
