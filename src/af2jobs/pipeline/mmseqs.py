@@ -188,13 +188,19 @@ def padded(prefix: Path) -> bool:
     return _gpu_dbtype(prefix) and (not expandable(prefix) or Path(f"{prefix}.GPU_READY").is_file())
 
 
-def build(fasta: Path, prefix: Path, *, cpus: int = 1, taxa: dict[str, int] | None = None, index: bool = False,
-          split_memory: str | None = None) -> Path:
+def _index(prefix: Path, cpus: int, split_memory: str | None = None) -> None:
+    """MMseqs2's index of a database (createindex; in parts that fit `split_memory`, e.g. "100G"), its temporary
+    files beside the database, not in /tmp."""
+    limit = ["--split-memory-limit", split_memory] if split_memory else []
+    with tempfile.TemporaryDirectory(dir=prefix.parent) as tmp:
+        _run("createindex", prefix, tmp, *limit, threads=cpus)
+
+
+def build(fasta: Path, prefix: Path, *, cpus: int = 1, taxa: dict[str, int] | None = None) -> Path:
     """A database in ColabFold's layout of a FASTA file, as UniRef30 is made of UniRef100: its sequences clustered
     at 30 % identity, 80 % coverage (`cluster`); the representatives (`createsubdb`) are what is searched, every
     sequence is a member (`_seq`), each cluster's alignments to its members (`align`) are `_aln`. `taxa` maps
-    a sequence's name (its header's first word) to a taxon: the `_mapping` and taxonomy that pairaln reads.
-    MMseqs2's index on request (createindex; in parts that fit `split_memory`, e.g. "100G")."""
+    a sequence's name (its header's first word) to a taxon: the `_mapping` and taxonomy that pairaln reads."""
     prefix.parent.mkdir(parents=True, exist_ok=True)
     seq = Path(f"{prefix}_seq")
     with tempfile.TemporaryDirectory(dir=prefix.parent) as tmp:
@@ -205,9 +211,6 @@ def build(fasta: Path, prefix: Path, *, cpus: int = 1, taxa: dict[str, int] | No
         if taxa is not None:
             _write_taxonomy(prefix, taxa)
         _relative_links(prefix.parent)
-        if index:
-            limit = ["--split-memory-limit", split_memory] if split_memory else []
-            _run("createindex", prefix, Path(tmp) / "index", *limit, threads=cpus)
     return prefix
 
 
@@ -223,9 +226,7 @@ def from_release(folder: Path, stem: str, *, cpus: int = 1, split_memory: str | 
     for part in ("_mapping", "_taxonomy"):
         if (folder / f"{stem}{part}").is_file():
             Path(f"{prefix}{part}").symlink_to(f"{stem}{part}")
-    limit = ["--split-memory-limit", split_memory] if split_memory else []
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        _run("createindex", prefix, tmp, *limit, threads=cpus)
+    _index(prefix, cpus, split_memory)
     for tsv in folder.glob(f"{stem}*.tsv"):
         tsv.unlink()
     return prefix
@@ -238,9 +239,7 @@ def sequence_db(fasta: Path, prefix: Path, *, index: bool = False, cpus: int = 1
     prefix.parent.mkdir(parents=True, exist_ok=True)
     _run("createdb", fasta, prefix)
     if index:
-        limit = ["--split-memory-limit", split_memory] if split_memory else []
-        with tempfile.TemporaryDirectory(dir=prefix.parent) as tmp:
-            _run("createindex", prefix, tmp, *limit, threads=cpus)
+        _index(prefix, cpus, split_memory)
     return prefix
 
 
@@ -271,8 +270,7 @@ def pad(prefix: Path, cpus: int = 1) -> Path:
         _renumber_clusters(prefix)
     if Path(f"{prefix}.idx.dbtype").is_file() or Path(f"{prefix}.idx").is_file():
         _run("rmdb", f"{prefix}.idx")
-        with tempfile.TemporaryDirectory(dir=prefix.parent) as tmp:
-            _run("createindex", prefix, tmp, threads=cpus)
+        _index(prefix, cpus)
     _relative_links(prefix.parent)
     if expandable(prefix):
         Path(f"{prefix}.GPU_READY").touch()
@@ -327,15 +325,20 @@ def gpus() -> int:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1"):
         return 0
-    smi = shutil.which("nvidia-smi")
+    found = _listed_gpus(shutil.which("nvidia-smi"))
+    return min(found, len(visible.split(","))) if visible else found
+
+
+@functools.lru_cache(maxsize=4)
+def _listed_gpus(smi: str | None) -> int:
+    """The GPUs nvidia-smi lists (asked once per process: a machine's GPUs do not come and go under a job)."""
     if smi is None:
         return 0
     try:
         listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired):
         return 0
-    found = sum(1 for line in listed.splitlines() if line.startswith("GPU "))
-    return min(found, len(visible.split(","))) if visible else found
+    return sum(1 for line in listed.splitlines() if line.startswith("GPU "))
 
 
 def plan(prefixes: list[Path], cpus: int) -> tuple[bool, str]:
