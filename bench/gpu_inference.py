@@ -97,7 +97,7 @@ def run_stock(args) -> dict:
     from alphafold.model import model as af_model
 
     from af2jobs.pipeline import params as params_mod
-    from af2jobs.pipeline.predict import _first_batch
+    from af2jobs.pipeline.compiled import first_batch
 
     raw = synthetic_features(args.length, args.depth, args.length, args.templates)
     provider = params_mod.ParamsProvider(Path(args.cache) / "no-official", Path(args.cache) / "params")
@@ -116,7 +116,7 @@ def run_stock(args) -> dict:
         runner = af_model.RunModel(cfg, params)
         feat = runner.process_features(raw, random_seed=0)
         t0 = time.perf_counter()
-        compiled = runner.apply.lower(params, jax.random.PRNGKey(0), _first_batch(cfg, feat)).compile()
+        compiled = runner.apply.lower(params, jax.random.PRNGKey(0), first_batch(cfg, feat)).compile()
         compile_s = time.perf_counter() - t0
         runner.apply = compiled
         t0 = time.perf_counter()
@@ -139,26 +139,26 @@ def _af2jobs_run(args):
 def run_inputs(args) -> dict:
     """The CPU stage's part (as the MSA job does it): AlphaFold's input pipeline for each model configuration of
     the GPU run, written to --inputs for the GPU process. No GPU: JAX is kept on the CPU."""
-    from af2jobs.pipeline import predict
+    from af2jobs.pipeline import inputs
 
     raw = synthetic_features(args.length, args.depth, args.length, args.templates)
     t0 = time.perf_counter()
-    files = predict.prepare_inputs(_af2jobs_run(args), raw, Path(args.inputs))
+    files = inputs.prepare_inputs(_af2jobs_run(args), raw, Path(args.inputs))
     return {"inputs_s": round(time.perf_counter() - t0, 2), "files": files}
 
 
 def run_af2jobs(args) -> dict:
+    from af2jobs.pipeline import compiled, predict
     from af2jobs.pipeline import params as params_mod
-    from af2jobs.pipeline import predict
 
-    predict.enable_compilation_cache(Path(args.cache) / "jax")
+    compiled.enable_compilation_cache(Path(args.cache) / "jax")
     raw = synthetic_features(args.length, args.depth, args.length, args.templates)
     provider = params_mod.ParamsProvider(Path(args.cache) / "no-official", Path(args.cache) / "params")
     predictor = predict.Predictor(_af2jobs_run(args), provider, inputs_dir=Path(args.inputs) if args.inputs else None)
     prediction = predictor.predict(raw)
     out = {"runs": [r.summary() for r in prediction.runs], "best": prediction.ranked[0].model,
            "inputs_used": predictor.inputs_used}
-    entry = next(iter(predict._Compiled._cache.values()))
+    entry = next(iter(compiled.Compiled._cache.values()))
     cost = entry.compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     out["cost_per_iteration"] = {"flops": cost.get("flops"), "bytes": cost.get("bytes accessed")}
@@ -319,23 +319,26 @@ def memory(args) -> int:
     """Compile the af2jobs model at each length and read XLA's memory analysis: will it fit, without running."""
     import jax
 
+    from alphafold.model import model as af_model
+
     from af2jobs.pipeline import params as params_mod
-    from af2jobs.pipeline import predict
+    from af2jobs.pipeline.compiled import enable_compilation_cache, first_batch
+    from af2jobs.pipeline.inputs import process_features
     from af2jobs.runconfig import RunConfig, bucket_length
 
-    predict.enable_compilation_cache(Path(args.cache) / "jax")
+    enable_compilation_cache(Path(args.cache) / "jax")
     provider = params_mod.ParamsProvider(Path(args.cache) / "no-official", Path(args.cache) / "params")
     rows = []
     for length in [int(x) for x in args.lengths.split(",")]:
         run = RunConfig(model_names="model_3", profile=args.profile, length_buckets=True)
         cfg = params_mod.runtime_config("model_3", run)
         raw = synthetic_features(length, args.depth, length)
-        feat = predict.process_features(cfg, raw, 0, bucket_length(length))
+        feat = process_features(cfg, raw, 0, bucket_length(length))
         full, _ = provider.get("model_3_ptm", args.profile)
         params = params_mod.select(full, params_mod.param_shapes_for(cfg))
         t0 = time.perf_counter()
-        compiled = predict.af_model.RunModel(cfg).apply.lower(
-            params, jax.random.PRNGKey(0), predict._first_batch(cfg, feat)).compile()
+        compiled = af_model.RunModel(cfg).apply.lower(
+            params, jax.random.PRNGKey(0), first_batch(cfg, feat)).compile()
         m = compiled.memory_analysis()
         need = (m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes) / 2**30
         rows.append({"length": length, "bucket": bucket_length(length), "compile_s": round(time.perf_counter() - t0, 1),
@@ -362,8 +365,11 @@ def flops(args) -> int:
     import haiku as hk
     import jax
 
+    from alphafold.model import model as af_model
+
     from af2jobs.pipeline import params as params_mod
-    from af2jobs.pipeline import predict
+    from af2jobs.pipeline.compiled import first_batch
+    from af2jobs.pipeline.inputs import process_features
     from af2jobs.runconfig import RunConfig
 
     scan = hk.scan
@@ -377,11 +383,10 @@ def flops(args) -> int:
         run = RunConfig(model_names="model_3", profile=args.profile, length_buckets=False)
         cfg = params_mod.runtime_config("model_3", run)
         cfg.model.global_config.subbatch_size = 1 << 30  # no chunking: one slice covers every dimension
-        feat = predict.process_features(cfg, synthetic_features(length, args.depth, length), 0, length)
+        feat = process_features(cfg, synthetic_features(length, args.depth, length), 0, length)
         shapes = params_mod.param_shapes_for(cfg)
         params = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), shapes)
-        lowered = predict.af_model.RunModel(cfg).apply.lower(params, jax.random.PRNGKey(0),
-                                                             predict._first_batch(cfg, feat))
+        lowered = af_model.RunModel(cfg).apply.lower(params, jax.random.PRNGKey(0), first_batch(cfg, feat))
         cost = lowered.cost_analysis()
         cost = cost[0] if isinstance(cost, list) else cost
         e = cfg.model.embeddings_and_evoformer

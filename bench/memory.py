@@ -41,28 +41,31 @@ def one(args: argparse.Namespace) -> int:
     from af2jobs import memory
     from af2jobs.pipeline import params as params_mod
     from af2jobs.pipeline import predict
-    from af2jobs.pipeline.run import resolve_run_config
+    from af2jobs.pipeline.compiled import Compiled, enable_compilation_cache
+    from af2jobs.pipeline.devices import on_gpu
+    from af2jobs.pipeline.inputs import run_for
+    from af2jobs.runconfig import resolve
     from af2jobs.settings import Settings
     from gpu_inference import synthetic_features
 
     t0 = time.perf_counter()
     cache = Path(args.cache)
-    predict.enable_compilation_cache(cache / "jax")
+    enable_compilation_cache(cache / "jax")
     settings = Settings(data_dir=cache / "data")
-    run = resolve_run_config(settings, profile=args.profile, strategy=args.strategy, model_names=args.models,
-                             num_recycle=args.recycles)
+    run = resolve(settings, gpu=on_gpu(), profile=args.profile, strategy=args.strategy,
+                  model_names=args.models, num_recycle=args.recycles)
     raw = synthetic_features(args.length, args.depth, args.length)
     provider = params_mod.ParamsProvider(cache / "no-official", cache / "params")
     prediction = predict.Predictor(run, provider).predict(raw)
     device = jax.devices()[0]
     analysis = {}
-    for entry in predict._Compiled._cache.values():
+    for entry in Compiled._cache.values():
         m = entry.compiled.memory_analysis()
         if m is not None:
             total = m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
             analysis[entry.runner.config.model.global_config.get("subbatch_size", "")] = total
     stats = device.memory_stats() or {}
-    fitted = predict.run_for(run, raw)
+    fitted = run_for(run, raw)
     record = {
         "profile": args.profile, "length": args.length, "depth": args.depth, "backend": device.platform,
         "device": getattr(device, "device_kind", ""), "models": args.models, "strategy": args.strategy,

@@ -99,9 +99,10 @@ def run_stock(args, raw: dict) -> dict:
 def run_af2jobs(args, raw: dict) -> dict:
     from af2jobs.pipeline import params as params_mod
     from af2jobs.pipeline import predict as predict_mod
+    from af2jobs.pipeline.compiled import enable_compilation_cache
     from af2jobs.runconfig import MULTIMER_RECYCLES, MULTIMER_TOLERANCE, RunConfig
 
-    predict_mod.enable_compilation_cache(Path(args.cache) / "jax")
+    enable_compilation_cache(Path(args.cache) / "jax")
     run = RunConfig(model_preset="multimer", model_names=args.models.split(","), strategy=args.mode,
                     num_multimer_predictions_per_model=args.seeds, num_recycle=MULTIMER_RECYCLES,
                     recycle_tolerance=MULTIMER_TOLERANCE, profile=args.profile, random_seed=args.seed,
@@ -155,7 +156,7 @@ def memory(args) -> int:
     import jax
 
     from af2jobs.pipeline import params as params_mod
-    from af2jobs.pipeline.predict import _first_batch
+    from af2jobs.pipeline.compiled import first_batch
     from af2jobs.runconfig import RunConfig
 
     out = Path(args.out)
@@ -170,7 +171,7 @@ def memory(args) -> int:
     for total in (int(x) for x in args.totals.split(",")):
         raw = params_mod.model_inputs(complex_features([total // 2, total - total // 2], 64, 0))
         runner = af_model.RunModel(cfg)
-        batch = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), _first_batch(cfg, raw))
+        batch = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), first_batch(cfg, raw))
         t0 = time.perf_counter()
         m = runner.apply.lower(params, jax.random.PRNGKey(0), batch).compile().memory_analysis()
         need = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes) / 2**30

@@ -66,7 +66,7 @@ def _fasta(path: Path):
 
 def msa(args) -> int:
     from af2jobs import jobrun
-    from af2jobs.pipeline.run import Context
+    from af2jobs.pipeline.context import Context
     from af2jobs.settings import Settings
 
     work = Path(args.work)
@@ -97,12 +97,12 @@ def msa(args) -> int:
 def _prepare_one(item: tuple[str, str, str]) -> float:
     import pickle
 
-    from af2jobs.pipeline import predict
+    from af2jobs.pipeline import inputs
 
     work, slug, profile = Path(item[0]), item[1], item[2]
     raw = pickle.loads((work / slug / "features.pkl").read_bytes())
     t0 = time.perf_counter()
-    predict.prepare_inputs(_run(profile), raw, work / slug / "inputs")
+    inputs.prepare_inputs(_run(profile), raw, work / slug / "inputs")
     return time.perf_counter() - t0
 
 
@@ -133,7 +133,7 @@ def prepare(args) -> int:
 def gpu(args) -> int:
     from af2jobs import jobrun
     from af2jobs.pipeline import params as params_mod
-    from af2jobs.pipeline.run import Context
+    from af2jobs.pipeline.context import Context
     from af2jobs.settings import Settings
 
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(args.cache) / "jax"))

@@ -180,12 +180,12 @@ class FakeStages:
         self.ran: list[tuple[str, str]] = []  # (stage, record)
         self.warmed: list[tuple[str, int]] = []  # (record made ready ahead, predictions begun before)
 
-    def prepare(self, job: Job, records: list[FastaRecord], *, progress: Callable[..., None],
-                should_cancel: Callable[[], bool]) -> Prepared:
+    def prepare(self, job: Job, records: list[FastaRecord], supplied: dict[str, tuple[str, bytes]], *,
+                progress: Callable[..., None], should_cancel: Callable[[], bool]) -> Prepared:
         config = RunConfig(model_names=tuple(job.request.model_names), strategy=job.request.strategy,
                            profile="tiny")
         return Prepared(config, job.request.preset, [],
-                        {"progress": progress, "should_cancel": should_cancel}, [])
+                        {"progress": progress, "should_cancel": should_cancel}, [], dict(supplied))
 
     def _run(self, stage: str, record: FastaRecord, prepared: Prepared) -> None:
         ctx = prepared.context

@@ -10,6 +10,10 @@ Worker (adapters/local/worker.py) and the Batch stages (af2jobs.awsrun.stage) sh
                         CPU half overlapping the next's GPU half
     overlapped          that schedule for any steps: a GPU step in order, the CPU steps in a thread beside it
     publish             the records' results to jobs/<id>/output/<slug>/ and jobs/<id>/output/predictions.json
+    publish_dir         one record's results to a folder of its own (af2 predict's --out/<slug>/)
+
+Every entry runs records through these functions: the local Worker and the Batch stages for jobs, `af2 predict`
+for a FASTA on this machine (af2jobs.cli.predict, a job that is never stored).
 
 One work dir per record holds the pipeline's file contract (msas/, features.pkl, timings.json, then the
 structures). The pipeline writes features.pkl and timings.json in place, so their presence proves nothing; the
@@ -28,6 +32,7 @@ import json
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +42,7 @@ import pydantic
 
 from af2jobs import atomic, errors, layout
 from af2jobs.fasta import CHAIN_IDS, FastaRecord
+from af2jobs.msafile import SUPPLIED_MSA
 from af2jobs.models import Job, JobState
 from af2jobs.request import JobRequest
 from af2jobs.ports import ArtifactStore
@@ -46,7 +52,6 @@ from af2jobs.settings import Settings
 log = logging.getLogger(__name__)
 
 MSA_DONE = ".af2-msa-done.json"
-SUPPLIED_MSA = "supplied_msa"  # msas/supplied_msa.a3m|.sto: the request's own MSA (pipeline.msa.SUPPLIED_MSA)
 PREDICT_DONE = ".af2-predict-done.json"
 OUTPUT_FILES = (
     "ranked_*.pdb", "ranked_*.cif", "unrelaxed_*.pdb", "unrelaxed_*.cif", "relaxed_*.pdb", "relaxed_*.cif",
@@ -79,26 +84,19 @@ def read_records(store: ArtifactStore, job: Job, max_length: int) -> list[FastaR
 
 
 def run_config_for(
-    request: JobRequest, settings: Settings, overrides: Mapping[str, Any] | None = None, *,
-    for_gpu: bool | None = None,
+    request: JobRequest, settings: Settings, overrides: Mapping[str, Any] | None = None, *, gpu: bool,
 ) -> tuple[RunConfig, list[str]]:
-    """The job's RunConfig (request, then overrides, then the preset) and the notes its versions.json carries; for
-    this process's device, or a GPU's (for_gpu True) or a CPU's (False), which asks nothing of JAX."""
+    """The run configuration of a request (request, then overrides, then the preset) for a GPU (gpu True) or a CPU,
+    and the notes its versions.json carries: the one mapping from a request to a run, for jobs and af2 predict
+    alike. Asks nothing of JAX: the caller says which device the run is for."""
     from af2jobs.runconfig import resolve
-
-    def resolve_run_config(settings: Settings, *, for_gpu: bool | None, **values: Any) -> RunConfig:
-        if for_gpu is None:
-            from af2jobs.pipeline.run import resolve_run_config as on_this_device
-
-            return on_this_device(settings, **values)
-        return resolve(settings, gpu=for_gpu, **values)
 
     values = {"model_names": request.model_names, "strategy": request.strategy, "gpus": request.gpu,
               "db_preset": request.db_preset, "model_preset": request.model_preset, "msa_mode": request.msa_mode,
               "models_to_relax": request.models_to_relax, "max_template_date": request.max_template_date,
               "num_multimer_predictions_per_model": request.predictions_per_model, **(overrides or {})}
     try:
-        config = resolve_run_config(settings, for_gpu=for_gpu, **values)
+        config = resolve(settings, gpu=gpu, **values)
         return config, presets_notes(config)
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
@@ -178,8 +176,11 @@ class Prepared:
 class StageRunner(Protocol):
     """What runs a stage of one record. The markers, restarts and publishing around it are this module's."""
 
-    def prepare(self, job: Job, records: list[FastaRecord], *, progress: Progress,
-                should_cancel: Callable[[], bool]) -> Prepared: ...
+    def prepare(self, job: Job, records: list[FastaRecord], supplied: Mapping[str, tuple[str, bytes]], *,
+                progress: Progress, should_cancel: Callable[[], bool]) -> Prepared:
+        """The job's run made ready; `supplied` (slug -> (format, text)) the MSAs its request brought, which
+        Prepared.supplied keeps."""
+        ...
 
     def msa(self, record: FastaRecord, workdir: Path, prepared: Prepared) -> dict[str, Any]:
         """msas/ and features.pkl (and timings.json) in workdir; returns the timings."""
@@ -209,7 +210,8 @@ class PipelineStages:
     def __init__(self, settings: Settings, overrides: Mapping[str, Any] | None = None) -> None:
         self.settings = settings
         self.overrides = dict(overrides or {})  # RunConfig fields over every job's (the tiny profile in tests)
-        # Whether the predictions run on a GPU (a local GPU slot's process says); None: this process's device.
+        # Whether the predictions run on a GPU (a local GPU slot's process says); None: this process's device, asked
+        # of JAX when a job is prepared.
         self.for_gpu: bool | None = None
         self._provider: Any = None
         self._lock = threading.Lock()
@@ -223,23 +225,25 @@ class PipelineStages:
                 self._provider = ParamsProvider(s.params_root, s.cache_dir / "params-untrained")
             return self._provider
 
-    def prepare(self, job: Job, records: list[FastaRecord], *, progress: Progress,
-                should_cancel: Callable[[], bool]) -> Prepared:
-        from af2jobs.pipeline.run import Context, check_databases
+    def prepare(self, job: Job, records: list[FastaRecord], supplied: Mapping[str, tuple[str, bytes]], *,
+                progress: Progress, should_cancel: Callable[[], bool]) -> Prepared:
+        from af2jobs.pipeline.devices import on_gpu
+        from af2jobs.pipeline.context import Context
+        from af2jobs.pipeline.run import check_databases
 
-        run_config, notes = run_config_for(job.request, self.settings, self.overrides, for_gpu=self.for_gpu)
+        gpu = on_gpu() if self.for_gpu is None else self.for_gpu
+        run_config, notes = run_config_for(job.request, self.settings, self.overrides, gpu=gpu)
         check_parameters(self.settings, run_config)
         ctx = Context(settings=self.settings, run=run_config, provider=self._params(), progress=progress,
                       should_cancel=should_cancel, **report_fields(job.request, records))
         # Who prepares the GPU's processed features in the MSA stage: on AWS the CPU MSA job, for the run of its
         # GPU job; on one machine with a GPU the CPU slot, while the GPU slot predicts another job.
         if self.settings.mode == "aws" and not run_config.length_buckets:
-            ctx.inputs_run = run_config_for(job.request, self.settings, self.overrides, for_gpu=True)[0]
+            ctx.inputs_run = run_config_for(job.request, self.settings, self.overrides, gpu=True)[0]
         elif self.settings.mode == "local" and run_config.length_buckets:
             ctx.inputs_run = run_config
-        prepared = Prepared(run_config, job.request.preset, notes, ctx, list(ctx.databases))
-        own = supplied_slugs(job)
-        searched = [r for r in records if r.slug not in own]  # the others brought their MSA
+        prepared = Prepared(run_config, job.request.preset, notes, ctx, list(ctx.databases), dict(supplied))
+        searched = [r for r in records if r.slug not in supplied]  # the others brought their MSA
         if job.state is not JobState.PREDICTING:  # before the MSA: every database its searches need is installed
             check_databases(searched, ctx)
         prepared.searches_ahead = searched  # msa_mode mmseqs2: all of them in one run, at the first MSA
@@ -264,7 +268,7 @@ class PipelineStages:
         predict_warm(record, workdir, prepared.context)
 
     def capacity(self) -> tuple[str, str, int | None]:
-        from af2jobs.pipeline.predict import memory_capacity
+        from af2jobs.pipeline.devices import memory_capacity
 
         return memory_capacity()
 
@@ -280,18 +284,11 @@ def _supplied(job: Job) -> dict[str, tuple[str, str]]:
     return out
 
 
-def supplied_slugs(job: Job) -> set[str]:
-    """The records (by slug) whose MSA the request brought: no database is searched for them."""
-    return set(_supplied(job))
-
-
 def prepare(stages: StageRunner, store: ArtifactStore, job: Job, records: list[FastaRecord], *,
             progress: Progress, should_cancel: Callable[[], bool]) -> Prepared:
-    """The job's stages made ready by `stages`, with the MSAs its request brought (read from the store)."""
-    prepared = stages.prepare(job, records, progress=progress, should_cancel=should_cancel)
-    for slug, (fmt, key) in _supplied(job).items():
-        prepared.supplied[slug] = (fmt, store.get_bytes(key))
-    return prepared
+    """The stored job's stages made ready by `stages`, with the MSAs its request brought (read from the store)."""
+    supplied = {slug: (fmt, store.get_bytes(key)) for slug, (fmt, key) in _supplied(job).items()}
+    return stages.prepare(job, records, supplied, progress=progress, should_cancel=should_cancel)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -327,13 +324,22 @@ def run_msa_record(stages: StageRunner, record: FastaRecord, workdir: Path, prep
     # A search cut short leaves files that must not pass for results: start this record afresh.
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
+    t0 = time.perf_counter()
     if record.slug in prepared.supplied:  # the request's own MSA: the stage makes features of it, no search
         fmt, data = prepared.supplied[record.slug]
         (workdir / "msas").mkdir()
         (workdir / "msas" / f"{SUPPLIED_MSA}.{fmt}").write_bytes(data)
     timings = stages.msa(record, workdir, prepared)
-    atomic.write_json(workdir / MSA_DONE, {"timings": timings})
+    atomic.write_json(workdir / MSA_DONE, {"timings": timings, "seconds": round(time.perf_counter() - t0, 3)})
     return timings
+
+
+def _msa_seconds(workdir: Path) -> float:
+    """How long the record's MSA stage took (0 when a marker of an older release does not say)."""
+    try:
+        return float(json.loads((workdir / MSA_DONE).read_text()).get("seconds", 0.0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0
 
 
 def _reset_predict_outputs(workdir: Path) -> None:
@@ -361,10 +367,16 @@ def _predict_begin(stages: StageRunner, record: FastaRecord, workdir: Path, prep
         summary = json.loads((workdir / PREDICT_DONE).read_text())
         return lambda: summary
     _reset_predict_outputs(workdir)
+    t0 = time.perf_counter()
     finish = stages.predict_begin(record, workdir, prepared)
 
     def done() -> dict:
         result = finish()
+        timings_file = workdir / "timings.json"
+        if timings_file.is_file():  # the record's time in both stages, its waits for other records' left out
+            timings = json.loads(timings_file.read_text())
+            timings["total_s"] = round(_msa_seconds(workdir) + time.perf_counter() - t0, 3)
+            atomic.write_json(timings_file, timings)
         _annotate_versions(workdir / "versions.json", prepared)
         summary = summary_of(record, result["best"], result["untrained"],
                              (result.get("timings") or {}).get("msa_depth"))
@@ -384,22 +396,30 @@ def _predict_warm(stages: StageRunner, record: FastaRecord, workdir: Path, prepa
 
 
 def run_predict_records(stages: StageRunner, records: list[FastaRecord], workdir_of: Callable[[FastaRecord], Path],
-                        prepared: Prepared, before: Callable[[int, FastaRecord], None] = lambda i, r: None) -> list[dict]:
+                        prepared: Prepared, before: Callable[[int, FastaRecord], None] = lambda i, r: None,
+                        finished: Callable[[FastaRecord, dict], None] = lambda r, s: None) -> list[dict]:
     """The predict stage of each record (_predict_begin), in order: while one record's CPU half runs (relax,
     structures, report), the GPU predicts the next; the later records are made ready in the background from the
     start (stages.predict_warm: parameters, compiled applies). `before(index, record)` runs ahead of each
-    prediction (1-based index). The summaries in order; on a failure or a cancel, what is in flight ends first and
-    the error is raised (finished records keep their marker, so a restart does not run them again)."""
+    prediction (1-based index), `finished(record, summary)` once the record is done (in the CPU half's thread).
+    The summaries in order; on a failure or a cancel, what is in flight ends first and the error is raised
+    (finished records keep their marker, so a restart does not run them again)."""
 
-    def gpu(item: tuple[int, FastaRecord]) -> Callable[[], dict]:
+    def gpu(item: tuple[int, FastaRecord]) -> tuple[FastaRecord, Callable[[], dict]]:
         index, record = item
         before(index, record)
-        return _predict_begin(stages, record, workdir_of(record), prepared)
+        return record, _predict_begin(stages, record, workdir_of(record), prepared)
+
+    def after(begun: tuple[FastaRecord, Callable[[], dict]]) -> dict:
+        record, finish = begun
+        summary = finish()
+        finished(record, summary)
+        return summary
 
     for record in records[1:]:  # made ready (parameters, compiled applies) while the first ones are predicted
         _predict_warm(stages, record, workdir_of(record), prepared)
 
-    return overlapped(list(enumerate(records, 1)), gpu, lambda finish: finish())
+    return overlapped(list(enumerate(records, 1)), gpu, after)
 
 
 def overlapped(items: list, gpu: Callable[[Any], Any], after: Callable[[Any], Any],
@@ -437,6 +457,18 @@ def overlapped(items: list, gpu: Callable[[Any], Any], after: Callable[[Any], An
     return [f.result() for f in finished]
 
 
+def publish_dir(workdir: Path, final: Path) -> Path:
+    """One finished record's results (output_files) moved from its work dir into `final`, which appears whole
+    (atomic.staging_dir) in place of what was there; the work dir goes."""
+    with atomic.staging_dir(final) as staging:
+        for path in output_files(workdir):
+            target = staging / path.relative_to(workdir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            path.rename(target)  # into the staging folder, which staging_dir puts in place whole
+    shutil.rmtree(workdir, ignore_errors=True)
+    return final
+
+
 def publish(
     store: ArtifactStore,
     job_id: str,
@@ -462,6 +494,6 @@ def publish(
 __all__ = [
     "CASP14_NOTE", "MSA_DONE", "PREDICT_DONE", "PipelineStages", "Prepared", "StageRunner", "msa_done", "msa_rows",
     "prepare",
-    "output_files", "prediction_mode", "publish", "read_records", "summary_of", "report_fields", "run_config_for", "run_msa_record",
+    "output_files", "prediction_mode", "publish", "publish_dir", "read_records", "summary_of", "report_fields", "run_config_for", "run_msa_record",
     "run_predict_records", "overlapped",
 ]

@@ -22,6 +22,7 @@ from pathlib import Path
 from af2jobs import errors
 
 FORMATS = ("a3m", "sto")
+SUPPLIED_MSA = "supplied_msa"  # a record's work dir keeps the request's MSA as msas/supplied_msa.a3m|.sto
 MAX_ROWS = 100_000
 _A3M_ROW = re.compile(r"[A-Za-z\-.*]*")
 _STO_ROW = re.compile(r"[A-Za-z\-.*]+")
@@ -166,4 +167,4 @@ def assign(values: list[str], record_names: list[str]) -> dict[str, Path]:
     return assigned
 
 
-__all__ = ["FORMATS", "Supplied", "assign", "check"]
+__all__ = ["FORMATS", "SUPPLIED_MSA", "Supplied", "assign", "check"]

@@ -142,7 +142,8 @@ def _build_local(settings: Settings, run_overrides: Mapping[str, Any] | None, is
     from af2jobs.adapters.local.worker import LocalOrchestrator, Worker
 
     parts = local_parts(settings)
-    worker = Worker(parts.repo, parts.store, parts.notifier, settings, run_overrides=run_overrides, isolate=isolate)
+    worker = Worker(parts.repo, parts.store, parts.notifier, settings, run_overrides=run_overrides, isolate=isolate,
+                    make_parts=local_parts)
     orchestrator = LocalOrchestrator(worker)
     service = JobService(parts.repo, parts.store, orchestrator, parts.notifier, settings)
     return Services(settings, service, parts.repo, parts.store, parts.keys, orchestrator, parts.notifier, worker,

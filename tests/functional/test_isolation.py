@@ -34,7 +34,7 @@ class Local:
         self.repo, self.store = parts.repo, parts.store
         self.stages = FakeStages()
         self.worker = Worker(parts.repo, parts.store, parts.notifier, self.settings, stages=self.stages, isolate=True,
-                             slot_stages=ProcessStages)
+                             slot_stages=ProcessStages, make_parts=wiring.local_parts)
         self.service = JobService(parts.repo, parts.store, LocalOrchestrator(self.worker), parts.notifier,
                                   self.settings)
         self.worker.start()

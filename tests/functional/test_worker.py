@@ -295,7 +295,7 @@ def test_presets_are_alphafolds_in_the_run_configuration(settings_factory):
 
     def config(**fields):
         request = JobRequest.parse({"fasta": "ubq", "sequence": UBIQUITIN, "model_names": ["model_2"], **fields})
-        return run_config_for(request, settings, TINY)
+        return run_config_for(request, settings, TINY, gpu=False)
 
     full, notes = config()
     assert (full.max_msa_clusters, full.max_extra_msa, full.model_names, notes) == (16, 32, ("model_2",), [])

@@ -14,7 +14,8 @@ import pytest
 from af2jobs.errors import DatabaseError
 from af2jobs.fasta import complex_record, parse_fasta
 from af2jobs.pipeline import databases, mmseqs, multimer
-from af2jobs.pipeline.run import Context, resolve_run_config
+from af2jobs.pipeline.context import Context
+from af2jobs.runconfig import resolve
 from tests.conftest import YEAST_UBIQUITIN
 
 pytestmark = pytest.mark.pipeline
@@ -159,7 +160,7 @@ def test_a_gpu_without_mmseqs2_s_gpu_build_searches_on_the_cpu_and_says_why(foun
 
 def test_a_heterodimer_in_mmseqs2_mode_pairs_its_rows_and_finds_templates_with_pdb70(settings_factory, tmp_path):
     settings = settings_factory()
-    run = resolve_run_config(settings, model_preset="multimer", msa_mode="mmseqs2", profile="tiny",
+    run = resolve(settings, gpu=False, model_preset="multimer", msa_mode="mmseqs2", profile="tiny",
                              max_msa_clusters=16, max_extra_msa=32, num_recycle=1, models_to_relax="none")
     ctx = Context(settings=settings, run=run)
     record = complex_record(parse_fasta(f">pair_0\n{L29}\n>pair_1\n{L35}\n"), "pair")
@@ -206,7 +207,7 @@ def test_a_job_s_complexes_and_monomers_are_searched_in_one_mmseqs2_run(settings
     from af2jobs.pipeline.run import prefetch_msas
 
     settings = settings_factory()
-    run = resolve_run_config(settings, model_preset="multimer", msa_mode="mmseqs2", profile="tiny",
+    run = resolve(settings, gpu=False, model_preset="multimer", msa_mode="mmseqs2", profile="tiny",
                              max_msa_clusters=16, max_extra_msa=32, num_recycle=1, models_to_relax="none")
     ctx = Context(settings=settings, run=run)
     dimer = complex_record(parse_fasta(f">d_0\n{L29}\n>d_1\n{L35}\n>d_2\n{L35}\n"), "d")

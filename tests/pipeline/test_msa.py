@@ -120,10 +120,11 @@ def test_a_job_whose_records_all_bring_their_msa_needs_no_database(tmp_path):
     """The stored job keeps its MSAs as files (not on its record): the stages read which records brought one from
     its artifacts, check databases for the others only, and search only those ahead."""
     from af2jobs import layout
-    from af2jobs.jobrun import PipelineStages
+    from af2jobs.jobrun import PipelineStages, prepare
     from af2jobs.models import Job, JobState
     from af2jobs.request import JobRequest
     from af2jobs.settings import Settings
+    from tests.fakes import MemoryArtifactStore
 
     seq = UBIQUITIN
     request = JobRequest.parse({"fasta": "two", "sequence": f">own\n{seq}\n>searched\n{seq[:50]}\n",
@@ -132,9 +133,12 @@ def test_a_job_whose_records_all_bring_their_msa_needs_no_database(tmp_path):
     stored = request.model_copy(update={"msa": None})  # as the service stores it
     job = Job(owner="ann", request=stored, state=JobState.VALIDATING,
               artifacts={layout.supplied_msa_name("own", "a3m"): "jobs/x/supplied/own.a3m"})
+    store = MemoryArtifactStore()
+    store.put_bytes("jobs/x/supplied/own.a3m", f">own\n{seq}\n".encode())
     stages = PipelineStages(Settings(data_dir=tmp_path, db_root=tmp_path / "no-databases"), {"profile": "tiny"})
     with pytest.raises(StageError, match="no sequence database"):  # the record without its own MSA needs one
-        stages.prepare(job, records, progress=lambda *a: None, should_cancel=lambda: False)
+        prepare(stages, store, job, records, progress=lambda *a: None, should_cancel=lambda: False)
     own_only = job.model_copy(update={"request": JobRequest.parse({"fasta": "one", "sequence": f">own\n{seq}\n"})})
-    prepared = stages.prepare(own_only, records[:1], progress=lambda *a: None, should_cancel=lambda: False)
+    prepared = prepare(stages, store, own_only, records[:1], progress=lambda *a: None, should_cancel=lambda: False)
+    assert prepared.supplied == {"own": ("a3m", f">own\n{seq}\n".encode())}
     assert prepared.searches_ahead == []

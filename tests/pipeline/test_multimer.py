@@ -10,7 +10,8 @@ import pytest
 from af2jobs.fasta import complex_record, parse_fasta
 from af2jobs.pipeline import multimer, outputs, params
 from af2jobs.pipeline.predict import Predictor
-from af2jobs.pipeline.run import Context, resolve_run_config
+from af2jobs.pipeline.context import Context
+from af2jobs.runconfig import resolve
 from af2jobs.runconfig import RunConfig
 from tests.conftest import YEAST_UBIQUITIN
 
@@ -33,7 +34,7 @@ def _complex(name: str, *chains: str):
 @pytest.fixture
 def ctx(settings_factory):
     settings = settings_factory()
-    run = resolve_run_config(settings, model_preset="multimer", db_preset="reduced_dbs", **TINY)
+    run = resolve(settings, gpu=False, model_preset="multimer", db_preset="reduced_dbs", **TINY)
     return Context(settings=settings, run=run)
 
 
@@ -96,7 +97,7 @@ def test_seeds_are_run_alphafolds_and_ranking_is_iptm_and_ptm(settings_factory):
     assert [run.seed_of(m, i) for m in (0, 1) for i in range(3)] == [12, 13, 14, 15, 16, 17]
     assert run.prediction_name("model_3", 2) == "model_3_multimer_v3_pred_2"
     assert params.runtime_config("model_4", run).model.embeddings_and_evoformer.num_extra_msa == 1152
-    default = resolve_run_config(settings_factory(), model_preset="multimer")
+    default = resolve(settings_factory(), gpu=False, model_preset="multimer")
     assert (default.num_recycle, default.recycle_tolerance, default.seeds) == (20, 0.5, 5)
 
 

@@ -7,7 +7,9 @@ import contextlib
 import numpy as np
 import pytest
 
-from af2jobs.pipeline import features, msa, params, predict
+from af2jobs.pipeline import compiled as compiled_mod
+from af2jobs.pipeline import devices, features, inputs, msa, params, predict, warmup
+from af2jobs.pipeline.keys import key_chain
 from af2jobs.runconfig import RunConfig
 from tests.conftest import UBIQUITIN
 
@@ -27,7 +29,7 @@ def raw_features(demo_db_root, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory, shared_cache):
-    predict.enable_compilation_cache(shared_cache / "jax")
+    compiled_mod.enable_compilation_cache(shared_cache / "jax")
     return params.ParamsProvider(tmp_path_factory.mktemp("no-params"), shared_cache / "params-untrained")
 
 
@@ -164,12 +166,12 @@ _TWO_DEVICES = """
 import json, pickle, sys
 from pathlib import Path
 import numpy as np
-from af2jobs.pipeline import params, predict
+from af2jobs.pipeline import compiled, params, predict
 from af2jobs.runconfig import RunConfig
 
 raw = pickle.loads(Path(sys.argv[1]).read_bytes())
 cache = Path(sys.argv[2])
-predict.enable_compilation_cache(cache / "jax")
+compiled.enable_compilation_cache(cache / "jax")
 provider = params.ParamsProvider(cache / "no-params", cache / "params-untrained")
 out = {}
 for strategy in ("all", "best"):
@@ -227,7 +229,7 @@ def test_inputs_prepared_on_the_cpus_are_what_the_gpu_stage_uses_with_the_same_r
                                                                                      tmp_path, monkeypatch):
     both = RunConfig(profile="tiny", max_msa_clusters=16, max_extra_msa=32, model_names=("model_1", "model_3"),
                      length_buckets=True)
-    files = predict.prepare_inputs(both, raw_features, tmp_path / "inputs")
+    files = inputs.prepare_inputs(both, raw_features, tmp_path / "inputs")
     assert len(files) == 2 and all((tmp_path / "inputs" / f).is_file() for f in files)  # models 1 and 3 differ
     run = both.model_copy(update={"model_names": ("model_3",)})  # one model's prediction is enough to compare
     reference = predict.Predictor(run, provider).predict(raw_features)
@@ -235,7 +237,7 @@ def test_inputs_prepared_on_the_cpus_are_what_the_gpu_stage_uses_with_the_same_r
     def refuse(*args, **kwargs):
         raise AssertionError("the GPU stage processed features the CPU stage had prepared")
 
-    monkeypatch.setattr(predict, "process_features", refuse)
+    monkeypatch.setattr(inputs, "process_features", refuse)
     predictor = predict.Predictor(run, provider, inputs_dir=tmp_path / "inputs")
     again = predictor.predict(raw_features)
     assert len(predictor.inputs_used) == 1 and predictor.inputs_used[0] in files
@@ -268,7 +270,7 @@ def test_the_msa_stage_prepares_the_gpus_inputs_where_a_gpu_stage_follows(settin
     job = Job(owner="ann", request=JobRequest.parse({"fasta": "ubq", "sequence": UBIQUITIN}))
     stages = PipelineStages(settings_factory(**settings), overrides)
     record = FastaRecord(name="ubq", description="", sequence=UBIQUITIN, line=1)
-    prepared = stages.prepare(job, [record], progress=lambda *a: None, should_cancel=lambda: False)
+    prepared = stages.prepare(job, [record], {}, progress=lambda *a: None, should_cancel=lambda: False)
     inputs = prepared.context.inputs_run
     if expected is None:
         assert inputs is None
@@ -282,20 +284,20 @@ def test_the_msa_stage_prepares_the_gpus_inputs_where_a_gpu_stage_follows(settin
 @pytest.fixture
 def fresh_process(shared_cache, tmp_path, monkeypatch):
     """What a new process starts with: no compiled function or parameter shapes in memory (restored after)."""
-    compiled, shapes = dict(predict._Compiled._cache), dict(params._shape_cache)
-    predict.enable_compilation_cache(tmp_path / "jax")
+    compiled, shapes = dict(compiled_mod.Compiled._cache), dict(params._shape_cache)
+    compiled_mod.enable_compilation_cache(tmp_path / "jax")
 
     def restart():
-        predict._Compiled._cache.clear()
+        compiled_mod.Compiled._cache.clear()
         params._shape_cache.clear()
 
     restart()
     yield restart
-    predict._Compiled._cache.clear()
-    predict._Compiled._cache.update(compiled)
+    compiled_mod.Compiled._cache.clear()
+    compiled_mod.Compiled._cache.update(compiled)
     params._shape_cache.clear()
     params._shape_cache.update(shapes)
-    predict.enable_compilation_cache(shared_cache / "jax")
+    compiled_mod.enable_compilation_cache(shared_cache / "jax")
 
 
 def test_a_new_process_loads_the_compiled_model_without_tracing_it(raw_features, provider, fresh_process,
@@ -309,7 +311,7 @@ def test_a_new_process_loads_the_compiled_model_without_tracing_it(raw_features,
     def no_trace(*args, **kwargs):
         raise AssertionError("traced again")
 
-    monkeypatch.setattr(predict, "lower_and_compile", no_trace)
+    monkeypatch.setattr(compiled_mod, "lower_and_compile", no_trace)
     monkeypatch.setattr(params, "param_shapes", no_trace)
     again = _predict(raw_features, provider, model_names=TWO, strategy="all")
     for a, b in zip(first.ranked, again.ranked):
@@ -325,14 +327,14 @@ def test_an_unreadable_compiled_model_is_compiled_again_and_replaced(raw_feature
     kept.write_bytes(b"cut short")
     fresh_process()
     calls = []
-    real = predict.lower_and_compile
-    monkeypatch.setattr(predict, "lower_and_compile", lambda *a: calls.append(1) or real(*a))
+    real = compiled_mod.lower_and_compile
+    monkeypatch.setattr(compiled_mod, "lower_and_compile", lambda *a: calls.append(1) or real(*a))
     again = _predict(raw_features, provider, model_names="model_3", strategy="all").ranked[0]
     assert calls == [1]
     assert again.ranking_confidence == first.ranking_confidence
     assert kept.stat().st_size > 1000  # written anew, loadable by the next process
     fresh_process()
-    monkeypatch.setattr(predict, "lower_and_compile", lambda *a: calls.append(2) or real(*a))
+    monkeypatch.setattr(compiled_mod, "lower_and_compile", lambda *a: calls.append(2) or real(*a))
     _predict(raw_features, provider, model_names="model_3", strategy="all")
     assert calls == [1]
 
@@ -379,7 +381,7 @@ def test_inputs_prepared_where_the_model_differs_are_still_used(raw_features, pr
     pipeline reads only the data part, and the prepared inputs are found by it."""
     run = RunConfig(profile="tiny", max_msa_clusters=16, max_extra_msa=32, model_names=("model_3",),
                     length_buckets=True)
-    files = predict.prepare_inputs(run, raw_features, tmp_path / "inputs")
+    files = inputs.prepare_inputs(run, raw_features, tmp_path / "inputs")
     real = params.runtime_config
 
     def as_on_a_gpu(name, r):
@@ -431,7 +433,7 @@ def test_the_host_key_chain_is_jaxs(partitionable):
             for _ in range(4):
                 key, sub = jax.random.split(key)
                 expected.append(np.asarray(sub))
-            assert [k.tolist() for k in predict.key_chain(seed, 4)] == [k.tolist() for k in expected]
+            assert [k.tolist() for k in key_chain(seed, 4)] == [k.tolist() for k in expected]
     finally:
         jax.config.update("jax_threefry_partitionable", before)
 
@@ -463,11 +465,11 @@ def test_a_prediction_after_the_first_compiles_nothing_not_even_small_functions(
 
     run = RunConfig(profile="tiny", max_msa_clusters=16, max_extra_msa=32, model_names="model_1,model_3",
                     strategy="best")
-    predict.prepare_inputs(run, raw_features, tmp_path)  # the input pipeline in the CPU stage, as a GPU job has it
+    inputs.prepare_inputs(run, raw_features, tmp_path)  # the input pipeline in the CPU stage, as a GPU job has it
     predict.Predictor(run, provider, inputs_dir=tmp_path).predict(raw_features)  # the model compiled
     jax.clear_caches()  # as a new process, or a new length, finds them: no small function compiled yet
-    predict._zeros.clear()
-    predict._on_device_params.clear()
+    devices._zeros.clear()
+    devices._on_device_params.clear()
     with _backend_compiles() as compiles:
         result = predict.Predictor(run, provider, inputs_dir=tmp_path).predict(raw_features)
     assert compiles[0] == 0  # no feature slicing, key splitting or zero state compiled on the way
@@ -479,7 +481,7 @@ def test_parameters_stay_on_the_device_for_the_next_model_runs(raw_features, pro
     cfg = params.runtime_config("model_3", RunConfig(profile="tiny", max_msa_clusters=16, max_extra_msa=32))
     host, identity = provider.get("model_3_ptm", "tiny")
     chosen = params.select(host, params.param_shapes_for(cfg))
-    a, b = predict.device_params(identity, chosen), predict.device_params(identity, chosen)
+    a, b = devices.device_params(identity, chosen), devices.device_params(identity, chosen)
     assert a is b and first.params == identity  # the same device tree, moved once
     leaf = next(iter(next(iter(a.values())).values()))
     assert not isinstance(leaf, np.ndarray) and leaf.shape == next(iter(next(iter(chosen.values())).values())).shape
@@ -489,7 +491,7 @@ def test_a_warmed_prediction_finds_its_compiled_functions_ready(raw_features, pr
     run = RunConfig(profile="tiny", max_msa_clusters=16, max_extra_msa=32, model_names="model_3,model_4",
                     strategy="best")
     predict.Predictor(run, provider).predict(raw_features)  # compiled, and kept on disk
-    predict._Compiled._cache.clear()  # as a new process finds it: on disk only
+    compiled_mod.Compiled._cache.clear()  # as a new process finds it: on disk only
     spent = predict.Predictor(run, provider).warm(raw_features)
     result = predict.Predictor(run, provider).predict(raw_features)
     assert spent > 0 and all(r.compile_s == 0.0 for r in result.runs)  # not even the load from disk
@@ -498,10 +500,10 @@ def test_a_warmed_prediction_finds_its_compiled_functions_ready(raw_features, pr
 def test_a_record_queued_to_warm_in_the_background_is_ready_for_its_prediction(raw_features, provider, monkeypatch):
     run = RunConfig(profile="tiny", max_msa_clusters=16, max_extra_msa=32, model_names="model_3", strategy="all")
     predict.Predictor(run, provider).predict(raw_features)  # compiled, and kept on disk
-    predict._Compiled._cache.clear()  # as a new process finds it: on disk only
-    monkeypatch.setattr(predict, "warm_ahead", lambda: True)  # as on a GPU (on the CPU nothing is queued)
+    compiled_mod.Compiled._cache.clear()  # as a new process finds it: on disk only
+    monkeypatch.setattr(warmup, "warm_ahead", lambda: True)  # as on a GPU (on the CPU nothing is queued)
     predict.warm_in_background(lambda: raw_features, run, provider)
-    predict._warmers.wait()
+    warmup._warmers.wait()
     (result,) = predict.Predictor(run, provider).predict(raw_features).runs
     assert result.compile_s == 0.0  # loaded by the warm-up thread, not here
 
@@ -509,21 +511,21 @@ def test_a_record_queued_to_warm_in_the_background_is_ready_for_its_prediction(r
 def test_a_process_keeps_only_its_most_recently_used_compiled_models(monkeypatch):
     """A slot's prediction process lives for days and meets many lengths: the compiled applies kept in memory are
     the KEPT most recently used (the executables on disk keep the rest)."""
-    monkeypatch.setattr(predict._Compiled, "_cache", {})
-    monkeypatch.setattr(predict._Compiled, "disk", None)
-    monkeypatch.setattr(predict._Compiled, "KEPT", 2)
-    monkeypatch.setattr(predict.af_model, "RunModel", lambda cfg: type("Runner", (), {"apply": None})())
+    monkeypatch.setattr(compiled_mod.Compiled, "_cache", {})
+    monkeypatch.setattr(compiled_mod.Compiled, "disk", None)
+    monkeypatch.setattr(compiled_mod.Compiled, "KEPT", 2)
+    monkeypatch.setattr(compiled_mod.af_model, "RunModel", lambda cfg: type("Runner", (), {"apply": None})())
     compiled = []
-    monkeypatch.setattr(predict, "lower_and_compile", lambda runner, p, batch: compiled.append(1) or object())
-    monkeypatch.setattr(predict, "_first_batch", lambda cfg, feat: feat)
+    monkeypatch.setattr(compiled_mod, "lower_and_compile", lambda runner, p, batch: compiled.append(1) or object())
+    monkeypatch.setattr(compiled_mod, "first_batch", lambda cfg, feat: feat)
     params_ = {"scope": {"w": np.zeros(2, np.float32)}}
 
     def get(length: int):
-        return predict._Compiled.get(None, "fp", {"aatype": np.zeros((1, length), np.int32)}, params_)
+        return compiled_mod.Compiled.get(None, "fp", {"aatype": np.zeros((1, length), np.int32)}, params_)
 
     for length in (10, 20, 10, 30):  # 10 used again after 20: 20 is the least recent when 30 comes
         get(length)
-    assert len(compiled) == 3 and len(predict._Compiled._cache) == 2
+    assert len(compiled) == 3 and len(compiled_mod.Compiled._cache) == 2
     get(10)
     assert len(compiled) == 3  # kept
     get(20)

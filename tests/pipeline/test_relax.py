@@ -51,7 +51,7 @@ def test_what_cannot_be_relaxed_is_reported_not_raised(ubiquitin):
 
 
 def test_relax_none_asks_nothing_of_openmm(monkeypatch):
-    from af2jobs.pipeline.predict import Prediction
+    from af2jobs.pipeline.results import Prediction
 
     def no_openmm():
         raise ModuleNotFoundError("No module named 'openmm'")

@@ -69,3 +69,57 @@ def test_the_api_the_lambdas_and_the_state_machine_tasks_load_no_jax() -> None:
             "af2jobs.lifecycle, af2jobs.cli.main; print(sorted(m for m in ('jax', 'haiku', 'alphafold') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def _graph() -> dict[str, set[str]]:
+    """Each af2jobs module -> the af2jobs modules it imports anywhere in it (at the top, in a function, or for type
+    checking only): an import cycle in any of these is a cycle between the rooms."""
+    names = {}
+    for path in _modules(SRC):
+        parts = path.relative_to(SRC.parent).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in names.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from the package, up level - 1
+                    parent = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = ".".join(parent + ([base] if base else []))
+                found.add(base)
+                found.update(f"{base}.{alias.name}" for alias in node.names)
+        graph[name] = {m for m in found if m in names and m != name and m != "af2jobs"}
+    return graph
+
+
+def test_no_two_modules_import_each_other_even_through_others() -> None:
+    graph = _graph()
+    cycles = []
+    for start in graph:  # a path back to the start through what it imports
+        seen, todo = set(), [(start, (start,))]
+        while todo:
+            node, path = todo.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    cycles.append(" -> ".join((*path, start)))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    todo.append((nxt, (*path, nxt)))
+    assert cycles == []
+
+
+def test_one_record_runner_jobrun_is_the_only_caller_of_the_pipeline_s_stages() -> None:
+    """Jobs (the local Worker, the Batch stages) and af2 predict run records through af2jobs.jobrun; pipeline.run's
+    stages are called from jobrun.PipelineStages alone, and no second runner of records is left in the pipeline."""
+    callers = sorted(p.relative_to(SRC).as_posix() for p in _modules(SRC)
+                     if "af2jobs.pipeline.run" in _imports(p) and p.name != "run.py")
+    assert callers in (["jobrun.py"], ["adapters/local/worker.py", "jobrun.py"])
+    worker = (SRC / "adapters" / "local" / "worker.py").read_text(encoding="utf-8")
+    assert "from af2jobs.pipeline.run import" not in worker  # its one import is the warm-up of JAX's import cost
+    run = (SRC / "pipeline" / "run.py").read_text(encoding="utf-8")
+    assert not [name for name in ("predict_records", "_record_begin", "RecordResult", "supplied_msas") if name in run]
+    assert "af2jobs.jobrun" not in _imports(SRC / "pipeline" / "run.py")

@@ -378,7 +378,6 @@ def test_two_spellings_that_disagree_are_refused() -> None:
     assert err.field == "preset" and "casp14 means db_preset full_dbs" in err.message
 
 
-@pytest.mark.pipeline  # run_config_for resolves the run through the pipeline (JAX)
 def test_msa_mode_is_jackhmmer_unless_asked_and_carries_into_the_run() -> None:
     from af2jobs.jobrun import run_config_for
     from af2jobs.settings import Settings
@@ -386,7 +385,7 @@ def test_msa_mode_is_jackhmmer_unless_asked_and_carries_into_the_run() -> None:
     assert JobRequest.parse({"fasta": "a", "sequence": "MKTAYIAKQRQISFVK"}).msa_mode == "jackhmmer"
     request = JobRequest.parse({"fasta": "a", "sequence": "MKTAYIAKQRQISFVK", "msa_mode": "MMseqs2"})
     assert request.msa_mode == "mmseqs2"
-    config, _ = run_config_for(request, Settings())
+    config, _ = run_config_for(request, Settings(), gpu=True)
     assert config.msa_mode == "mmseqs2"
 
 

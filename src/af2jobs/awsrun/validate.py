@@ -20,6 +20,7 @@ from af2jobs.request import AUTO_QUEUE_LIMITS, JobRequest
 from af2jobs.errors import DatabaseError
 from af2jobs.pipeline.databases import Database
 from af2jobs.pipeline.msa import record_keys
+from af2jobs.runconfig import RunConfig
 from af2jobs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,11 @@ def validate(parts: TaskParts, event: Mapping[str, Any]) -> dict[str, Any]:
     elif job.state is not S.VALIDATING:  # VALIDATING: this task is being retried after a lost answer
         raise JobStateConflict(f"job {job_id} is {job.state.value}; Validate starts QUEUED jobs")
     request, records = _revalidate(parts, job)
-    run = plan(request, records, event["queues"], msa_cached(parts.msa_cache, records, parts.settings, request))
+    try:  # the run the GPU job will make, as jobs and af2 predict resolve it (no JAX here)
+        config = jobrun.run_config_for(request, parts.settings, gpu=True)[0]
+    except errors.ValidationError as exc:
+        raise InvalidJob(exc.message) from None
+    run = plan(request, records, event["queues"], msa_cached(parts.msa_cache, records, parts.settings, config))
     run["share_identifier"] = share_identifier(job.owner)
     msa = "cached" if run["msa_cached"] else "searched in the GPU job" if run["msa_on_gpu"] else "to compute"
     message = (f"{len(records)} record(s), longest {run['longest']}; GPU queue {run['queue']}, "
@@ -121,7 +126,7 @@ def manifest_databases(index: MsaCacheIndex) -> list[Database] | None:
         return None
 
 
-def msa_cached(index: MsaCacheIndex, records: list[FastaRecord], settings: Settings, request: JobRequest) -> bool:
+def msa_cached(index: MsaCacheIndex, records: list[FastaRecord], settings: Settings, run: RunConfig) -> bool:
     """Whether S3 holds an MSA for every record, keyed as the MSA job would key it today. The manifest describes
     the databases installed when the latest MSA job ran; after a database reload the first job searches and
     refreshes it (and the predict stage recomputes the key from the databases it sees, so a stale manifest costs
@@ -133,7 +138,7 @@ def msa_cached(index: MsaCacheIndex, records: list[FastaRecord], settings: Setti
         return False
     try:
         keys = [key for record in records
-                for key in record_keys(record, databases, request.db_preset, request.msa_mode)]
+                for key in record_keys(record, databases, run.db_preset, run.msa_mode)]
     except DatabaseError:
         return False  # the MSA job will say what is missing
     return all(index.has(key) for key in keys)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 import urllib.parse
 from pathlib import Path, PurePosixPath
@@ -20,9 +19,10 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from af2jobs import errors, msafile
+from af2jobs.cli import requestflags
 from af2jobs.cli.api_client import ApiClient, is_absolute
 from af2jobs.models import JobState
-from af2jobs.request import DB_PRESETS, MSA_MODES, MODEL_NAMES, MODEL_PRESETS, PRESETS, QUEUES, RELAX, JobRequest
+from af2jobs.request import JobRequest
 from af2jobs.settings import Settings
 
 WATCH_INTERVAL_S = 2.0
@@ -49,27 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                 "uploaded from --files first when it is there")
     p.add_argument("--files", type=Path, help="with --request: the folder holding its file_name files (default: "
                                               "the request file's folder)")
-    p.add_argument("--name", help="job name (default: from the file name)")
-    p.add_argument("--models", help=f"comma-separated subset of {','.join(MODEL_NAMES)} (default: all)")
-    p.add_argument("--strategy", help="all | best | stop-at-score:X (default: all)")
-    p.add_argument("--preset", type=str.lower, choices=list(PRESETS),
-                   help="the 2021 spelling: full | reduced | casp14 (default: full)")
-    p.add_argument("--db-preset", type=str.lower, choices=DB_PRESETS, help="full_dbs (default) | reduced_dbs")
-    p.add_argument("--msa-mode", type=str.lower, choices=MSA_MODES,
-                   help="jackhmmer (default): AlphaFold's searches; mmseqs2: MMseqs2, as ColabFold searches")
-    p.add_argument("--model-preset", type=str.lower, choices=MODEL_PRESETS,
-                   help="monomer_ptm (default) | monomer | monomer_casp14 | multimer (the FASTA's records are one "
-                        "complex)")
-    p.add_argument("--num-multimer-predictions-per-model", type=int, metavar="N",
-                   help="with --model-preset multimer: seeds per model (default 5)")
-    p.add_argument("--models-to-relax", type=str.lower, choices=RELAX, help="best (default) | all | none")
+    requestflags.add(p, "submit")
     p.add_argument("--msa", action="append", default=[], metavar="[NAME=]FILE",
                    help="your own MSA (A3M or Stockholm, the query first) for a record: its search is skipped; "
                         "repeat with NAME=FILE for several records. A large one is uploaded first")
-    p.add_argument("--que", choices=QUEUES, help="queue (default: auto, by sequence length)")
-    p.add_argument("--gpu", type=int, help="GPUs for the job, 1-8 (default: 1)")
-    p.add_argument("--max-template-date", help="YYYY-MM-DD (default: 2020-05-14)")
-    p.add_argument("--comment", help="free text kept with the job")
     p.add_argument("--idempotency-key", help="retrying with the same key returns the same job")
     p.add_argument("--estimate", action="store_true",
                    help="print the estimated time and cost (JSON) and do not submit; needs no API")
@@ -145,12 +128,6 @@ def _stderr() -> Console:
 # -- submit ----------------------------------------------------------------------------------------------------
 
 
-def _job_name(path: Path) -> str:
-    """A valid job name from a file name: 'my seq (1).fa' -> 'my_seq__1_'."""
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", path.stem).lstrip("._-")[:100]
-    return name or "job"
-
-
 def _read_fasta(path: Path) -> str:
     if not path.is_file():
         raise errors.ValidationError(f"{path} does not exist or is not a file", field="fasta")
@@ -173,21 +150,10 @@ def submission(args: argparse.Namespace) -> tuple[dict[str, Any], list[tuple[Pat
     upload = _too_big_to_inline(args.fasta)
     uploads = [(args.fasta, args.fasta.name)] if upload else []
     fields: dict[str, Any] = {
-        "fasta": args.name or _job_name(args.fasta or Path(args.file_name)),
+        "fasta": requestflags.job_name(args.fasta or Path(args.file_name)),
         "sequence": _read_fasta(args.fasta) if args.fasta is not None and not upload else None,
         "file_name": args.fasta.name if upload else args.file_name,
-        "model_names": args.models.split(",") if args.models else None,
-        "strategy": args.strategy,
-        "preset": args.preset,
-        "db_preset": args.db_preset,
-        "msa_mode": args.msa_mode,
-        "model_preset": args.model_preset,
-        "num_multimer_predictions_per_model": args.num_multimer_predictions_per_model,
-        "models_to_relax": args.models_to_relax,
-        "que": args.que,
-        "gpu": args.gpu,
-        "max_template_date": args.max_template_date,
-        "comment": args.comment,
+        **requestflags.fields(args),
     }
     body = {k: v for k, v in fields.items() if v is not None}
     if args.msa:

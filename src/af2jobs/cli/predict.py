@@ -5,25 +5,26 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import json
 import os
-import re
 import shutil
 import signal
 import threading
-from datetime import date
 from importlib import resources
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from af2jobs import admission, atomic, msafile
+from af2jobs import admission, atomic, jobrun, msafile
+from af2jobs.cli import requestflags
 from af2jobs.errors import ConflictError, ValidationError
-from af2jobs.request import DB_PRESETS, MSA_MODES, MODEL_PRESETS, RELAX, JobRequest
-from af2jobs.runconfig import MODEL_NAMES
+from af2jobs.models import Job, JobState
+from af2jobs.request import JobRequest
 from af2jobs.settings import Settings, apply_device_memory
 
 MAX_INPUT_BYTES = 10 << 20  # far above any FASTA of sequences within the length limit
+OWNER = "af2-predict"  # the owner of the job af2 predict runs (never stored)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,8 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="predict a bundled example instead of a file (yeast_ubiquitin has a template in the demo "
                           "database: human ubiquitin, 1UBQ)")
     p.add_argument("--out", type=Path, required=True, help="output directory (one subdirectory per record)")
-    p.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated subset of model_1..model_5")
-    p.add_argument("--strategy", default="all", help="all | best | stop-at-score:X (default: all)")
+    requestflags.add(p, "predict")
     p.add_argument("--recycles", type=int, help="recycling iterations (default: AF2_NUM_RECYCLE or 3)")
     p.add_argument("--max-msa", help="MSA depth caps CLUSTERS:EXTRA (default 512:5120 on a GPU, 64:128 on a CPU)")
     p.add_argument("--profile", choices=["full", "tiny"], default="full",
@@ -44,34 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db-root", type=Path, help="database root (default: AF2_DB_ROOT or DATA_DIR/databases)")
     p.add_argument("--params-dir", type=Path, help="directory with official params_model_*.npz")
     p.add_argument("--seed", type=int, default=0, help="random seed of the model")
-    p.add_argument("--db-preset", type=str.lower, choices=DB_PRESETS,
-                   help="full_dbs (default): BFD + UniRef30 by HHblits; reduced_dbs: small BFD by jackhmmer")
-    p.add_argument("--msa-mode", type=str.lower, choices=MSA_MODES,
-                   help="jackhmmer (default): AlphaFold's searches; mmseqs2: MMseqs2, as ColabFold searches")
-    p.add_argument("--model-preset", type=str.lower, choices=MODEL_PRESETS,
-                   help="monomer_ptm (default) | monomer | monomer_casp14 (8 ensembles) | multimer (the records are "
-                        "the chains of one complex: AlphaFold-Multimer v3)")
-    p.add_argument("--num-multimer-predictions-per-model", type=int, metavar="N",
-                   help="with --model-preset multimer: seeds per model (default 5: 25 predictions)")
-    p.add_argument("--name", help="with --model-preset multimer: the complex's name (default: the input file's)")
-    p.add_argument("--models-to-relax", type=str.lower, choices=RELAX,
-                   help="Amber relaxation: best (default, the top-ranked model) | all | none")
-    p.add_argument("--max-template-date", type=_iso_date, metavar="YYYY-MM-DD",
-                   help="use only templates released by this date (default: no limit; jobs submitted through the "
-                        "API default to the original platform's 2020-05-14)")
     p.add_argument("--msa", action="append", default=[], metavar="[NAME=]FILE",
                    help="your own MSA (A3M or Stockholm, the query first) for a record: its search is skipped; "
                         "repeat with NAME=FILE for several records")
-    p.add_argument("--gpus", type=int, help="devices to use: with --strategy all, models run on separate GPUs in "
-                                            "parallel (default 1)")
     p.set_defaults(func=run)
-
-
-def _iso_date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from None
 
 
 def _read_input(args) -> tuple[str, bytes]:
@@ -88,39 +64,21 @@ def _read_input(args) -> tuple[str, bytes]:
     return path.name, path.read_bytes()
 
 
-def _job_name(text: str) -> str:
-    """A job name (the request's `fasta`: a complex's name) from a file name: 'my seq (1).fa' -> 'my_seq__1_'."""
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(text).stem).lstrip("._-")[:100]
-    return name or "job"
-
-
-# The command line's flag for each request field, to name it in an error.
-FLAGS = {"fasta": "--name", "model_names": "--models", "strategy": "--strategy", "db_preset": "--db-preset",
-         "msa_mode": "--msa-mode", "model_preset": "--model-preset", "models_to_relax": "--models-to-relax",
-         "num_multimer_predictions_per_model": "--num-multimer-predictions-per-model", "gpu": "--gpus",
-         "max_template_date": "--max-template-date", "msa": "--msa", "file_name": "input"}
-
-
 def _request(args, file_name: str, msa: dict[str, str] | None = None) -> JobRequest:
-    """The run as a JobRequest: the one schema the API checks too, so that the same choices get the same answer
-    (af2 predict's own default for max_template_date: no limit, today)."""
-    fields = {
-        "fasta": args.name or _job_name(file_name), "file_name": file_name, "model_names": args.models,
-        "strategy": args.strategy, "db_preset": args.db_preset, "msa_mode": args.msa_mode,
-        "model_preset": args.model_preset, "models_to_relax": args.models_to_relax,
-        "num_multimer_predictions_per_model": args.num_multimer_predictions_per_model, "gpu": args.gpus,
-        "max_template_date": args.max_template_date or date.today(), "msa": msa,
-    }
+    """The run as a JobRequest: the one schema the API checks too, with af2 submit's flags and defaults, so that the
+    same choices get the same answer and the same run."""
+    fields = {"fasta": requestflags.job_name(Path(file_name)), "file_name": file_name,
+              **requestflags.fields(args), "msa": msa}
     try:
         return JobRequest.parse({k: v for k, v in fields.items() if v is not None})
     except ValidationError as exc:
-        flag = FLAGS.get((exc.field or "").split(".")[0])
+        flag = "input" if exc.field == "file_name" else requestflags.flag_of(exc.field)
         raise ValidationError(f"{flag}: {exc.message}" if flag else exc.message, field=exc.field) from None
 
 
 def _supplied_msas(request: JobRequest, records) -> dict[str, tuple[str, bytes]]:
-    """The request's own MSAs, each checked against its record (as the API checks them): name -> (format, text)."""
-    return {record.name: (msa.format, msa.text.encode()) for record, msa in request.own_msas(records)}
+    """The request's own MSAs, each checked against its record (as the API checks them): slug -> (format, text)."""
+    return {record.slug: (msa.format, msa.text.encode()) for record, msa in request.own_msas(records)}
 
 
 def _msa_texts(values: list[str], records) -> dict[str, str] | None:
@@ -144,13 +102,12 @@ def _caps(text: str | None) -> tuple[int | None, int | None]:
     return clusters, extra
 
 
-def _run_config(args, request: JobRequest, settings: Settings):
-    from af2jobs.jobrun import run_config_for
-
+def _overrides(args) -> dict:
+    """What af2 predict sets beyond the request: RunConfig fields over the request's run."""
     clusters, extra = _caps(args.max_msa)
     overrides = {"num_recycle": args.recycles, "max_msa_clusters": clusters, "max_extra_msa": extra,
                  "profile": args.profile, "random_seed": args.seed}
-    return run_config_for(request, settings, {k: v for k, v in overrides.items() if v is not None})[0]
+    return {k: v for k, v in overrides.items() if v is not None}
 
 
 def run(args) -> int:
@@ -166,21 +123,60 @@ def run(args) -> int:
         request = _request(args, file_name, _msa_texts(args.msa, request.parse_sequence(
             data, name=request.fasta, max_length=settings.max_length)))
     supplied = _supplied_msas(request, records)
-    run_config = _run_config(args, request, settings)
+    stages = jobrun.PipelineStages(settings, _overrides(args))
+    # The run as a job that is never stored: the request as the service stores it (its MSAs apart).
+    job = Job(owner=OWNER, request=request.model_copy(update={"msa": None}), state=JobState.VALIDATING)
+    run_config = jobrun.run_config_for(job.request, settings, stages.overrides, gpu=_on_gpu())[0]
     check_devices(run_config.gpus)
+    check_memory(records, run_config, settings)
 
     from af2jobs.cli.progress import StageReporter
-    from af2jobs.pipeline.run import Context, check_databases, predict_records
 
     console = Console() if Console().is_terminal else Console(width=200)
-    ctx = Context(settings=settings, run=run_config, supplied_msas=supplied)
-    check_databases(records, ctx)  # every database the search needs is installed, before any file is written
-    check_memory(records, run_config, settings)
+    # Every database the searches need is installed: prepare checks, before any file is written.
+    prepared = stages.prepare(job, records, supplied, progress=lambda *event: None, should_cancel=lambda: False)
     with output_dir(args.out), StageReporter() as reporter:
-        ctx.progress = reporter
-        results = predict_records(records, args.out, ctx)
+        prepared.context.progress = reporter
+        results = _predict(stages, prepared, records, args.out, reporter)
     _summary(console, results, run_config)
     return 0
+
+
+def _on_gpu() -> bool:
+    from af2jobs.pipeline.devices import on_gpu
+
+    return on_gpu()
+
+
+def _predict(stages: jobrun.PipelineStages, prepared: jobrun.Prepared, records, out: Path, reporter) -> list[tuple]:
+    """The records through jobrun's record functions, as a job's: every MSA, then the predictions (one record's
+    relax, structures and report while the next is predicted), each record's work in a hidden folder beside its
+    place (out/.tmp-<slug>-work) whose results become out/<slug> once it is finished; predictions.json last.
+    (record, summary, timings, its folder) for each record."""
+
+    def workdir(record) -> Path:
+        return out / f"{atomic.TMP_PREFIX}{record.slug}-work"
+
+    def start(index: int, record) -> None:
+        reporter("record", "start", {"name": record.name, "index": index, "total": len(records),
+                                     "length": len(record.sequence)})
+
+    results: dict[str, tuple] = {}
+
+    def finished(record, summary: dict) -> None:
+        timings = json.loads((workdir(record) / "timings.json").read_text())
+        results[record.slug] = (record, summary, timings, jobrun.publish_dir(workdir(record), out / record.slug))
+
+    try:
+        for index, record in enumerate(records, 1):
+            start(index, record)
+            jobrun.run_msa_record(stages, record, workdir(record), prepared)
+        summaries = jobrun.run_predict_records(stages, records, workdir, prepared, start, finished)
+    finally:
+        for record in records:  # what a failure or an interrupt left unfinished
+            shutil.rmtree(workdir(record), ignore_errors=True)
+    atomic.write_json(out / "predictions.json", {**jobrun.prediction_mode(records), "records": summaries})
+    return [results[r.slug] for r in records]
 
 
 @contextlib.contextmanager
@@ -220,7 +216,7 @@ def check_memory(records, run_config, settings: Settings) -> None:
     """A record whose prediction is estimated to need more memory than this machine has is refused before any work
     (af2jobs.admission), as `af2 serve` fails it before its MSA."""
     from af2jobs.memory import Capacity
-    from af2jobs.pipeline.predict import memory_capacity
+    from af2jobs.pipeline.devices import memory_capacity
 
     capacity = Capacity.of(*memory_capacity(), settings.prediction_memory_gb)
     admission.check_memory(records, run_config, capacity)
@@ -247,23 +243,22 @@ def _summary(console: Console, results, run_config) -> None:
     for col in ("record", "length", "best model", "mean pLDDT", "pTM", "MSA", "templates", "relaxed", "compile s",
                 "predict s", "total s", "output"):
         table.add_column(col)
-    for r in results:
-        msa = r.timings["msa"]
-        models = r.timings["predict"]["models"]
-        used = r.timings.get("templates", {}).get("used", [])
+    for record, best, timings, folder in results:
+        models = timings["predict"]["models"]
+        used = timings.get("templates", {}).get("used", [])
         relaxed = [m + (f" (moved {info['rmsd']:.1f} A!)" if info.get("warning") else "")
-                   for m, info in r.timings.get("relax", {}).get("models", {}).items() if info.get("error") is None]
+                   for m, info in timings.get("relax", {}).get("models", {}).items() if info.get("error") is None]
         table.add_row(
-            r.record.name, str(len(r.record.sequence)), r.best["model"], f"{r.best['mean_plddt']:.1f}",
-            ("-" if r.best["ptm"] is None else f"{r.best['ptm']:.3f}")
-            + (f" (ipTM {r.best['iptm']:.3f})" if r.best.get("iptm") is not None else ""),
-            f"{depth_line(r.timings['msa_depth'])} ({msa['cache']})",
+            record.name, str(len(record.sequence)), best["best_model"], f"{best['mean_plddt']:.1f}",
+            ("-" if best["ptm"] is None else f"{best['ptm']:.3f}")
+            + (f" (ipTM {best['iptm']:.3f})" if best.get("iptm") is not None else ""),
+            f"{depth_line(timings['msa_depth'])} ({timings['msa']['cache']})",
             ", ".join(used[:2]) + (f" +{len(used) - 2}" if len(used) > 2 else "")
             or "none", ", ".join(relaxed) or "none", f"{sum(m['compile_s'] for m in models):.1f}",
-            f"{sum(m['run_s'] for m in models):.1f}", f"{r.timings['total_s']:.1f}", str(r.out_dir),
+            f"{sum(m['run_s'] for m in models):.1f}", f"{timings['total_s']:.1f}", str(folder),
         )
     console.print(table)
-    if any(r.untrained for r in results):
+    if any(summary["untrained"] for _, summary, _, _ in results):
         console.print("[bold yellow]UNTRAINED PARAMETERS[/]: no official params_model_*.npz were found, so the "
                       "model ran on deterministic random weights of the official shapes. The structures and "
                       "scores above carry no biological meaning. Put the official parameters in "

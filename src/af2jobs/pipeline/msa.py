@@ -41,6 +41,7 @@ from typing import Callable
 
 from af2jobs import atomic
 from af2jobs.errors import DatabaseError, StageError
+from af2jobs.msafile import SUPPLIED_MSA
 from af2jobs.pipeline import mmseqs, templates
 from af2jobs.pipeline.databases import NO_DATABASE, Database
 
@@ -57,8 +58,6 @@ OUTPUT_NAMES = {
     "pdb_seqres": "pdb_hits.sto",
     **mmseqs.OUTPUT_NAMES,
 }
-# The request's own MSA (af2jobs.jobrun puts it in msas/ before the stage runs): read first, searched for nothing.
-SUPPLIED_MSA = "supplied_msa"
 CACHE_FORMAT = 2  # 2: gaps in insert columns are '-' (see _stockholm)
 # Databases up to this size are held in memory (several threads search them); larger ones are streamed.
 IN_MEMORY_LIMIT = 2 << 30
@@ -215,14 +214,20 @@ def _search_one(name: str, fn: Callable[[], int], notify: Progress) -> SearchRep
     return report
 
 
+def mmseqs_plan(prefixes: list[Path], cpus: int) -> tuple[bool, str]:
+    """mmseqs.plan (on the GPU or the CPU, and the line that says so), a database it cannot use the MSA stage's
+    error."""
+    try:
+        return mmseqs.plan(prefixes, cpus)
+    except DatabaseError as exc:
+        raise StageError(exc.message, stage="msa") from None
+
+
 def _mmseqs(queries: dict[str, str], dbs: list[Database], dirs: dict[str, Path], cpus: int,
             notify: Progress) -> dict[str, list[SearchReport]]:
     """One MMseqs2 run of every query against its databases, on the GPU where it can (mmseqs.plan): each query's
     reports, its seconds its share of the run."""
-    try:
-        gpu, engine = mmseqs.plan([db.path for db in dbs], cpus)
-    except DatabaseError as exc:
-        raise StageError(exc.message, stage="msa") from None
+    gpu, engine = mmseqs_plan([db.path for db in dbs], cpus)
     for db in dbs:
         notify(db.name, "start", {"queries": len(queries), "engine": engine})
     t0 = time.perf_counter()

@@ -31,7 +31,7 @@ from af2jobs.pipeline import msa as msa_mod
 from af2jobs.pipeline import templates as templates_mod
 
 if TYPE_CHECKING:
-    from af2jobs.pipeline.run import Context
+    from af2jobs.pipeline.context import Context
 
 MIN_MSA_ROWS = 512  # pipeline_multimer.pad_msa: no zero-sized extra MSA
 CHAIN_MAP = "chain_id_map.json"
@@ -78,8 +78,8 @@ def _pair_mmseqs(record: FastaRecord, workdir: Path, ctx: "Context", searched: l
     uniref = next(db for db in searched if db.name == "mmseqs_uniref")
     ctx.progress("msa", "database_start", {"database": "mmseqs_pair", "chains": len(distinct)})
     t0 = time.perf_counter()
+    gpu, engine = msa_mod.mmseqs_plan([uniref.path], ctx.settings.cpus)
     try:
-        gpu, engine = mmseqs.plan([uniref.path], ctx.settings.cpus)
         rows = mmseqs.search_paired([seq for _, seq in distinct], uniref.path,
                                     [workdir / "msas" / c for c, _ in distinct], ctx.settings.cpus, gpu=gpu)
     except Af2JobsError as exc:

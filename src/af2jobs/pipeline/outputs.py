@@ -16,8 +16,8 @@ from alphafold.common import protein
 
 import af2jobs
 from af2jobs import atomic
-from af2jobs.pipeline.predict import ModelRun, Prediction
 from af2jobs.pipeline.relax import Relaxed
+from af2jobs.pipeline.results import ModelRun, Prediction
 
 TEMPLATE_MODELS = ("model_1", "model_2")  # the models trained with templates, which use them
 UNTRAINED_NOTE = (

@@ -343,6 +343,12 @@ def select(params: dict[str, dict[str, np.ndarray]], shapes: dict) -> dict[str, 
     return {s: {n: params[s][n] for n in shapes[s]} for s in shapes}
 
 
+def param_signature(params: dict) -> int:
+    """What of the parameters a compiled apply is specialised to: every leaf's name, shape and dtype."""
+    return hash(tuple(sorted((scope, name, tuple(v.shape), str(v.dtype))
+                             for scope, d in params.items() for name, v in d.items())))
+
+
 _shape_cache: dict[str, dict] = {}
 _shape_folder: list[Path] = []  # where remember_shapes keeps them for later processes
 

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import jax
 
-from af2jobs.pipeline.predict import ModelRun, Prediction
+from af2jobs.pipeline.results import ModelRun, Prediction
 
 log = logging.getLogger(__name__)
 

@@ -4,26 +4,21 @@
     predict_begin  workdir/features.pkl -> ranked_*.pdb/.cif, JSON outputs   (GPU when JAX sees one; the structures,
                    relax and report in the call it returns)
 
-`predict_records` runs both for each record into a hidden staging directory and renames it into place at the end,
-so a failed or cancelled prediction never leaves half-written results where finished ones are expected.
+af2jobs.jobrun runs them for a record, for every entry (jobs, and af2 predict), through jobrun.PipelineStages: the
+markers that tell finished work from work cut short, the order of a job's records and the publishing are its.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import pickle
-import sys
 import time
-from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Callable
 
 from af2jobs import atomic
-from af2jobs.jobrun import prediction_mode, summary_of
 from af2jobs.errors import Af2JobsError, CancelledError, StageError
 from af2jobs.fasta import FastaRecord
 from af2jobs.pipeline import databases as db_mod
@@ -32,54 +27,19 @@ from af2jobs.pipeline import msa as msa_mod
 from af2jobs.pipeline import multimer as multimer_mod
 from af2jobs.pipeline import outputs
 from af2jobs.pipeline import params as params_mod
+from af2jobs.pipeline import inputs as inputs_mod
 from af2jobs.pipeline import predict as predict_mod
 from af2jobs.pipeline import relax as relax_mod
 from af2jobs.pipeline import templates as templates_mod
 from af2jobs.pipeline import report
-from af2jobs.runconfig import RunConfig, resolve
-from af2jobs.settings import Settings
+from af2jobs.pipeline.context import Context
+from af2jobs.pipeline.devices import device_kind
+from af2jobs.pipeline.results import Prediction
+from af2jobs.runconfig import RunConfig
 
 log = logging.getLogger(__name__)
 
-StageProgress = Callable[[str, str, dict], None]  # (stage, event, details)
-
-
-@dataclass
-class Context:
-    settings: Settings
-    run: RunConfig
-    progress: StageProgress = lambda stage, event, details: None
-    should_cancel: Callable[[], bool] = lambda: False
-    provider: params_mod.ParamsProvider | None = None
-    databases: list[db_mod.Database] | None = None
-    # What report.html says about the job: its comment, and the queue and GPU count its cost is priced on
-    # (None: the queue `que: auto` picks for the record's length).
-    comment: str = ""
-    queue: str | None = None
-    gpus: int = 1
-    # af2 predict --msa: record name -> (format, text) of the MSA the caller brings (its search is skipped).
-    supplied_msas: dict[str, tuple[str, bytes]] = field(default_factory=dict)
-    # The run the GPU stage will make, when the MSA stage is to prepare its processed features (inputs/): the AWS
-    # MSA job for its GPU job. None: the predict stage processes them itself.
-    inputs_run: RunConfig | None = None
-
-    def __post_init__(self) -> None:
-        s = self.settings
-        if self.provider is None:
-            self.provider = params_mod.ParamsProvider(s.params_root, s.cache_dir / "params-untrained")
-        if self.databases is None:
-            self.databases = db_mod.discover(s.database_root)
-        # JAX's own variable wins: on AWS it points every Batch job at the shared file system's cache.
-        predict_mod.enable_compilation_cache(Path(os.environ.get("JAX_COMPILATION_CACHE_DIR") or s.cache_dir / "jax"))
-
-
 INPUTS_DIR = "inputs"  # the processed features the MSA stage prepared for the GPU stage
-
-
-def resolve_run_config(settings: Settings, *, for_gpu: bool | None = None, **overrides) -> RunConfig:
-    """runconfig.resolve for this process's device, or a GPU's with for_gpu (the run a GPU stage elsewhere will
-    make)."""
-    return resolve(settings, gpu=predict_mod.on_gpu() if for_gpu is None else for_gpu, **overrides)
 
 
 def _read_timings(workdir: Path) -> dict:
@@ -162,7 +122,7 @@ def msa_stage(record: FastaRecord, workdir: Path, ctx: Context) -> dict:
     timings["features"] = {"seconds": round(time.perf_counter() - t0, 3), "msa_rows": int(feats["msa"].shape[0])}
     if ctx.inputs_run is not None:  # the GPU stage's input pipeline, done here on the CPUs
         t0 = time.perf_counter()
-        files = predict_mod.prepare_inputs(ctx.inputs_run, feats, workdir / INPUTS_DIR)
+        files = inputs_mod.prepare_inputs(ctx.inputs_run, feats, workdir / INPUTS_DIR)
         timings["inputs"] = {"seconds": round(time.perf_counter() - t0, 3), "files": files}
     atomic.write_json(workdir / "timings.json", timings)
     ctx.progress("features", "done", {"msa_rows": int(feats["msa"].shape[0])})
@@ -181,7 +141,7 @@ def predict_warm(record: FastaRecord, workdir: Path, ctx: Context) -> None:
     predict_mod.warm_in_background(load, ctx.run, ctx.provider, workdir / INPUTS_DIR, ctx.should_cancel)
 
 
-def _depth(prediction: predict_mod.Prediction, feats: dict, timings: dict, run: RunConfig) -> dict:
+def _depth(prediction: Prediction, feats: dict, timings: dict, run: RunConfig) -> dict:
     """The MSA's depth as given, after de-duplication and as the best model read it (features_mod.depth_summary)."""
     best = prediction.ranked[0]
     clusters, extra = prediction.msa_caps
@@ -227,7 +187,7 @@ def predict_begin(record: FastaRecord, workdir: Path, ctx: Context) -> Callable[
         dbs_file = workdir / "msas" / "databases.json"
         dbs = json.loads(dbs_file.read_text()) if dbs_file.is_file() else []
         atomic.write_json(workdir / "versions.json", outputs.versions(
-            prediction, dbs, ctx.run.model_dump(mode="json"), predict_mod.device_kind(),
+            prediction, dbs, ctx.run.model_dump(mode="json"), device_kind(),
             msa_supplied=msa_mod.supplied(workdir / "msas") is not None, templates=used,
             msa_depth=timings["msa_depth"], msa_engine=next(
                 (s["engine"] for s in timings.get("msa", {}).get("searches", []) if s.get("engine")), None)))
@@ -240,53 +200,11 @@ def predict_begin(record: FastaRecord, workdir: Path, ctx: Context) -> Callable[
     return finish
 
 
-@dataclass
-class RecordResult:
-    record: FastaRecord
-    out_dir: Path
-    best: dict
-    timings: dict
-    untrained: bool
-    extra: dict = field(default_factory=dict)
-
-
-def _record_begin(record: FastaRecord, out_root: Path, ctx: Context) -> Callable[[], RecordResult]:
-    """Both stages of one record, in a staging folder that replaces out_root/<slug> only once they are done, in
-    two halves: the MSA stage and the prediction now; the rest of the predict stage, and the staging folder
-    renamed into place, when the result is called. A failure in either removes the folder."""
-    final = out_root / record.slug
-    t0 = time.perf_counter()
-    stack = contextlib.ExitStack()
-    staging = stack.enter_context(atomic.staging_dir(final))
-    try:
-        (staging / "input.fasta").write_text(f">{record.name} {record.description}".rstrip() + f"\n{record.sequence}\n")
-        if record.name in ctx.supplied_msas:
-            fmt, data = ctx.supplied_msas[record.name]
-            (staging / "msas").mkdir()
-            (staging / "msas" / f"{msa_mod.SUPPLIED_MSA}.{fmt}").write_bytes(data)
-        msa_stage(record, staging, ctx)
-        finish = predict_begin(record, staging, ctx)
-    except BaseException:
-        stack.__exit__(*sys.exc_info())  # the staging folder goes; staging_dir never swallows the error
-        raise
-
-    def done() -> RecordResult:
-        with stack:
-            result = finish()
-            timings = result["timings"]
-            timings["total_s"] = round(time.perf_counter() - t0, 3)
-            atomic.write_json(staging / "timings.json", timings)
-        return RecordResult(record, final, result["best"], timings, result["untrained"])
-
-    return done
-
-
 def check_databases(records: list[FastaRecord], ctx: Context) -> None:
     """StageError (of the msa stage, which needs them) naming a database that a record's search needs and that is
-    not installed: checked before any search, so that a job does not search some records and then fail."""
+    not installed: checked before any search, so that a job does not search some records and then fail. `records`:
+    those to be searched (not those that brought their MSA)."""
     for record in records:
-        if record.name in ctx.supplied_msas:
-            continue
         try:
             msa_mod.searched_for(record, ctx.databases, ctx.run.db_preset, ctx.run.msa_mode)
         except Af2JobsError as exc:
@@ -296,10 +214,10 @@ def check_databases(records: list[FastaRecord], ctx: Context) -> None:
 def prefetch_msas(records: list[FastaRecord], ctx: Context) -> int:
     """msa_mode mmseqs2: the records' searches in one MMseqs2 run, into the MSA cache (msa.prefetch), before the
     records run one by one: each monomer's and each distinct chain of each complex (its unpaired MSA; the pairing
-    is the complex's own run). Records with their own MSA are left out."""
+    is the complex's own run). `records`: those to be searched (not those that brought their MSA)."""
     if ctx.run.msa_mode != "mmseqs2" or not ctx.settings.msa_cache:
         return 0
-    sequences = [seq for r in records if r.name not in ctx.supplied_msas for _, seq in msa_mod.unique_chains(r)]
+    sequences = [seq for r in records for _, seq in msa_mod.unique_chains(r)]
     try:
         searched = db_mod.for_mode(ctx.databases, ctx.run.msa_mode, ctx.run.db_preset)
     except Af2JobsError as exc:
@@ -309,27 +227,4 @@ def prefetch_msas(records: list[FastaRecord], ctx: Context) -> int:
                                                                              {"database": db, **details}))
 
 
-def predict_records(records: list[FastaRecord], out_root: Path, ctx: Context) -> list[RecordResult]:
-    """Each record is its own monomer prediction; predictions.json at the top says so. One record's relax,
-    structures and report are made while the next is searched and predicted (jobrun.overlapped)."""
-    from af2jobs.jobrun import overlapped
-
-    check_databases(records, ctx)
-    prefetch_msas(records, ctx)
-
-    def begin(item: tuple[int, FastaRecord]) -> Callable[[], RecordResult]:
-        i, record = item
-        ctx.progress("record", "start", {"name": record.name, "index": i + 1, "total": len(records),
-                                         "length": len(record.sequence)})
-        return _record_begin(record, out_root, ctx)
-
-    results = overlapped(list(enumerate(records)), begin, lambda done: done())
-    atomic.write_json(out_root / "predictions.json", {
-        **prediction_mode(records),
-        "records": [summary_of(r.record, r.best, r.untrained, r.timings.get("msa_depth")) for r in results],
-    })
-    return results
-
-
-__all__ = ["Context", "RecordResult", "check_databases", "msa_stage", "predict_begin", "predict_records", "predict_warm",
-           "prefetch_msas", "resolve_run_config"]
+__all__ = ["check_databases", "msa_stage", "predict_begin", "predict_warm", "prefetch_msas"]

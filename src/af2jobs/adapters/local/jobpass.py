@@ -8,18 +8,36 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from af2jobs import cost, errors, jobrun, lifecycle
 from af2jobs.fasta import FastaRecord
 from af2jobs.models import UNFINISHED, Job, JobError, JobEvent, JobState, Progress
-
-if TYPE_CHECKING:
-    from af2jobs.adapters.local.worker import Worker
+from af2jobs.ports import ArtifactStore, JobRepository
+from af2jobs.settings import Settings
 
 log = logging.getLogger(__name__)
 
 S = JobState
+
+
+class Host(Protocol):
+    """What a pass asks of the Worker that runs it (adapters/local/worker.py)."""
+
+    repo: JobRepository
+    store: ArtifactStore
+    settings: Settings
+    stages: jobrun.StageRunner
+
+    @property
+    def stopping(self) -> bool: ...
+    def workdir(self, job_id: str, slug: str) -> Path: ...
+    def check_memory(self, job: Job, records: list, depths: dict[str, int] | None = None) -> None: ...
+    def log(self, job_id: str, message: str) -> None: ...
+    def notify(self, job: Job, event: JobEvent) -> None: ...
+    def clear_work(self, job_id: str) -> None: ...
+    def clear_output(self, job_id: str) -> None: ...
+    def finish_cancel(self, job_id: str) -> Job | None: ...
 
 
 def _since(t0: float) -> float:
@@ -27,7 +45,7 @@ def _since(t0: float) -> float:
 
 
 class JobPass:
-    def __init__(self, worker: Worker, job_id: str, cancel: threading.Event) -> None:
+    def __init__(self, worker: Host, job_id: str, cancel: threading.Event) -> None:
         self.worker = worker
         self.repo = worker.repo
         self.job_id = job_id

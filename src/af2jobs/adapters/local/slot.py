@@ -84,12 +84,15 @@ class PredictionProcess:
     cancel(), which any thread may call."""
 
     def __init__(self, settings: Settings, overrides: Mapping[str, Any] | None, slot: str | None, *,
-                 jax_platforms: str = "", stages: Callable[[], Any] | None = None) -> None:
+                 host: Callable[..., Any], jax_platforms: str = "", stages: Callable[[], Any] | None = None) -> None:
         self.settings = settings
         self.overrides = dict(overrides or {})
         self.slot = slot
         self.jax_platforms = jax_platforms  # JAX_PLATFORMS as the server had it before keeping itself off the GPU
         self.stages = stages  # a picklable factory of the process's StageRunner (tests); None: the pipeline
+        # host(settings, overrides, stages) -> the Worker that predicts in the process (picklable: the process is
+        # spawned): worker.slot_host with the parts it is wired to
+        self.host = host
         self.info: Capacity | None = None  # what it runs on, once started
         self.on_ready: Callable[[Capacity], None] = lambda info: None  # told at each start
         self._proc: Any = None
@@ -108,7 +111,7 @@ class PredictionProcess:
         parent, child = context.Pipe()
         proc = context.Process(target=_main, name=f"af2-predict-{self.slot or 0}", daemon=True,
                                args=(child, self.settings, self.overrides, self.slot, self.jax_platforms,
-                                     self.stages))
+                                     self.stages, self.host))
         proc.start()
         child.close()
         try:
@@ -287,15 +290,10 @@ def slot_info(stages: Any, settings: Settings) -> Capacity:
 
 
 def _main(conn: Any, settings: Settings, overrides: dict, slot: str | None, jax_platforms: str,
-          stages: Callable[[], Any] | None) -> None:
+          stages: Callable[[], Any] | None, host: Callable[..., Any]) -> None:
     _environment(slot, jax_platforms)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s [predict]: %(message)s")
-    from af2jobs import wiring
-    from af2jobs.adapters.local.worker import Worker
-
-    parts = wiring.local_parts(settings)
-    worker = Worker(parts.repo, parts.store, parts.notifier, settings, run_overrides=overrides, isolate=False,
-                    stages=stages() if stages is not None else None)
+    worker = host(settings, overrides, stages() if stages is not None else None)
     info = slot_info(worker.stages, settings)
     if slot is not None and info.backend != "gpu":  # CUDA_VISIBLE_DEVICES named no GPU: JAX fell back to the CPU
         conn.send(("error", f"AF2_GPUS (--gpus) names GPU {slot}, and its prediction process sees no GPU there "

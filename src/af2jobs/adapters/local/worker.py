@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import queue
@@ -81,7 +82,8 @@ class Worker:
 
     def __init__(self, repo: JobRepository, store: ArtifactStore, notifier: Notifier, settings: Settings, *,
                  stages: StageRunner | None = None, run_overrides: dict[str, Any] | None = None,
-                 isolate: bool = False, slot_stages: Callable[[], StageRunner] | None = None) -> None:
+                 isolate: bool = False, slot_stages: Callable[[], StageRunner] | None = None,
+                 make_parts: Callable[[Settings], Any] | None = None) -> None:
         self.repo = repo
         self.store = store
         self.notifier = notifier
@@ -93,6 +95,10 @@ class Worker:
         # tests, slot_stages' (a picklable factory); otherwise in the slot's thread, with self.stages.
         self.isolate = isolate
         self.slot_stages = slot_stages
+        # What a slot's process builds its own repository, store and notifier with (wiring.local_parts: picklable).
+        if isolate and make_parts is None:
+            raise ValueError("an isolating Worker needs make_parts (wiring.local_parts) for its slots' processes")
+        self.make_parts = make_parts
         self._processes: dict[str, PredictionProcess] = {}  # job id -> the process predicting it
         self._slot_processes: list[PredictionProcess] = []
         self._slot_info: Capacity | None = None
@@ -120,7 +126,8 @@ class Worker:
             jax_platforms = keep_off_the_gpu()
             for slot in self.slots:
                 process = PredictionProcess(self.settings, self.overrides, slot, jax_platforms=jax_platforms,
-                                            stages=self.slot_stages)
+                                            stages=self.slot_stages,
+                                            host=functools.partial(slot_host, self.make_parts))
                 self._spawn(f"af2-gpu-{slot or 0}", lambda p=process: self._slot_loop(p))
         else:
             for slot, device in zip(self.slots, devices(self.slots), strict=True):
@@ -348,7 +355,7 @@ class Worker:
         info = self._slot_info
         if info is None:
             return
-        run = jobrun.run_config_for(job.request, self.settings, self.overrides, for_gpu=info.backend == "gpu")[0]
+        run = jobrun.run_config_for(job.request, self.settings, self.overrides, gpu=info.backend == "gpu")[0]
         admission.check_memory(records, run, info, depths=depths)
 
     def _prediction_died(self, job_id: str, ended: Ended, process: PredictionProcess) -> None:
@@ -475,6 +482,13 @@ def _room(capacity: Capacity) -> float:
     return float("inf") if capacity.bytes is None else capacity.bytes
 
 
+def slot_host(make_parts: Callable[[Settings], Any], settings: Settings, overrides: dict[str, Any],
+              stages: StageRunner | None) -> Worker:
+    """The Worker that predicts in a GPU slot's process (slot.py), on its own repository, store and notifier."""
+    parts = make_parts(settings)
+    return Worker(parts.repo, parts.store, parts.notifier, settings, run_overrides=overrides, stages=stages)
+
+
 class LocalOrchestrator:
     """The Orchestrator port over a Worker in the same process."""
 
@@ -488,4 +502,4 @@ class LocalOrchestrator:
         self.worker.cancel(job)
 
 
-__all__ = ["LocalOrchestrator", "Worker"]
+__all__ = ["LocalOrchestrator", "Worker", "slot_host"]
