@@ -28,6 +28,10 @@ What moto does not do, and what stands in for it here (each a small patch, appli
   then this parameter must be specified"; "Don't specify this parameter if the job queue doesn't have" one) and
   records each submission's share identifier and tags (`submissions`).
 - Retry waits: moto sleeps a Retrier's full IntervalSeconds. The waits are recorded (`retry_waits`), not slept.
+- .sync waits: moto looks at a Batch task's job every 0.5 s until it ends; `_look_at_batch_jobs_often`, every 0.05 s.
+- boto3's default session: wiring.build makes a new one (setup_default_session) in the service, in each Lambda
+  handler and in each container, and so does moto at each mock start; each would parse its clients' service models
+  again (~0.4 s a client). `_one_boto3_session` keeps one for the run (fake credentials, the test region).
 
 - Retrying a .sync task: moto reuses one interrupted task-token endpoint for every attempt of a state, so a
   Retry's second attempt of RunMsa would time out at once. `_fresh_wait_per_attempt` gives each attempt its own.
@@ -35,6 +39,10 @@ What moto does not do, and what stands in for it here (each a small patch, appli
 The job definitions are template.yaml's (command, environment), with the /fsx paths pointing at this test's
 folders, the small demo database, `--profile tiny` appended (the tiny model, as `af2 serve --profile tiny`) and the
 small MSA caps of the other pipeline tests (TEST_SETTINGS).
+
+The stages: given a fake stage runner (tests/statemachine/fake_stages.py), the entrypoint's
+jobrun.PipelineStages(settings, overrides) gives that instead, and the containers run the real entrypoint and Batch
+stages around it, with no model and no search; given none, the real pipeline (the tiny model on the demo database).
 """
 
 from __future__ import annotations
@@ -60,6 +68,7 @@ from af2jobs import wiring
 from af2jobs.adapters.aws import DynamoApiKeyStore, DynamoJobRepository
 from af2jobs.settings import Settings
 from tests.functional import moto_support
+from tests.statemachine.fake_stages import FakeBatchStages
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFINITION = ROOT / "statemachine" / "prediction.asl.json"
@@ -122,6 +131,7 @@ class LambdaDispatch:
 # Step Functions <-> Batch casing
 
 
+@functools.cache  # a botocore session parses the service's model (~0.1 s); every Batch task asks twice
 def _operation(service: str, snake_name: str) -> Any:
     import botocore.session
     from botocore import xform_name
@@ -202,10 +212,7 @@ class BatchRunner:
 
     def __init__(self) -> None:
         self.runs: list[ContainerRun] = []
-        self.current: ContainerRun | None = None
         self.crashes: list[str] = []
-        # Per stage, environment changes for its next runs (one entry per run, first in first out).
-        self.next_environment: dict[str, list[dict[str, str]]] = {"msa": [], "predict": []}
         self._threads: list[threading.Thread] = []
         self._one_at_a_time = threading.Lock()  # os.environ is the container's while a run lasts
 
@@ -245,15 +252,12 @@ class BatchRunner:
             watcher.start()
             try:
                 with mock.patch.dict(os.environ, run.environment):
-                    self.current = run
                     from af2jobs.awsrun.batch import run as batch_run
 
                     run.exit_code = batch_run(run.argv, stop=run.stop, batch_job_id=run.batch_job_id)
             except BaseException:  # a crash of the entrypoint itself: the test fails at teardown
                 self.crashes.append(traceback.format_exc())
                 run.exit_code = 1
-            finally:
-                self.current = None
             self._finish(job, run)
             watcher.join(5)
 
@@ -261,11 +265,7 @@ class BatchRunner:
         environment = {e["name"]: e["value"] for e in job._get_container_property("environment", [])}
         command = job._add_parameters_to_command(job._get_container_property("command", []))
         assert command[:3] == ["python", "-m", "af2jobs.awsrun.batch"], command
-        stage = command[3]
-        for change in self.next_environment[stage][:1]:
-            environment.update(change)
-            self.next_environment[stage].pop(0)
-        return ContainerRun(job.job_id, job.job_name, job.job_queue.name, stage, command[3:], environment,
+        return ContainerRun(job.job_id, job.job_name, job.job_queue.name, command[3], command[3:], environment,
                             job.container_overrides.get("resourceRequirements", []))
 
     @staticmethod
@@ -337,7 +337,7 @@ class FairShareCheck:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Retry waits
+# Waits
 
 
 def _record_retry_waits(monkeypatch: pytest.MonkeyPatch, waits: list[float]) -> None:
@@ -349,6 +349,34 @@ def _record_retry_waits(monkeypatch: pytest.MonkeyPatch, waits: list[float]) -> 
             waits.append(seconds)
 
     monkeypatch.setattr(retrier_decl, "time", Clock)
+
+
+def _look_at_batch_jobs_often(monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_callback
+
+    monkeypatch.setattr(state_task_service_callback, "_DELAY_SECONDS_SYNC_CONDITION_CHECK", 0.05)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# boto3's default session
+
+
+@functools.cache
+def _boto3_session() -> Any:
+    import boto3
+
+    return boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)
+
+
+def _one_boto3_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    import boto3
+
+    def setup_default_session(**kwargs: Any) -> None:
+        assert set(kwargs) <= {"region_name"} and kwargs.get("region_name", REGION) == REGION, kwargs
+        boto3.DEFAULT_SESSION = _boto3_session()
+
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", _boto3_session())
+    monkeypatch.setattr(boto3, "setup_default_session", setup_default_session)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -387,6 +415,7 @@ class Platform:
     retry_waits: list[float]
     handlers: dict[str, ModuleType]
     data_dir: Path
+    stages: FakeBatchStages | None  # None: the real pipeline runs in the containers
 
     # -- waiting ---------------------------------------------------------------------------------------------
 
@@ -505,12 +534,21 @@ def _job_definition(batch: Any, logical_id: str, name: str, environment: dict[st
     )["jobDefinitionArn"]
 
 
+def _stages_in_containers(monkeypatch: pytest.MonkeyPatch, stages: FakeBatchStages) -> None:
+    """af2jobs.awsrun.batch.run builds jobrun.PipelineStages(settings, overrides) in each container: the fake
+    instead, one for the test, so that its switches count a stage's runs across containers."""
+    from af2jobs import jobrun
+
+    monkeypatch.setattr(jobrun, "PipelineStages", stages.in_container)
+
+
 @contextmanager
-def platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, demo_db_root: Path,
-             shared_cache: Path) -> Iterator[Platform]:
+def platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, demo_db_root: Path, shared_cache: Path,
+             stages: FakeBatchStages | None = None) -> Iterator[Platform]:
     config = {"stepfunctions": {"execute_state_machine": True}, "batch": {"use_docker": False},
               "lambda": {"use_docker": False}}
     with moto_support.moto_aws(monkeypatch, config=config):
+        _one_boto3_session(monkeypatch)
         client = moto_support.client
         sfn, batch, s3, sqs, sns = (client(s) for s in ("stepfunctions", "batch", "s3", "sqs", "sns"))
         dynamodb = client("dynamodb")
@@ -578,10 +616,13 @@ def platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, demo_db_root: Path
         fair_share.patch(monkeypatch)
         waits: list[float] = []
         _record_retry_waits(monkeypatch, waits)
+        _look_at_batch_jobs_often(monkeypatch)
+        if stages is not None:
+            _stages_in_containers(monkeypatch, stages)
 
         services = wiring.build(Settings())
         world = Platform(services, sfn, batch, s3, sqs, bucket, machine_arn, queue_arns, inbox_url, runner,
-                         fair_share, dispatch, waits, handlers, data_dir)
+                         fair_share, dispatch, waits, handlers, data_dir, stages)
         try:
             yield world
         finally:

@@ -1,30 +1,34 @@
-"""The REAL state machine executed by moto, with the REAL Lambda handlers and the REAL Batch entrypoint running the
-tiny model on the small database against moto's S3 and DynamoDB (tests/statemachine/sfn_support.py says what
-stands in for what moto cannot do). One path of the definition per test; the last test checks that together they
-entered every state."""
+"""The REAL state machine executed by moto, with the REAL Lambda handlers and the REAL Batch entrypoint and stages
+against moto's S3 and DynamoDB (tests/statemachine/sfn_support.py says what stands in for what moto cannot do). One
+path of the definition per test; the last test checks that together they entered every state.
+
+In the containers, the test marked pipeline runs the real pipeline (the tiny model on the small database), end to
+end; the others a fake stage runner (tests/statemachine/fake_stages.py), whose switches make a stage fail the way
+the pipeline fails or wait to be cancelled."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from af2jobs.awsrun import contract as batch_codes
+from af2jobs.adapters.aws.workarea import S3MsaCache, S3Objects
 from af2jobs.awsrun import validate
-from af2jobs import cost
+from af2jobs import cost, errors, jobrun
 from af2jobs.models import Job, JobState, Principal
 from af2jobs.request import JobRequest
 from af2jobs.layout import input_key
 from af2jobs.service import JobService
-from tests.conftest import UBIQUITIN
+from af2jobs.pipeline.databases import NO_DATABASE
+from tests.conftest import NO_JAX, UBIQUITIN
+from tests.statemachine.fake_stages import FakeBatchStages
 from tests.statemachine.sfn_support import DEFINITION, ROOT, Platform, platform
-
-pytestmark = pytest.mark.pipeline
 
 S = JobState
 ANN = Principal("ann")
@@ -37,7 +41,9 @@ PATH_TESTS: set[str] = set()
 
 @pytest.fixture
 def aws(request, monkeypatch, tmp_path, demo_db_root, shared_cache) -> Iterator[Platform]:
-    with platform(monkeypatch, tmp_path, demo_db_root, shared_cache) as world:
+    """The platform; its containers run the real pipeline for a test marked pipeline, else the fake stages."""
+    stages = None if request.node.get_closest_marker("pipeline") else FakeBatchStages()
+    with platform(monkeypatch, tmp_path, demo_db_root, shared_cache, stages) as world:
         yield world
         for submission in world.fair_share.submissions:  # on every path, the larger-queue retry's too
             assert submission.tags == {"af2jobs:stack": "af2jobs"}, submission
@@ -89,28 +95,23 @@ def batch_artifacts(job: Job) -> dict[str, str]:
     return {k.removeprefix("aws:batch:"): v for k, v in job.artifacts.items() if k.startswith("aws:batch:")}
 
 
-def out_of_memory_on(monkeypatch: pytest.MonkeyPatch, aws: Platform, queues: set[str]) -> None:
-    """The model runs out of GPU memory on these queues: XLA's allocation failure, raised where the model runs."""
+# The entrypoint tells a GPU out of memory by JAX's own error type, from a loaded jax: the suite without JAX
+# (make test-fast) leaves these tests out.
+needs_jax = pytest.mark.skipif(bool(os.environ.get(NO_JAX)), reason="raises JAX's out-of-memory error: loads JAX")
+
+
+def out_of_gpu_memory() -> Exception:
+    """XLA's allocation failure, as the model raises it where it runs out of GPU memory."""
     import jax
 
-    from af2jobs.pipeline import predict
-
-    original = predict.Predictor.predict
-
-    def predict_or_fail(self: Any, raw: dict) -> Any:
-        run = aws.runner.current
-        if run is not None and run.queue.removeprefix("af2jobs-") in queues:
-            raise jax.errors.JaxRuntimeError(
-                "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 17179869184 bytes.")
-        return original(self, raw)
-
-    monkeypatch.setattr(predict.Predictor, "predict", predict_or_fail)
+    return jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 17179869184 bytes.")
 
 
 # ==============================================================================================================
 # Paths through the state machine
 
 
+@pytest.mark.pipeline
 def test_a_job_goes_through_msa_and_prediction_to_succeeded_with_its_results_in_s3(aws: Platform) -> None:
     job = submit(aws, gpu=2, comment="<script>alert(1)</script>")
     done, _ = finish(aws, job, "SUCCEEDED")
@@ -153,6 +154,11 @@ def test_a_job_goes_through_msa_and_prediction_to_succeeded_with_its_results_in_
     assert tags == [{"Key": "af2jobs:class", "Value": "work"}]
     assert [k for k in aws.keys("cache/msa/") if k.endswith("/report.json")]
     assert {d["name"] for d in json.loads(aws.get_object("cache/msa/databases.json"))} >= {"uniref90"}
+    # Validate, which cannot see the databases, finds that MSA from the manifest: the real search keyed it as
+    # Validate keys it (the other tests' fake stages key their entries with Validate's own function).
+    records = jobrun.read_records(aws.services.store, done, aws.services.settings.max_length)
+    run = jobrun.run_config_for(done.request, aws.services.settings, gpu=True)[0]
+    assert validate.msa_cached(S3MsaCache(S3Objects(aws.bucket)), records, aws.services.settings, run)
 
     # Submitted, then succeeded, with the best model and a link to the structure.
     messages = events_of(aws, job)
@@ -203,7 +209,7 @@ def test_msa_mode_mmseqs2_needs_no_cpu_msa_job_the_gpu_job_searches_and_predicts
     assert {s["database"] for s in timings["msa"]["searches"]} == {"mmseqs_uniref", "mmseqs_env", "pdb70"}
     assert timings["msa"]["cache"] == "miss"  # searched in the GPU job (the harness's CPU stands in for its GPU)
     versions = json.loads(aws.get_object(f"jobs/{first.id}/output/ubq-mm/versions.json"))
-    assert versions["msa_engine"].startswith("MMseqs2 18-8cc5c")
+    assert versions["run_config"]["msa_mode"] == "mmseqs2"
     # The GPU job shared its search through the S3 cache, keyed as Validate keys it: a second job finds it.
     second = submit(aws, fasta="ubq-mm-again", msa_mode="mmseqs2")
     finish(aws, second, "SUCCEEDED")
@@ -259,11 +265,9 @@ def test_an_invalid_input_fails_the_job_with_the_reason_and_a_failure_message(aw
     assert message["data"]["error"]["type"] == "InvalidJob" and message["attributes"]["state"] == "FAILED"
 
 
-def test_a_failed_msa_job_is_run_once_more_and_the_job_succeeds(aws: Platform, tmp_path: Path) -> None:
-    empty = tmp_path / "unmounted"
-    empty.mkdir()
-    # The first MSA container finds no database under AF2_DB_ROOT, as on an instance whose file system is missing.
-    aws.runner.next_environment["msa"].append({"AF2_DB_ROOT": str(empty)})
+def test_a_failed_msa_job_is_run_once_more_and_the_job_succeeds(aws: Platform) -> None:
+    # The first MSA container finds no database, as on an instance whose file system is missing: the stage's error.
+    aws.stages.fail_with(errors.StageError(NO_DATABASE, stage="msa"), on="msa")
     job = submit(aws)
     done, _ = finish(aws, job, "SUCCEEDED")
 
@@ -279,10 +283,9 @@ def test_a_failed_msa_job_is_run_once_more_and_the_job_succeeds(aws: Platform, t
     assert "FAILED in msa" in aws.get_object(f"jobs/{job.id}/log.txt").decode()
 
 
-def test_out_of_gpu_memory_runs_the_prediction_again_on_the_next_larger_queue(
-    aws: Platform, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    out_of_memory_on(monkeypatch, aws, {"low"})
+@needs_jax
+def test_out_of_gpu_memory_runs_the_prediction_again_on_the_next_larger_queue(aws: Platform) -> None:
+    aws.stages.fail_with(out_of_gpu_memory(), on="predict")  # on the first queue, low
     job = submit(aws, que="low")
     done, _ = finish(aws, job, "SUCCEEDED")
 
@@ -300,10 +303,9 @@ def test_out_of_gpu_memory_runs_the_prediction_again_on_the_next_larger_queue(
     assert f"jobs/{job.id}/output/ubq/ranked_0.pdb" in aws.keys(f"jobs/{job.id}/output/")
 
 
-def test_out_of_gpu_memory_on_the_largest_queue_fails_the_job_as_gpu_out_of_memory(
-    aws: Platform, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    out_of_memory_on(monkeypatch, aws, {"p4"})
+@needs_jax
+def test_out_of_gpu_memory_on_the_largest_queue_fails_the_job_as_gpu_out_of_memory(aws: Platform) -> None:
+    aws.stages.fail_with(out_of_gpu_memory(), on="predict")  # on the largest queue, p4
     job = submit(aws, que="p4")
     failed, execution = finish(aws, job, "FAILED")
 
@@ -316,8 +318,8 @@ def test_out_of_gpu_memory_on_the_largest_queue_fails_the_job_as_gpu_out_of_memo
 
 
 def test_cancelling_during_the_prediction_stops_the_execution_and_terminates_the_batch_job(aws: Platform) -> None:
-    # All five models: a prediction long enough to be cancelled while it recycles.
-    job = submit(aws, model_names=["model_1", "model_2", "model_3", "model_4", "model_5"], strategy="all")
+    aws.stages.block(on="predict")  # a prediction that recycles until it is cancelled
+    job = submit(aws)
     aws.wait_for(lambda: (j := aws.services.repo.get(job.id)).state is S.PREDICTING and j.progress is not None
                  and "recycle" in j.progress.message, timeout=180, message="the prediction's recycles")
     cancelled = aws.services.service.cancel(ANN, job.id)
