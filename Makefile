@@ -70,9 +70,9 @@ browser: tools
 test: db $(NODE_STAMP) tools $(CHECKOV_STAMP)
 	$(PY) -m pytest -q
 
-# What loads no JAX: everything but the pipeline tests (pytest -m pipeline). Needs no database; a test that loads
-# JAX anyway fails the run (tests/conftest.py).
-test-fast: $(STAMP) $(NODE_STAMP) tools $(CHECKOV_STAMP)
+# What loads no JAX: everything but the pipeline tests (pytest -m pipeline); a test that loads JAX anyway fails the
+# run (tests/conftest.py). The demo database is read, not searched (the state machine's tests key MSAs on it).
+test-fast: db $(NODE_STAMP) tools $(CHECKOV_STAMP)
 	AF2_TEST_NO_JAX=1 $(PY) -m pytest -q -m "not pipeline"
 
 # The long load and fault runs (docs/reliability.md); `make test` runs the short ones and skips these.
