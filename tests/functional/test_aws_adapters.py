@@ -188,6 +188,27 @@ def test_url_is_presigned_with_the_asked_expiry(store: S3ArtifactStore) -> None:
         store.url("jobs/abc/ranked_0.pdb", expires_s=8 * 24 * 3600)  # past SigV4's 7 days
 
 
+@pytest.mark.parametrize("region", ["us-east-1", "eu-central-1", "ap-east-1"])  # ap-east-1 is opt-in
+def test_presigned_urls_name_the_bucket_in_the_host_at_its_regional_endpoint(
+        region: str, aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Virtual-hosted at the bucket's region: a new bucket's URLs work before its name reaches the global endpoint
+    (which would redirect them and break the signature), and an opt-in region's bucket is served at all."""
+    import boto3
+
+    from af2jobs.adapters.aws.s3 import s3_client
+
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # the region as a Lambda's boto3 resolves it: AWS_REGION
+    monkeypatch.setenv("AWS_REGION", region)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", region)
+    for store in (S3ArtifactStore("af2-results", region=region), S3ArtifactStore("af2-results")):
+        for url in (store.upload_url("input/ann/a.fasta", expires_s=60),
+                    s3_client(region).generate_presigned_url(
+                        "get_object", Params={"Bucket": "af2-results", "Key": "jobs/abc/ranked_0.pdb"})):
+            parts = urlparse(url)
+            assert parts.scheme == "https" and parts.netloc == f"af2-results.s3.{region}.amazonaws.com", url
+            assert f"/{region}/s3/aws4_request" in parse_qs(parts.query)["X-Amz-Credential"][0]
+
+
 def test_delete_prefix_pages_and_batches_over_a_thousand_objects(store: S3ArtifactStore, s3: Any) -> None:
     job = "a" * 32
     for i in range(1005):  # more than one ListObjectsV2 page and one DeleteObjects batch

@@ -28,13 +28,23 @@ def _is_missing(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
 
 
+def s3_client(region: str | None = None) -> Any:
+    """An S3 client whose presigned URLs work for a bucket of any age in any region: s3v4 signing (every region
+    takes it, KMS-encrypted objects need it) for the bucket's region (`region`, else the one boto3 resolves:
+    AWS_REGION in Lambda and Batch, where the stack's bucket is), at that region's endpoint with the bucket in the
+    host name. A URL for the global endpoint is redirected to the region (which breaks its signature) while a new
+    bucket's name spreads, and is never served for a bucket in an opt-in region."""
+    config = Config(signature_version="s3v4",
+                    s3={"addressing_style": "virtual", "us_east_1_regional_endpoint": "regional"})
+    return boto3.client("s3", region_name=region, config=config)
+
+
 class S3ArtifactStore:
     """ArtifactStore on one bucket. Keys are checked before any request, so a bad key never reaches S3."""
 
-    def __init__(self, bucket: str, client: Any = None) -> None:
+    def __init__(self, bucket: str, client: Any = None, region: str | None = None) -> None:
         self.bucket = bucket
-        # s3v4 signing: presigned URLs must work in every region, and buckets with KMS encryption need it.
-        self._client = client if client is not None else boto3.client("s3", config=Config(signature_version="s3v4"))
+        self._client = client if client is not None else s3_client(region)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._client.put_object(Bucket=self.bucket, Key=check_key(key), Body=data)
