@@ -763,13 +763,27 @@ def test_private_subnets_without_nat_get_every_endpoint_batch_on_ecs_needs(templ
                  for r in template["Resources"].values() if r["Type"] == "AWS::EC2::VPCEndpoint"}
     needed = {"ecs", "ecs-agent", "ecs-telemetry", "ecr.api", "ecr.dkr", "logs", "monitoring", "sts"}
     assert needed | {"s3", "dynamodb"} <= set(endpoints)
+    one_per_zone = {"Fn::If": ["HasEndpointSubnets", {"Ref": "EndpointSubnetIds"},
+                               [{"Fn::Select": [0, {"Ref": "SubnetIds"}]}]]}
     for name, endpoint in endpoints.items():
-        assert endpoint["Condition"] == "WithVpcEndpoints", name
         kind = endpoint["Properties"]["VpcEndpointType"]
         assert kind == ("Gateway" if name in ("s3", "dynamodb") else "Interface"), name
         if kind == "Interface":
+            assert endpoint["Condition"] == "WithVpcEndpoints", name
             assert endpoint["Properties"]["PrivateDnsEnabled"] is True
-            assert endpoint["Properties"]["SubnetIds"] == {"Ref": "SubnetIds"}
+            # Not SubnetIds, which may list two subnets of one zone (the file system's zone, as the runbook says):
+            # EC2 refuses such an endpoint (DuplicateSubnetsInSameZone) and the stack rolls back.
+            assert endpoint["Properties"]["SubnetIds"] == one_per_zone, name
+        else:  # wherever the route tables are given, NAT or not: S3 and DynamoDB traffic off the NAT
+            assert endpoint["Condition"] == "HasRouteTables", name
+            assert endpoint["Properties"]["RouteTableIds"] == {"Ref": "RouteTableIds"}
+    assert template["Conditions"]["HasRouteTables"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "RouteTableIds"}]}, ""]}]}
+    assert template["Conditions"]["HasEndpointSubnets"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "EndpointSubnetIds"}]}, ""]}]}
+    rule = template["Rules"]["EndpointsNeedRouteTables"]
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "VpcEndpoints"}, "true"]}
+    assert rule["Assertions"][0]["Assert"] == template["Conditions"]["HasRouteTables"]
     ingress = template["Resources"]["EndpointSecurityGroup"]["Properties"]["SecurityGroupIngress"]
     assert ingress == [{"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443,
                         "SourceSecurityGroupId": {"Ref": "ComputeSecurityGroup"},
