@@ -755,7 +755,7 @@ def test_compute_environments_let_running_jobs_finish_an_update_and_broken_insta
     data = template["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]
     assert data["InstanceInitiatedShutdownBehavior"] == "terminate"
     script = data["UserData"]["Fn::Base64"]["Fn::Sub"]
-    assert "if ! mountpoint -q /fsx; then" in script and "shutdown -h now" in script
+    assert "mountpoint -q /fsx || leave" in script and "shutdown -h now" in script  # tests/iac/test_userdata.py
 
 
 def test_private_subnets_without_nat_get_every_endpoint_batch_on_ecs_needs(template):
