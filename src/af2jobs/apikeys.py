@@ -7,7 +7,9 @@ when the key id is unknown, so response times do not tell which key ids exist.
 scrypt costs tens of milliseconds and 16 MB a check, which would cap a server at a few dozen requests a second:
 once a secret has matched its stored hash, the process remembers a SHA-256 of it beside that stored hash (the
 secret is 256 random bits, so a fast hash of it is as good a check), and later requests with the same key skip
-scrypt. The store is still read on every request, so a revoked or deleted key stops working at once.
+scrypt. The store is still read on every check, so a revoked or deleted key stops working at once where the API
+checks each request (the local server); on AWS, API Gateway keeps the authorizer's answer for a key
+GATEWAY_CACHE_S seconds (template.yaml, ReauthorizeEvery), so there a revoked key stops within that time.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from af2jobs.models import Principal
 from af2jobs.ports import ApiKeyInfo
 
 KEY_PREFIX = "af2"
+# How long API Gateway keeps the authorizer's answer for a key (template.yaml, ReauthorizeEvery).
+GATEWAY_CACHE_S = 60
 # scrypt's interactive-login cost. The secret is 256 random bits, so this guards a leaked database against
 # nothing a fast hash would not; it is kept because it costs little (~tens of ms) and ages well. Stored per key
 # so it can be raised later without invalidating existing keys.

@@ -180,6 +180,20 @@ def test_sam_validate_lint_passes():
     assert "is a valid SAM Template" in result.stdout + result.stderr
 
 
+def test_one_throttled_stage_and_the_authorizer_s_cache_is_what_revocation_promises(template):
+    from af2jobs import apikeys
+
+    cfn = transformed(template)
+    assert [r["Properties"]["StageName"] for r in resources(cfn, "AWS::ApiGateway::Stage").values()] == ["v1"]
+    # A deployment with a StageName makes a second stage ("Stage"), outside v1's MethodSettings.
+    assert [d["Properties"].get("StageName") for d in resources(cfn, "AWS::ApiGateway::Deployment").values()] == [None]
+    auth = template["Resources"]["Api"]["Properties"]["Auth"]["Authorizers"]["ApiKeyAuthorizer"]
+    assert auth["Identity"]["ReauthorizeEvery"] == apikeys.GATEWAY_CACHE_S == 60
+    assert "refused within a minute" in (ROOT / "docs" / "operations.md").read_text()
+    wait = template["Parameters"]["CapacityWaitSeconds"]
+    assert (wait["MinValue"], wait["MaxValue"]) == (600, 86400)  # what Batch takes for a RUNNABLE time limit
+
+
 def test_samconfig_sets_every_parameter_with_the_templates_defaults(template):
     import tomllib
 
