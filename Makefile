@@ -6,7 +6,9 @@ PY := $(VENV)/bin/python
 AF2 := $(VENV)/bin/af2
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
-SAM := $(VENV)/bin/sam
+# make deploy's own environment: the base package and the deploy tools, none of the prediction stack.
+DEPLOY_VENV := .venv-deploy
+DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
 NODE_STAMP := node_modules/.installed
 SAM_ENV ?= default
 STACK ?= af2jobs
@@ -90,20 +92,26 @@ $(CHECKOV_STAMP):
 
 checkov: $(CHECKOV_STAMP)
 
-check-iac: $(STAMP) $(NODE_STAMP)
-	SAM_CLI_TELEMETRY=0 $(SAM) validate --lint --region us-east-1
-	$(VENV)/bin/cfn-lint template.yaml
+check-iac: $(DEPLOY_STAMP) $(NODE_STAMP)
+	SAM_CLI_TELEMETRY=0 $(DEPLOY_VENV)/bin/sam validate --lint --region us-east-1
+	$(DEPLOY_VENV)/bin/cfn-lint template.yaml
 	@files=$$(ls statemachine/*.asl.json 2>/dev/null); \
 	test -n "$$files" || { echo "no statemachine/*.asl.json; template.yaml needs statemachine/prediction.asl.json"; exit 1; }; \
 	for f in $$files; do npx --no-install asl-validator --json-path "$$f" || exit 1; done
 
 # sam build needs the Lambda runtime's python (python3.12) on PATH; see layer/Makefile.
-deploy: $(STAMP)
+$(DEPLOY_STAMP): pyproject.toml
+	test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install -q --upgrade pip
+	$(DEPLOY_VENV)/bin/python -m pip install -q -e '.[deploy]'
+	touch $@
+
+deploy: $(DEPLOY_STAMP)
 	@if [ "$(SAM_ENV)" = default ] && grep -q REPLACE_ME samconfig.toml; then \
 	  echo "samconfig.toml still has REPLACE_ME: set VpcId and SubnetIds there (docs/operations.md)"; exit 1; fi
 	@python3.12 -c 'import sys' 2>/dev/null || { echo "sam build needs python3.12 on PATH"; exit 1; }
-	SAM_CLI_TELEMETRY=0 $(SAM) build --config-env $(SAM_ENV)
-	SAM_CLI_TELEMETRY=0 $(SAM) deploy --config-env $(SAM_ENV)
+	SAM_CLI_TELEMETRY=0 $(DEPLOY_VENV)/bin/sam build --config-env $(SAM_ENV)
+	SAM_CLI_TELEMETRY=0 $(DEPLOY_VENV)/bin/sam deploy --config-env $(SAM_ENV)
 
 # Builds both targets of batch_image/Dockerfile for x86_64 and pushes them to the repositories of stack $(STACK)
 # (deploy it first); the job definitions use tag $(IMAGE_TAG). Needs docker; AWS credentials as for boto3.
@@ -119,4 +127,4 @@ images: $(STAMP)
 	docker push "$$predict:$(IMAGE_TAG)"
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) $(DEMO_OUT) .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) $(DEPLOY_VENV) $(DEMO_OUT) .pytest_cache

@@ -194,6 +194,19 @@ def test_one_throttled_stage_and_the_authorizer_s_cache_is_what_revocation_promi
     assert (wait["MinValue"], wait["MaxValue"]) == (600, 86400)  # what Batch takes for a RUNNABLE time limit
 
 
+def test_make_deploy_installs_the_deployment_s_tools_and_none_of_the_prediction_stack():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deploy = project["optional-dependencies"]["deploy"]
+    names = {re.split(r"[<>=\[ ;]", d)[0].lower() for d in project["dependencies"] + deploy}
+    assert {"aws-sam-cli", "cfn-lint"} <= names
+    assert not names & {"jax", "alphafold-colabfold", "openmm", "dm-haiku", "pyhmmer", "numpy"}
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^deploy: (.*)$", makefile, re.M).group(1).split() == ["$(DEPLOY_STAMP)"]
+    assert "$(DEPLOY_VENV)/bin/python -m pip install -q -e '.[deploy]'" in makefile
+
+
 def test_samconfig_sets_every_parameter_with_the_templates_defaults(template):
     import tomllib
 
