@@ -439,6 +439,18 @@ def test_the_database_load_job_runs_the_loader_with_arguments_it_accepts(templat
     assert "AF2_TOPIC_ARN" in env
 
 
+def test_the_database_load_runs_on_demand_with_an_msa_job_s_size(template):
+    queue = _job(template, "DbLoadQueue")
+    environments = [template["Resources"][o["ComputeEnvironment"]["Ref"]] for o in queue["ComputeEnvironmentOrder"]]
+    assert [e["Properties"]["ComputeResources"]["Type"] for e in environments] == ["EC2"]  # no Spot reclaim
+    assert queue["SchedulingPolicyArn"] == {"Ref": "FairShare"}  # the runbook's --share-identifier is needed
+    assert template["Outputs"]["DbLoadJobQueueArn"]["Value"] == {"Ref": "DbLoadQueue"}
+    sizes = {r["Type"]: r["Value"] for r in _job(template, "DbLoadJobDefinition")["ContainerProperties"][
+        "ResourceRequirements"]}
+    assert sizes == {"VCPU": {"Ref": "MsaVcpus"}, "MEMORY": {"Ref": "MsaMemoryMiB"}}
+    assert 'out DbLoadJobQueueArn' in (ROOT / "docs" / "operations.md").read_text()
+
+
 def test_msa_queue_prefers_spot_and_falls_back_to_on_demand(template):
     order = sorted(_job(template, "MsaQueue")["ComputeEnvironmentOrder"], key=lambda o: o["Order"])
     kinds = [template["Resources"][o["ComputeEnvironment"]["Ref"]]["Properties"]["ComputeResources"]["Type"]
@@ -474,7 +486,8 @@ def test_batch_state_changes_of_this_stacks_queues_reach_the_events_function(tem
     pattern = event["Properties"]["Pattern"]
     assert pattern["source"] == ["aws.batch"] and pattern["detail-type"] == ["Batch Job State Change"]
     queues = {q["Ref"] for q in pattern["detail"]["jobQueue"]}
-    assert queues == {name for name in resources(template, "AWS::Batch::JobQueue")}
+    # The database load's queue runs no job of the platform: nothing there for the function to record.
+    assert queues == {name for name in resources(template, "AWS::Batch::JobQueue")} - {"DbLoadQueue"}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -833,7 +846,7 @@ def _submit_tasks() -> list[tuple[str, dict[str, Any]]]:
 
 def test_every_queue_schedules_by_fair_share_under_a_logical_id_that_was_never_fifo(template):
     queues = resources(template, "AWS::Batch::JobQueue")
-    assert len(queues) == 5 and not FIFO_QUEUE_IDS & set(template["Resources"])
+    assert len(queues) == 6 and not FIFO_QUEUE_IDS & set(template["Resources"])  # MSA, 4 GPU, the database load
     for name, queue in queues.items():
         assert queue["Properties"]["SchedulingPolicyArn"] == {"Ref": "FairShare"}, name
     policy = template["Resources"]["FairShare"]

@@ -65,7 +65,7 @@ def test_the_database_load_submit_is_taken_by_a_fair_share_queue(monkeypatch: py
                                  "resourceRequirements": [{"type": "VCPU", "value": "2"},
                                                           {"type": "MEMORY", "value": "4096"}]},
         )["jobDefinitionArn"]
-        outputs = {"MsaJobQueueArn": queues["msa"], "DbLoadJobDefinitionArn": definition}
+        outputs = {"DbLoadJobQueueArn": queues["msa"], "DbLoadJobDefinitionArn": definition}  # both fair share
         operation, params = api_call(batch, command, outputs)
         assert operation == "SubmitJob" and params["parameters"]["databases"] in ("full", "reduced", "mmseqs")
         batch.submit_job(**params)  # refused without shareIdentifier: the MSA queue has a fair-share policy
