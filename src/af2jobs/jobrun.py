@@ -373,7 +373,7 @@ def _predict_begin(stages: StageRunner, record: FastaRecord, workdir: Path, prep
     def done() -> dict:
         result = finish()
         timings_file = workdir / "timings.json"
-        if timings_file.is_file():  # the record's time in both stages, its waits for other records' left out
+        if timings_file.is_file():  # its MSA stage, and its predict stage from the prediction to the report
             timings = json.loads(timings_file.read_text())
             timings["total_s"] = round(_msa_seconds(workdir) + time.perf_counter() - t0, 3)
             atomic.write_json(timings_file, timings)
@@ -458,14 +458,11 @@ def overlapped(items: list, gpu: Callable[[Any], Any], after: Callable[[Any], An
 
 
 def publish_dir(workdir: Path, final: Path) -> Path:
-    """One finished record's results (output_files) moved from its work dir into `final`, which appears whole
-    (atomic.staging_dir) in place of what was there; the work dir goes."""
-    with atomic.staging_dir(final) as staging:
-        for path in output_files(workdir):
-            target = staging / path.relative_to(workdir)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            path.rename(target)  # into the staging folder, which staging_dir puts in place whole
-    shutil.rmtree(workdir, ignore_errors=True)
+    """One finished record's work dir, its stage markers left out, put in place as `final` (atomic.replace_dir:
+    `final` is always a whole folder, the old one or this)."""
+    for marker in (MSA_DONE, PREDICT_DONE):
+        (workdir / marker).unlink(missing_ok=True)
+    atomic.replace_dir(workdir, final)
     return final
 
 

@@ -92,6 +92,9 @@ def test_predict_writes_alphafold_layout(env, tmp_path):
     assert sum(1 for line in sto.splitlines() if line and not line.startswith(("#", "//"))) > 10
     assert (d / "features.pkl").stat().st_size > 0
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left behind
+    # README's tree: the record's input, the screening runs' confidences, no stage markers.
+    assert (d / "input.fasta").read_text() == f">ubq test\n{YEAST_UBIQUITIN}\n"
+    assert len(list(d.glob("confidence_*_screen.json"))) == 2 and not list(d.glob(".af2-*"))
     # report.html beside the results: the viewer inlined (no network), the UNTRAINED banner, the plots.
     page = (d / "report.html").read_text()
     assert 'id="untrained"' in page and 'id="viewer"' in page and "$3Dmol" in page and "<script src" not in page

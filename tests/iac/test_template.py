@@ -815,15 +815,38 @@ def test_private_subnets_without_nat_get_every_endpoint_batch_on_ecs_needs(templ
             # EC2 refuses such an endpoint (DuplicateSubnetsInSameZone) and the stack rolls back.
             assert endpoint["Properties"]["SubnetIds"] == one_per_zone, name
         else:  # wherever the route tables are given, NAT or not: S3 and DynamoDB traffic off the NAT
-            assert endpoint["Condition"] == "HasRouteTables", name
+            assert endpoint["Condition"] == "WithGatewayEndpoints", name
             assert endpoint["Properties"]["RouteTableIds"] == {"Ref": "RouteTableIds"}
     assert template["Conditions"]["HasRouteTables"] == {
         "Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "RouteTableIds"}]}, ""]}]}
     assert template["Conditions"]["HasEndpointSubnets"] == {
         "Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "EndpointSubnetIds"}]}, ""]}]}
+    assert template["Conditions"]["WithGatewayEndpoints"] == {
+        "Fn::And": [{"Condition": "HasRouteTables"}, {"Fn::Equals": [{"Ref": "GatewayEndpoints"}, "true"]}]}
     rule = template["Rules"]["EndpointsNeedRouteTables"]
     assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "VpcEndpoints"}, "true"]}
-    assert rule["Assertions"][0]["Assert"] == template["Conditions"]["HasRouteTables"]
+    assert rule["Assertions"][0]["Assert"] == {"Fn::Not": [{"Fn::Contains": [{"Ref": "RouteTableIds"}, ""]}]}
+
+
+RULE_FUNCTIONS = {"Fn::And", "Fn::Contains", "Fn::EachMemberEquals", "Fn::EachMemberIn", "Fn::Equals", "Fn::Not",
+                  "Fn::Or", "Fn::RefAll", "Fn::ValueOf", "Fn::ValueOfAll", "Ref"}
+
+
+def test_rules_use_only_the_functions_cloudformation_takes_in_rules(template):
+    """CloudFormation refuses any other intrinsic function in a rule (Rules, "Rule-specific intrinsic functions"),
+    and cfn-lint does not say so: a Fn::Join there fails every create and update."""
+    def functions(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key.startswith("Fn::") or key in ("Ref", "Condition"):
+                    yield key
+                yield from functions(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from functions(item)
+
+    used = set(functions(template["Rules"]))
+    assert used and used <= RULE_FUNCTIONS, used - RULE_FUNCTIONS
     ingress = template["Resources"]["EndpointSecurityGroup"]["Properties"]["SecurityGroupIngress"]
     assert ingress == [{"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443,
                         "SourceSecurityGroupId": {"Ref": "ComputeSecurityGroup"},

@@ -167,7 +167,7 @@ def submission(args: argparse.Namespace) -> tuple[dict[str, Any], list[tuple[Pat
                 uploads.append((path, f"msa/{path.name}"))
             else:
                 body.setdefault("msa", {})[name] = _read_fasta(path)
-    JobRequest.parse(body)
+    requestflags.parse(body, {"file_name": "--file-name", "sequence": "FASTA"})
     return body, uploads
 
 

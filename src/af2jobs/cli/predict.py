@@ -69,11 +69,7 @@ def _request(args, file_name: str, msa: dict[str, str] | None = None) -> JobRequ
     same choices get the same answer and the same run."""
     fields = {"fasta": requestflags.job_name(Path(file_name)), "file_name": file_name,
               **requestflags.fields(args), "msa": msa}
-    try:
-        return JobRequest.parse({k: v for k, v in fields.items() if v is not None})
-    except ValidationError as exc:
-        flag = "input" if exc.field == "file_name" else requestflags.flag_of(exc.field)
-        raise ValidationError(f"{flag}: {exc.message}" if flag else exc.message, field=exc.field) from None
+    return requestflags.parse({k: v for k, v in fields.items() if v is not None}, {"file_name": "input"})
 
 
 def _supplied_msas(request: JobRequest, records) -> dict[str, tuple[str, bytes]]:
@@ -164,6 +160,8 @@ def _predict(stages: jobrun.PipelineStages, prepared: jobrun.Prepared, records, 
     results: dict[str, tuple] = {}
 
     def finished(record, summary: dict) -> None:
+        (workdir(record) / "input.fasta").write_text(f">{record.name} {record.description}".rstrip()
+                                                     + f"\n{record.sequence}\n")
         timings = json.loads((workdir(record) / "timings.json").read_text())
         results[record.slug] = (record, summary, timings, jobrun.publish_dir(workdir(record), out / record.slug))
 

@@ -5,6 +5,7 @@ and an error names the flag the user typed.
     add(parser, command)   the table's flags for "submit" or "predict"
     fields(args)           the flags given, as request fields (None left out: the request's default)
     flag_of(field)         the flag of a request field, to name it in an error
+    parse(body)            JobRequest.parse, its error naming the flag
     job_name(path)         a job name from a file name
 """
 
@@ -15,7 +16,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from af2jobs.request import DB_PRESETS, MODEL_NAMES, MODEL_PRESETS, MSA_MODES, PRESETS, QUEUES, RELAX
+from af2jobs.errors import ValidationError
+from af2jobs.request import DB_PRESETS, MODEL_NAMES, MODEL_PRESETS, MSA_MODES, PRESETS, QUEUES, RELAX, JobRequest
 
 BOTH = ("submit", "predict")
 
@@ -84,10 +86,21 @@ def flag_of(field: str | None) -> str | None:
     return next((flags[0] for name, flags, *_ in TABLE if name == head), None)
 
 
+def parse(body: dict[str, Any], names: dict[str, str] | None = None) -> JobRequest:
+    """The request of `body`, checked by the one schema; an error starts with the flag (or, from `names`, the
+    argument) of the field it is about."""
+    try:
+        return JobRequest.parse(body)
+    except ValidationError as exc:
+        field = (exc.field or "").split(".")[0]
+        flag = (names or {}).get(field) or flag_of(exc.field)
+        raise ValidationError(f"{flag}: {exc.message}" if flag else exc.message, field=exc.field) from None
+
+
 def job_name(path: Path) -> str:
     """A valid job name from a file name: 'my seq (1).fa' -> 'my_seq__1_'."""
     name = re.sub(r"[^A-Za-z0-9._-]", "_", path.stem).lstrip("._-")[:100]
     return name or "job"
 
 
-__all__ = ["TABLE", "add", "fields", "flag_of", "job_name"]
+__all__ = ["TABLE", "add", "fields", "flag_of", "job_name", "parse"]
