@@ -122,26 +122,21 @@ def run(args) -> int:
     stages = jobrun.PipelineStages(settings, _overrides(args))
     # The run as a job that is never stored: the request as the service stores it (its MSAs apart).
     job = Job(owner=OWNER, request=request.model_copy(update={"msa": None}), state=JobState.VALIDATING)
-    run_config = jobrun.run_config_for(job.request, settings, stages.overrides, gpu=_on_gpu())[0]
+    # The run, resolved as a job's for this machine's device; every database its searches need is installed and
+    # its parameters may be used: prepare checks, before any file is written.
+    prepared = stages.prepare(job, records, supplied, progress=lambda *event: None, should_cancel=lambda: False)
+    run_config = prepared.run_config
     check_devices(run_config.gpus)
     check_memory(records, run_config, settings)
 
     from af2jobs.cli.progress import StageReporter
 
     console = Console() if Console().is_terminal else Console(width=200)
-    # Every database the searches need is installed: prepare checks, before any file is written.
-    prepared = stages.prepare(job, records, supplied, progress=lambda *event: None, should_cancel=lambda: False)
     with output_dir(args.out), StageReporter() as reporter:
         prepared.context.progress = reporter
         results = _predict(stages, prepared, records, args.out, reporter)
     _summary(console, results, run_config)
     return 0
-
-
-def _on_gpu() -> bool:
-    from af2jobs.pipeline.devices import on_gpu
-
-    return on_gpu()
 
 
 def _predict(stages: jobrun.PipelineStages, prepared: jobrun.Prepared, records, out: Path, reporter) -> list[tuple]:
